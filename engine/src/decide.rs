@@ -1,0 +1,358 @@
+//! Decisions: Cedar's own authorizer over the ready entity graph, with the determining and
+//! erroring policies named, and every decision over the store written to the decision log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Context, EntityUid, Request, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::entities::{parse_uid, EntityGraph};
+use crate::error::{EngineError, Result};
+use crate::log::DecisionLog;
+use crate::policies::{PolicyBundle, PolicyMeta};
+use crate::store::{BatchOutcome, Store, StoreBatch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Decision::Allow => "Allow",
+            Decision::Deny => "Deny",
+        })
+    }
+}
+
+/// A request as the user wrote it: UIDs in Cedar syntax and a context JSON object.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RequestSpec {
+    pub principal: String,
+    pub action: String,
+    pub resource: String,
+    #[serde(default = "empty_context")]
+    pub context: Value,
+}
+
+fn empty_context() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A request checked against the schema and ready for Cedar.
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    pub spec: RequestSpec,
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub request: Request,
+    /// Entities the context names (they are part of the decision's slice).
+    pub context_entities: Vec<EntityUid>,
+}
+
+impl ParsedRequest {
+    pub fn parse(spec: RequestSpec, bundle: &PolicyBundle) -> Result<Self> {
+        let principal = parse_uid(&spec.principal)?;
+        let action = parse_uid(&spec.action)?;
+        let resource = parse_uid(&spec.resource)?;
+        if !spec.context.is_object() {
+            return Err(EngineError::Request(
+                "`context` must be a JSON object".into(),
+            ));
+        }
+        let schema = bundle.schema.as_ref();
+        let context = Context::from_json_value(spec.context.clone(), schema.map(|s| (s, &action)))
+            .map_err(|e| EngineError::Request(format!("invalid context: {}", error_chain(&e))))?;
+        let request = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            schema,
+        )
+        .map_err(|e| EngineError::Request(error_chain(&e)))?;
+        let mut context_entities = Vec::new();
+        crate::entities::collect_entity_refs(&spec.context, &mut |u| context_entities.push(u));
+        Ok(Self {
+            spec,
+            principal,
+            action,
+            resource,
+            request,
+            context_entities,
+        })
+    }
+}
+
+/// An erroring policy and what went wrong while evaluating it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PolicyError {
+    pub policy: String,
+    pub message: String,
+}
+
+/// A decision with its diagnostics.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionOutcome {
+    pub decision: Decision,
+    /// Ids of the determining policies.
+    pub reasons: Vec<String>,
+    pub errors: Vec<PolicyError>,
+    #[serde(rename = "policyVersion")]
+    pub policy_version: String,
+    /// Where each determining policy lives.
+    pub determining: Vec<PolicyMeta>,
+    /// Sequence number in the decision log, for decisions over the store.
+    #[serde(rename = "logSeq", skip_serializing_if = "Option::is_none")]
+    pub log_seq: Option<u64>,
+}
+
+/// Policies, the entity graph, and (over the store) the store and decision log.
+pub struct Engine {
+    bundle: Arc<PolicyBundle>,
+    graph: Arc<EntityGraph>,
+    graph_revision: u64,
+    store: Option<Store>,
+    log: Option<DecisionLog>,
+    authorizer: Authorizer,
+}
+
+impl Engine {
+    /// An engine over entities given directly (no store, no log).
+    pub fn in_memory(bundle: PolicyBundle, graph: EntityGraph) -> Self {
+        Self {
+            bundle: Arc::new(bundle),
+            graph: Arc::new(graph),
+            graph_revision: 0,
+            store: None,
+            log: None,
+            authorizer: Authorizer::new(),
+        }
+    }
+
+    /// An engine over the store in `data_dir`; its decisions are logged.
+    pub fn open(data_dir: &Path, bundle: PolicyBundle) -> Result<Self> {
+        let store = Store::open(data_dir)?;
+        let log = DecisionLog::open(data_dir)?;
+        log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
+        let (revision, bodies) = store.snapshot()?;
+        let graph = EntityGraph::from_bodies(
+            bodies.iter().map(String::as_str),
+            bundle.schema.as_ref(),
+        )?;
+        Ok(Self {
+            bundle: Arc::new(bundle),
+            graph: Arc::new(graph),
+            graph_revision: revision,
+            store: Some(store),
+            log: Some(log),
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    pub fn bundle(&self) -> &PolicyBundle {
+        &self.bundle
+    }
+
+    pub fn graph(&self) -> &EntityGraph {
+        &self.graph
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    pub fn log(&self) -> Option<&DecisionLog> {
+        self.log.as_ref()
+    }
+
+    /// Swaps in a new policy set. The caller has already loaded and validated it; a set that
+    /// failed either never reaches here, so the last good set keeps deciding.
+    pub fn set_policies(&mut self, bundle: PolicyBundle) -> Result<()> {
+        if let Some(log) = &self.log {
+            log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
+        }
+        // Actions come from the schema, so the graph is rebuilt when the schema changes.
+        if bundle.schema_source != self.bundle.schema_source {
+            if let Some(store) = &self.store {
+                let (revision, bodies) = store.snapshot()?;
+                self.graph = Arc::new(EntityGraph::from_bodies(
+                    bodies.iter().map(String::as_str),
+                    bundle.schema.as_ref(),
+                )?);
+                self.graph_revision = revision;
+            }
+        }
+        self.bundle = Arc::new(bundle);
+        Ok(())
+    }
+
+    /// Validates and writes a batch, then brings the graph up to date.
+    pub fn apply(&mut self, batch: &StoreBatch) -> Result<BatchOutcome> {
+        let store = self.store.as_ref().ok_or_else(|| {
+            EngineError::Request("this engine has no entity store".into())
+        })?;
+        let schema = self.bundle.schema.as_ref().ok_or_else(|| {
+            EngineError::Request("entities cannot be stored without a schema".into())
+        })?;
+        let outcome = store.apply(batch, schema)?;
+        self.refresh()?;
+        Ok(outcome)
+    }
+
+    /// Applies whatever changed in the store since the graph was built (by this process or
+    /// another), without rebuilding the graph.
+    pub fn refresh(&mut self) -> Result<u64> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let changes = store.changes_since(self.graph_revision)?;
+        if changes.revision == self.graph_revision {
+            return Ok(0);
+        }
+        let n = changes.upserts.len() + changes.deletes.len();
+        self.graph = Arc::new(self.graph.apply(
+            changes.upserts.iter().map(String::as_str),
+            &changes.deletes,
+        )?);
+        self.graph_revision = changes.revision;
+        Ok(n as u64)
+    }
+
+    pub fn parse(&self, spec: RequestSpec) -> Result<ParsedRequest> {
+        ParsedRequest::parse(spec, &self.bundle)
+    }
+
+    /// Evaluates without logging: the hot path, and what `decide_logged` builds on.
+    pub fn decide(&self, request: &ParsedRequest) -> DecisionOutcome {
+        let response = self
+            .authorizer
+            .is_authorized(&request.request, &self.bundle.set, self.graph.entities());
+        outcome_from_response(&response, &self.bundle)
+    }
+
+    /// Evaluates and records the decision, its reasons and errors, the policy version and the
+    /// slice of entities it read, in the decision log. A decision that cannot be logged is
+    /// not returned.
+    pub fn decide_logged(&self, request: &ParsedRequest, origin: &str) -> Result<DecisionOutcome> {
+        let mut outcome = self.decide(request);
+        if let Some(log) = &self.log {
+            let record = self.decision_record(request, &outcome, origin);
+            let seqs = log.append(vec![record])?;
+            outcome.log_seq = seqs.first().copied();
+        }
+        Ok(outcome)
+    }
+
+    /// Decides a batch and logs every decision in one durable append.
+    pub fn decide_batch_logged(
+        &self,
+        requests: &[ParsedRequest],
+        origin: &str,
+    ) -> Result<Vec<DecisionOutcome>> {
+        let mut outcomes: Vec<DecisionOutcome> =
+            requests.iter().map(|r| self.decide(r)).collect();
+        if let Some(log) = &self.log {
+            let records = requests
+                .iter()
+                .zip(&outcomes)
+                .map(|(r, o)| self.decision_record(r, o, origin))
+                .collect();
+            let seqs = log.append(records)?;
+            for (o, s) in outcomes.iter_mut().zip(seqs) {
+                o.log_seq = Some(s);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// The log record of a decision (without sequence, time and hashes).
+    pub fn decision_record(
+        &self,
+        request: &ParsedRequest,
+        outcome: &DecisionOutcome,
+        origin: &str,
+    ) -> Map<String, Value> {
+        let seeds = [&request.principal, &request.action, &request.resource]
+            .into_iter()
+            .chain(request.context_entities.iter())
+            .chain(self.bundle.literal_entities.iter());
+        let slice = self.graph.render_slice(&self.graph.slice(seeds));
+        let mut m = Map::new();
+        m.insert("kind".into(), Value::from("decision"));
+        m.insert("origin".into(), Value::from(origin));
+        m.insert(
+            "request".into(),
+            serde_json::to_value(&request.spec).unwrap_or(Value::Null),
+        );
+        m.insert("decision".into(), Value::from(outcome.decision.to_string()));
+        m.insert(
+            "reasons".into(),
+            Value::from(outcome.reasons.clone()),
+        );
+        m.insert(
+            "errors".into(),
+            serde_json::to_value(&outcome.errors).unwrap_or(Value::Null),
+        );
+        m.insert("policyVersion".into(), Value::from(outcome.policy_version.clone()));
+        m.insert("slice".into(), Value::Array(slice));
+        m
+    }
+}
+
+/// Names the determining and erroring policies of a Cedar response.
+pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> DecisionOutcome {
+    let decision = match response.decision() {
+        cedar_policy::Decision::Allow => Decision::Allow,
+        cedar_policy::Decision::Deny => Decision::Deny,
+    };
+    let mut reasons: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(|id| id.to_string())
+        .collect();
+    reasons.sort();
+    let mut errors: Vec<PolicyError> = response
+        .diagnostics()
+        .errors()
+        .map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => PolicyError {
+                policy: pe.policy_id().to_string(),
+                message: pe.inner().to_string(),
+            },
+        })
+        .collect();
+    errors.sort_by(|a, b| a.policy.cmp(&b.policy));
+    let determining = reasons
+        .iter()
+        .filter_map(|id| bundle.meta(id).cloned())
+        .collect();
+    DecisionOutcome {
+        decision,
+        reasons,
+        errors,
+        policy_version: bundle.version.clone(),
+        determining,
+        log_seq: None,
+    }
+}
+
+/// An error with its causes, as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

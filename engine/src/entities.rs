@@ -1,0 +1,362 @@
+//! Entities: parsing user files with positions, and the in-memory graph decisions run on.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::str::FromStr;
+
+use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::{EngineError, Result, SourceProblem};
+
+/// Calls `f` for every entity reference in `json`: any object of the form
+/// `{"type": "...", "id": "..."}` (the inside of `__entity`, or a policy scope's entity).
+pub fn collect_entity_refs(json: &Value, f: &mut impl FnMut(EntityUid)) {
+    match json {
+        Value::Object(map) => {
+            if map.len() == 2 {
+                if let (Some(Value::String(t)), Some(Value::String(id))) =
+                    (map.get("type"), map.get("id"))
+                {
+                    if let Ok(uid) = uid_from_parts(t, id) {
+                        f(uid);
+                    }
+                    return;
+                }
+            }
+            for v in map.values() {
+                collect_entity_refs(v, f);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                collect_entity_refs(v, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `Tre::User` + `alice` → `Tre::User::"alice"`.
+pub fn uid_from_parts(type_name: &str, id: &str) -> Result<EntityUid> {
+    let ty = cedar_policy::EntityTypeName::from_str(type_name)
+        .map_err(|e| EngineError::Request(format!("invalid entity type `{type_name}`: {e}")))?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// Parses a Cedar UID written as `Tre::User::"alice"` (the CLI form) or as JSON
+/// `{"type":"Tre::User","id":"alice"}` / `{"__entity":{...}}`.
+pub fn parse_uid(text: &str) -> Result<EntityUid> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        let v: Value = serde_json::from_str(trimmed)
+            .map_err(|e| EngineError::Request(format!("invalid entity uid `{text}`: {e}")))?;
+        return uid_from_json(&v)
+            .ok_or_else(|| EngineError::Request(format!("invalid entity uid `{text}`: expected {{\"type\":..., \"id\":...}}")));
+    }
+    EntityUid::from_str(trimmed).map_err(|e| {
+        EngineError::Request(format!(
+            "invalid entity uid `{text}`: {e} (write it as Tre::User::\"alice\")"
+        ))
+    })
+}
+
+/// A UID from its JSON forms, `{"type","id"}` or `{"__entity":{"type","id"}}`.
+pub fn uid_from_json(v: &Value) -> Option<EntityUid> {
+    let inner = v.get("__entity").unwrap_or(v);
+    let t = inner.get("type")?.as_str()?;
+    let id = inner.get("id")?.as_str()?;
+    uid_from_parts(t, id).ok()
+}
+
+/// Attribute references of one entity (its `attrs` and `tags`), in JSON form.
+pub fn attribute_refs(entity_json: &Value) -> Vec<EntityUid> {
+    let mut out = Vec::new();
+    for key in ["attrs", "tags"] {
+        if let Some(v) = entity_json.get(key) {
+            collect_entity_refs(v, &mut |u| out.push(u));
+        }
+    }
+    out.sort_by_key(|u| u.to_string());
+    out.dedup();
+    out
+}
+
+/// Parses an entities-JSON file, validating every entity against the schema, and reports
+/// every bad entity with its position in the file.
+pub fn parse_entities_file(
+    name: &str,
+    text: &str,
+    schema: Option<&Schema>,
+) -> Result<Vec<Entity>> {
+    let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+        let offset = offset_of_line_col(text, e.line(), e.column());
+        EngineError::from(SourceProblem::at(
+            name,
+            text,
+            offset,
+            0,
+            format!("not an entities JSON array: {e}"),
+            "here",
+        ))
+    })?;
+    let mut problems = Vec::new();
+    let mut entities = Vec::with_capacity(raws.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for raw in raws {
+        let offset = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+        let len = raw.get().len().min(60);
+        match Entity::from_json_str(raw.get(), schema) {
+            Ok(entity) => {
+                let uid = entity.uid();
+                if uid.type_name().basename() == "Action" {
+                    problems.push(SourceProblem::at(
+                        name,
+                        text,
+                        offset,
+                        len,
+                        format!("action entity `{uid}` cannot be stored: actions come from the schema"),
+                        "this entity",
+                    ));
+                    continue;
+                }
+                if let Some(first) = seen.insert(uid.to_string(), offset) {
+                    let at = crate::position::line_col(text, first);
+                    problems.push(SourceProblem::at(
+                        name,
+                        text,
+                        offset,
+                        len,
+                        format!("duplicate entity `{uid}` (first at line {})", at.line),
+                        "second definition",
+                    ));
+                    continue;
+                }
+                entities.push(entity);
+            }
+            Err(e) => {
+                let mut message = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    message = format!("{message}: {src}");
+                }
+                problems.push(SourceProblem::at(
+                    name,
+                    text,
+                    offset,
+                    len,
+                    format!("invalid entity: {message}"),
+                    "this entity",
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(entities)
+    } else {
+        Err(EngineError::problems(
+            format!("{} invalid entit(ies) in `{name}`", problems.len()),
+            problems,
+        ))
+    }
+}
+
+fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0usize;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return offset + column.saturating_sub(1).min(l.len());
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+/// The entities decisions run on: every stored entity plus the schema's actions, with the
+/// transitive closure of `in` computed once, and each entity's outgoing attribute
+/// references so a decision's slice is found without touching JSON.
+#[derive(Clone)]
+pub struct EntityGraph {
+    entities: Entities,
+    refs: HashMap<EntityUid, Box<[EntityUid]>>,
+}
+
+impl EntityGraph {
+    /// Builds the graph from stored entity bodies (canonical JSON, explicit `__entity` and
+    /// `__extn` escapes, so no schema is needed to read them back).
+    pub fn from_bodies<'a>(
+        bodies: impl IntoIterator<Item = &'a str>,
+        schema: Option<&Schema>,
+    ) -> Result<Self> {
+        let mut refs = HashMap::new();
+        let mut list = Vec::new();
+        for body in bodies {
+            let (entity, entity_refs) = entity_from_body(body)?;
+            if !entity_refs.is_empty() {
+                refs.insert(entity.uid(), entity_refs.into_boxed_slice());
+            }
+            list.push(entity);
+        }
+        list.extend(action_entities(schema)?);
+        let entities = Entities::from_entities(list, None)
+            .map_err(|e| EngineError::Request(format!("cannot build entity graph: {e}")))?;
+        Ok(Self { entities, refs })
+    }
+
+    /// Builds the graph from parsed entities (an entities file given on the command line).
+    pub fn from_entities(list: &[Entity], schema: Option<&Schema>) -> Result<Self> {
+        let bodies = list
+            .iter()
+            .map(|e| {
+                e.to_json_string()
+                    .map_err(|err| EngineError::Request(format!("entity `{}`: {err}", e.uid())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_bodies(bodies.iter().map(String::as_str), schema)
+    }
+
+    /// A new graph with `upserts` written over and `deletes` removed.
+    pub fn apply<'a>(
+        &self,
+        upserts: impl IntoIterator<Item = &'a str>,
+        deletes: &[EntityUid],
+    ) -> Result<Self> {
+        let mut refs = self.refs.clone();
+        let mut entities = self.entities.clone();
+        if !deletes.is_empty() {
+            for d in deletes {
+                refs.remove(d);
+            }
+            entities = entities
+                .remove_entities(deletes.iter().cloned())
+                .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
+        }
+        let mut changed = Vec::new();
+        for body in upserts {
+            let (entity, entity_refs) = entity_from_body(body)?;
+            refs.remove(&entity.uid());
+            if !entity_refs.is_empty() {
+                refs.insert(entity.uid(), entity_refs.into_boxed_slice());
+            }
+            changed.push(entity);
+        }
+        if !changed.is_empty() {
+            entities = entities
+                .upsert_entities(changed, None)
+                .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
+        }
+        Ok(Self { entities, refs })
+    }
+
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    /// Every entity a decision over `seeds` can read: the seeds and everything reachable from
+    /// them through attributes. Ancestors need not be followed: Cedar reads an ancestor only
+    /// through `in`, which the descendant's own (closed) ancestor set answers.
+    pub fn slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<EntityUid> {
+        let mut seen: HashSet<&EntityUid> = HashSet::new();
+        let mut queue: VecDeque<&EntityUid> = VecDeque::new();
+        let mut out = Vec::new();
+        for s in seeds {
+            if seen.insert(s) {
+                queue.push_back(s);
+            }
+        }
+        while let Some(uid) = queue.pop_front() {
+            out.push(uid.clone());
+            if let Some(next) = self.refs.get(uid) {
+                for n in next.iter() {
+                    if seen.insert(n) {
+                        queue.push_back(n);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The slice as entities JSON, each entity with its whole ancestor set as parents so the
+    /// slice decides alone exactly as the full store did. Missing entities are left out (a
+    /// decision on the slice then misses them exactly as the live one did).
+    pub fn render_slice(&self, uids: &[EntityUid]) -> Vec<Value> {
+        let mut out = Vec::with_capacity(uids.len());
+        for uid in uids {
+            let Some(entity) = self.entities.get(uid) else {
+                continue;
+            };
+            let Ok(mut json) = entity.to_json_value() else {
+                continue;
+            };
+            if let (Some(obj), Some(ancestors)) =
+                (json.as_object_mut(), self.entities.ancestors(uid))
+            {
+                let mut parents: Vec<Value> = ancestors
+                    .map(|a| {
+                        serde_json::json!({"type": a.type_name().to_string(), "id": a.id().unescaped()})
+                    })
+                    .collect();
+                parents.sort_by_key(|p| p.to_string());
+                obj.insert("parents".into(), Value::Array(parents));
+            }
+            out.push(json);
+        }
+        out
+    }
+}
+
+/// The schema's action entities (with their action-group parents).
+pub fn action_entities(schema: Option<&Schema>) -> Result<Vec<Entity>> {
+    let Some(schema) = schema else {
+        return Ok(Vec::new());
+    };
+    Ok(schema
+        .action_entities()
+        .map_err(|e| EngineError::Request(format!("schema actions: {e}")))?
+        .iter()
+        .cloned()
+        .collect())
+}
+
+fn entity_from_body(body: &str) -> Result<(Entity, Vec<EntityUid>)> {
+    let json: Value = serde_json::from_str(body)
+        .map_err(|e| EngineError::Request(format!("stored entity is not JSON: {e}")))?;
+    let refs = attribute_refs(&json);
+    let entity = Entity::from_json_value(json, None)
+        .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))?;
+    Ok((entity, refs))
+}
+
+/// Builds Cedar entities for a slice read back from the log (or a test), adding the
+/// schema's actions.
+pub fn entities_from_slice(slice: &[Value], schema: Option<&Schema>) -> Result<Entities> {
+    let mut list = Vec::with_capacity(slice.len());
+    for v in slice {
+        let e = Entity::from_json_value(v.clone(), None)
+            .map_err(|e| EngineError::Request(format!("invalid entity in slice: {e}")))?;
+        list.push(e);
+    }
+    let action_uids: HashSet<String> = list
+        .iter()
+        .filter(|e| e.uid().type_name().basename() == "Action")
+        .map(|e| e.uid().to_string())
+        .collect();
+    list.extend(
+        action_entities(schema)?
+            .into_iter()
+            .filter(|a| !action_uids.contains(&a.uid().to_string())),
+    );
+    Entities::from_entities(list, None)
+        .map_err(|e| EngineError::Request(format!("invalid slice: {e}")))
+}

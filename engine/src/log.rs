@@ -1,0 +1,508 @@
+//! The tamper-evident decision log.
+//!
+//! Append-only JSON-lines segments under `<data-dir>/log/`. Each record carries its sequence
+//! number, the SHA-256 of the previous record (`prev`) and its own SHA-256 (`hash`, over the
+//! record without that field), so a changed byte, a deleted record or two swapped records
+//! break the chain at a place `verify` names. `HEAD` records the last sequence and hash, so
+//! records cut from the end are caught too; `tregov log head` prints it so auditors can keep
+//! it elsewhere, as CloudTrail digest files are kept.
+//!
+//! Policy sets are stored content-addressed under `log/policies/<version>.json`, so any
+//! logged decision can be re-evaluated with the exact policies that made it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+use crate::policies::{version_of, PolicySource};
+
+const SEGMENT_PREFIX: &str = "segment-";
+const SEGMENT_SUFFIX: &str = ".jsonl";
+const MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// `,"hash":"` + 64 hex digits + `"}`
+const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// A policy version as stored content-addressed in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPolicySet {
+    pub version: String,
+    pub schema: Option<PolicySource>,
+    pub sources: Vec<PolicySource>,
+}
+
+pub struct DecisionLog {
+    dir: PathBuf,
+}
+
+/// The first thing wrong with the log, if anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub records: u64,
+    pub head: Option<Head>,
+    pub first_bad: Option<BadRecord>,
+    /// Records written after the last `HEAD` update (a crash between the two writes).
+    pub unanchored_tail: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BadRecord {
+    /// The sequence number the bad record should have had.
+    pub seq: u64,
+    pub segment: String,
+    pub line: u64,
+    pub problem: String,
+}
+
+impl DecisionLog {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("log");
+        std::fs::create_dir_all(dir.join("policies")).map_err(|e| EngineError::io(&dir, e))?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn err(&self, message: impl Into<String>) -> EngineError {
+        EngineError::Log {
+            path: self.dir.display().to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Stores a policy set under its version, once.
+    pub fn store_policies(
+        &self,
+        schema: Option<&PolicySource>,
+        sources: &[PolicySource],
+    ) -> Result<String> {
+        let version = version_of(schema, sources);
+        let path = self.dir.join("policies").join(format!("{version}.json"));
+        if path.exists() {
+            return Ok(version);
+        }
+        let stored = StoredPolicySet {
+            version: version.clone(),
+            schema: schema.cloned(),
+            sources: sources.to_vec(),
+        };
+        let body = serde_json::to_vec_pretty(&stored).map_err(|e| self.err(e.to_string()))?;
+        write_atomically(&path, &body)?;
+        Ok(version)
+    }
+
+    /// Loads a stored policy set and checks it still hashes to its version.
+    pub fn load_policies(&self, version: &str) -> Result<StoredPolicySet> {
+        if version.len() != 64 || !version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.err(format!("`{version}` is not a policy-set version")));
+        }
+        let path = self.dir.join("policies").join(format!("{version}.json"));
+        let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        let stored: StoredPolicySet = serde_json::from_slice(&bytes)
+            .map_err(|e| self.err(format!("policy version `{version}` is corrupt: {e}")))?;
+        let actual = version_of(stored.schema.as_ref(), &stored.sources);
+        if actual != version {
+            return Err(self.err(format!(
+                "policy version `{version}` was altered: its content hashes to `{actual}`"
+            )));
+        }
+        Ok(stored)
+    }
+
+    fn lock(&self) -> Result<File> {
+        let path = self.dir.join("LOCK");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
+        f.lock().map_err(|e| EngineError::io(&path, e))?;
+        Ok(f)
+    }
+
+    fn segments(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| EngineError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| EngineError::io(&self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX) {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn head(&self) -> Result<Option<Head>> {
+        let path = self.dir.join("HEAD");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.err(format!("HEAD is corrupt: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EngineError::io(&path, e)),
+        }
+    }
+
+    /// The last complete record of the log, after cutting a torn final line left by a crash
+    /// mid-write (such a record was never acknowledged to anyone).
+    fn recover_tail(&self, segments: &[PathBuf]) -> Result<Option<Head>> {
+        let Some(last) = segments.last() else {
+            return Ok(None);
+        };
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(last)
+            .map_err(|e| EngineError::io(last, e))?;
+        let len = f.metadata().map_err(|e| EngineError::io(last, e))?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut window = 64 * 1024u64;
+        loop {
+            let start = len.saturating_sub(window);
+            f.seek(SeekFrom::Start(start)).map_err(|e| EngineError::io(last, e))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(|e| EngineError::io(last, e))?;
+            let complete_end = match buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i,
+                None if start > 0 => {
+                    window *= 4;
+                    continue;
+                }
+                None => {
+                    tracing::warn!(segment = %last.display(), "cutting a torn record left by a crash");
+                    f.set_len(0).map_err(|e| EngineError::io(last, e))?;
+                    return Ok(None);
+                }
+            };
+            if complete_end + 1 != buf.len() {
+                tracing::warn!(segment = %last.display(), "cutting a torn record left by a crash");
+                f.set_len(start + complete_end as u64 + 1)
+                    .map_err(|e| EngineError::io(last, e))?;
+                f.sync_all().map_err(|e| EngineError::io(last, e))?;
+            }
+            let body = &buf[..complete_end];
+            let line_start = match body.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if start > 0 => {
+                    window *= 4;
+                    continue;
+                }
+                None => 0,
+            };
+            let line = &body[line_start..];
+            let record: Value = serde_json::from_slice(line)
+                .map_err(|e| self.err(format!("last record is not JSON ({e}): run `tregov log verify`")))?;
+            let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
+            return Ok(Some(Head {
+                seq,
+                hash: sha256_hex(line),
+            }));
+        }
+    }
+
+    /// Appends records (each a JSON object of fields) as one atomic, durable step and returns
+    /// their sequence numbers. Records are only acknowledged once on disk.
+    pub fn append(&self, records: Vec<Map<String, Value>>) -> Result<Vec<u64>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _lock = self.lock()?;
+        let segments = self.segments()?;
+        let tail = self.recover_tail(&segments)?;
+        let head = self.head()?;
+        let (mut seq, mut prev) = match (&tail, &head) {
+            (Some(t), Some(h)) if t.seq < h.seq => {
+                return Err(self.err(format!(
+                    "the log ends at record {} but HEAD records {}: records were removed; refusing to append (run `tregov log verify`)",
+                    t.seq, h.seq
+                )))
+            }
+            (Some(t), _) => (t.seq, t.hash.clone()),
+            (None, Some(h)) if h.seq > 0 => {
+                return Err(self.err(format!(
+                    "the log is empty but HEAD records {}: refusing to append",
+                    h.seq
+                )))
+            }
+            _ => (0, GENESIS.to_string()),
+        };
+        let segment = match segments.last() {
+            Some(s) if std::fs::metadata(s).map(|m| m.len()).unwrap_or(0) < MAX_SEGMENT_BYTES => {
+                s.clone()
+            }
+            _ => self
+                .dir
+                .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", seq + 1)),
+        };
+        let mut out = Vec::with_capacity(records.len());
+        let mut buf = Vec::new();
+        let now = now_rfc3339();
+        for fields in records {
+            seq += 1;
+            let mut record = Map::new();
+            record.insert("seq".into(), Value::from(seq));
+            record.insert("time".into(), Value::from(now.clone()));
+            record.insert("prev".into(), Value::from(prev.clone()));
+            for (k, v) in fields {
+                if !matches!(k.as_str(), "seq" | "time" | "prev" | "hash") {
+                    record.insert(k, v);
+                }
+            }
+            let line = seal(&record).map_err(|e| self.err(e))?;
+            prev = sha256_hex(line.as_bytes());
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            out.push(seq);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&segment)
+            .map_err(|e| EngineError::io(&segment, e))?;
+        f.write_all(&buf).map_err(|e| EngineError::io(&segment, e))?;
+        f.sync_data().map_err(|e| EngineError::io(&segment, e))?;
+        let head = Head { seq, hash: prev };
+        let body = serde_json::to_vec(&head).map_err(|e| self.err(e.to_string()))?;
+        write_atomically(&self.dir.join("HEAD"), &body)?;
+        Ok(out)
+    }
+
+    /// Reads every record in order (without checking the chain: see `verify`).
+    pub fn records(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for seg in self.segments()? {
+            let f = File::open(&seg).map_err(|e| EngineError::io(&seg, e))?;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(|e| EngineError::io(&seg, e))?;
+                if line.is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&line)
+                    .map_err(|e| self.err(format!("{}: not JSON: {e}", seg.display())))?;
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record with sequence number `seq`.
+    pub fn record(&self, seq: u64) -> Result<Value> {
+        for seg in self.segments()? {
+            let f = File::open(&seg).map_err(|e| EngineError::io(&seg, e))?;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(|e| EngineError::io(&seg, e))?;
+                // Cheap prefix test: records start with {"seq":N,
+                let prefix = format!("{{\"seq\":{seq},");
+                if line.starts_with(&prefix) {
+                    return serde_json::from_str(&line)
+                        .map_err(|e| self.err(format!("record {seq} is not JSON: {e}")));
+                }
+            }
+        }
+        Err(EngineError::Request(format!("no record with sequence `{seq}` in the log")))
+    }
+
+    /// Checks every record's own hash, the chain of `prev` hashes, the sequence numbers, the
+    /// head, and that every policy version the records name is stored intact.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let head = self.head()?;
+        let mut expected_seq = 1u64;
+        let mut prev = GENESIS.to_string();
+        let mut hash_at_head: Option<String> = None;
+        let mut checked_versions = std::collections::BTreeSet::new();
+        let bad = |seq: u64, seg: &Path, line: u64, problem: String| BadRecord {
+            seq,
+            segment: seg
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            line,
+            problem,
+        };
+        let report = |first_bad: Option<BadRecord>, records: u64, tail: u64| VerifyReport {
+            ok: first_bad.is_none(),
+            records,
+            head: head.clone(),
+            first_bad,
+            unanchored_tail: tail,
+        };
+        for seg in self.segments()? {
+            let bytes = std::fs::read(&seg).map_err(|e| EngineError::io(&seg, e))?;
+            let mut line_no = 0u64;
+            let mut rest: &[u8] = &bytes;
+            while !rest.is_empty() {
+                line_no += 1;
+                let (line, next, complete) = match rest.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&rest[..i], &rest[i + 1..], true),
+                    None => (rest, &rest[rest.len()..], false),
+                };
+                rest = next;
+                if !complete {
+                    return Ok(report(
+                        Some(bad(expected_seq, &seg, line_no, "torn final record (no newline): a crash mid-write or a cut file".into())),
+                        expected_seq - 1,
+                        0,
+                    ));
+                }
+                let text = match std::str::from_utf8(line) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        return Ok(report(
+                            Some(bad(expected_seq, &seg, line_no, "record is not UTF-8: altered".into())),
+                            expected_seq - 1,
+                            0,
+                        ))
+                    }
+                };
+                let record: Value = match serde_json::from_str(text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Ok(report(
+                            Some(bad(expected_seq, &seg, line_no, format!("record is not valid JSON ({e}): altered"))),
+                            expected_seq - 1,
+                            0,
+                        ))
+                    }
+                };
+                if let Err(problem) = check_seal(text) {
+                    return Ok(report(
+                        Some(bad(expected_seq, &seg, line_no, problem)),
+                        expected_seq - 1,
+                        0,
+                    ));
+                }
+                let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                if seq != expected_seq {
+                    let problem = if seq > expected_seq {
+                        format!("expected record {expected_seq} but found record {seq}: record(s) {expected_seq}..{} deleted", seq - 1)
+                    } else {
+                        format!("expected record {expected_seq} but found record {seq}: records out of order (swapped or replayed)")
+                    };
+                    return Ok(report(Some(bad(expected_seq, &seg, line_no, problem)), expected_seq - 1, 0));
+                }
+                let record_prev = record.get("prev").and_then(Value::as_str).unwrap_or("");
+                if record_prev != prev {
+                    return Ok(report(
+                        Some(bad(seq, &seg, line_no, format!("`prev` is {record_prev} but the previous record hashes to {prev}: the chain is broken here"))),
+                        expected_seq - 1,
+                        0,
+                    ));
+                }
+                if let Some(version) = record.get("policyVersion").and_then(Value::as_str) {
+                    if checked_versions.insert(version.to_string()) {
+                        if let Err(e) = self.load_policies(version) {
+                            return Ok(report(
+                                Some(bad(seq, &seg, line_no, format!("its policy version cannot be loaded: {e}"))),
+                                expected_seq - 1,
+                                0,
+                            ));
+                        }
+                    }
+                }
+                prev = sha256_hex(line);
+                if head.as_ref().is_some_and(|h| h.seq == seq) {
+                    hash_at_head = Some(prev.clone());
+                }
+                expected_seq += 1;
+            }
+        }
+        let records = expected_seq - 1;
+        if let Some(h) = &head {
+            if records < h.seq {
+                return Ok(report(
+                    Some(BadRecord {
+                        seq: records + 1,
+                        segment: String::new(),
+                        line: 0,
+                        problem: format!("the log ends at record {records} but HEAD records {}: records were removed from the end", h.seq),
+                    }),
+                    records,
+                    0,
+                ));
+            }
+            if h.seq > 0 && hash_at_head.as_deref() != Some(h.hash.as_str()) {
+                return Ok(report(
+                    Some(BadRecord {
+                        seq: h.seq,
+                        segment: String::new(),
+                        line: 0,
+                        problem: format!("record {} does not hash to HEAD's {}: records were replaced", h.seq, h.hash),
+                    }),
+                    records,
+                    0,
+                ));
+            }
+        }
+        let tail = records - head.as_ref().map_or(0, |h| h.seq);
+        Ok(report(None, records, tail))
+    }
+}
+
+/// Serialises a record with its own hash as the last field.
+fn seal(record: &Map<String, Value>) -> std::result::Result<String, String> {
+    let body = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    let hash = sha256_hex(body.as_bytes());
+    let open = body
+        .strip_suffix('}')
+        .ok_or_else(|| "record is not a JSON object".to_string())?;
+    Ok(format!("{open},\"hash\":\"{hash}\"}}"))
+}
+
+/// Checks a line's own `hash` field against its content.
+fn check_seal(line: &str) -> std::result::Result<(), String> {
+    if line.len() < HASH_SUFFIX_LEN + 2 {
+        return Err("record too short to carry its hash: altered".into());
+    }
+    let split = line.len() - HASH_SUFFIX_LEN;
+    let (open, suffix) = line.split_at(split);
+    let stated = suffix
+        .strip_prefix(",\"hash\":\"")
+        .and_then(|s| s.strip_suffix("\"}"))
+        .ok_or_else(|| "record does not end with its hash: altered".to_string())?;
+    let actual = sha256_hex(format!("{open}}}").as_bytes());
+    if actual != stated {
+        return Err(format!(
+            "record content hashes to {actual} but states {stated}: this record was altered"
+        ));
+    }
+    Ok(())
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+        f.write_all(body).map_err(|e| EngineError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}

@@ -1,0 +1,468 @@
+//! Loading, naming and validating a policy set.
+//!
+//! Policies are plain `.cedar` files. Each policy is named by its `@id("...")` annotation,
+//! which becomes its Cedar `PolicyId`, so reasons and errors speak the names compliance teams
+//! wrote. The set is validated in strict mode against the schema before anything decides with
+//! it: a set that fails to load or validate is never used (fail closed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{Effect, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result, SourceProblem};
+use crate::position::line_col;
+
+/// A named text: a policy file, or the schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PolicySource {
+    pub name: String,
+    pub text: String,
+}
+
+/// Where a policy came from and what it says about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyMeta {
+    pub id: String,
+    pub effect: String,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A loaded, named, validated policy set with its schema.
+#[derive(Debug, Clone)]
+pub struct PolicyBundle {
+    /// Absent only when deciding over ad-hoc files without a schema (nothing is validated
+    /// then, as with the Cedar CLI).
+    pub schema: Option<Schema>,
+    pub schema_source: Option<PolicySource>,
+    pub sources: Vec<PolicySource>,
+    pub set: PolicySet,
+    pub meta: BTreeMap<String, PolicyMeta>,
+    /// SHA-256 over the schema and every policy file: the policy-set version.
+    pub version: String,
+    /// Entities named literally in policies (`Tre::Role::"ITAdmin"`): part of every slice.
+    pub literal_entities: Vec<EntityUid>,
+    pub warnings: Vec<String>,
+}
+
+/// How strictly ids are required when loading policy files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Every policy must carry `@id`; ids must be unique across files.
+    RequireIdAnnotation,
+    /// Cedar's own convention (`policy0`, `policy1`, ... in file order); used by `tregov test`
+    /// for test files written for Cedar's integration-test harness.
+    Positional,
+}
+
+impl PolicyBundle {
+    /// Reads `tre.cedarschema` (or the only `.cedarschema` file) and every `.cedar` file of
+    /// `dir`, sorted by name.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let (schema, sources) = read_policy_dir(dir)?;
+        Self::from_sources(Some(schema), sources)
+    }
+
+    /// Loads `path`, a policies directory or a single `.cedar` file, with an explicit schema
+    /// file if given (else the directory's own schema, if it has one).
+    pub fn load_path(path: &Path, schema: Option<&Path>) -> Result<Self> {
+        let explicit = schema.map(read_source).transpose()?;
+        if path.is_dir() {
+            let (dir_schema, sources) = read_policy_dir_optional_schema(path)?;
+            return Self::from_sources(explicit.or(dir_schema), sources);
+        }
+        Self::from_sources(explicit, vec![read_source(path)?])
+    }
+
+    /// The default policies and schema compiled into the binary.
+    pub fn embedded() -> Result<Self> {
+        Self::from_sources(Some(embedded_schema()), embedded_sources())
+    }
+
+    pub fn from_sources(
+        schema_source: Option<PolicySource>,
+        sources: Vec<PolicySource>,
+    ) -> Result<Self> {
+        let schema = schema_source.as_ref().map(parse_schema).transpose()?;
+        let (set, meta) = parse_policy_files(&sources, Naming::RequireIdAnnotation)?;
+        let warnings = match &schema {
+            Some(schema) => validate_strict(schema, &set, &meta, &sources)?,
+            None => Vec::new(),
+        };
+        let version = version_of(schema_source.as_ref(), &sources);
+        let literal_entities = literal_entities(&set);
+        Ok(Self {
+            schema,
+            schema_source,
+            sources,
+            set,
+            meta,
+            version,
+            literal_entities,
+            warnings,
+        })
+    }
+
+    pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
+        self.meta.get(id)
+    }
+}
+
+pub fn embedded_schema() -> PolicySource {
+    PolicySource {
+        name: tregov_policies::SCHEMA_FILE.to_string(),
+        text: tregov_policies::SCHEMA.to_string(),
+    }
+}
+
+pub fn embedded_sources() -> Vec<PolicySource> {
+    tregov_policies::DEFAULT_POLICIES
+        .iter()
+        .map(|(name, text)| PolicySource {
+            name: (*name).to_string(),
+            text: (*text).to_string(),
+        })
+        .collect()
+}
+
+/// The content-addressed version of a policy set: SHA-256 over the schema and each file
+/// (name and text, length-prefixed so no two different sets hash alike).
+pub fn version_of(schema: Option<&PolicySource>, sources: &[PolicySource]) -> String {
+    let mut hasher = Sha256::new();
+    fn feed(hasher: &mut Sha256, s: &PolicySource) {
+        for part in [&s.name, &s.text] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    match schema {
+        Some(s) => feed(&mut hasher, s),
+        None => hasher.update(u64::MAX.to_be_bytes()),
+    }
+    let mut sorted: Vec<&PolicySource> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in sorted {
+        feed(&mut hasher, s);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Reads a policies directory: its schema file and its `.cedar` files.
+pub fn read_policy_dir(dir: &Path) -> Result<(PolicySource, Vec<PolicySource>)> {
+    let (schema, sources) = read_policy_dir_optional_schema(dir)?;
+    let schema = schema.ok_or_else(|| {
+        EngineError::Request(format!(
+            "no schema in `{}`: expected `{}` (or exactly one `.cedarschema` file)",
+            dir.display(),
+            tregov_policies::SCHEMA_FILE
+        ))
+    })?;
+    Ok((schema, sources))
+}
+
+fn read_policy_dir_optional_schema(dir: &Path) -> Result<(Option<PolicySource>, Vec<PolicySource>)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    let mut cedar_files = Vec::new();
+    let mut schema_files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".cedar") {
+            cedar_files.push(path);
+        } else if name.ends_with(".cedarschema") {
+            schema_files.push(path);
+        }
+    }
+    cedar_files.sort();
+    schema_files.sort();
+    let schema_path = schema_files
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == tregov_policies::SCHEMA_FILE))
+        .or_else(|| if schema_files.len() == 1 { schema_files.first() } else { None });
+    let schema = schema_path.map(|p| read_source(p)).transpose()?;
+    let sources = cedar_files
+        .iter()
+        .map(|p| read_source(p))
+        .collect::<Result<Vec<_>>>()?;
+    if sources.is_empty() {
+        return Err(EngineError::Request(format!(
+            "no `.cedar` policy files in `{}`",
+            dir.display()
+        )));
+    }
+    Ok((schema, sources))
+}
+
+pub fn read_source(path: &Path) -> Result<PolicySource> {
+    let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+    Ok(PolicySource {
+        name: path.display().to_string(),
+        text,
+    })
+}
+
+/// Parses a schema in Cedar's human format, or its JSON format when the file name ends in
+/// `.json`.
+pub fn parse_schema(src: &PolicySource) -> Result<Schema> {
+    if src.name.ends_with(".json") {
+        return Schema::from_json_str(&src.text).map_err(|e| {
+            diagnostic_problem(&src.name, &src.text, &e, "invalid schema").into()
+        });
+    }
+    match Schema::from_cedarschema_str(&src.text) {
+        Ok((schema, _warnings)) => Ok(schema),
+        Err(e) => Err(diagnostic_problem(&src.name, &src.text, &e, "invalid schema").into()),
+    }
+}
+
+/// Turns any Cedar diagnostic about `text` into a problem pointing at its first label.
+pub fn diagnostic_problem(
+    file: &str,
+    text: &str,
+    diag: &dyn Diagnostic,
+    fallback_label: &str,
+) -> SourceProblem {
+    let label = diag.labels().and_then(|mut l| l.next());
+    let (offset, len, label_text) = match label {
+        Some(l) => (
+            l.offset(),
+            l.len(),
+            l.label().unwrap_or(fallback_label).to_string(),
+        ),
+        None => (0, 0, fallback_label.to_string()),
+    };
+    let mut message = diag.to_string();
+    if let Some(source) = std::error::Error::source(diag) {
+        let inner = source.to_string();
+        if !message.contains(&inner) {
+            message = format!("{message}: {inner}");
+        }
+    }
+    let mut p = SourceProblem::at(file, text, offset, len, message, label_text);
+    if let Some(help) = diag.help() {
+        p = p.with_help(help.to_string());
+    }
+    p
+}
+
+/// Parses policy files into one set, naming each policy, and records where each one is.
+pub fn parse_policy_files(
+    sources: &[PolicySource],
+    naming: Naming,
+) -> Result<(PolicySet, BTreeMap<String, PolicyMeta>)> {
+    let mut set = PolicySet::new();
+    let mut meta: BTreeMap<String, PolicyMeta> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut positional = 0usize;
+    for src in sources {
+        let parsed = match PolicySet::from_str(&src.text) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs.iter() {
+                    problems.push(diagnostic_problem(&src.name, &src.text, e, "here"));
+                }
+                continue;
+            }
+        };
+        if let Some(t) = parsed.templates().next() {
+            let offset = src.text.find(&t.to_string()).unwrap_or(0);
+            problems.push(SourceProblem::at(
+                &src.name,
+                &src.text,
+                offset,
+                0,
+                "templates are not supported in policy files",
+                "this policy has a `?principal` or `?resource` slot",
+            ));
+            continue;
+        }
+        // Cedar numbers the policies of a file policy0, policy1, ... in file order.
+        let mut in_order: Vec<&cedar_policy::Policy> = parsed.policies().collect();
+        in_order.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let mut cursor = 0usize;
+        for policy in in_order {
+            let text = policy.to_string();
+            let offset = src
+                .text
+                .get(cursor..)
+                .and_then(|rest| rest.find(text.trim()))
+                .map_or(cursor, |i| cursor + i);
+            cursor = offset + text.trim().len().max(1);
+            let pos = line_col(&src.text, offset);
+            let id = match naming {
+                Naming::Positional => {
+                    let id = format!("policy{positional}");
+                    positional += 1;
+                    id
+                }
+                Naming::RequireIdAnnotation => match policy.annotation("id") {
+                    Some(id) if !id.trim().is_empty() => id.to_string(),
+                    _ => {
+                        problems.push(
+                            SourceProblem::at(
+                                &src.name,
+                                &src.text,
+                                offset,
+                                text.trim().len().min(40),
+                                "policy has no `@id` annotation",
+                                "every policy needs a name",
+                            )
+                            .with_help("add `@id(\"a-unique-name\")` above the policy"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if let Some(previous) = meta.get(&id) {
+                problems.push(SourceProblem::at(
+                    &src.name,
+                    &src.text,
+                    offset,
+                    text.trim().len().min(40),
+                    format!(
+                        "duplicate policy id `{id}`: already used at {}:{}",
+                        previous.file, previous.line
+                    ),
+                    "second policy with this id",
+                ));
+                continue;
+            }
+            let named = policy.new_id(PolicyId::new(id.clone()));
+            let annotations = named
+                .annotations()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            meta.insert(
+                id.clone(),
+                PolicyMeta {
+                    id: id.clone(),
+                    effect: match named.effect() {
+                        Effect::Permit => "permit".into(),
+                        Effect::Forbid => "forbid".into(),
+                    },
+                    file: src.name.clone(),
+                    line: pos.line,
+                    column: pos.column,
+                    annotations,
+                },
+            );
+            if let Err(e) = set.add(named) {
+                problems.push(SourceProblem::at(
+                    &src.name,
+                    &src.text,
+                    offset,
+                    0,
+                    e.to_string(),
+                    "here",
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok((set, meta))
+    } else {
+        Err(EngineError::problems(
+            format!("{} problem(s) in the policy files", problems.len()),
+            problems,
+        ))
+    }
+}
+
+/// Strict validation. Errors fail the load; warnings are returned as text.
+pub fn validate_strict(
+    schema: &Schema,
+    set: &PolicySet,
+    meta: &BTreeMap<String, PolicyMeta>,
+    sources: &[PolicySource],
+) -> Result<Vec<String>> {
+    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    let text_of = |id: &PolicyId| -> (String, String) {
+        meta.get(AsRef::<str>::as_ref(id))
+            .and_then(|m| {
+                sources
+                    .iter()
+                    .find(|s| s.name == m.file)
+                    .map(|s| (s.name.clone(), s.text.clone()))
+            })
+            .unwrap_or_else(|| (String::from("<policies>"), String::new()))
+    };
+    let problems: Vec<SourceProblem> = result
+        .validation_errors()
+        .map(|e| {
+            let (file, text) = text_of(e.policy_id());
+            let mut p = diagnostic_problem(&file, &text, e, "here");
+            p.message = format!("policy `{}`: {}", e.policy_id(), p.message);
+            p
+        })
+        .collect();
+    let warnings = result
+        .validation_warnings()
+        .map(|w| {
+            let (file, text) = text_of(w.policy_id());
+            let p = diagnostic_problem(&file, &text, w, "here");
+            format!("{}:{}:{}: warning: {}", p.file, p.line, p.column, p.message)
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(EngineError::problems(
+            format!(
+                "{} policy validation error(s) in strict mode",
+                problems.len()
+            ),
+            problems,
+        ))
+    }
+}
+
+/// Every entity a policy names literally, found by walking its JSON form.
+pub fn literal_entities(set: &PolicySet) -> Vec<EntityUid> {
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    for policy in set.policies() {
+        if let Ok(json) = policy.to_json() {
+            crate::entities::collect_entity_refs(&json, &mut |uid| {
+                found.insert(uid.to_string());
+            });
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|s| EntityUid::from_str(&s).ok())
+        .collect()
+}
+
+/// Formats policy text with Cedar's own formatter (80 columns, 2-space indent).
+pub fn format_policies(name: &str, text: &str) -> Result<String> {
+    let config = cedar_policy_formatter::Config {
+        line_width: 80,
+        indent_width: 2,
+    };
+    cedar_policy_formatter::policies_str_to_pretty(text, &config).map_err(|report| {
+        let diag: &dyn Diagnostic = report.as_ref();
+        let mut p = diagnostic_problem(name, text, diag, "here");
+        if let Some(cause) = report.chain().nth(1) {
+            if !p.message.contains(&cause.to_string()) {
+                p.message = format!("{}: {cause}", p.message);
+            }
+        }
+        p.into()
+    })
+}

@@ -1,0 +1,344 @@
+//! The durable entity store: SQLite (bundled) in WAL mode under the data directory.
+//!
+//! Writes are transactional batches; readers in other connections or processes keep reading
+//! the last committed state while a batch is written; `synchronous=FULL` means a committed
+//! batch survives `kill -9` and power loss. Every entity is validated against the schema
+//! before it is written, and a batch with any invalid entity writes nothing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cedar_policy::{Entities, Entity, EntityUid, Schema};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::error::{EngineError, Result};
+
+const STORE_FILE: &str = "store.sqlite3";
+
+/// The partition of entities imported by hand (`tregov entities import`).
+pub const MANUAL_PARTITION: &str = "manual";
+
+/// One atomic change to the store.
+#[derive(Debug, Default, Clone)]
+pub struct StoreBatch {
+    /// Entities to insert or overwrite.
+    pub upserts: Vec<Entity>,
+    /// Entities to remove.
+    pub deletes: Vec<EntityUid>,
+    /// The collector (or `manual`) that owns the upserted entities.
+    pub partition: String,
+    /// When set, every entity of `partition` that this batch does not upsert is deleted: a
+    /// full listing replaces the partition atomically.
+    pub replace_partition: bool,
+}
+
+/// What a batch changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BatchOutcome {
+    pub revision: u64,
+    pub inserted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub deleted: usize,
+}
+
+/// Changes since a revision, for updating an in-memory graph incrementally.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    pub revision: u64,
+    pub upserts: Vec<String>,
+    pub deletes: Vec<EntityUid>,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| EngineError::io(data_dir, e))?;
+        let path = data_dir.join(STORE_FILE);
+        let conn = Connection::open(&path).map_err(|e| store_err(&path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| store_err(&path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS entities (
+                 uid TEXT PRIMARY KEY,
+                 etype TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 partition TEXT NOT NULL,
+                 revision INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS entities_partition ON entities(partition);
+             CREATE INDEX IF NOT EXISTS entities_revision ON entities(revision);
+             CREATE TABLE IF NOT EXISTS deletions (
+                 uid TEXT NOT NULL,
+                 revision INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS deletions_revision ON deletions(revision);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )
+        .map_err(|e| store_err(&path, e))?;
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Opens an existing store read-only; fails if there is none.
+    pub fn open_existing(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(STORE_FILE);
+        if !path.exists() {
+            return Err(EngineError::Store {
+                path: path.display().to_string(),
+                message: "no entity store here (import entities or run `tregov demo` first)"
+                    .into(),
+            });
+        }
+        Self::open(data_dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| EngineError::Store {
+            path: self.path.display().to_string(),
+            message: "store connection poisoned by an earlier panic".into(),
+        })
+    }
+
+    /// A separate read-only connection: reads there see the last committed state and never
+    /// wait for a writer.
+    pub fn reader(&self) -> Result<Connection> {
+        Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    pub fn revision(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        read_revision(&conn).map_err(|e| store_err(&self.path, e))
+    }
+
+    /// Validates and writes a batch in one transaction.
+    pub fn apply(&self, batch: &StoreBatch, schema: &Schema) -> Result<BatchOutcome> {
+        // Validation happens before the transaction: a bad entity writes nothing.
+        Entities::from_entities(batch.upserts.iter().cloned(), Some(schema)).map_err(|e| {
+            EngineError::Request(format!("entities do not match the schema: {e}"))
+        })?;
+        let mut rows = Vec::with_capacity(batch.upserts.len());
+        for e in &batch.upserts {
+            let uid = e.uid();
+            if uid.type_name().basename() == "Action" {
+                return Err(EngineError::Request(format!(
+                    "action entity `{uid}` cannot be stored: actions come from the schema"
+                )));
+            }
+            let body = e
+                .to_json_string()
+                .map_err(|err| EngineError::Request(format!("entity `{uid}`: {err}")))?;
+            rows.push((uid.to_string(), uid.type_name().to_string(), body));
+        }
+        let partition = if batch.partition.is_empty() {
+            MANUAL_PARTITION
+        } else {
+            batch.partition.as_str()
+        };
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| store_err(&self.path, e))?;
+        let outcome = (|| -> rusqlite::Result<BatchOutcome> {
+            let revision = read_revision(&tx)? as i64 + 1;
+            let mut out = BatchOutcome {
+                revision: revision as u64,
+                ..Default::default()
+            };
+            {
+                let mut get = tx.prepare_cached("SELECT body FROM entities WHERE uid = ?1")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO entities (uid, etype, body, partition, revision)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(uid) DO UPDATE SET body = excluded.body,
+                       etype = excluded.etype, partition = excluded.partition,
+                       revision = excluded.revision",
+                )?;
+                for (uid, etype, body) in &rows {
+                    let old: Option<String> =
+                        get.query_row(params![uid], |r| r.get(0)).optional()?;
+                    match old {
+                        Some(ref b) if b == body => out.unchanged += 1,
+                        Some(_) => {
+                            put.execute(params![uid, etype, body, partition, revision])?;
+                            out.updated += 1;
+                        }
+                        None => {
+                            put.execute(params![uid, etype, body, partition, revision])?;
+                            out.inserted += 1;
+                        }
+                    }
+                }
+            }
+            let mut to_delete: BTreeSet<String> =
+                batch.deletes.iter().map(|u| u.to_string()).collect();
+            if batch.replace_partition {
+                let keep: BTreeSet<&str> = rows.iter().map(|(u, _, _)| u.as_str()).collect();
+                let mut stmt = tx.prepare("SELECT uid FROM entities WHERE partition = ?1")?;
+                let existing = stmt.query_map(params![partition], |r| r.get::<_, String>(0))?;
+                for uid in existing {
+                    let uid = uid?;
+                    if !keep.contains(uid.as_str()) {
+                        to_delete.insert(uid);
+                    }
+                }
+            }
+            {
+                let mut del = tx.prepare_cached("DELETE FROM entities WHERE uid = ?1")?;
+                let mut tomb =
+                    tx.prepare_cached("INSERT INTO deletions (uid, revision) VALUES (?1, ?2)")?;
+                for uid in &to_delete {
+                    if del.execute(params![uid])? > 0 {
+                        tomb.execute(params![uid, revision])?;
+                        out.deleted += 1;
+                    }
+                }
+            }
+            if out.inserted + out.updated + out.deleted > 0 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('revision', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![revision.to_string()],
+                )?;
+            } else {
+                out.revision = (revision - 1) as u64;
+            }
+            Ok(out)
+        })()
+        .map_err(|e| store_err(&self.path, e))?;
+        tx.commit().map_err(|e| store_err(&self.path, e))?;
+        Ok(outcome)
+    }
+
+    /// Every stored entity body, in uid order.
+    pub fn all_bodies(&self) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT body FROM entities ORDER BY uid")
+            .map_err(|e| store_err(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| store_err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// The revision and every body, read in one transaction so they agree.
+    pub fn snapshot(&self) -> Result<(u64, Vec<String>)> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| store_err(&self.path, e))?;
+        let revision = read_revision(&tx).map_err(|e| store_err(&self.path, e))?;
+        let bodies = {
+            let mut stmt = tx
+                .prepare("SELECT body FROM entities ORDER BY uid")
+                .map_err(|e| store_err(&self.path, e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| store_err(&self.path, e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| store_err(&self.path, e))?
+        };
+        Ok((revision, bodies))
+    }
+
+    pub fn get(&self, uid: &EntityUid) -> Result<Option<String>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT body FROM entities WHERE uid = ?1",
+            params![uid.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT COUNT(*) FROM entities", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// What changed after `since`: upserted bodies and deleted uids (a uid deleted and then
+    /// re-inserted shows up as an upsert only).
+    pub fn changes_since(&self, since: u64) -> Result<ChangeSet> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| store_err(&self.path, e))?;
+        let map = |e| store_err(&self.path, e);
+        let revision = read_revision(&tx).map_err(map)?;
+        let upserts: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT uid, body FROM entities WHERE revision > ?1")
+                .map_err(map)?;
+            let rows = stmt
+                .query_map(params![since as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(map)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
+        };
+        let live: BTreeSet<&str> = upserts.iter().map(|(u, _)| u.as_str()).collect();
+        let deleted: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT DISTINCT uid FROM deletions WHERE revision > ?1")
+                .map_err(map)?;
+            let rows = stmt
+                .query_map(params![since as i64], |r| r.get(0))
+                .map_err(map)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
+        };
+        let mut deletes = Vec::new();
+        for uid in deleted {
+            if live.contains(uid.as_str()) {
+                continue;
+            }
+            let exists: bool = tx
+                .query_row("SELECT 1 FROM entities WHERE uid = ?1", params![uid], |_| {
+                    Ok(true)
+                })
+                .optional()
+                .map_err(map)?
+                .unwrap_or(false);
+            if !exists {
+                deletes.push(crate::entities::parse_uid(&uid)?);
+            }
+        }
+        Ok(ChangeSet {
+            revision,
+            upserts: upserts.into_iter().map(|(_, b)| b).collect(),
+            deletes,
+        })
+    }
+}
+
+fn read_revision(conn: &Connection) -> rusqlite::Result<u64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+fn store_err(path: &Path, e: rusqlite::Error) -> EngineError {
+    EngineError::Store {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
