@@ -85,13 +85,13 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct DecideArgs {
     /// The principal, e.g. `Tre::User::"alice"`.
-    #[arg(long, required_unless_present = "replay")]
+    #[arg(long)]
     pub principal: Option<String>,
     /// The action, e.g. `Tre::Action::"read"`.
-    #[arg(long, required_unless_present = "replay")]
+    #[arg(long)]
     pub action: Option<String>,
     /// The resource, e.g. `Tre::Dataset::"gwas-2024"`.
-    #[arg(long, required_unless_present = "replay")]
+    #[arg(long)]
     pub resource: Option<String>,
     /// The context: a JSON object, or `@FILE`.
     #[arg(long)]
@@ -102,8 +102,6 @@ pub struct DecideArgs {
     /// Schema for `--entities` mode (default: the policies directory's own schema).
     #[arg(long)]
     pub schema: Option<PathBuf>,
-    #[arg(skip)]
-    pub replay: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,12 +143,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fmt { check } => ctx.fmt(check),
         Command::Test { paths } => ctx.test(paths),
         Command::Authorize(args) => ctx.decide(args, false),
-        Command::Why { mut args, replay } => match replay {
+        Command::Why { args, replay } => match replay {
             Some(seq) => ctx.replay(seq),
-            None => {
-                args.replay = None;
-                ctx.decide(args, true)
-            }
+            None => ctx.decide(args, true),
         },
         Command::Entities(cmd) => ctx.entities(cmd),
         Command::Log(cmd) => ctx.log(cmd),

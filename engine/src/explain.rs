@@ -95,7 +95,15 @@ pub fn explain(
             continue;
         }
         let id_text = id.to_string();
-        let applied = outcome.reasons.contains(&id_text);
+        // A permit overridden by a forbid still applied: its scope and conditions held.
+        let conditions = est
+            .get("conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let applied = outcome.reasons.contains(&id_text)
+            || piece_applies(&authorizer, request, entities, id, &est, conditions)
+                .is_some_and(|r| r.applies);
         let error = outcome
             .errors
             .iter()

@@ -433,14 +433,32 @@ pub fn validate_strict(
     }
 }
 
-/// Every entity a policy names literally, found by walking its JSON form.
+/// Entities whose data a policy reads through a literal (`Tre::Config::"x".limit`, or
+/// `Tre::Config::"x" has limit`). Literals used only with `==` or `in` need no data: Cedar
+/// answers those from the other operand's own ancestors.
 pub fn literal_entities(set: &PolicySet) -> Vec<EntityUid> {
+    fn walk(v: &serde_json::Value, found: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "." || key == "has" {
+                        if let Some(left) = inner.get("left").and_then(|l| l.get("Value")) {
+                            if let Some(uid) = crate::entities::uid_from_json(left) {
+                                found.insert(uid.to_string());
+                            }
+                        }
+                    }
+                    walk(inner, found);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, found)),
+            _ => {}
+        }
+    }
     let mut found: BTreeSet<String> = BTreeSet::new();
     for policy in set.policies() {
         if let Ok(json) = policy.to_json() {
-            crate::entities::collect_entity_refs(&json, &mut |uid| {
-                found.insert(uid.to_string());
-            });
+            walk(&json, &mut found);
         }
     }
     found

@@ -143,9 +143,7 @@ impl Store {
                     "action entity `{uid}` cannot be stored: actions come from the schema"
                 )));
             }
-            let body = e
-                .to_json_string()
-                .map_err(|err| EngineError::Request(format!("entity `{uid}`: {err}")))?;
+            let body = canonical_body(e)?;
             rows.push((uid.to_string(), uid.type_name().to_string(), body));
         }
         let partition = if batch.partition.is_empty() {
@@ -325,6 +323,20 @@ impl Store {
             deletes,
         })
     }
+}
+
+/// An entity's JSON with its parents sorted, so that the same entity always has the same
+/// body (Cedar keeps parents in a hash set) and re-importing it is a no-op.
+pub fn canonical_body(e: &Entity) -> Result<String> {
+    let uid = e.uid();
+    let mut json = e
+        .to_json_value()
+        .map_err(|err| EngineError::Request(format!("entity `{uid}`: {err}")))?;
+    if let Some(serde_json::Value::Array(parents)) = json.get_mut("parents") {
+        parents.sort_by_key(|p| p.to_string());
+    }
+    serde_json::to_string(&json)
+        .map_err(|err| EngineError::Request(format!("entity `{uid}`: {err}")))
 }
 
 fn read_revision(conn: &Connection) -> rusqlite::Result<u64> {

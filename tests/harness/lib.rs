@@ -1,1 +1,129 @@
+//! Shared harness for tregov's integration tests: the real `tregov` binary run in a fresh
+//! data directory, with helpers to read its JSON output.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root (the directory holding `policies/`, `engine/`, ...).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The `tregov` binary, built once per test run so tests never run a stale one.
+pub fn tregov_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tregov"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building tregov failed");
+        // Tests run from target/<profile>/deps/; the binary sits one level up.
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory");
+        dir.join(format!("tregov{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
+}
+
+/// A scratch TRE: its own data directory, commands run from the workspace root.
+pub struct Tre {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Tre {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tre {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `tregov` with `--data-dir` set to this TRE's.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(tregov_bin())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .current_dir(workspace_root())
+            .env_remove("TREGOV_POLICIES")
+            .output()
+            .expect("tregov runs")
+    }
+
+    /// Runs `tregov --output json ...` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    /// Loads the sample TRE (the demo) into the store.
+    pub fn with_sample(self) -> Self {
+        let out = self.run(&["demo"]);
+        assert!(out.status.success(), "demo failed: {}", stderr(&out));
+        self
+    }
+
+    /// The decision log's segment files, in order.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.data_dir().join("log"))
+            .expect("log dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("segment-"))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A copy of the default policies in a scratch directory, to edit in a test.
+pub fn copy_policies(to: &Path) -> PathBuf {
+    let dst = to.join("policies");
+    std::fs::create_dir_all(&dst).expect("create policies dir");
+    for entry in std::fs::read_dir(workspace_root().join("policies")).expect("policies dir") {
+        let p = entry.expect("entry").path();
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.ends_with(".cedar") || name.ends_with(".cedarschema") {
+            std::fs::copy(&p, dst.join(&name)).expect("copy policy");
+        }
+    }
+    dst
+}
