@@ -54,7 +54,10 @@ fn a_failing_test_expectation_is_reported_and_exits_1() {
     let out = Tre::new().run(&["test", &tmp.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("expected decision deny but got allow"), "{text}");
+    assert!(
+        text.contains("expected decision deny but got allow"),
+        "{text}"
+    );
     assert!(text.contains("2 passed, 1 failed"), "{text}");
 }
 
@@ -74,7 +77,10 @@ fn every_default_policy_is_exercised_for_both_outcomes() {
         }
         let test: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-        let policy_file = test["policies"].as_str().unwrap_or("").trim_start_matches("../");
+        let policy_file = test["policies"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches("../");
         let ids: Vec<String> = bundle
             .meta
             .values()
@@ -99,7 +105,10 @@ fn every_default_policy_is_exercised_for_both_outcomes() {
     }
     for id in bundle.meta.keys() {
         assert!(applied.contains(id), "no test where `{id}` applies");
-        assert!(not_applied.contains(id), "no test where `{id}` does not apply");
+        assert!(
+            not_applied.contains(id),
+            "no test where `{id}` does not apply"
+        );
     }
 }
 
@@ -135,7 +144,10 @@ fn authorize_exits_0_on_allow_and_2_on_deny_with_the_policies_named() {
     ]);
     assert_eq!(code, 2);
     assert_eq!(v["decision"], "Deny");
-    assert_eq!(v["reasons"], serde_json::json!(["data-inactive-users-denied"]));
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["data-inactive-users-denied"])
+    );
 }
 
 #[test]
@@ -198,7 +210,10 @@ fn why_explains_an_allowed_request_by_its_permits() {
     ]);
     assert_eq!(code, 0);
     let summary = v["summary"].as_str().unwrap_or("");
-    assert!(summary.starts_with("allowed: permitted by `data-study-writers-write`"), "{summary}");
+    assert!(
+        summary.starts_with("allowed: permitted by `data-study-writers-write`"),
+        "{summary}"
+    );
     assert!(summary.contains("no forbid applied"));
     let forbids = v["forbids"].as_array().expect("forbids");
     assert!(forbids.iter().all(|f| f["applied"] == false));
@@ -255,7 +270,10 @@ fn why_says_which_condition_kept_each_permit_from_applying() {
     let cond = &permit["failed_conditions"][0];
     assert_eq!(cond["kind"], "when");
     assert_eq!(cond["value"], false);
-    assert!(cond["needed"].as_str().unwrap_or("").contains("would have to be true"));
+    assert!(cond["needed"]
+        .as_str()
+        .unwrap_or("")
+        .contains("would have to be true"));
     let operands: Vec<String> = cond["operands"]
         .as_array()
         .expect("operands")
@@ -282,9 +300,15 @@ fn why_over_files_decides_without_a_store() {
         r#"Tre::Dataset::"census-open""#,
     ]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["reasons"], serde_json::json!(["data-open-data-readable-by-active-users"]));
+    assert_eq!(
+        v["reasons"],
+        serde_json::json!(["data-open-data-readable-by-active-users"])
+    );
     assert!(v["logSeq"].is_null());
-    assert!(!tre.data_dir().exists(), "files mode must not create a store");
+    assert!(
+        !tre.data_dir().exists(),
+        "files mode must not create a store"
+    );
 }
 
 #[test]
@@ -293,7 +317,11 @@ fn an_invalid_policy_edit_is_reported_with_file_line_and_column() {
     let dir = copy_policies(tmp.path());
     let file = dir.join("egress.cedar");
     let text = std::fs::read_to_string(&file).expect("read");
-    let broken = text.replacen("resource.status == \"IN_REVIEW\"", "resource.stat == \"IN_REVIEW\"", 1);
+    let broken = text.replacen(
+        "resource.status == \"IN_REVIEW\"",
+        "resource.stat == \"IN_REVIEW\"",
+        1,
+    );
     std::fs::write(&file, &broken).expect("write");
     let line = broken
         .lines()
@@ -323,7 +351,11 @@ fn a_policy_without_an_id_is_rejected() {
     writeln!(f, "\npermit (principal, action, resource);").expect("append");
     let out = Tre::new().run(&["validate", "--policies", &dir.display().to_string()]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("no `@id` annotation"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no `@id` annotation"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -368,7 +400,15 @@ fn entities_import_get_and_export_round_trip() {
 fn decide_a_few(tre: &Tre) {
     for who in ["alice", "bob", "mallory", "oscar"] {
         let p = format!("Tre::User::\"{who}\"");
-        tre.run(&["authorize", "--principal", &p, "--action", READ, "--resource", GWAS]);
+        tre.run(&[
+            "authorize",
+            "--principal",
+            &p,
+            "--action",
+            READ,
+            "--resource",
+            GWAS,
+        ]);
     }
 }
 
@@ -404,7 +444,10 @@ fn log_verify_catches_one_changed_byte_and_names_the_record() {
     let v = verify(&tre);
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_bad"]["seq"], 16);
-    assert!(v["first_bad"]["problem"].as_str().unwrap_or("").contains("altered"));
+    assert!(v["first_bad"]["problem"]
+        .as_str()
+        .unwrap_or("")
+        .contains("altered"));
 }
 
 #[test]
@@ -423,7 +466,10 @@ fn log_verify_catches_a_deleted_record() {
     let v = verify(&tre);
     assert_eq!(v["ok"], false);
     assert_eq!(v["first_bad"]["seq"], 10);
-    assert!(v["first_bad"]["problem"].as_str().unwrap_or("").contains("deleted"));
+    assert!(v["first_bad"]["problem"]
+        .as_str()
+        .unwrap_or("")
+        .contains("deleted"));
 }
 
 #[test]
@@ -455,7 +501,15 @@ fn log_verify_catches_records_cut_from_the_end() {
         .unwrap_or("")
         .contains("removed from the end"));
     // And nothing more is appended to a log that lost records.
-    let out = tre.run(&["authorize", "--principal", ALICE, "--action", READ, "--resource", GWAS]);
+    let out = tre.run(&[
+        "authorize",
+        "--principal",
+        ALICE,
+        "--action",
+        READ,
+        "--resource",
+        GWAS,
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
@@ -481,7 +535,9 @@ fn a_logged_decision_replays_with_its_own_policies_after_the_policies_changed() 
     // The compliance team removes notification on actual spend.
     let budget = dir.join("budget.cedar");
     let text = std::fs::read_to_string(&budget).expect("read");
-    let start = text.find("@id(\"budget-notify-on-actual\")").expect("policy");
+    let start = text
+        .find("@id(\"budget-notify-on-actual\")")
+        .expect("policy");
     let end = start + text[start..].find("};").expect("end") + 2;
     std::fs::write(&budget, format!("{}{}", &text[..start], &text[end..])).expect("write");
     let (code, v) = tre.json(&["why", "--policies", &policies, "--replay", &seq.to_string()]);
@@ -495,7 +551,10 @@ fn a_logged_decision_replays_with_its_own_policies_after_the_policies_changed() 
         v["currentPolicies"]["reasons"],
         serde_json::json!(["budget-notify-on-forecast"])
     );
-    assert_ne!(v["currentPolicies"]["policySetVersion"], v["policySetVersion"]);
+    assert_ne!(
+        v["currentPolicies"]["policySetVersion"],
+        v["policySetVersion"]
+    );
 }
 
 #[test]
@@ -533,4 +592,30 @@ fn a_store_killed_mid_import_keeps_either_the_old_or_the_new_state() {
             "partial import visible: {n} entities"
         );
     }
+}
+
+#[test]
+fn a_bad_command_line_argument_exits_3_not_2() {
+    let out = Tre::new().run(&["authorize", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = Tre::new().run(&["--output", "yaml", "validate"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_context_file_that_does_not_exist_is_invalid_input() {
+    let tre = Tre::new().with_sample();
+    let out = tre.run(&[
+        "authorize",
+        "--principal",
+        ALICE,
+        "--action",
+        READ,
+        "--resource",
+        GWAS,
+        "--context",
+        "@/no/such/context.json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("/no/such/context.json"));
 }

@@ -30,7 +30,12 @@ pub struct Cli {
     pub output: Format,
 
     /// Directory of the entity store and decision log.
-    #[arg(long, global = true, env = "TREGOV_DATA_DIR", default_value = ".tregov")]
+    #[arg(
+        long,
+        global = true,
+        env = "TREGOV_DATA_DIR",
+        default_value = ".tregov"
+    )]
     pub data_dir: PathBuf,
 
     /// Policies directory (a schema and `.cedar` files). Default: `./policies` when it has a
@@ -328,10 +333,11 @@ impl Ctx {
                 let graph = EntityGraph::from_entities(&list, bundle.schema.as_ref())?;
                 Engine::in_memory(bundle, graph)
             }
-            None => Engine::open(&self.data_dir, self.bundle()?)?,
+            None => Engine::open_existing(&self.data_dir, self.bundle()?)?,
         };
         let request = engine.parse(spec)?;
-        let outcome = engine.decide_logged(&request, if explain_it { "why" } else { "authorize" })?;
+        let outcome =
+            engine.decide_logged(&request, if explain_it { "why" } else { "authorize" })?;
         if explain_it {
             let expl = explain(
                 &outcome,
@@ -340,14 +346,14 @@ impl Ctx {
                 engine.bundle(),
             );
             if self.json() {
-                output::print_json(&output::explanation_json(&outcome, &expl));
+                output::print_json(&output::explanation_json(&outcome, &expl, engine.bundle()));
             } else {
                 output::print_explanation_text(&outcome, &expl);
             }
         } else if self.json() {
-            output::print_json(&output::decision_json(&outcome));
+            output::print_json(&output::decision_json(&outcome, engine.bundle()));
         } else {
-            output::print_decision_text(&outcome);
+            output::print_decision_text(&outcome, engine.bundle());
         }
         Ok(decision_exit(&outcome))
     }
@@ -377,11 +383,8 @@ impl Ctx {
             .unwrap_or_default();
         let entities = entities_from_slice(&slice, bundle.schema.as_ref())?;
         let request = ParsedRequest::parse(spec.clone(), &bundle)?;
-        let response = cedar_policy::Authorizer::new().is_authorized(
-            &request.request,
-            &bundle.set,
-            &entities,
-        );
+        let response =
+            cedar_policy::Authorizer::new().is_authorized(&request.request, &bundle.set, &entities);
         let mut outcome = outcome_from_response(&response, &bundle);
         outcome.log_seq = Some(seq);
         let logged_decision = record.get("decision").and_then(Value::as_str).unwrap_or("");
@@ -421,11 +424,12 @@ impl Ctx {
         let current = self.bundle().ok().and_then(|current| {
             let req = ParsedRequest::parse(spec.clone(), &current).ok()?;
             let ents = entities_from_slice(&slice, current.schema.as_ref()).ok()?;
-            let resp = cedar_policy::Authorizer::new().is_authorized(&req.request, &current.set, &ents);
+            let resp =
+                cedar_policy::Authorizer::new().is_authorized(&req.request, &current.set, &ents);
             Some(outcome_from_response(&resp, &current))
         });
         if self.json() {
-            let mut v = output::explanation_json(&outcome, &expl);
+            let mut v = output::explanation_json(&outcome, &expl, &bundle);
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("replayOf".into(), json!(seq));
                 obj.insert("reproduces".into(), json!(reproduces));
@@ -492,9 +496,10 @@ impl Ctx {
                 partition,
             } => {
                 let bundle = self.bundle()?;
-                let schema = bundle.schema.clone().ok_or_else(|| {
-                    EngineError::Request("importing needs a schema".into())
-                })?;
+                let schema = bundle
+                    .schema
+                    .clone()
+                    .ok_or_else(|| EngineError::Request("importing needs a schema".into()))?;
                 let text = std::fs::read_to_string(&file).map_err(|e| EngineError::io(&file, e))?;
                 let list = parse_entities_file(&file.display().to_string(), &text, Some(&schema))?;
                 let store = tregov_engine::Store::open(&self.data_dir)?;
@@ -541,7 +546,9 @@ impl Ctx {
                         output::print_json(&v);
                         Ok(ExitCode::SUCCESS)
                     }
-                    None => Err(EngineError::Request(format!("no entity `{uid}` in the store"))),
+                    None => Err(EngineError::Request(format!(
+                        "no entity `{uid}` in the store"
+                    ))),
                 }
             }
         }
@@ -555,7 +562,10 @@ impl Ctx {
                 if self.json() {
                     output::print_json(&json!(report));
                 } else if let Some(bad) = &report.first_bad {
-                    println!("log verification FAILED after {} good records", report.records);
+                    println!(
+                        "log verification FAILED after {} good records",
+                        report.records
+                    );
                     println!(
                         "first bad record: {}{}: {}",
                         bad.seq,
@@ -603,11 +613,20 @@ impl Ctx {
                             r.get("seq").and_then(Value::as_u64).unwrap_or(0),
                             r.get("time").and_then(Value::as_str).unwrap_or(""),
                             r.get("kind").and_then(Value::as_str).unwrap_or(""),
-                            r.pointer("/request/principal").and_then(Value::as_str).unwrap_or(""),
-                            r.pointer("/request/action").and_then(Value::as_str).unwrap_or(""),
-                            r.pointer("/request/resource").and_then(Value::as_str).unwrap_or(""),
+                            r.pointer("/request/principal")
+                                .and_then(Value::as_str)
+                                .unwrap_or(""),
+                            r.pointer("/request/action")
+                                .and_then(Value::as_str)
+                                .unwrap_or(""),
+                            r.pointer("/request/resource")
+                                .and_then(Value::as_str)
+                                .unwrap_or(""),
                             r.get("decision").and_then(Value::as_str).unwrap_or(""),
-                            string_set(r.get("reasons")).into_iter().collect::<Vec<_>>().join(",")
+                            string_set(r.get("reasons"))
+                                .into_iter()
+                                .collect::<Vec<_>>()
+                                .join(",")
                         );
                     }
                 }
@@ -665,14 +684,23 @@ impl Ctx {
         }
         let mut results = Vec::new();
         for r in requests {
-            let title = r.get("title").and_then(Value::as_str).unwrap_or("").to_string();
+            let title = r
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let spec: RequestSpec = serde_json::from_value(r)
                 .map_err(|e| EngineError::Request(format!("demo request: {e}")))?;
             let request = engine.parse(spec.clone())?;
             let outcome = engine.decide_logged(&request, "demo")?;
-            let expl = explain(&outcome, &request.request, engine.graph().entities(), engine.bundle());
+            let expl = explain(
+                &outcome,
+                &request.request,
+                engine.graph().entities(),
+                engine.bundle(),
+            );
             if self.json() {
-                let mut v = output::explanation_json(&outcome, &expl);
+                let mut v = output::explanation_json(&outcome, &expl, engine.bundle());
                 if let Some(obj) = v.as_object_mut() {
                     obj.insert("title".into(), json!(title));
                     obj.insert("request".into(), json!(spec));
@@ -695,10 +723,7 @@ impl Ctx {
                 print_indented_explanation(&outcome, &expl);
             }
         }
-        let verify = engine
-            .log()
-            .map(|l| l.verify())
-            .transpose()?;
+        let verify = engine.log().map(|l| l.verify()).transpose()?;
         if self.json() {
             output::print_json(&json!({"decisions": results, "log": verify}));
         } else if let Some(v) = verify {
@@ -765,7 +790,12 @@ fn print_indented_explanation(
 
 fn string_set(v: Option<&Value>) -> std::collections::BTreeSet<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

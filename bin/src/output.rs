@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 use tregov_engine::decide::DecisionOutcome;
 use tregov_engine::explain::{Explanation, PolicyExplanation};
+use tregov_engine::PolicyBundle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -32,23 +33,27 @@ pub fn print_json(v: &Value) {
 }
 
 /// The JSON every decision command prints: `decision`, `reasons`, `errors`, and extras.
-pub fn decision_json(outcome: &DecisionOutcome) -> Value {
+pub fn decision_json(outcome: &DecisionOutcome, bundle: &PolicyBundle) -> Value {
     json!({
         "decision": outcome.decision.to_string(),
         "reasons": outcome.reasons,
         "errors": outcome.errors,
         "policySetVersion": outcome.policy_version,
-        "determining": outcome.determining,
+        "determining": outcome.determining(bundle),
         "logSeq": outcome.log_seq,
     })
 }
 
-pub fn print_decision_text(outcome: &DecisionOutcome) {
+pub fn print_decision_text(outcome: &DecisionOutcome, bundle: &PolicyBundle) {
     println!("decision: {}", outcome.decision);
-    for m in &outcome.determining {
+    for m in outcome.determining(bundle) {
         println!(
             "  {} `{}` ({}:{})",
-            if m.effect == "forbid" { "forbidden by" } else { "permitted by" },
+            if m.effect == "forbid" {
+                "forbidden by"
+            } else {
+                "permitted by"
+            },
             m.id,
             short_path(&m.file),
             m.line
@@ -66,8 +71,12 @@ pub fn print_decision_text(outcome: &DecisionOutcome) {
     }
 }
 
-pub fn explanation_json(outcome: &DecisionOutcome, expl: &Explanation) -> Value {
-    let mut v = decision_json(outcome);
+pub fn explanation_json(
+    outcome: &DecisionOutcome,
+    expl: &Explanation,
+    bundle: &PolicyBundle,
+) -> Value {
+    let mut v = decision_json(outcome, bundle);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("summary".into(), json!(expl.summary));
         obj.insert("permits".into(), json!(expl.permits));

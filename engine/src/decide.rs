@@ -105,11 +105,19 @@ pub struct DecisionOutcome {
     pub errors: Vec<PolicyError>,
     #[serde(rename = "policyVersion")]
     pub policy_version: String,
-    /// Where each determining policy lives.
-    pub determining: Vec<PolicyMeta>,
     /// Sequence number in the decision log, for decisions over the store.
     #[serde(rename = "logSeq", skip_serializing_if = "Option::is_none")]
     pub log_seq: Option<u64>,
+}
+
+impl DecisionOutcome {
+    /// Where each determining policy lives (file, line, annotations).
+    pub fn determining<'a>(&self, bundle: &'a PolicyBundle) -> Vec<&'a PolicyMeta> {
+        self.reasons
+            .iter()
+            .filter_map(|id| bundle.meta(id))
+            .collect()
+    }
 }
 
 /// Policies, the entity graph, and (over the store) the store and decision log.
@@ -135,16 +143,24 @@ impl Engine {
         }
     }
 
-    /// An engine over the store in `data_dir`; its decisions are logged.
+    /// An engine over the store in `data_dir` (created if missing); its decisions are
+    /// logged.
     pub fn open(data_dir: &Path, bundle: PolicyBundle) -> Result<Self> {
-        let store = Store::open(data_dir)?;
+        Self::with_store(Store::open(data_dir)?, data_dir, bundle)
+    }
+
+    /// An engine over an existing store: deciding over a store that is not there is an
+    /// error, not a wall of denies.
+    pub fn open_existing(data_dir: &Path, bundle: PolicyBundle) -> Result<Self> {
+        Self::with_store(Store::open_existing(data_dir)?, data_dir, bundle)
+    }
+
+    fn with_store(store: Store, data_dir: &Path, bundle: PolicyBundle) -> Result<Self> {
         let log = DecisionLog::open(data_dir)?;
         log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
         let (revision, bodies) = store.snapshot()?;
-        let graph = EntityGraph::from_bodies(
-            bodies.iter().map(String::as_str),
-            bundle.schema.as_ref(),
-        )?;
+        let graph =
+            EntityGraph::from_bodies(bodies.iter().map(String::as_str), bundle.schema.as_ref())?;
         Ok(Self {
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
@@ -194,9 +210,10 @@ impl Engine {
 
     /// Validates and writes a batch, then brings the graph up to date.
     pub fn apply(&mut self, batch: &StoreBatch) -> Result<BatchOutcome> {
-        let store = self.store.as_ref().ok_or_else(|| {
-            EngineError::Request("this engine has no entity store".into())
-        })?;
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| EngineError::Request("this engine has no entity store".into()))?;
         let schema = self.bundle.schema.as_ref().ok_or_else(|| {
             EngineError::Request("entities cannot be stored without a schema".into())
         })?;
@@ -216,10 +233,10 @@ impl Engine {
             return Ok(0);
         }
         let n = changes.upserts.len() + changes.deletes.len();
-        self.graph = Arc::new(self.graph.apply(
-            changes.upserts.iter().map(String::as_str),
-            &changes.deletes,
-        )?);
+        self.graph = Arc::new(
+            self.graph
+                .apply(changes.upserts.iter().map(String::as_str), &changes.deletes)?,
+        );
         self.graph_revision = changes.revision;
         Ok(n as u64)
     }
@@ -230,9 +247,11 @@ impl Engine {
 
     /// Evaluates without logging: the hot path, and what `decide_logged` builds on.
     pub fn decide(&self, request: &ParsedRequest) -> DecisionOutcome {
-        let response = self
-            .authorizer
-            .is_authorized(&request.request, &self.bundle.set, self.graph.entities());
+        let response = self.authorizer.is_authorized(
+            &request.request,
+            self.bundle.policies_for(&request.action),
+            self.graph.entities(),
+        );
         outcome_from_response(&response, &self.bundle)
     }
 
@@ -255,8 +274,7 @@ impl Engine {
         requests: &[ParsedRequest],
         origin: &str,
     ) -> Result<Vec<DecisionOutcome>> {
-        let mut outcomes: Vec<DecisionOutcome> =
-            requests.iter().map(|r| self.decide(r)).collect();
+        let mut outcomes: Vec<DecisionOutcome> = requests.iter().map(|r| self.decide(r)).collect();
         if let Some(log) = &self.log {
             let records = requests
                 .iter()
@@ -291,15 +309,15 @@ impl Engine {
             serde_json::to_value(&request.spec).unwrap_or(Value::Null),
         );
         m.insert("decision".into(), Value::from(outcome.decision.to_string()));
-        m.insert(
-            "reasons".into(),
-            Value::from(outcome.reasons.clone()),
-        );
+        m.insert("reasons".into(), Value::from(outcome.reasons.clone()));
         m.insert(
             "errors".into(),
             serde_json::to_value(&outcome.errors).unwrap_or(Value::Null),
         );
-        m.insert("policyVersion".into(), Value::from(outcome.policy_version.clone()));
+        m.insert(
+            "policyVersion".into(),
+            Value::from(outcome.policy_version.clone()),
+        );
         m.insert("slice".into(), Value::Array(slice));
         m
     }
@@ -314,7 +332,7 @@ pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> Deci
     let mut reasons: Vec<String> = response
         .diagnostics()
         .reason()
-        .map(|id| id.to_string())
+        .map(|id| AsRef::<str>::as_ref(id).to_owned())
         .collect();
     reasons.sort();
     let mut errors: Vec<PolicyError> = response
@@ -322,22 +340,17 @@ pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> Deci
         .errors()
         .map(|e| match e {
             cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => PolicyError {
-                policy: pe.policy_id().to_string(),
+                policy: AsRef::<str>::as_ref(pe.policy_id()).to_owned(),
                 message: pe.inner().to_string(),
             },
         })
         .collect();
     errors.sort_by(|a, b| a.policy.cmp(&b.policy));
-    let determining = reasons
-        .iter()
-        .filter_map(|id| bundle.meta(id).cloned())
-        .collect();
     DecisionOutcome {
         decision,
         reasons,
         errors,
         policy_version: bundle.version.clone(),
-        determining,
         log_seq: None,
     }
 }
@@ -355,4 +368,126 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(p: &str, a: &str, r: &str) -> RequestSpec {
+        RequestSpec {
+            principal: p.into(),
+            action: a.into(),
+            resource: r.into(),
+            context: serde_json::json!({}),
+        }
+    }
+
+    fn sample_engine(dir: &Path) -> Engine {
+        let bundle = PolicyBundle::embedded().expect("policies");
+        let schema = bundle.schema.clone().expect("schema");
+        let list = crate::entities::parse_entities_file(
+            "sample",
+            tregov_policies::SAMPLE_TRE_ENTITIES,
+            Some(&schema),
+        )
+        .expect("sample");
+        let mut engine = Engine::open(dir, bundle).expect("engine");
+        engine
+            .apply(&StoreBatch {
+                upserts: list,
+                partition: "sample".into(),
+                ..Default::default()
+            })
+            .expect("import");
+        engine
+    }
+
+    #[test]
+    fn a_change_written_by_another_process_reaches_the_graph_without_a_rebuild() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut engine = sample_engine(dir.path());
+        let req = engine
+            .parse(spec(
+                r#"Tre::User::"alice""#,
+                r#"Tre::Action::"read""#,
+                r#"Tre::Dataset::"gwas-2024""#,
+            ))
+            .expect("request");
+        assert_eq!(engine.decide(&req).decision, Decision::Allow);
+        // Another writer deactivates alice.
+        let other = Store::open(dir.path()).expect("store");
+        let schema = engine.bundle().schema.clone().expect("schema");
+        let alice = cedar_policy::Entity::from_json_value(
+            serde_json::json!({"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "inactive"}, "parents": [
+                {"type": "Tre::Role", "id": "Researcher"},
+                {"type": "Tre::Project", "id": "proj-genomics"},
+                {"type": "Tre::AccessGroup", "id": "gwas-2024#writers"}
+            ]}),
+            Some(&schema),
+        )
+        .expect("entity");
+        other
+            .apply(
+                &StoreBatch {
+                    upserts: vec![alice],
+                    partition: "sample".into(),
+                    ..Default::default()
+                },
+                &schema,
+            )
+            .expect("apply");
+        assert_eq!(engine.refresh().expect("refresh"), 1);
+        let outcome = engine.decide(&req);
+        assert_eq!(outcome.decision, Decision::Deny);
+        assert_eq!(
+            outcome.reasons,
+            vec!["data-inactive-users-denied".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_logged_slice_alone_reproduces_the_decision() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let req = engine
+            .parse(spec(
+                r#"Tre::User::"rita""#,
+                r#"Tre::Action::"reviewEgress""#,
+                r#"Tre::EgressRequest::"egr-0001""#,
+            ))
+            .expect("request");
+        let outcome = engine.decide_logged(&req, "test").expect("decide");
+        let record = engine
+            .log()
+            .expect("log")
+            .record(outcome.log_seq.expect("seq"))
+            .expect("record");
+        let slice = record["slice"].as_array().cloned().unwrap_or_default();
+        // The slice holds what the decision can read: far less than the whole store.
+        assert!(slice.len() < engine.graph().len() / 2, "{}", slice.len());
+        let entities =
+            crate::entities::entities_from_slice(&slice, engine.bundle().schema.as_ref())
+                .expect("slice");
+        let again = outcome_from_response(
+            &Authorizer::new().is_authorized(&req.request, &engine.bundle().set, &entities),
+            engine.bundle(),
+        );
+        assert_eq!(again.decision, outcome.decision);
+        assert_eq!(again.reasons, outcome.reasons);
+    }
+
+    #[test]
+    fn a_request_the_schema_does_not_allow_is_invalid_input_not_a_deny() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let err = engine
+            .parse(spec(
+                r#"Tre::Dataset::"gwas-2024""#,
+                r#"Tre::Action::"read""#,
+                r#"Tre::Dataset::"gwas-2024""#,
+            ))
+            .expect_err("invalid");
+        assert!(err.is_invalid_input());
+    }
 }

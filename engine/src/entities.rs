@@ -4,8 +4,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::FromStr;
 
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::error::{EngineError, Result, SourceProblem};
 
@@ -54,8 +54,11 @@ pub fn parse_uid(text: &str) -> Result<EntityUid> {
     if trimmed.starts_with('{') {
         let v: Value = serde_json::from_str(trimmed)
             .map_err(|e| EngineError::Request(format!("invalid entity uid `{text}`: {e}")))?;
-        return uid_from_json(&v)
-            .ok_or_else(|| EngineError::Request(format!("invalid entity uid `{text}`: expected {{\"type\":..., \"id\":...}}")));
+        return uid_from_json(&v).ok_or_else(|| {
+            EngineError::Request(format!(
+                "invalid entity uid `{text}`: expected {{\"type\":..., \"id\":...}}"
+            ))
+        });
     }
     EntityUid::from_str(trimmed).map_err(|e| {
         EngineError::Request(format!(
@@ -72,26 +75,9 @@ pub fn uid_from_json(v: &Value) -> Option<EntityUid> {
     uid_from_parts(t, id).ok()
 }
 
-/// Attribute references of one entity (its `attrs` and `tags`), in JSON form.
-pub fn attribute_refs(entity_json: &Value) -> Vec<EntityUid> {
-    let mut out = Vec::new();
-    for key in ["attrs", "tags"] {
-        if let Some(v) = entity_json.get(key) {
-            collect_entity_refs(v, &mut |u| out.push(u));
-        }
-    }
-    out.sort_by_key(|u| u.to_string());
-    out.dedup();
-    out
-}
-
 /// Parses an entities-JSON file, validating every entity against the schema, and reports
 /// every bad entity with its position in the file.
-pub fn parse_entities_file(
-    name: &str,
-    text: &str,
-    schema: Option<&Schema>,
-) -> Result<Vec<Entity>> {
+pub fn parse_entities_file(name: &str, text: &str, schema: Option<&Schema>) -> Result<Vec<Entity>> {
     let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
         let offset = offset_of_line_col(text, e.line(), e.column());
         EngineError::from(SourceProblem::at(
@@ -118,7 +104,9 @@ pub fn parse_entities_file(
                         text,
                         offset,
                         len,
-                        format!("action entity `{uid}` cannot be stored: actions come from the schema"),
+                        format!(
+                            "action entity `{uid}` cannot be stored: actions come from the schema"
+                        ),
                         "this entity",
                     ));
                     continue;
@@ -175,12 +163,10 @@ fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
 }
 
 /// The entities decisions run on: every stored entity plus the schema's actions, with the
-/// transitive closure of `in` computed once, and each entity's outgoing attribute
-/// references so a decision's slice is found without touching JSON.
+/// transitive closure of `in` computed once.
 #[derive(Clone)]
 pub struct EntityGraph {
     entities: Entities,
-    refs: HashMap<EntityUid, Box<[EntityUid]>>,
 }
 
 impl EntityGraph {
@@ -190,19 +176,14 @@ impl EntityGraph {
         bodies: impl IntoIterator<Item = &'a str>,
         schema: Option<&Schema>,
     ) -> Result<Self> {
-        let mut refs = HashMap::new();
         let mut list = Vec::new();
         for body in bodies {
-            let (entity, entity_refs) = entity_from_body(body)?;
-            if !entity_refs.is_empty() {
-                refs.insert(entity.uid(), entity_refs.into_boxed_slice());
-            }
-            list.push(entity);
+            list.push(entity_from_body(body)?);
         }
         list.extend(action_entities(schema)?);
         let entities = Entities::from_entities(list, None)
             .map_err(|e| EngineError::Request(format!("cannot build entity graph: {e}")))?;
-        Ok(Self { entities, refs })
+        Ok(Self { entities })
     }
 
     /// Builds the graph from parsed entities (an entities file given on the command line).
@@ -223,31 +204,22 @@ impl EntityGraph {
         upserts: impl IntoIterator<Item = &'a str>,
         deletes: &[EntityUid],
     ) -> Result<Self> {
-        let mut refs = self.refs.clone();
         let mut entities = self.entities.clone();
         if !deletes.is_empty() {
-            for d in deletes {
-                refs.remove(d);
-            }
             entities = entities
                 .remove_entities(deletes.iter().cloned())
                 .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
         }
         let mut changed = Vec::new();
         for body in upserts {
-            let (entity, entity_refs) = entity_from_body(body)?;
-            refs.remove(&entity.uid());
-            if !entity_refs.is_empty() {
-                refs.insert(entity.uid(), entity_refs.into_boxed_slice());
-            }
-            changed.push(entity);
+            changed.push(entity_from_body(body)?);
         }
         if !changed.is_empty() {
             entities = entities
                 .upsert_entities(changed, None)
                 .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
         }
-        Ok(Self { entities, refs })
+        Ok(Self { entities })
     }
 
     pub fn entities(&self) -> &Entities {
@@ -266,23 +238,23 @@ impl EntityGraph {
     /// them through attributes. Ancestors need not be followed: Cedar reads an ancestor only
     /// through `in`, which the descendant's own (closed) ancestor set answers.
     pub fn slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<EntityUid> {
-        let mut seen: HashSet<&EntityUid> = HashSet::new();
-        let mut queue: VecDeque<&EntityUid> = VecDeque::new();
+        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut queue: VecDeque<EntityUid> = VecDeque::new();
         let mut out = Vec::new();
         for s in seeds {
-            if seen.insert(s) {
-                queue.push_back(s);
+            if seen.insert(s.clone()) {
+                queue.push_back(s.clone());
             }
         }
         while let Some(uid) = queue.pop_front() {
-            out.push(uid.clone());
-            if let Some(next) = self.refs.get(uid) {
-                for n in next.iter() {
-                    if seen.insert(n) {
-                        queue.push_back(n);
+            if let Some(entity) = self.entities.get(&uid) {
+                for next in references_of(entity) {
+                    if seen.insert(next.clone()) {
+                        queue.push_back(next);
                     }
                 }
             }
+            out.push(uid);
         }
         out
     }
@@ -329,13 +301,29 @@ pub fn action_entities(schema: Option<&Schema>) -> Result<Vec<Entity>> {
         .collect())
 }
 
-fn entity_from_body(body: &str) -> Result<(Entity, Vec<EntityUid>)> {
-    let json: Value = serde_json::from_str(body)
-        .map_err(|e| EngineError::Request(format!("stored entity is not JSON: {e}")))?;
-    let refs = attribute_refs(&json);
-    let entity = Entity::from_json_value(json, None)
-        .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))?;
-    Ok((entity, refs))
+fn entity_from_body(body: &str) -> Result<Entity> {
+    Entity::from_json_str(body, None)
+        .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))
+}
+
+/// The entities an entity's attributes and tags refer to (inside sets and records too).
+/// Computed when a slice is taken rather than kept per entity: it is needed only to log.
+pub fn references_of(entity: &Entity) -> Vec<EntityUid> {
+    fn walk(v: &cedar_policy::EvalResult, out: &mut Vec<EntityUid>) {
+        match v {
+            cedar_policy::EvalResult::EntityUid(u) => out.push(u.clone()),
+            cedar_policy::EvalResult::Set(set) => set.iter().for_each(|i| walk(i, out)),
+            cedar_policy::EvalResult::Record(rec) => rec.iter().for_each(|(_, i)| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (_, v) in entity.attrs().chain(entity.tags()) {
+        if let Ok(v) = v {
+            walk(&v, &mut out);
+        }
+    }
+    out
 }
 
 /// Builds Cedar entities for a slice read back from the log (or a test), adding the

@@ -96,10 +96,15 @@ impl EngineError {
     /// Whether the error is the caller's input being wrong (exit code 3) rather than the
     /// machine failing.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Invalid(_) | EngineError::Problem(_) | EngineError::Request(_)
-        )
+        match self {
+            EngineError::Invalid(_) | EngineError::Problem(_) | EngineError::Request(_) => true,
+            // A file the user named that is not there (or not text) is their input too.
+            EngineError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+            ),
+            _ => false,
+        }
     }
 
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {

@@ -293,16 +293,22 @@ fn split<'a>(expr: &'a Value, op: &str, out: &mut Vec<&'a Value>) {
 }
 
 const COMPARISONS: &[&str] = &[
-    "==", "!=", "<", "<=", ">", ">=", "in", "contains", "containsAll", "containsAny",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "in",
+    "contains",
+    "containsAll",
+    "containsAny",
 ];
 
 /// The values of both sides of a comparison, as Cedar evaluates them.
 fn operands(expr: &Value, request: &Request, entities: &Entities) -> Vec<Operand> {
     // `!(a == b)` explains through `a == b`.
-    let expr = expr
-        .get("!")
-        .and_then(|n| n.get("arg"))
-        .unwrap_or(expr);
+    let expr = expr.get("!").and_then(|n| n.get("arg")).unwrap_or(expr);
     let Some(obj) = expr.as_object() else {
         return Vec::new();
     };

@@ -177,9 +177,11 @@ impl DecisionLog {
         let mut window = 64 * 1024u64;
         loop {
             let start = len.saturating_sub(window);
-            f.seek(SeekFrom::Start(start)).map_err(|e| EngineError::io(last, e))?;
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| EngineError::io(last, e))?;
             let mut buf = Vec::new();
-            f.read_to_end(&mut buf).map_err(|e| EngineError::io(last, e))?;
+            f.read_to_end(&mut buf)
+                .map_err(|e| EngineError::io(last, e))?;
             let complete_end = match buf.iter().rposition(|&b| b == b'\n') {
                 Some(i) => i,
                 None if start > 0 => {
@@ -208,8 +210,11 @@ impl DecisionLog {
                 None => 0,
             };
             let line = &body[line_start..];
-            let record: Value = serde_json::from_slice(line)
-                .map_err(|e| self.err(format!("last record is not JSON ({e}): run `tregov log verify`")))?;
+            let record: Value = serde_json::from_slice(line).map_err(|e| {
+                self.err(format!(
+                    "last record is not JSON ({e}): run `tregov log verify`"
+                ))
+            })?;
             let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
             return Ok(Some(Head {
                 seq,
@@ -277,7 +282,8 @@ impl DecisionLog {
             .append(true)
             .open(&segment)
             .map_err(|e| EngineError::io(&segment, e))?;
-        f.write_all(&buf).map_err(|e| EngineError::io(&segment, e))?;
+        f.write_all(&buf)
+            .map_err(|e| EngineError::io(&segment, e))?;
         f.sync_data().map_err(|e| EngineError::io(&segment, e))?;
         let head = Head { seq, hash: prev };
         let body = serde_json::to_vec(&head).map_err(|e| self.err(e.to_string()))?;
@@ -317,12 +323,16 @@ impl DecisionLog {
                 }
             }
         }
-        Err(EngineError::Request(format!("no record with sequence `{seq}` in the log")))
+        Err(EngineError::Request(format!(
+            "no record with sequence `{seq}` in the log"
+        )))
     }
 
     /// Checks every record's own hash, the chain of `prev` hashes, the sequence numbers, the
     /// head, and that every policy version the records name is stored intact.
     pub fn verify(&self) -> Result<VerifyReport> {
+        // Under the append lock, so a record being written is never mistaken for a torn one.
+        let _lock = self.lock()?;
         let head = self.head()?;
         let mut expected_seq = 1u64;
         let mut prev = GENESIS.to_string();
@@ -357,7 +367,13 @@ impl DecisionLog {
                 rest = next;
                 if !complete {
                     return Ok(report(
-                        Some(bad(expected_seq, &seg, line_no, "torn final record (no newline): a crash mid-write or a cut file".into())),
+                        Some(bad(
+                            expected_seq,
+                            &seg,
+                            line_no,
+                            "torn final record (no newline): a crash mid-write or a cut file"
+                                .into(),
+                        )),
                         expected_seq - 1,
                         0,
                     ));
@@ -366,7 +382,12 @@ impl DecisionLog {
                     Ok(t) => t,
                     Err(_) => {
                         return Ok(report(
-                            Some(bad(expected_seq, &seg, line_no, "record is not UTF-8: altered".into())),
+                            Some(bad(
+                                expected_seq,
+                                &seg,
+                                line_no,
+                                "record is not UTF-8: altered".into(),
+                            )),
                             expected_seq - 1,
                             0,
                         ))
@@ -376,7 +397,12 @@ impl DecisionLog {
                     Ok(v) => v,
                     Err(e) => {
                         return Ok(report(
-                            Some(bad(expected_seq, &seg, line_no, format!("record is not valid JSON ({e}): altered"))),
+                            Some(bad(
+                                expected_seq,
+                                &seg,
+                                line_no,
+                                format!("record is not valid JSON ({e}): altered"),
+                            )),
                             expected_seq - 1,
                             0,
                         ))
@@ -396,7 +422,11 @@ impl DecisionLog {
                     } else {
                         format!("expected record {expected_seq} but found record {seq}: records out of order (swapped or replayed)")
                     };
-                    return Ok(report(Some(bad(expected_seq, &seg, line_no, problem)), expected_seq - 1, 0));
+                    return Ok(report(
+                        Some(bad(expected_seq, &seg, line_no, problem)),
+                        expected_seq - 1,
+                        0,
+                    ));
                 }
                 let record_prev = record.get("prev").and_then(Value::as_str).unwrap_or("");
                 if record_prev != prev {
@@ -410,7 +440,12 @@ impl DecisionLog {
                     if checked_versions.insert(version.to_string()) {
                         if let Err(e) = self.load_policies(version) {
                             return Ok(report(
-                                Some(bad(seq, &seg, line_no, format!("its policy version cannot be loaded: {e}"))),
+                                Some(bad(
+                                    seq,
+                                    &seg,
+                                    line_no,
+                                    format!("its policy version cannot be loaded: {e}"),
+                                )),
                                 expected_seq - 1,
                                 0,
                             ));
@@ -444,7 +479,10 @@ impl DecisionLog {
                         seq: h.seq,
                         segment: String::new(),
                         line: 0,
-                        problem: format!("record {} does not hash to HEAD's {}: records were replaced", h.seq, h.hash),
+                        problem: format!(
+                            "record {} does not hash to HEAD's {}: records were replaced",
+                            h.seq, h.hash
+                        ),
                     }),
                     records,
                     0,
@@ -498,6 +536,12 @@ fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
         f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
+    // The rename itself is durable only once the directory is.
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| EngineError::io(dir, e))?;
+    }
     Ok(())
 }
 
@@ -505,4 +549,78 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("kind".into(), Value::from("test"));
+        m.insert("n".into(), Value::from(n));
+        m
+    }
+
+    #[test]
+    fn a_sealed_record_checks_and_a_changed_one_does_not() {
+        let mut m = record(1);
+        m.insert("seq".into(), Value::from(1));
+        let line = seal(&m).expect("seal");
+        assert!(check_seal(&line).is_ok());
+        let tampered = line.replacen("\"n\":1", "\"n\":2", 1);
+        assert!(check_seal(&tampered).is_err());
+    }
+
+    #[test]
+    fn appends_chain_and_verify_from_genesis_to_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        assert_eq!(
+            log.append(vec![record(1), record(2)]).expect("append"),
+            vec![1, 2]
+        );
+        assert_eq!(log.append(vec![record(3)]).expect("append"), vec![3]);
+        let report = log.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 3);
+        assert_eq!(report.head.map(|h| h.seq), Some(3));
+        let first = log.record(1).expect("record");
+        assert_eq!(first["prev"], GENESIS);
+    }
+
+    #[test]
+    fn a_torn_final_line_left_by_a_crash_is_cut_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        log.append(vec![record(1)]).expect("append");
+        let seg = log.segments().expect("segments").remove(0);
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
+        f.write_all(b"{\"seq\":2,\"time\":\"partial")
+            .expect("write");
+        drop(f);
+        assert!(!log.verify().expect("verify").ok);
+        assert_eq!(log.append(vec![record(2)]).expect("append"), vec![2]);
+        assert!(log.verify().expect("verify").ok);
+    }
+
+    #[test]
+    fn a_stored_policy_set_that_was_altered_does_not_load() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        let src = PolicySource {
+            name: "a.cedar".into(),
+            text: "permit(principal, action, resource);".into(),
+        };
+        let version = log
+            .store_policies(None, std::slice::from_ref(&src))
+            .expect("store");
+        assert!(log.load_policies(&version).is_ok());
+        let path = log.dir().join("policies").join(format!("{version}.json"));
+        let text = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("permit", "forbid");
+        std::fs::write(&path, text).expect("write");
+        assert!(log.load_policies(&version).is_err());
+    }
 }

@@ -5,11 +5,13 @@
 //! wrote. The set is validated in strict mode against the schema before anything decides with
 //! it: a set that fails to load or validate is never used (fail closed).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
-use cedar_policy::{Effect, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    ActionConstraint, Effect, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use miette::Diagnostic;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -50,6 +52,8 @@ pub struct PolicyBundle {
     /// Entities named literally in policies (`Tre::Role::"ITAdmin"`): part of every slice.
     pub literal_entities: Vec<EntityUid>,
     pub warnings: Vec<String>,
+    /// For each action of the schema, the policies whose action scope can match it.
+    by_action: HashMap<EntityUid, PolicySet>,
 }
 
 /// How strictly ids are required when loading policy files.
@@ -98,6 +102,10 @@ impl PolicyBundle {
         };
         let version = version_of(schema_source.as_ref(), &sources);
         let literal_entities = literal_entities(&set);
+        let by_action = match &schema {
+            Some(schema) => slice_by_action(&set, schema)?,
+            None => HashMap::new(),
+        };
         Ok(Self {
             schema,
             schema_source,
@@ -107,7 +115,15 @@ impl PolicyBundle {
             version,
             literal_entities,
             warnings,
+            by_action,
         })
+    }
+
+    /// The policies that can apply to `action`. Leaving out a policy whose action scope
+    /// cannot match changes no decision, reason or error: Cedar evaluates the scope before
+    /// the conditions, and a scope never errors.
+    pub fn policies_for(&self, action: &EntityUid) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.set)
     }
 
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
@@ -167,7 +183,9 @@ pub fn read_policy_dir(dir: &Path) -> Result<(PolicySource, Vec<PolicySource>)> 
     Ok((schema, sources))
 }
 
-fn read_policy_dir_optional_schema(dir: &Path) -> Result<(Option<PolicySource>, Vec<PolicySource>)> {
+fn read_policy_dir_optional_schema(
+    dir: &Path,
+) -> Result<(Option<PolicySource>, Vec<PolicySource>)> {
     let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     let mut cedar_files = Vec::new();
     let mut schema_files = Vec::new();
@@ -188,8 +206,17 @@ fn read_policy_dir_optional_schema(dir: &Path) -> Result<(Option<PolicySource>, 
     schema_files.sort();
     let schema_path = schema_files
         .iter()
-        .find(|p| p.file_name().is_some_and(|n| n == tregov_policies::SCHEMA_FILE))
-        .or_else(|| if schema_files.len() == 1 { schema_files.first() } else { None });
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n == tregov_policies::SCHEMA_FILE)
+        })
+        .or_else(|| {
+            if schema_files.len() == 1 {
+                schema_files.first()
+            } else {
+                None
+            }
+        });
     let schema = schema_path.map(|p| read_source(p)).transpose()?;
     let sources = cedar_files
         .iter()
@@ -216,9 +243,8 @@ pub fn read_source(path: &Path) -> Result<PolicySource> {
 /// `.json`.
 pub fn parse_schema(src: &PolicySource) -> Result<Schema> {
     if src.name.ends_with(".json") {
-        return Schema::from_json_str(&src.text).map_err(|e| {
-            diagnostic_problem(&src.name, &src.text, &e, "invalid schema").into()
-        });
+        return Schema::from_json_str(&src.text)
+            .map_err(|e| diagnostic_problem(&src.name, &src.text, &e, "invalid schema").into());
     }
     match Schema::from_cedarschema_str(&src.text) {
         Ok((schema, _warnings)) => Ok(schema),
@@ -431,6 +457,36 @@ pub fn validate_strict(
             problems,
         ))
     }
+}
+
+fn slice_by_action(set: &PolicySet, schema: &Schema) -> Result<HashMap<EntityUid, PolicySet>> {
+    let actions = schema
+        .action_entities()
+        .map_err(|e| EngineError::Request(format!("schema actions: {e}")))?;
+    let mut out = HashMap::new();
+    for action in actions.iter() {
+        let uid = action.uid();
+        let mut lineage: HashSet<EntityUid> = actions
+            .ancestors(&uid)
+            .map(|a| a.cloned().collect())
+            .unwrap_or_default();
+        lineage.insert(uid.clone());
+        let mut subset = PolicySet::new();
+        for policy in set.policies() {
+            let can_match = match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => a == uid,
+                ActionConstraint::In(list) => list.iter().any(|a| lineage.contains(a)),
+            };
+            if can_match {
+                subset
+                    .add(policy.clone())
+                    .map_err(|e| EngineError::Request(e.to_string()))?;
+            }
+        }
+        out.insert(uid, subset);
+    }
+    Ok(out)
 }
 
 /// Entities whose data a policy reads through a literal (`Tre::Config::"x".limit`, or

@@ -96,8 +96,7 @@ impl Store {
         if !path.exists() {
             return Err(EngineError::Store {
                 path: path.display().to_string(),
-                message: "no entity store here (import entities or run `tregov demo` first)"
-                    .into(),
+                message: "no entity store here (import entities or run `tregov demo` first)".into(),
             });
         }
         Self::open(data_dir)
@@ -132,9 +131,8 @@ impl Store {
     /// Validates and writes a batch in one transaction.
     pub fn apply(&self, batch: &StoreBatch, schema: &Schema) -> Result<BatchOutcome> {
         // Validation happens before the transaction: a bad entity writes nothing.
-        Entities::from_entities(batch.upserts.iter().cloned(), Some(schema)).map_err(|e| {
-            EngineError::Request(format!("entities do not match the schema: {e}"))
-        })?;
+        Entities::from_entities(batch.upserts.iter().cloned(), Some(schema))
+            .map_err(|e| EngineError::Request(format!("entities do not match the schema: {e}")))?;
         let mut rows = Vec::with_capacity(batch.upserts.len());
         for e in &batch.upserts {
             let uid = e.uid();
@@ -307,9 +305,11 @@ impl Store {
                 continue;
             }
             let exists: bool = tx
-                .query_row("SELECT 1 FROM entities WHERE uid = ?1", params![uid], |_| {
-                    Ok(true)
-                })
+                .query_row(
+                    "SELECT 1 FROM entities WHERE uid = ?1",
+                    params![uid],
+                    |_| Ok(true),
+                )
                 .optional()
                 .map_err(map)?
                 .unwrap_or(false);
@@ -352,5 +352,129 @@ fn store_err(path: &Path, e: rusqlite::Error) -> EngineError {
     EngineError::Store {
         path: path.display().to_string(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        tregov_engine_test_schema()
+    }
+
+    fn tregov_engine_test_schema() -> Schema {
+        Schema::from_cedarschema_str(tregov_policies::SCHEMA)
+            .expect("schema")
+            .0
+    }
+
+    fn user(id: &str, status: &str) -> Entity {
+        Entity::from_json_value(
+            serde_json::json!({"uid": {"type": "Tre::User", "id": id}, "attrs": {"status": status}, "parents": []}),
+            Some(&schema()),
+        )
+        .expect("entity")
+    }
+
+    fn batch(entities: Vec<Entity>) -> StoreBatch {
+        StoreBatch {
+            upserts: entities,
+            partition: "test".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_whole_and_bumps_the_revision_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let out = store
+            .apply(
+                &batch(vec![user("a", "active"), user("b", "active")]),
+                &schema(),
+            )
+            .expect("apply");
+        assert_eq!(out.inserted, 2);
+        assert_eq!(store.revision().expect("rev"), 1);
+        assert_eq!(store.count().expect("count"), 2);
+    }
+
+    #[test]
+    fn rewriting_identical_entities_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        store
+            .apply(&batch(vec![user("a", "active")]), &schema())
+            .expect("apply");
+        let again = store
+            .apply(&batch(vec![user("a", "active")]), &schema())
+            .expect("apply");
+        assert_eq!(again.unchanged, 1);
+        assert_eq!(again.revision, 1);
+    }
+
+    #[test]
+    fn replacing_a_partition_deletes_what_the_new_listing_lacks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        store
+            .apply(
+                &batch(vec![user("a", "active"), user("b", "active")]),
+                &schema(),
+            )
+            .expect("apply");
+        let mut replace = batch(vec![user("b", "inactive")]);
+        replace.replace_partition = true;
+        let out = store.apply(&replace, &schema()).expect("apply");
+        assert_eq!((out.updated, out.deleted), (1, 1));
+        let changes = store.changes_since(1).expect("changes");
+        assert_eq!(changes.deletes.len(), 1);
+        assert_eq!(changes.deletes[0].to_string(), r#"Tre::User::"a""#);
+        assert_eq!(changes.upserts.len(), 1);
+    }
+
+    #[test]
+    fn an_entity_that_violates_the_schema_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let no_attrs = Entity::from_json_value(
+            serde_json::json!({"uid": {"type": "Tre::User", "id": "x"}, "attrs": {}, "parents": []}),
+            None,
+        )
+        .expect("entity");
+        let err = store
+            .apply(&batch(vec![user("a", "active"), no_attrs]), &schema())
+            .expect_err("invalid");
+        assert!(err.is_invalid_input());
+        assert_eq!(store.count().expect("count"), 0);
+        assert_eq!(store.revision().expect("rev"), 0);
+    }
+
+    #[test]
+    fn a_reader_keeps_its_snapshot_while_a_writer_commits() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        store
+            .apply(&batch(vec![user("a", "active")]), &schema())
+            .expect("apply");
+        let reader = store.reader().expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let before: i64 = reader
+            .query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))
+            .expect("count");
+        // The writer is not blocked by the open read transaction...
+        store
+            .apply(&batch(vec![user("b", "active")]), &schema())
+            .expect("apply");
+        // ...and the reader still sees its snapshot until it ends.
+        let during: i64 = reader
+            .query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))
+            .expect("count");
+        reader.execute_batch("COMMIT").expect("commit");
+        let after: i64 = reader
+            .query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!((before, during, after), (1, 1, 2));
     }
 }

@@ -102,7 +102,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             walk(&path, out)?;
             continue;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if !name.ends_with(".json")
             || name.ends_with(".entities.json")
             || name.ends_with(".cedarschema.json")
@@ -203,7 +206,8 @@ pub fn run_file(path: &Path) -> TestReport {
         let json_schema = test.schema_format.as_deref() == Some("json")
             || schema_path.extension().is_some_and(|e| e == "json");
         let schema = if json_schema {
-            Schema::from_json_str(&schema_text).map_err(|e| format!("schema: {}", error_chain(&e)))?
+            Schema::from_json_str(&schema_text)
+                .map_err(|e| format!("schema: {}", error_chain(&e)))?
         } else {
             Schema::from_cedarschema_str(&schema_text)
                 .map(|(s, _)| s)
@@ -276,7 +280,8 @@ fn load_test_policies(test: &TestFile, path: &Path) -> std::result::Result<TestP
     let resolved = resolve(&test.policies, path);
     if test.policy_format.as_deref() == Some("json") {
         let (_, text) = read(&test.policies, path)?;
-        let set = PolicySet::from_json_str(&text).map_err(|e| format!("policies: {}", error_chain(&e)))?;
+        let set = PolicySet::from_json_str(&text)
+            .map_err(|e| format!("policies: {}", error_chain(&e)))?;
         return Ok(TestPolicies {
             set,
             aliases: BTreeMap::new(),
@@ -292,7 +297,8 @@ fn load_test_policies(test: &TestFile, path: &Path) -> std::result::Result<TestP
         files.sort();
         let mut all = String::new();
         for f in files {
-            let t = std::fs::read_to_string(&f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+            let t = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
             all.push_str(&t);
             all.push('\n');
         }
@@ -303,7 +309,10 @@ fn load_test_policies(test: &TestFile, path: &Path) -> std::result::Result<TestP
     let set = PolicySet::from_str(&text).map_err(|e| format!("policies: {}", error_chain(&e)))?;
     let aliases = set
         .policies()
-        .filter_map(|p| p.annotation("id").map(|a| (p.id().to_string(), a.to_string())))
+        .filter_map(|p| {
+            p.annotation("id")
+                .map(|a| (p.id().to_string(), a.to_string()))
+        })
         .collect();
     Ok(TestPolicies { set, aliases })
 }
@@ -338,17 +347,26 @@ fn run_request(
         cedar_policy::Decision::Allow => "allow",
         cedar_policy::Decision::Deny => "deny",
     };
-    let reasons: BTreeSet<String> = response.diagnostics().reason().map(|r| r.to_string()).collect();
+    let reasons: BTreeSet<String> = response
+        .diagnostics()
+        .reason()
+        .map(|r| r.to_string())
+        .collect();
     let errors: BTreeSet<String> = response
         .diagnostics()
         .errors()
         .map(|e| match e {
-            cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => pe.policy_id().to_string(),
+            cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => {
+                pe.policy_id().to_string()
+            }
         })
         .collect();
     let mut problems = Vec::new();
     if !req.decision.eq_ignore_ascii_case(decision) {
-        problems.push(format!("expected decision {} but got {decision}", req.decision.to_lowercase()));
+        problems.push(format!(
+            "expected decision {} but got {decision}",
+            req.decision.to_lowercase()
+        ));
     }
     let expected_reasons: BTreeSet<String> = req.reason.iter().cloned().collect();
     if !same_ids(&expected_reasons, &reasons, &loaded.policies.aliases) {

@@ -120,7 +120,10 @@ pub fn copy_policies(to: &Path) -> PathBuf {
     std::fs::create_dir_all(&dst).expect("create policies dir");
     for entry in std::fs::read_dir(workspace_root().join("policies")).expect("policies dir") {
         let p = entry.expect("entry").path();
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         if name.ends_with(".cedar") || name.ends_with(".cedarschema") {
             std::fs::copy(&p, dst.join(&name)).expect("copy policy");
         }
