@@ -416,6 +416,25 @@ fn verify(tre: &Tre) -> Value {
     tre.json(&["log", "verify"]).1
 }
 
+/// Rewrites the first log segment's records (one string each) as an attacker would.
+fn tamper_with_log(tre: &Tre, edit: impl FnOnce(&mut Vec<String>)) {
+    let seg = &tre.segments()[0];
+    let text = std::fs::read_to_string(seg).expect("read");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    edit(&mut lines);
+    std::fs::write(seg, lines.join("\n") + "\n").expect("write");
+}
+
+/// The sequence number and problem of the first bad record `log verify` names.
+fn first_bad(tre: &Tre) -> (u64, String) {
+    let v = verify(tre);
+    assert_eq!(v["ok"], false, "verify passed: {v}");
+    (
+        v["first_bad"]["seq"].as_u64().unwrap_or(0),
+        v["first_bad"]["problem"].as_str().unwrap_or("").to_string(),
+    )
+}
+
 #[test]
 fn log_verify_passes_on_an_untouched_log() {
     let tre = Tre::new().with_sample();
@@ -430,76 +449,49 @@ fn log_verify_passes_on_an_untouched_log() {
 fn log_verify_catches_one_changed_byte_and_names_the_record() {
     let tre = Tre::new().with_sample();
     decide_a_few(&tre);
-    let seg = &tre.segments()[0];
-    let text = std::fs::read_to_string(seg).expect("read");
-    let lines: Vec<&str> = text.lines().collect();
     // Record 16 was Deny for mallory; make it read Allow.
-    let target = lines[15].replacen("\"decision\":\"Deny\"", "\"decision\":\"Allow\"", 1);
-    assert_ne!(target, lines[15]);
-    let mut changed: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    changed[15] = target;
-    std::fs::write(seg, changed.join("\n") + "\n").expect("write");
-    let out = tre.run(&["log", "verify"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v = verify(&tre);
-    assert_eq!(v["ok"], false);
-    assert_eq!(v["first_bad"]["seq"], 16);
-    assert!(v["first_bad"]["problem"]
-        .as_str()
-        .unwrap_or("")
-        .contains("altered"));
+    tamper_with_log(&tre, |lines| {
+        let changed = lines[15].replacen("\"decision\":\"Deny\"", "\"decision\":\"Allow\"", 1);
+        assert_ne!(changed, lines[15]);
+        lines[15] = changed;
+    });
+    assert_eq!(tre.run(&["log", "verify"]).status.code(), Some(1));
+    let (seq, problem) = first_bad(&tre);
+    assert_eq!(seq, 16);
+    assert!(problem.contains("altered"), "{problem}");
 }
 
 #[test]
 fn log_verify_catches_a_deleted_record() {
     let tre = Tre::new().with_sample();
     decide_a_few(&tre);
-    let seg = &tre.segments()[0];
-    let text = std::fs::read_to_string(seg).expect("read");
-    let kept: Vec<&str> = text
-        .lines()
-        .enumerate()
-        .filter(|(i, _)| *i != 9)
-        .map(|(_, l)| l)
-        .collect();
-    std::fs::write(seg, kept.join("\n") + "\n").expect("write");
-    let v = verify(&tre);
-    assert_eq!(v["ok"], false);
-    assert_eq!(v["first_bad"]["seq"], 10);
-    assert!(v["first_bad"]["problem"]
-        .as_str()
-        .unwrap_or("")
-        .contains("deleted"));
+    tamper_with_log(&tre, |lines| {
+        lines.remove(9);
+    });
+    let (seq, problem) = first_bad(&tre);
+    assert_eq!(seq, 10);
+    assert!(problem.contains("deleted"), "{problem}");
 }
 
 #[test]
 fn log_verify_catches_two_swapped_records() {
     let tre = Tre::new().with_sample();
     decide_a_few(&tre);
-    let seg = &tre.segments()[0];
-    let text = std::fs::read_to_string(seg).expect("read");
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines.swap(4, 5);
-    std::fs::write(seg, lines.join("\n") + "\n").expect("write");
-    let v = verify(&tre);
-    assert_eq!(v["ok"], false);
-    assert_eq!(v["first_bad"]["seq"], 5);
+    tamper_with_log(&tre, |lines| lines.swap(4, 5));
+    let (seq, problem) = first_bad(&tre);
+    assert_eq!(seq, 5);
+    assert!(problem.contains("out of order"), "{problem}");
 }
 
 #[test]
 fn log_verify_catches_records_cut_from_the_end() {
     let tre = Tre::new().with_sample();
     decide_a_few(&tre);
-    let seg = &tre.segments()[0];
-    let text = std::fs::read_to_string(seg).expect("read");
-    let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(seg, lines[..lines.len() - 1].join("\n") + "\n").expect("write");
-    let v = verify(&tre);
-    assert_eq!(v["ok"], false);
-    assert!(v["first_bad"]["problem"]
-        .as_str()
-        .unwrap_or("")
-        .contains("removed from the end"));
+    tamper_with_log(&tre, |lines| {
+        lines.pop();
+    });
+    let (_, problem) = first_bad(&tre);
+    assert!(problem.contains("removed from the end"), "{problem}");
     // And nothing more is appended to a log that lost records.
     let out = tre.run(&[
         "authorize",

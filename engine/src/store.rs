@@ -360,10 +360,6 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        tregov_engine_test_schema()
-    }
-
-    fn tregov_engine_test_schema() -> Schema {
         Schema::from_cedarschema_str(tregov_policies::SCHEMA)
             .expect("schema")
             .0
