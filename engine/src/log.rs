@@ -417,7 +417,12 @@ impl DecisionLog {
                 }
                 let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
                 if seq != expected_seq {
-                    let problem = if seq > expected_seq {
+                    let later = format!("\n{{\"seq\":{expected_seq},");
+                    let found_later = rest.starts_with(&later.as_bytes()[1..])
+                        || rest.windows(later.len()).any(|w| w == later.as_bytes());
+                    let problem = if seq > expected_seq && found_later {
+                        format!("expected record {expected_seq} but found record {seq}; record {expected_seq} comes later: records out of order (swapped or moved)")
+                    } else if seq > expected_seq {
                         format!("expected record {expected_seq} but found record {seq}: record(s) {expected_seq}..{} deleted", seq - 1)
                     } else {
                         format!("expected record {expected_seq} but found record {seq}: records out of order (swapped or replayed)")
