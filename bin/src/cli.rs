@@ -43,6 +43,15 @@ pub struct Cli {
     #[arg(long, global = true, env = "TREGOV_POLICIES")]
     pub policies: Option<PathBuf>,
 
+    /// The configuration file (see `examples/tregov.toml`).
+    #[arg(
+        long,
+        global = true,
+        env = "TREGOV_CONFIG",
+        default_value = "tregov.toml"
+    )]
+    pub config: PathBuf,
+
     /// More log output on stderr (-v info, -vv debug); `TREGOV_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -85,6 +94,59 @@ pub enum Command {
     Log(LogCommand),
     /// Load the default policies and a sample TRE into the store and explain a few decisions.
     Demo,
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Collect AWS state (CloudTrail events) into the store.
+    Collect {
+        /// One pass, then exit (default: keep collecting every `--interval` seconds).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+    },
+    /// The collected CloudTrail events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// What each collector did on its last run.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration file; name any bad key with its line.
+    Check,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EventFilterArgs {
+    /// Events at or after this time (RFC 3339, e.g. `2026-11-01T00:00:00Z`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events whose principal (ARN or id) contains this text.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Events with exactly this name (e.g. `PutRolePolicy`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Events of this account.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// How many events match.
+    Count(EventFilterArgs),
+    /// The matching events, oldest first (with `--output json`, one object per line).
+    List {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -155,6 +217,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Entities(cmd) => ctx.entities(cmd),
         Command::Log(cmd) => ctx.log(cmd),
         Command::Demo => ctx.demo(),
+        Command::Config(ConfigCommand::Check) => {
+            crate::collect::config_check(&ctx.output, &cli.config)
+        }
+        Command::Collect { once, interval } => {
+            crate::collect::collect(ctx.output, &cli.config, &ctx.data_dir, once, interval)
+        }
+        Command::Events(cmd) => crate::collect::events(ctx.output, &ctx.data_dir, cmd),
+        Command::Status => crate::collect::status(ctx.output, &ctx.data_dir),
     }
 }
 

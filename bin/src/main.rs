@@ -1,6 +1,7 @@
 //! The `tregov` command line: argument parsing and output only; the engine does the work.
 
 mod cli;
+mod collect;
 mod output;
 
 use std::process::ExitCode;

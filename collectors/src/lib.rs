@@ -1,1 +1,80 @@
-//! placeholder
+//! Collectors: read AWS and identity state into the tregov store.
+//!
+//! Every collector has the same shape: its part of `tregov.toml` (a config struct), a pure
+//! `validate` (in `Config::validate`), and `build`, which makes the AWS clients; `run` does a
+//! full pass and records what it did for `tregov status`.
+
+pub mod aws;
+pub mod cloudtrail;
+pub mod cloudtrail_parse;
+pub mod config;
+
+use serde::Serialize;
+
+/// What one collector run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub collector: String,
+    /// Items written (for CloudTrail: new events).
+    pub items: u64,
+    /// Files (or pages) read.
+    pub files: u64,
+    /// Events read, new or not.
+    pub events_read: u64,
+    pub errors: Vec<String>,
+}
+
+impl RunReport {
+    pub fn new(collector: &str) -> Self {
+        Self {
+            collector: collector.to_string(),
+            items: 0,
+            files: 0,
+            events_read: 0,
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Progress of a long pass, for a progress bar or log lines.
+pub trait Progress: Sync {
+    fn start(&self, total: u64);
+    fn advance(&self);
+    fn finish(&self);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: u64) {}
+    fn advance(&self) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum CollectError {
+    #[error("{call} on `{target}` failed: {message}")]
+    #[diagnostic(code(tregov::aws))]
+    Aws {
+        call: &'static str,
+        target: String,
+        message: String,
+    },
+    #[error("{0}")]
+    #[diagnostic(code(tregov::collect::io))]
+    Io(String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Engine(#[from] tregov_engine::EngineError),
+}
+
+impl CollectError {
+    pub fn aws<E: std::error::Error>(call: &'static str, target: &str, e: E) -> Self {
+        CollectError::Aws {
+            call,
+            target: target.to_string(),
+            message: tregov_engine::decide::error_chain(&e),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod entities;
 pub mod error;
+pub mod events;
 pub mod explain;
 pub mod log;
 pub mod policies;

@@ -1,6 +1,9 @@
 //! Shared harness for tregov's integration tests: the real `tregov` binary run in a fresh
 //! data directory, with helpers to read its JSON output.
 
+pub mod cloudtrail;
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

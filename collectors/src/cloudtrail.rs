@@ -1,0 +1,257 @@
+//! The CloudTrail collector: new log files under the trail's bucket, for every project
+//! account and region, into the event store.
+//!
+//! Listing starts `lookback_days` before the day of the last file read under each
+//! account/region prefix, and files already read with the same ETag are skipped, so a
+//! restart neither re-reads nor skips a file and late deliveries are still found. Each file
+//! is stored in one transaction with the mark that it was read.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use tregov_engine::events::EventStore;
+
+use crate::aws::Aws;
+use crate::cloudtrail_parse::parse_log_file;
+use crate::config::{CloudTrailConfig, Config};
+use crate::{CollectError, Progress, RunReport};
+
+pub struct CloudTrailCollector {
+    config: CloudTrailConfig,
+    accounts: Vec<String>,
+    s3: aws_sdk_s3::Client,
+    store: Arc<EventStore>,
+    concurrency: usize,
+}
+
+impl CloudTrailCollector {
+    pub async fn build(config: &Config, aws: &Aws, store: Arc<EventStore>) -> Option<Self> {
+        let ct = config.cloudtrail.clone()?;
+        let sdk = aws.for_role(ct.role_arn.as_deref()).await;
+        Some(Self {
+            s3: aws.s3(&sdk),
+            accounts: config
+                .projects
+                .iter()
+                .map(|p| p.account_id.clone())
+                .collect(),
+            config: ct,
+            store,
+            concurrency: config.concurrency,
+        })
+    }
+
+    /// `[prefix/]AWSLogs/[org-id/]<account>/CloudTrail/`
+    fn account_prefix(&self, account: &str) -> String {
+        let mut p = String::new();
+        if let Some(prefix) = self.config.prefix.as_deref().filter(|p| !p.is_empty()) {
+            p.push_str(prefix.trim_end_matches('/'));
+            p.push('/');
+        }
+        p.push_str("AWSLogs/");
+        if let Some(org) = &self.config.organization_id {
+            p.push_str(org);
+            p.push('/');
+        }
+        p.push_str(account);
+        p.push_str("/CloudTrail/");
+        p
+    }
+
+    async fn region_prefixes(&self, account: &str) -> Result<Vec<String>, CollectError> {
+        let base = self.account_prefix(account);
+        if let Some(regions) = &self.config.regions {
+            return Ok(regions.iter().map(|r| format!("{base}{r}/")).collect());
+        }
+        let mut out = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(&base)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| CollectError::aws("s3:ListObjectsV2", &base, e))?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(String::from)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Where listing resumes: `lookback_days` before the day of the checkpoint.
+    fn start_after(&self, prefix: &str, checkpoint: Option<&str>) -> Option<String> {
+        let rest = checkpoint?.strip_prefix(prefix)?;
+        let mut parts = rest.splitn(4, '/');
+        let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+        let date = time::Date::from_calendar_date(
+            y.parse().ok()?,
+            time::Month::try_from(m.parse::<u8>().ok()?).ok()?,
+            d.parse().ok()?,
+        )
+        .ok()?;
+        let back = date.checked_sub(time::Duration::days(i64::from(self.config.lookback_days)))?;
+        Some(format!(
+            "{prefix}{:04}/{:02}/{:02}/",
+            back.year(),
+            u8::from(back.month()),
+            back.day()
+        ))
+    }
+
+    pub async fn run(&self, progress: &dyn Progress) -> Result<RunReport, CollectError> {
+        let mut report = RunReport::new("cloudtrail");
+        let mut prefixes = Vec::new();
+        for account in &self.accounts {
+            match self.region_prefixes(account).await {
+                Ok(p) => prefixes.extend(p),
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        // List every prefix, then read the files not read yet.
+        let mut todo: Vec<(String, String, String)> = Vec::new();
+        for prefix in &prefixes {
+            let checkpoint = self.store.checkpoint(prefix)?;
+            let mut req = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.config.bucket)
+                .prefix(prefix);
+            if let Some(after) = self.start_after(prefix, checkpoint.as_deref()) {
+                req = req.start_after(after);
+            }
+            let mut pages = req.into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(CollectError::aws("s3:ListObjectsV2", prefix, e).to_string());
+                        break;
+                    }
+                };
+                for obj in page.contents() {
+                    let (Some(key), etag) = (obj.key(), obj.e_tag().unwrap_or_default()) else {
+                        continue;
+                    };
+                    if self.store.file_etag(key)?.as_deref() == Some(etag) {
+                        continue;
+                    }
+                    todo.push((prefix.clone(), key.to_string(), etag.to_string()));
+                }
+            }
+        }
+        progress.start(todo.len() as u64);
+        let results: Vec<Result<FileResult, CollectError>> = stream::iter(todo)
+            .map(|(prefix, key, etag)| async move { self.read_file(prefix, key, etag).await })
+            .buffer_unordered(self.concurrency.max(1))
+            .inspect(|_| progress.advance())
+            .collect()
+            .await;
+        progress.finish();
+        let mut done: BTreeSet<(String, String)> = BTreeSet::new();
+        for r in results {
+            match r {
+                Ok(f) => {
+                    report.files += 1;
+                    report.items += f.new_events;
+                    report.events_read += f.events;
+                    if let Some(e) = f.error {
+                        report
+                            .errors
+                            .push(format!("s3://{}/{}: {e}", self.config.bucket, f.key));
+                    }
+                    done.insert((f.prefix, f.key));
+                }
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        // The checkpoint moves to the last key read under each prefix.
+        let mut last: std::collections::BTreeMap<String, String> = Default::default();
+        for (prefix, key) in done {
+            last.insert(prefix, key);
+        }
+        for (prefix, key) in last {
+            self.store.advance_checkpoint(&prefix, &key)?;
+        }
+        for prefix in &prefixes {
+            for (key, error) in self.store.file_errors()? {
+                if key.starts_with(prefix.as_str())
+                    && !report.errors.iter().any(|e| e.contains(&key))
+                {
+                    report
+                        .errors
+                        .push(format!("s3://{}/{key}: {error}", self.config.bucket));
+                }
+            }
+        }
+        self.store
+            .record_run("cloudtrail", report.items, &report.errors)?;
+        Ok(report)
+    }
+
+    async fn read_file(
+        &self,
+        prefix: String,
+        key: String,
+        etag: String,
+    ) -> Result<FileResult, CollectError> {
+        let obj = self
+            .s3
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| CollectError::aws("s3:GetObject", &key, e))?;
+        let bytes = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| CollectError::Io(format!("s3://{}/{key}: {e}", self.config.bucket)))?
+            .into_bytes();
+        let store = self.store.clone();
+        let egress = self.config.egress_bucket.clone();
+        tokio::task::spawn_blocking(move || -> Result<FileResult, CollectError> {
+            match parse_log_file(&key, &bytes, egress.as_deref()) {
+                Ok(events) => {
+                    let new = store.ingest_file(&key, &etag, &events, None)?;
+                    Ok(FileResult {
+                        prefix,
+                        key,
+                        events: events.len() as u64,
+                        new_events: new,
+                        error: None,
+                    })
+                }
+                Err(reason) => {
+                    tracing::warn!(key = %key, error = %reason, "skipping unreadable CloudTrail file");
+                    store.ingest_file(&key, &etag, &[], Some(&reason))?;
+                    Ok(FileResult {
+                        prefix,
+                        key,
+                        events: 0,
+                        new_events: 0,
+                        error: Some(reason),
+                    })
+                }
+            }
+        })
+        .await
+        .map_err(|e| CollectError::Io(format!("worker failed: {e}")))?
+    }
+}
+
+struct FileResult {
+    prefix: String,
+    key: String,
+    events: u64,
+    new_events: u64,
+    error: Option<String>,
+}

@@ -1,0 +1,389 @@
+//! Reading CloudTrail log files: pure, no I/O, tolerant of what real logs contain.
+//!
+//! A record missing fields is kept with what it has (an absent `eventID` gets a stable
+//! synthetic one, so re-reading the file adds nothing); odd values (`075.050.255.67`, unknown
+//! event names, any age, any region) are kept as delivered. Only a file that is not gzip or
+//! not a JSON object with a `Records` array is rejected, with the reason.
+
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tregov_engine::events::StoredEvent;
+
+/// Governance-relevant kinds of change, recognised from event source and name.
+pub mod observation {
+    pub const IAM_ROLE_CHANGE: &str = "iam-role-change";
+    pub const LAKEFORMATION_GRANT: &str = "lakeformation-grant";
+    pub const LAKEFORMATION_REVOKE: &str = "lakeformation-revoke";
+    pub const WORKSPACE_LIFECYCLE: &str = "workspace-lifecycle";
+    pub const EGRESS_STORE_WRITE: &str = "egress-store-write";
+    pub const BUDGET_CHANGE: &str = "budget-change";
+    pub const TRAIL_CHANGE: &str = "trail-change";
+}
+
+#[derive(Deserialize)]
+struct LogFile<'a> {
+    #[serde(borrow, rename = "Records")]
+    records: Vec<&'a RawValue>,
+}
+
+/// The fields tregov reads, each kept raw so a field of an unexpected type never rejects the
+/// record.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Fields<'a> {
+    #[serde(borrow, rename = "eventID")]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventTime")]
+    event_time: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventSource")]
+    event_source: Option<&'a RawValue>,
+    #[serde(borrow, rename = "eventName")]
+    event_name: Option<&'a RawValue>,
+    #[serde(borrow, rename = "awsRegion")]
+    aws_region: Option<&'a RawValue>,
+    #[serde(borrow, rename = "recipientAccountId")]
+    recipient_account_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "errorCode")]
+    error_code: Option<&'a RawValue>,
+    #[serde(borrow, rename = "userIdentity")]
+    user_identity: Option<&'a RawValue>,
+    #[serde(borrow, rename = "requestParameters")]
+    request_parameters: Option<&'a RawValue>,
+    #[serde(borrow, rename = "responseElements")]
+    response_elements: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Identity<'a> {
+    #[serde(borrow)]
+    arn: Option<&'a RawValue>,
+    #[serde(borrow, rename = "principalId")]
+    principal_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "accountId")]
+    account_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, rename = "invokedBy")]
+    invoked_by: Option<&'a RawValue>,
+}
+
+/// A raw JSON value as text: strings unquoted, anything else as written; null is absent.
+fn text(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    if raw == "null" {
+        return None;
+    }
+    if raw.starts_with('"') {
+        return serde_json::from_str::<String>(raw).ok();
+    }
+    Some(raw.to_string())
+}
+
+/// Where a key says the file came from: `.../<account>/CloudTrail/<region>/...`.
+pub fn account_region_of_key(key: &str) -> (Option<String>, Option<String>) {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.iter().position(|p| *p == "CloudTrail") {
+        Some(i) if i >= 1 => (
+            parts.get(i - 1).map(|s| s.to_string()),
+            parts.get(i + 1).map(|s| s.to_string()),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// Decompresses and parses one log file into events.
+pub fn parse_log_file(
+    key: &str,
+    bytes: &[u8],
+    egress_bucket: Option<&str>,
+) -> Result<Vec<StoredEvent>, String> {
+    if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
+        return Err("not a gzip file".into());
+    }
+    let mut json = String::with_capacity(bytes.len() * 8);
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_string(&mut json)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    parse_log_json(key, &json, egress_bucket)
+}
+
+/// Parses the JSON of one (decompressed) log file into events.
+pub fn parse_log_json(
+    key: &str,
+    json: &str,
+    egress_bucket: Option<&str>,
+) -> Result<Vec<StoredEvent>, String> {
+    let file: LogFile = serde_json::from_str(json)
+        .map_err(|e| format!("not a CloudTrail log (a JSON object with a `Records` array): {e}"))?;
+    let (key_account, key_region) = account_region_of_key(key);
+    Ok(file
+        .records
+        .into_iter()
+        .map(|raw| {
+            to_event(
+                key,
+                raw,
+                key_account.as_deref(),
+                key_region.as_deref(),
+                egress_bucket,
+            )
+        })
+        .collect())
+}
+
+fn to_event(
+    key: &str,
+    raw: &RawValue,
+    key_account: Option<&str>,
+    key_region: Option<&str>,
+    egress_bucket: Option<&str>,
+) -> StoredEvent {
+    let fields: Fields = serde_json::from_str(raw.get()).unwrap_or_default();
+    let identity: Identity = fields
+        .user_identity
+        .and_then(|i| serde_json::from_str(i.get()).ok())
+        .unwrap_or_default();
+    let event_id = text(fields.event_id).unwrap_or_else(|| {
+        format!(
+            "synthetic-{}",
+            hex::encode(Sha256::digest(raw.get().as_bytes()))
+        )
+    });
+    let principal = text(identity.arn)
+        .or_else(|| text(identity.principal_id))
+        .or_else(|| text(identity.invoked_by))
+        .or_else(|| text(identity.kind))
+        .unwrap_or_else(|| "unknown".into());
+    let account = text(fields.recipient_account_id)
+        .or_else(|| text(identity.account_id))
+        .or_else(|| key_account.map(String::from))
+        .unwrap_or_default();
+    let event_source = text(fields.event_source).unwrap_or_default();
+    let event_name = text(fields.event_name).unwrap_or_default();
+    let (observation, target) = if fields.error_code.is_some_and(|c| c.get() != "null") {
+        // A call that failed changed nothing.
+        (None, None)
+    } else {
+        classify(
+            &event_source,
+            &event_name,
+            fields.request_parameters,
+            fields.response_elements,
+            egress_bucket,
+        )
+    };
+    StoredEvent {
+        event_id,
+        event_time: text(fields.event_time).unwrap_or_default(),
+        event_source,
+        event_name,
+        principal,
+        account,
+        region: text(fields.aws_region)
+            .or_else(|| key_region.map(String::from))
+            .unwrap_or_default(),
+        source_file: key.to_string(),
+        observation: observation.map(String::from),
+        target,
+        raw: raw.get().to_string(),
+    }
+}
+
+/// Recognises events that change governed state, and what they changed.
+fn classify(
+    source: &str,
+    name: &str,
+    request: Option<&RawValue>,
+    response: Option<&RawValue>,
+    egress_bucket: Option<&str>,
+) -> (Option<&'static str>, Option<String>) {
+    use observation::*;
+    let kind = match (source, name) {
+        (
+            "iam.amazonaws.com",
+            "CreateRole"
+            | "DeleteRole"
+            | "PutRolePolicy"
+            | "DeleteRolePolicy"
+            | "AttachRolePolicy"
+            | "DetachRolePolicy"
+            | "UpdateAssumeRolePolicy"
+            | "TagRole"
+            | "UntagRole",
+        ) => IAM_ROLE_CHANGE,
+        ("lakeformation.amazonaws.com", "GrantPermissions" | "BatchGrantPermissions") => {
+            LAKEFORMATION_GRANT
+        }
+        ("lakeformation.amazonaws.com", "RevokePermissions" | "BatchRevokePermissions") => {
+            LAKEFORMATION_REVOKE
+        }
+        (
+            "ec2.amazonaws.com",
+            "RunInstances" | "StartInstances" | "StopInstances" | "TerminateInstances",
+        )
+        | (
+            "sagemaker.amazonaws.com",
+            "CreateNotebookInstance"
+            | "StartNotebookInstance"
+            | "StopNotebookInstance"
+            | "DeleteNotebookInstance",
+        ) => WORKSPACE_LIFECYCLE,
+        (
+            "s3.amazonaws.com",
+            "PutObject"
+            | "CopyObject"
+            | "DeleteObject"
+            | "DeleteObjects"
+            | "CompleteMultipartUpload",
+        ) => EGRESS_STORE_WRITE,
+        ("budgets.amazonaws.com", "CreateBudget" | "UpdateBudget" | "DeleteBudget") => {
+            BUDGET_CHANGE
+        }
+        (
+            "cloudtrail.amazonaws.com",
+            "StopLogging" | "StartLogging" | "DeleteTrail" | "UpdateTrail" | "PutEventSelectors",
+        ) => TRAIL_CHANGE,
+        _ => return (None, None),
+    };
+    let req: Value = request
+        .and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or(Value::Null);
+    let str_at = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(String::from);
+    let target = match kind {
+        IAM_ROLE_CHANGE => str_at(&req, "/roleName"),
+        LAKEFORMATION_GRANT | LAKEFORMATION_REVOKE => {
+            str_at(&req, "/principal/dataLakePrincipalIdentifier").or_else(|| {
+                let entries = req.get("entries").and_then(Value::as_array)?;
+                let ids: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| str_at(e, "/principal/dataLakePrincipalIdentifier"))
+                    .collect();
+                (!ids.is_empty()).then(|| ids.join(","))
+            })
+        }
+        WORKSPACE_LIFECYCLE => str_at(&req, "/notebookInstanceName").or_else(|| {
+            let from = |v: &Value| -> Option<String> {
+                let items = v.pointer("/instancesSet/items").and_then(Value::as_array)?;
+                let ids: Vec<String> = items
+                    .iter()
+                    .filter_map(|i| str_at(i, "/instanceId"))
+                    .collect();
+                (!ids.is_empty()).then(|| ids.join(","))
+            };
+            from(&req).or_else(|| {
+                let resp: Value = response
+                    .and_then(|r| serde_json::from_str(r.get()).ok())
+                    .unwrap_or(Value::Null);
+                from(&resp)
+            })
+        }),
+        EGRESS_STORE_WRITE => {
+            let bucket = str_at(&req, "/bucketName");
+            match (bucket, egress_bucket) {
+                (Some(b), Some(egress)) if b == egress => {
+                    Some(format!("{b}/{}", str_at(&req, "/key").unwrap_or_default()))
+                }
+                // Only writes to the egress store are governed.
+                _ => return (None, None),
+            }
+        }
+        BUDGET_CHANGE => str_at(&req, "/budgetName").or_else(|| str_at(&req, "/budget/budgetName")),
+        TRAIL_CHANGE => str_at(&req, "/name"),
+        _ => None,
+    };
+    (Some(kind), target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "AWSLogs/o-abc123/111111111111/CloudTrail/eu-west-2/2026/11/26/111111111111_CloudTrail_eu-west-2_20261126T1200Z_x.json.gz";
+
+    #[test]
+    fn a_record_missing_most_fields_is_kept_with_what_it_has() {
+        let events =
+            parse_log_json(KEY, r#"{"Records":[{"eventName":"Weird"}]}"#, None).expect("parse");
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert!(e.event_id.starts_with("synthetic-"));
+        assert_eq!(e.event_name, "Weird");
+        assert_eq!(e.account, "111111111111");
+        assert_eq!(e.region, "eu-west-2");
+        assert_eq!(e.principal, "unknown");
+    }
+
+    #[test]
+    fn the_synthetic_id_of_a_record_is_stable() {
+        let json = r#"{"Records":[{"eventName":"A"},{"eventName":"B"}]}"#;
+        let a = parse_log_json(KEY, json, None).expect("parse");
+        let b = parse_log_json(KEY, json, None).expect("parse");
+        assert_eq!(a[0].event_id, b[0].event_id);
+        assert_ne!(a[0].event_id, a[1].event_id);
+    }
+
+    #[test]
+    fn odd_values_are_kept_as_delivered() {
+        let json = r#"{"Records":[{"eventID":"e1","eventTime":1700000000,"sourceIPAddress":"075.050.255.67",
+            "awsRegion":"xx-nowhere-9","eventSource":"s3.amazonaws.com","eventName":"GetObject",
+            "userIdentity":{"type":"AWSService","invokedBy":"backup.amazonaws.com"}}]}"#;
+        let e = &parse_log_json(KEY, json, None).expect("parse")[0];
+        assert_eq!(e.event_time, "1700000000");
+        assert_eq!(e.region, "xx-nowhere-9");
+        assert_eq!(e.principal, "backup.amazonaws.com");
+        assert!(e.raw.contains("075.050.255.67"));
+    }
+
+    #[test]
+    fn a_lake_formation_grant_is_an_observation_naming_the_principal() {
+        let json = r#"{"Records":[{"eventID":"g","eventSource":"lakeformation.amazonaws.com","eventName":"GrantPermissions",
+            "requestParameters":{"principal":{"dataLakePrincipalIdentifier":"arn:aws:iam::111111111111:role/x"},"permissions":["SELECT"]}}]}"#;
+        let e = &parse_log_json(KEY, json, None).expect("parse")[0];
+        assert_eq!(
+            e.observation.as_deref(),
+            Some(observation::LAKEFORMATION_GRANT)
+        );
+        assert_eq!(
+            e.target.as_deref(),
+            Some("arn:aws:iam::111111111111:role/x")
+        );
+    }
+
+    #[test]
+    fn a_failed_call_is_not_an_observation() {
+        let json = r#"{"Records":[{"eventID":"f","eventSource":"iam.amazonaws.com","eventName":"PutRolePolicy",
+            "errorCode":"AccessDenied","requestParameters":{"roleName":"r"}}]}"#;
+        let e = &parse_log_json(KEY, json, None).expect("parse")[0];
+        assert_eq!(e.observation, None);
+    }
+
+    #[test]
+    fn only_writes_to_the_egress_bucket_are_egress_observations() {
+        let json = r#"{"Records":[
+            {"eventID":"a","eventSource":"s3.amazonaws.com","eventName":"PutObject","requestParameters":{"bucketName":"egress","key":"ws-1/out.csv"}},
+            {"eventID":"b","eventSource":"s3.amazonaws.com","eventName":"PutObject","requestParameters":{"bucketName":"other","key":"k"}}]}"#;
+        let events = parse_log_json(KEY, json, Some("egress")).expect("parse");
+        assert_eq!(events[0].target.as_deref(), Some("egress/ws-1/out.csv"));
+        assert_eq!(events[1].observation, None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_gzip_or_not_a_log_is_rejected_with_the_reason() {
+        assert_eq!(
+            parse_log_file(KEY, b"{}", None).expect_err("not gzip"),
+            "not a gzip file"
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"[1,2,3]").expect("write");
+        let bytes = gz.finish().expect("gzip");
+        assert!(parse_log_file(KEY, &bytes, None)
+            .expect_err("not a log")
+            .contains("Records"));
+    }
+}

@@ -1,0 +1,301 @@
+//! `tregov.toml`: where the TRE is and how to reach it.
+//!
+//! Every key is documented here and in `examples/tregov.toml`. Unknown keys are errors that
+//! name the key and its line: a misspelt key silently ignored is a control silently off.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tregov_engine::error::{EngineError, Result, SourceProblem};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// AWS region for API calls. Default: the standard region chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint for every AWS API call (an emulator, a VPC endpoint). `AWS_ENDPOINT_URL`
+    /// also works, as in every AWS SDK.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Attempts per AWS call, retries included (throttling and 5xx are retried with
+    /// backoff). Default: the SDK's standard 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// How many accounts, regions or files are worked on at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// One entry per TRE project (one AWS member account each).
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    #[serde(default)]
+    pub cloudtrail: Option<CloudTrailConfig>,
+    #[serde(default)]
+    pub datalake: Option<DataLakeConfig>,
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The project's id: the `Tre::Project` entity id.
+    pub id: String,
+    /// The project's AWS account id (12 digits).
+    pub account_id: String,
+    /// A role to assume in that account; default: the base credentials.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudTrailConfig {
+    /// The bucket the organization trail delivers to (usually in the Log Archive account).
+    pub bucket: String,
+    /// Key prefix before `AWSLogs/`, if the trail has one.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The AWS Organizations id (`o-...`) of an organization trail: its keys are
+    /// `AWSLogs/<org-id>/<account>/...`.
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// A role to assume to read the bucket; default: the base credentials.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// Only these regions; default: every region found under each account.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// Days before the last fully read day that are listed again, for late deliveries.
+    #[serde(default = "default_lookback_days")]
+    pub lookback_days: u32,
+    /// The egress-store bucket: S3 writes to it become `egress-store-write` observations.
+    #[serde(default)]
+    pub egress_bucket: Option<String>,
+}
+
+fn default_lookback_days() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataLakeConfig {
+    /// The account whose Glue catalog and Lake Formation hold the datasets.
+    pub account_id: String,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A Cedar entities file of people, roles and project memberships (relative paths are
+    /// relative to the config file).
+    pub entities: PathBuf,
+}
+
+impl Config {
+    /// Reads and checks a config file; every problem names the key and its line.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        let mut config = Self::parse(&path.display().to_string(), &text)?;
+        if let Some(identity) = &mut config.identity {
+            if identity.entities.is_relative() {
+                if let Some(dir) = path.parent() {
+                    identity.entities = dir.join(&identity.entities);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (offset, len) = e.span().map_or((0, 0), |s| (s.start, s.end - s.start));
+            EngineError::from(SourceProblem::at(
+                name,
+                text,
+                offset,
+                len,
+                format!("invalid configuration: {}", e.message().trim()),
+                "here",
+            ))
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let problems = problems
+            .into_iter()
+            .map(|(key, message)| {
+                let offset = find_key(text, &key).unwrap_or(0);
+                SourceProblem::at(name, text, offset, key.len().min(40), message, "this key")
+            })
+            .collect();
+        Err(EngineError::problems(
+            format!("invalid configuration `{name}`"),
+            problems,
+        ))
+    }
+
+    /// Checks that need no AWS: account ids, ARNs, duplicates. Returns (key, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.concurrency == 0 || self.concurrency > 256 {
+            out.push((
+                "concurrency".into(),
+                "`concurrency` must be between 1 and 256".into(),
+            ));
+        }
+        if let Some(url) = &self.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                out.push((
+                    "endpoint_url".into(),
+                    format!("`endpoint_url` `{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.projects {
+            if !is_account_id(&p.account_id) {
+                out.push((
+                    "account_id".into(),
+                    format!(
+                        "project `{}`: `account_id` `{}` is not a 12-digit AWS account id",
+                        p.id, p.account_id
+                    ),
+                ));
+            }
+            if !seen.insert(p.id.clone()) {
+                out.push(("id".into(), format!("project `{}` is listed twice", p.id)));
+            }
+            if let Some(arn) = &p.role_arn {
+                if !is_role_arn(arn) {
+                    out.push((
+                        "role_arn".into(),
+                        format!(
+                            "project `{}`: `role_arn` `{arn}` is not an IAM role ARN",
+                            p.id
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(ct) = &self.cloudtrail {
+            if ct.bucket.trim().is_empty() {
+                out.push(("bucket".into(), "`cloudtrail.bucket` is empty".into()));
+            }
+            if let Some(org) = &ct.organization_id {
+                if !org.starts_with("o-") {
+                    out.push((
+                        "organization_id".into(),
+                        format!(
+                            "`organization_id` `{org}` is not an AWS Organizations id (`o-...`)"
+                        ),
+                    ));
+                }
+            }
+            if let Some(arn) = &ct.role_arn {
+                if !is_role_arn(arn) {
+                    out.push((
+                        "role_arn".into(),
+                        format!("`cloudtrail.role_arn` `{arn}` is not an IAM role ARN"),
+                    ));
+                }
+            }
+        }
+        if let Some(dl) = &self.datalake {
+            if !is_account_id(&dl.account_id) {
+                out.push((
+                    "account_id".into(),
+                    format!(
+                        "`datalake.account_id` `{}` is not a 12-digit AWS account id",
+                        dl.account_id
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_role_arn(s: &str) -> bool {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "iam"
+        && is_account_id(parts[4])
+        && parts[5].starts_with("role/")
+}
+
+/// The offset of `key = ` in the text, for pointing at a key that failed validation.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(offset + (line.len() - trimmed.len()));
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let text = "region = \"us-east-1\"\n[cloudtrail]\nbuckit = \"x\"\n";
+        let err = Config::parse("tregov.toml", text).expect_err("unknown key");
+        let shown = format!("{err}");
+        assert!(shown.contains("tregov.toml:3:"), "{shown}");
+        assert!(shown.contains("buckit"), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_account_id_is_named_with_its_line() {
+        let text = "[[projects]]\nid = \"p1\"\naccount_id = \"12345\"\n";
+        let err = Config::parse("tregov.toml", text).expect_err("bad account");
+        let EngineError::Invalid(problems) = err else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.problems[0].line, 3);
+        assert!(problems.problems[0].message.contains("12-digit"));
+    }
+
+    #[test]
+    fn a_complete_config_parses() {
+        let text = r#"
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:5000"
+[[projects]]
+id = "proj-genomics"
+account_id = "111111111111"
+role_arn = "arn:aws:iam::111111111111:role/tregov-reader"
+[cloudtrail]
+bucket = "org-trail"
+organization_id = "o-abc123"
+[datalake]
+account_id = "999999999999"
+[identity]
+entities = "identity.entities.json"
+"#;
+        let c = Config::parse("t.toml", text).expect("valid");
+        assert_eq!(c.projects.len(), 1);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.cloudtrail.map(|c| c.lookback_days), Some(1));
+    }
+}

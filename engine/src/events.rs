@@ -1,0 +1,355 @@
+//! CloudTrail events and collector bookkeeping, in the same SQLite database as the entities.
+//!
+//! Each log file is ingested in one transaction together with the record that it was read,
+//! so a crash mid-file leaves neither half a file nor a file marked read that was not; events
+//! are keyed by `eventID`, so a file read twice adds nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+
+/// One event as stored: the fields tregov queries, plus the record as delivered.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoredEvent {
+    #[serde(rename = "eventID")]
+    pub event_id: String,
+    #[serde(rename = "eventTime")]
+    pub event_time: String,
+    #[serde(rename = "eventSource")]
+    pub event_source: String,
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    pub principal: String,
+    pub account: String,
+    pub region: String,
+    #[serde(rename = "sourceFile")]
+    pub source_file: String,
+    /// The governance-relevant kind of change, if any (see `Observation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observation: Option<String>,
+    /// What the change was made to (role name, instance id, LF resource, S3 key...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The record exactly as delivered (JSON text).
+    #[serde(skip)]
+    pub raw: String,
+}
+
+/// A log file as the collector saw it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileOutcome {
+    pub key: String,
+    pub etag: String,
+    pub events: u64,
+    pub new_events: u64,
+    /// Why the file could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// What a collector did on its last run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CollectorStatus {
+    pub collector: String,
+    pub last_run: Option<String>,
+    pub items: u64,
+    pub errors: Vec<String>,
+}
+
+pub struct EventStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const STORE_FILE: &str = "store.sqlite3";
+
+impl EventStore {
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| EngineError::io(data_dir, e))?;
+        let path = data_dir.join(STORE_FILE);
+        let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| err(&path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS events (
+                 event_id TEXT PRIMARY KEY,
+                 event_time TEXT NOT NULL,
+                 event_source TEXT NOT NULL,
+                 event_name TEXT NOT NULL,
+                 principal TEXT NOT NULL,
+                 account TEXT NOT NULL,
+                 region TEXT NOT NULL,
+                 source_file TEXT NOT NULL,
+                 observation TEXT,
+                 target TEXT,
+                 raw TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS events_time ON events(event_time);
+             CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
+                 WHERE observation IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS log_files (
+                 key TEXT PRIMARY KEY,
+                 etag TEXT NOT NULL,
+                 events INTEGER NOT NULL,
+                 error TEXT,
+                 read_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS checkpoints (
+                 prefix TEXT PRIMARY KEY,
+                 last_key TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS collector_runs (
+                 collector TEXT PRIMARY KEY,
+                 last_run TEXT NOT NULL,
+                 items INTEGER NOT NULL,
+                 errors TEXT NOT NULL
+             );",
+        )
+        .map_err(|e| err(&path, e))?;
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| EngineError::Store {
+            path: self.path.display().to_string(),
+            message: "event store connection poisoned by an earlier panic".into(),
+        })
+    }
+
+    /// The ETag a log file had when it was last read, if it was.
+    pub fn file_etag(&self, key: &str) -> Result<Option<String>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT etag FROM log_files WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| err(&self.path, e))
+    }
+
+    /// Stores a file's events and marks the file read, atomically. Returns how many events
+    /// were new.
+    pub fn ingest_file(
+        &self,
+        key: &str,
+        etag: &str,
+        events: &[StoredEvent],
+        error: Option<&str>,
+    ) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| err(&self.path, e))?;
+        let new = (|| -> rusqlite::Result<u64> {
+            let mut new = 0u64;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (event_id, event_time, event_source, event_name,
+                       principal, account, region, source_file, observation, target, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?;
+                for e in events {
+                    new += put.execute(params![
+                        e.event_id,
+                        e.event_time,
+                        e.event_source,
+                        e.event_name,
+                        e.principal,
+                        e.account,
+                        e.region,
+                        e.source_file,
+                        e.observation,
+                        e.target,
+                        e.raw
+                    ])? as u64;
+                }
+            }
+            tx.execute(
+                "INSERT INTO log_files (key, etag, events, error, read_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
+                   error = excluded.error, read_at = excluded.read_at",
+                params![key, etag, events.len() as i64, error, crate::log::now_rfc3339()],
+            )?;
+            Ok(new)
+        })()
+        .map_err(|e| err(&self.path, e))?;
+        tx.commit().map_err(|e| err(&self.path, e))?;
+        Ok(new)
+    }
+
+    /// The last key read under a listing prefix.
+    pub fn checkpoint(&self, prefix: &str) -> Result<Option<String>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT last_key FROM checkpoints WHERE prefix = ?1",
+            params![prefix],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| err(&self.path, e))
+    }
+
+    /// Moves a prefix's checkpoint forward (never back).
+    pub fn advance_checkpoint(&self, prefix: &str, key: &str) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO checkpoints (prefix, last_key) VALUES (?1, ?2)
+             ON CONFLICT(prefix) DO UPDATE SET last_key = excluded.last_key
+             WHERE excluded.last_key > checkpoints.last_key",
+            params![prefix, key],
+        )
+        .map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Files that could not be read, with why.
+    pub fn file_errors(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT key, error FROM log_files WHERE error IS NOT NULL ORDER BY key")
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| err(&self.path, e))
+    }
+
+    pub fn count(&self, filter: &EventFilter) -> Result<u64> {
+        let (clause, args) = filter.sql();
+        let conn = self.conn()?;
+        conn.query_row(
+            &format!("SELECT COUNT(*) FROM events{clause}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| err(&self.path, e))
+    }
+
+    pub fn list(&self, filter: &EventFilter, limit: Option<u64>) -> Result<Vec<StoredEvent>> {
+        let (clause, args) = filter.sql();
+        let conn = self.conn()?;
+        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT event_id, event_time, event_source, event_name, principal, account,
+                        region, source_file, observation, target, raw
+                 FROM events{clause} ORDER BY event_time, event_id{limit}"
+            ))
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(StoredEvent {
+                    event_id: r.get(0)?,
+                    event_time: r.get(1)?,
+                    event_source: r.get(2)?,
+                    event_name: r.get(3)?,
+                    principal: r.get(4)?,
+                    account: r.get(5)?,
+                    region: r.get(6)?,
+                    source_file: r.get(7)?,
+                    observation: r.get(8)?,
+                    target: r.get(9)?,
+                    raw: r.get(10)?,
+                })
+            })
+            .map_err(|e| err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| err(&self.path, e))
+    }
+
+    pub fn record_run(&self, collector: &str, items: u64, errors: &[String]) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO collector_runs (collector, last_run, items, errors) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(collector) DO UPDATE SET last_run = excluded.last_run,
+               items = excluded.items, errors = excluded.errors",
+            params![
+                collector,
+                crate::log::now_rfc3339(),
+                items as i64,
+                serde_json::to_string(errors).unwrap_or_else(|_| "[]".into())
+            ],
+        )
+        .map_err(|e| err(&self.path, e))?;
+        Ok(())
+    }
+
+    pub fn statuses(&self) -> Result<Vec<CollectorStatus>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT collector, last_run, items, errors FROM collector_runs ORDER BY collector",
+            )
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let errors: String = r.get(3)?;
+                Ok(CollectorStatus {
+                    collector: r.get(0)?,
+                    last_run: r.get(1)?,
+                    items: r.get::<_, i64>(2)?.max(0) as u64,
+                    errors: serde_json::from_str(&errors).unwrap_or_default(),
+                })
+            })
+            .map_err(|e| err(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| err(&self.path, e))
+    }
+}
+
+/// Which events to count or list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Events at or after this time (RFC 3339; compared as text, which orders ISO times).
+    pub since: Option<String>,
+    /// Events whose principal contains this text.
+    pub principal: Option<String>,
+    /// Events with exactly this name.
+    pub name: Option<String>,
+    /// Events with this account.
+    pub account: Option<String>,
+}
+
+impl EventFilter {
+    fn sql(&self) -> (String, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut args = Vec::new();
+        if let Some(s) = &self.since {
+            args.push(s.clone());
+            parts.push(format!("event_time >= ?{}", args.len()));
+        }
+        if let Some(p) = &self.principal {
+            args.push(format!("%{p}%"));
+            parts.push(format!("principal LIKE ?{}", args.len()));
+        }
+        if let Some(n) = &self.name {
+            args.push(n.clone());
+            parts.push(format!("event_name = ?{}", args.len()));
+        }
+        if let Some(a) = &self.account {
+            args.push(a.clone());
+            parts.push(format!("account = ?{}", args.len()));
+        }
+        if parts.is_empty() {
+            (String::new(), args)
+        } else {
+            (format!(" WHERE {}", parts.join(" AND ")), args)
+        }
+    }
+}
+
+fn err(path: &Path, e: rusqlite::Error) -> EngineError {
+    EngineError::Store {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
