@@ -4,10 +4,14 @@
 //! `validate` (in `Config::validate`), and `build`, which makes the AWS clients; `run` does a
 //! full pass and records what it did for `tregov status`.
 
+#[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
 pub mod cloudtrail;
 pub mod cloudtrail_parse;
 pub mod config;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use serde::Serialize;
 

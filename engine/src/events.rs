@@ -73,9 +73,13 @@ impl EventStore {
         let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| err(&path, e))?;
+        // Events and read marks are re-derivable from the trail's bucket and are committed
+        // together, so NORMAL suffices: a commit survives a killed process, and a power loss
+        // can only lose marks together with their events, which are then read again.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -65536;
              CREATE TABLE IF NOT EXISTS events (
                  event_id TEXT PRIMARY KEY,
                  event_time TEXT NOT NULL,
@@ -84,7 +88,7 @@ impl EventStore {
                  principal TEXT NOT NULL,
                  account TEXT NOT NULL,
                  region TEXT NOT NULL,
-                 source_file TEXT NOT NULL,
+                 file_id INTEGER NOT NULL,
                  observation TEXT,
                  target TEXT,
                  raw TEXT NOT NULL
@@ -93,7 +97,8 @@ impl EventStore {
              CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
                  WHERE observation IS NOT NULL;
              CREATE TABLE IF NOT EXISTS log_files (
-                 key TEXT PRIMARY KEY,
+                 id INTEGER PRIMARY KEY,
+                 key TEXT NOT NULL UNIQUE,
                  etag TEXT NOT NULL,
                  events INTEGER NOT NULL,
                  error TEXT,
@@ -148,35 +153,38 @@ impl EventStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| err(&self.path, e))?;
         let new = (|| -> rusqlite::Result<u64> {
-            let mut new = 0u64;
-            {
-                let mut put = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO events (event_id, event_time, event_source, event_name,
-                       principal, account, region, source_file, observation, target, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?;
-                for e in events {
-                    new += put.execute(params![
-                        e.event_id,
-                        e.event_time,
-                        e.event_source,
-                        e.event_name,
-                        e.principal,
-                        e.account,
-                        e.region,
-                        e.source_file,
-                        e.observation,
-                        e.target,
-                        e.raw
-                    ])? as u64;
-                }
-            }
+            // The file's row first: events refer to it by id rather than repeating its key.
             tx.execute(
                 "INSERT INTO log_files (key, etag, events, error, read_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
                    error = excluded.error, read_at = excluded.read_at",
                 params![key, etag, events.len() as i64, error, crate::log::now_rfc3339()],
             )?;
+            let file_id: i64 =
+                tx.query_row("SELECT id FROM log_files WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })?;
+            let mut new = 0u64;
+            let mut put = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (event_id, event_time, event_source, event_name,
+                   principal, account, region, file_id, observation, target, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for e in events {
+                new += put.execute(params![
+                    e.event_id,
+                    e.event_time,
+                    e.event_source,
+                    e.event_name,
+                    e.principal,
+                    e.account,
+                    e.region,
+                    file_id,
+                    e.observation,
+                    e.target,
+                    e.raw
+                ])? as u64;
+            }
             Ok(new)
         })()
         .map_err(|e| err(&self.path, e))?;
@@ -241,7 +249,8 @@ impl EventStore {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT event_id, event_time, event_source, event_name, principal, account,
-                        region, source_file, observation, target, raw
+                        region, (SELECT key FROM log_files WHERE id = file_id), observation,
+                        target, raw
                  FROM events{clause} ORDER BY event_time, event_id{limit}"
             ))
             .map_err(|e| err(&self.path, e))?;

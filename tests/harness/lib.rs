@@ -1,7 +1,7 @@
 //! Shared harness for tregov's integration tests: the real `tregov` binary run in a fresh
 //! data directory, with helpers to read its JSON output.
 
-pub mod cloudtrail;
+pub use tregov_collectors::testkit as cloudtrail;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

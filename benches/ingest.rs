@@ -1,0 +1,119 @@
+//! CloudTrail ingest throughput from local `.json.gz` files, against `gzip -dc` over the same
+//! files in the same run: `cargo bench -p tregov-benches --bench ingest`.
+//!
+//! Ingest is the whole per-file path the collector runs after the S3 download: decompress,
+//! parse every record, classify, and store the file's events with its read mark in one
+//! SQLite transaction. Reading and parsing run on one thread and storing on another, as in
+//! the collector (gzip -dc is one process). Medians of 5 runs.
+//! `TREGOV_INGEST_FILES` and `TREGOV_INGEST_RECORDS` set the corpus size (default 200 × 500).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tregov_collectors::cloudtrail_parse::parse_log_file;
+use tregov_collectors::testkit::{gzip_records, key, record, Lcg};
+use tregov_engine::events::EventStore;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench` absent; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let files = env_or("TREGOV_INGEST_FILES", 200);
+    let per_file = env_or("TREGOV_INGEST_RECORDS", 500);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rng = Lcg(3);
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    let mut bytes_in = 0u64;
+    for f in 0..files {
+        let account = ["111111111111", "222222222222"][f % 2];
+        let day = format!("2026-11-{:02}", 1 + f % 28);
+        let records: Vec<_> = (0..per_file)
+            .map(|i| {
+                record(
+                    &mut rng,
+                    account,
+                    "eu-west-2",
+                    &day,
+                    &format!("{f:05}-{i:05}"),
+                )
+            })
+            .collect();
+        let k = key(Some("o-bench"), account, "eu-west-2", &day, f as u64);
+        let path = dir.path().join(format!("{f:05}.json.gz"));
+        let gz = gzip_records(&records);
+        bytes_in += gz.len() as u64;
+        std::fs::write(&path, gz).expect("write");
+        paths.push((k, path));
+    }
+    let events = (files * per_file) as f64;
+
+    let mut gzip_runs = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = std::process::Command::new("gzip")
+            .arg("-dc")
+            .args(paths.iter().map(|(_, p)| p))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("gzip runs");
+        assert!(status.success());
+        gzip_runs.push(started.elapsed());
+    }
+
+    // As the collector does it: files are read and parsed by a worker while the store writes
+    // the previous ones (one writer, since SQLite has one).
+    let mut ingest_runs = Vec::new();
+    for _ in 0..5 {
+        let store_dir = tempfile::tempdir().expect("tmp");
+        let store = EventStore::open(store_dir.path()).expect("store");
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let stored = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (k, path) in &paths {
+                    let bytes = std::fs::read(path).expect("read");
+                    let parsed = parse_log_file(k, &bytes, None).expect("parse");
+                    if tx.send((k, parsed)).is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+            });
+            let mut stored = 0u64;
+            for (k, parsed) in rx {
+                stored += store.ingest_file(k, "etag", &parsed, None).expect("ingest");
+            }
+            stored
+        });
+        ingest_runs.push(started.elapsed());
+        assert_eq!(stored as f64, events);
+    }
+
+    let gzip = median(gzip_runs);
+    let ingest = median(ingest_runs);
+    let gzip_rate = events / gzip.as_secs_f64();
+    let ingest_rate = events / ingest.as_secs_f64();
+    println!(
+        "corpus: {files} files x {per_file} records = {events} events, {:.1} MiB compressed",
+        bytes_in as f64 / 1048576.0
+    );
+    println!("gzip -dc        median {gzip:>10.2?}  {gzip_rate:>12.0} events/s");
+    println!("tregov ingest   median {ingest:>10.2?}  {ingest_rate:>12.0} events/s");
+    println!(
+        "ratio ingest / gzip -dc: {:.2} (target >= 0.50)",
+        ingest_rate / gzip_rate
+    );
+}
