@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tregov_collectors::cloudtrail_parse::parse_log_file;
-use tregov_collectors::testkit::{gzip_records, key, record, Lcg};
-use tregov_engine::events::EventStore;
+use tregov_collectors::testkit::{gzip_records, key, record, uuid, Lcg};
+use tregov_engine::events::{EventStore, FileBatch};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -80,21 +80,48 @@ fn main() {
         let store_dir = tempfile::tempdir().expect("tmp");
         let store = EventStore::open(store_dir.path()).expect("store");
         let started = Instant::now();
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let stored = std::thread::scope(|scope| {
             scope.spawn(|| {
                 for (k, path) in &paths {
                     let bytes = std::fs::read(path).expect("read");
                     let parsed = parse_log_file(k, &bytes, None).expect("parse");
-                    if tx.send((k, parsed)).is_err() {
+                    if tx.send((k, bytes, parsed)).is_err() {
                         break;
                     }
                 }
                 drop(tx);
             });
+            // The writer commits whatever has arrived, up to 10,000 events at a time.
             let mut stored = 0u64;
-            for (k, parsed) in rx {
-                stored += store.ingest_file(k, "etag", &parsed, None).expect("ingest");
+            let mut pending: Vec<(&String, Vec<u8>, Vec<_>)> = Vec::new();
+            let mut flush = |pending: &mut Vec<(&String, Vec<u8>, Vec<_>)>| {
+                let batch: Vec<FileBatch> = pending
+                    .iter()
+                    .map(|(k, body, events)| FileBatch {
+                        key: k,
+                        etag: "etag",
+                        body,
+                        events,
+                        error: None,
+                    })
+                    .collect();
+                stored += store.ingest_files(&batch).expect("ingest");
+                pending.clear();
+            };
+            while let Ok(first) = rx.recv() {
+                let mut n = first.2.len();
+                pending.push(first);
+                while n < 10_000 {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            n += next.2.len();
+                            pending.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                flush(&mut pending);
             }
             stored
         });

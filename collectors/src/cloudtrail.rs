@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use tregov_engine::events::EventStore;
+use tregov_engine::events::{EventStore, FileBatch};
 
 use crate::aws::Aws;
 use crate::cloudtrail_parse::parse_log_file;
@@ -221,7 +221,13 @@ impl CloudTrailCollector {
         tokio::task::spawn_blocking(move || -> Result<FileResult, CollectError> {
             match parse_log_file(&key, &bytes, egress.as_deref()) {
                 Ok(events) => {
-                    let new = store.ingest_file(&key, &etag, &events, None)?;
+                    let new = store.ingest_files(&[FileBatch {
+                        key: &key,
+                        etag: &etag,
+                        body: &bytes,
+                        events: &events,
+                        error: None,
+                    }])?;
                     Ok(FileResult {
                         prefix,
                         key,

@@ -124,9 +124,11 @@ pub fn parse_log_json(
     Ok(file
         .records
         .into_iter()
-        .map(|raw| {
+        .enumerate()
+        .map(|(i, raw)| {
             to_event(
                 key,
+                i as u64,
                 raw,
                 key_account.as_deref(),
                 key_region.as_deref(),
@@ -138,6 +140,7 @@ pub fn parse_log_json(
 
 fn to_event(
     key: &str,
+    index: u64,
     raw: &RawValue,
     key_account: Option<&str>,
     key_region: Option<&str>,
@@ -188,9 +191,12 @@ fn to_event(
             .or_else(|| key_region.map(String::from))
             .unwrap_or_default(),
         source_file: key.to_string(),
+        // Records that change governed state are kept inline for the planner; every record
+        // stays readable from its file, which is stored as delivered.
+        raw: observation.map(|_| raw.get().to_string()),
         observation: observation.map(String::from),
         target,
-        raw: raw.get().to_string(),
+        record_index: index,
     }
 }
 
@@ -299,6 +305,19 @@ fn classify(
     (Some(kind), target)
 }
 
+/// The record at `index` of a stored (gzip) log file, exactly as delivered.
+pub fn record_at(bytes: &[u8], index: u64) -> Result<String, String> {
+    let mut json = String::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_string(&mut json)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    let file: LogFile = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    file.records
+        .get(index as usize)
+        .map(|r| r.get().to_string())
+        .ok_or_else(|| format!("the file has no record {index}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,7 +356,11 @@ mod tests {
         assert_eq!(e.event_time, "1700000000");
         assert_eq!(e.region, "xx-nowhere-9");
         assert_eq!(e.principal, "backup.amazonaws.com");
-        assert!(e.raw.contains("075.050.255.67"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, json.as_bytes()).expect("write");
+        let stored = gz.finish().expect("gzip");
+        let raw = record_at(&stored, e.record_index).expect("record");
+        assert!(raw.contains("\"075.050.255.67\""), "{raw}");
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub fn record(rng: &mut Lcg, account: &str, region: &str, day: &str, id: &str) -
     r
 }
 
+/// A random-looking, deterministic event id in CloudTrail's UUID format.
+pub fn uuid(rng: &mut Lcg) -> String {
+    let a = rng.below(1 << 32);
+    let b = rng.below(1 << 16);
+    let c = rng.below(1 << 16);
+    let d = rng.below(1 << 16);
+    let e = rng.below(1 << 32) << 16 | rng.below(1 << 16);
+    format!("{a:08x}-{b:04x}-{c:04x}-{d:04x}-{e:012x}")
+}
+
 /// The key of a log file in the organization-trail layout.
 pub fn key(org: Option<&str>, account: &str, region: &str, day: &str, n: u64) -> String {
     let (y, m, d) = (&day[0..4], &day[5..7], &day[8..10]);

@@ -34,9 +34,13 @@ pub struct StoredEvent {
     /// What the change was made to (role name, instance id, LF resource, S3 key...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// The record exactly as delivered (JSON text).
+    /// The record's position in its file (which is kept as delivered).
+    #[serde(rename = "recordIndex")]
+    pub record_index: u64,
+    /// The record exactly as delivered (JSON text), kept inline for observations; every
+    /// other record is read back from its stored file (`EventStore::file_body`).
     #[serde(skip)]
-    pub raw: String,
+    pub raw: Option<String>,
 }
 
 /// A log file as the collector saw it.
@@ -48,6 +52,16 @@ pub struct FileOutcome {
     pub new_events: u64,
     /// Why the file could not be read, if it could not.
     pub error: Option<String>,
+}
+
+/// One file's part of a batch written by `EventStore::ingest_files`.
+pub struct FileBatch<'a> {
+    pub key: &'a str,
+    pub etag: &'a str,
+    /// The file as delivered (gzip): kept, so every record can be read back exactly.
+    pub body: &'a [u8],
+    pub events: &'a [StoredEvent],
+    pub error: Option<&'a str>,
 }
 
 /// What a collector did on its last run.
@@ -89,9 +103,10 @@ impl EventStore {
                  account TEXT NOT NULL,
                  region TEXT NOT NULL,
                  file_id INTEGER NOT NULL,
+                 record_index INTEGER NOT NULL,
                  observation TEXT,
                  target TEXT,
-                 raw TEXT NOT NULL
+                 raw TEXT
              );
              CREATE INDEX IF NOT EXISTS events_time ON events(event_time);
              CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
@@ -102,7 +117,8 @@ impl EventStore {
                  etag TEXT NOT NULL,
                  events INTEGER NOT NULL,
                  error TEXT,
-                 read_at TEXT NOT NULL
+                 read_at TEXT NOT NULL,
+                 body BLOB
              );
              CREATE TABLE IF NOT EXISTS checkpoints (
                  prefix TEXT PRIMARY KEY,
@@ -150,46 +166,78 @@ impl EventStore {
         events: &[StoredEvent],
         error: Option<&str>,
     ) -> Result<u64> {
+        self.ingest_files(&[FileBatch {
+            key,
+            etag,
+            body: &[],
+            events,
+            error,
+        }])
+    }
+
+    /// Stores several files' events with their read marks in one transaction: a batch
+    /// touches each index page once instead of once per file. Returns how many events were
+    /// new.
+    pub fn ingest_files(&self, files: &[FileBatch<'_>]) -> Result<u64> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| err(&self.path, e))?;
         let new = (|| -> rusqlite::Result<u64> {
-            // The file's row first: events refer to it by id rather than repeating its key.
-            tx.execute(
-                "INSERT INTO log_files (key, etag, events, error, read_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
-                   error = excluded.error, read_at = excluded.read_at",
-                params![key, etag, events.len() as i64, error, crate::log::now_rfc3339()],
-            )?;
-            let file_id: i64 =
-                tx.query_row("SELECT id FROM log_files WHERE key = ?1", params![key], |r| {
-                    r.get(0)
-                })?;
             let mut new = 0u64;
+            let mut mark = tx.prepare_cached(
+                "INSERT INTO log_files (key, etag, events, error, read_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
+                   error = excluded.error, read_at = excluded.read_at, body = excluded.body
+                 RETURNING id",
+            )?;
             let mut put = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (event_id, event_time, event_source, event_name,
-                   principal, account, region, file_id, observation, target, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   principal, account, region, file_id, record_index, observation, target, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
-            for e in events {
-                new += put.execute(params![
-                    e.event_id,
-                    e.event_time,
-                    e.event_source,
-                    e.event_name,
-                    e.principal,
-                    e.account,
-                    e.region,
-                    file_id,
-                    e.observation,
-                    e.target,
-                    e.raw
-                ])? as u64;
+            let now = crate::log::now_rfc3339();
+            for f in files {
+                // The file's row first: events refer to it by id rather than repeating its key.
+                let body = (!f.body.is_empty()).then_some(f.body);
+                let file_id: i64 = mark.query_row(
+                    params![f.key, f.etag, f.events.len() as i64, f.error, now, body],
+                    |r| r.get(0),
+                )?;
+                for e in f.events {
+                    new += put.execute(params![
+                        e.event_id,
+                        e.event_time,
+                        e.event_source,
+                        e.event_name,
+                        e.principal,
+                        e.account,
+                        e.region,
+                        file_id,
+                        e.record_index as i64,
+                        e.observation,
+                        e.target,
+                        e.raw
+                    ])? as u64;
+                }
             }
             Ok(new)
         })()
         .map_err(|e| err(&self.path, e))?;
         tx.commit().map_err(|e| err(&self.path, e))?;
         Ok(new)
+    }
+
+    /// A stored log file as delivered (gzip), if it was kept.
+    pub fn file_body(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT body FROM log_files WHERE key = ?1",
+            params![key],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
+        )
+        .optional()
+        .map(Option::flatten)
+        .map_err(|e| err(&self.path, e))
     }
 
     /// The last key read under a listing prefix.
@@ -249,8 +297,8 @@ impl EventStore {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT event_id, event_time, event_source, event_name, principal, account,
-                        region, (SELECT key FROM log_files WHERE id = file_id), observation,
-                        target, raw
+                        region, (SELECT key FROM log_files WHERE id = file_id), record_index,
+                        observation, target, raw
                  FROM events{clause} ORDER BY event_time, event_id{limit}"
             ))
             .map_err(|e| err(&self.path, e))?;
@@ -265,9 +313,10 @@ impl EventStore {
                     account: r.get(5)?,
                     region: r.get(6)?,
                     source_file: r.get(7)?,
-                    observation: r.get(8)?,
-                    target: r.get(9)?,
-                    raw: r.get(10)?,
+                    record_index: r.get::<_, i64>(8)?.max(0) as u64,
+                    observation: r.get(9)?,
+                    target: r.get(10)?,
+                    raw: r.get(11)?,
                 })
             })
             .map_err(|e| err(&self.path, e))?;
