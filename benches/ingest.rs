@@ -41,14 +41,9 @@ fn main() {
         let account = ["111111111111", "222222222222"][f % 2];
         let day = format!("2026-11-{:02}", 1 + f % 28);
         let records: Vec<_> = (0..per_file)
-            .map(|i| {
-                record(
-                    &mut rng,
-                    account,
-                    "eu-west-2",
-                    &day,
-                    &format!("{f:05}-{i:05}"),
-                )
+            .map(|_| {
+                let id = uuid(&mut rng);
+                record(&mut rng, account, "eu-west-2", &day, &id)
             })
             .collect();
         let k = key(Some("o-bench"), account, "eu-west-2", &day, f as u64);
