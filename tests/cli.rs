@@ -611,3 +611,10 @@ fn a_context_file_that_does_not_exist_is_invalid_input() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("/no/such/context.json"));
 }
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let out = Tre::new().run(&["--config", "examples/tregov.toml", "config", "check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 project(s)"));
+}

@@ -144,7 +144,7 @@ fn collecting_twice_stores_every_event_once_and_names_the_corrupt_file() {
         &["--output", "json", "collect", "--once"],
     );
     assert!(first.status.success(), "{}", stderr(&first));
-    let report = json_of(&first);
+    let report = &json_of(&first)["cloudtrail"];
     assert_eq!(report["items"], seeded.event_ids.len() as u64);
     assert_eq!(report["files"], seeded.files as u64 + 1);
     assert_eq!(
@@ -159,7 +159,7 @@ fn collecting_twice_stores_every_event_once_and_names_the_corrupt_file() {
         &["--output", "json", "collect", "--once"],
     );
     assert!(second.status.success(), "{}", stderr(&second));
-    let report = json_of(&second);
+    let report = &json_of(&second)["cloudtrail"];
     assert_eq!(report["items"], 0, "nothing new the second time");
     assert_eq!(report["files"], 0, "no file is read twice");
     assert_eq!(
@@ -168,7 +168,13 @@ fn collecting_twice_stores_every_event_once_and_names_the_corrupt_file() {
     );
 
     let status = json_of(&tregov(&tre, &moto, &cfg, &["--output", "json", "status"]));
-    let errors = status["collectors"][0]["errors"].to_string();
+    let errors = status["collectors"]
+        .as_array()
+        .expect("collectors")
+        .iter()
+        .find(|c| c["collector"] == "cloudtrail")
+        .expect("cloudtrail status")["errors"]
+        .to_string();
     assert!(errors.contains(&seeded.corrupt_key), "{errors}");
     assert!(errors.contains("not a gzip file"), "{errors}");
 
@@ -282,7 +288,7 @@ fn a_file_delivered_late_for_an_earlier_day_is_still_read() {
         &cfg,
         &["--output", "json", "collect", "--once"],
     );
-    assert_eq!(json_of(&out)["items"], 1);
+    assert_eq!(json_of(&out)["cloudtrail"]["items"], 1);
     assert_eq!(
         event_count(&tre, &moto, &cfg),
         seeded.event_ids.len() as u64 + 1

@@ -220,9 +220,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check) => {
             crate::collect::config_check(&ctx.output, &cli.config)
         }
-        Command::Collect { once, interval } => {
-            crate::collect::collect(ctx.output, &cli.config, &ctx.data_dir, once, interval)
-        }
+        Command::Collect { once, interval } => crate::collect::collect(
+            ctx.output,
+            &cli.config,
+            &ctx.data_dir,
+            &ctx.bundle()?,
+            once,
+            interval,
+        ),
         Command::Events(cmd) => crate::collect::events(ctx.output, &ctx.data_dir, cmd),
         Command::Status => crate::collect::status(ctx.output, &ctx.data_dir),
     }

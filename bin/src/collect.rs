@@ -9,9 +9,12 @@ use serde_json::json;
 use tregov_collectors::aws::Aws;
 use tregov_collectors::cloudtrail::CloudTrailCollector;
 use tregov_collectors::config::Config;
+use tregov_collectors::identity::collect_identity;
+use tregov_collectors::trails::collect_trails;
 use tregov_collectors::{Progress, RunReport};
 use tregov_engine::events::{EventFilter, EventStore};
-use tregov_engine::{EngineError, Result};
+use tregov_engine::store::Store;
+use tregov_engine::{EngineError, PolicyBundle, Result};
 
 use crate::cli::{EventFilterArgs, EventsCommand};
 use crate::output::{print_json, Format};
@@ -115,13 +118,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| EngineError::Request(format!("cannot start the async runtime: {e}")))
 }
 
-fn print_report(output: Format, report: &RunReport) {
-    if output == Format::Json {
-        print_json(&json!(report));
-        return;
-    }
+fn print_report(report: &RunReport) {
     println!(
-        "{}: {} file(s) read, {} new event(s) ({} read), {} error(s)",
+        "{}: {} file(s) read, {} item(s) written ({} event(s) read), {} error(s)",
         report.collector,
         report.files,
         report.items,
@@ -133,34 +132,98 @@ fn print_report(output: Format, report: &RunReport) {
     }
 }
 
+/// One pass of every configured collector; the reports keyed by collector.
+async fn pass(
+    config: &Config,
+    aws: &Aws,
+    cloudtrail: Option<&CloudTrailCollector>,
+    entity_store: &Store,
+    events: &EventStore,
+    schema: &cedar_policy::Schema,
+) -> Vec<RunReport> {
+    let mut reports = Vec::new();
+    let mut record = |r: RunReport| {
+        if let Err(e) = events.record_run(&r.collector, r.items, &r.errors) {
+            tracing::error!(error = %e, collector = %r.collector, "cannot record the run");
+        }
+        reports.push(r);
+    };
+    match collect_identity(config, entity_store, schema) {
+        Ok(Some((report, _))) => record(report),
+        Ok(None) => {}
+        Err(e) => {
+            let mut r = RunReport::new("identity");
+            r.errors.push(e.to_string());
+            record(r);
+        }
+    }
+    if !config.projects.is_empty() {
+        match collect_trails(config, aws, entity_store, schema).await {
+            Ok((report, _)) => record(report),
+            Err(e) => {
+                let mut r = RunReport::new("trails");
+                r.errors.push(e.to_string());
+                record(r);
+            }
+        }
+    }
+    if let Some(ct) = cloudtrail {
+        let progress = CliProgress::new();
+        match ct.run(&progress).await {
+            // The CloudTrail collector records its own run.
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                let mut r = RunReport::new("cloudtrail");
+                r.errors.push(e.to_string());
+                record(r);
+            }
+        }
+    }
+    reports
+}
+
 pub fn collect(
     output: Format,
     config_path: &Path,
     data_dir: &Path,
+    bundle: &PolicyBundle,
     once: bool,
     interval: u64,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let store = Arc::new(EventStore::open(data_dir)?);
+    if config.cloudtrail.is_none() && config.identity.is_none() && config.projects.is_empty() {
+        return Err(EngineError::Request(format!(
+            "`{}` configures nothing to collect (no [cloudtrail], [identity] or [[projects]])",
+            config_path.display()
+        )));
+    }
+    let schema = bundle
+        .schema
+        .clone()
+        .ok_or_else(|| EngineError::Request("collecting needs a schema".into()))?;
+    let events = Arc::new(EventStore::open(data_dir)?);
+    let entity_store = Store::open(data_dir)?;
     runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
-        let Some(cloudtrail) = CloudTrailCollector::build(&config, &aws, store.clone()).await
-        else {
-            return Err(EngineError::Request(format!(
-                "`{}` has no [cloudtrail] section: nothing to collect",
-                config_path.display()
-            )));
-        };
+        let cloudtrail = CloudTrailCollector::build(&config, &aws, events.clone()).await;
         loop {
-            let progress = CliProgress::new();
-            match cloudtrail.run(&progress).await {
-                Ok(report) => print_report(output, &report),
-                Err(e) => {
-                    if once {
-                        return Err(EngineError::Request(e.to_string()));
-                    }
-                    tracing::error!(error = %e, "collection pass failed; trying again next pass");
-                }
+            let reports = pass(
+                &config,
+                &aws,
+                cloudtrail.as_ref(),
+                &entity_store,
+                &events,
+                &schema,
+            )
+            .await;
+            if output == Format::Json {
+                let by_name: serde_json::Map<String, serde_json::Value> = reports
+                    .iter()
+                    .map(|r| (r.collector.clone(), json!(r)))
+                    .collect();
+                print_json(&serde_json::Value::Object(by_name));
+            } else {
+                reports.iter().for_each(print_report);
             }
             if once {
                 return Ok(ExitCode::SUCCESS);

@@ -10,8 +10,11 @@ pub mod aws;
 pub mod cloudtrail;
 pub mod cloudtrail_parse;
 pub mod config;
+pub mod identity;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "aws")]
+pub mod trails;
 
 use serde::Serialize;
 
