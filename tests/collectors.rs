@@ -145,3 +145,268 @@ fn the_identity_file_is_reread_each_pass_and_a_bad_edit_changes_nothing() {
     assert!(entity(&tre, r#"Tre::User::"alice""#).is_some());
     assert!(entity(&tre, r#"Tre::User::"carol""#).is_none());
 }
+
+/// moto's default account: what un-assumed test credentials act in.
+const DEFAULT_ACCOUNT: &str = "123456789012";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn project_config(tre: &Tre, extra: &str) -> std::path::PathBuf {
+    let path = tre.dir.path().join("tregov.toml");
+    std::fs::write(
+        &path,
+        format!("max_attempts = 1\n[[projects]]\nid = \"proj-genomics\"\naccount_id = \"{DEFAULT_ACCOUNT}\"\n{extra}"),
+    )
+    .expect("config");
+    path
+}
+
+fn observed(tre: &Tre, kind: &str) -> Vec<Value> {
+    let out = tre.run(&["--output", "json", "observed", "--kind", kind]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn glue_tables_of_tre_projects_become_datasets_and_every_lake_formation_permission_is_seen() {
+    let moto = Moto::start();
+    let role = format!("arn:aws:iam::{DEFAULT_ACCOUNT}:role/swb-ws-alice");
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        glue.create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name("genomics")
+                    .build()
+                    .expect("db"),
+            )
+            .send()
+            .await
+            .expect("database");
+        for (name, tre) in [("gwas_2024", true), ("scratch", false)] {
+            let mut input = aws_sdk_glue::types::TableInput::builder()
+                .name(name)
+                .storage_descriptor(
+                    aws_sdk_glue::types::StorageDescriptor::builder()
+                        .location(format!("s3://tre-datalake/genomics/{name}/"))
+                        .build(),
+                );
+            if tre {
+                input = input
+                    .parameters("tre:project", "proj-genomics")
+                    .parameters("tre:classification", "restricted")
+                    .parameters("tre:maxAccess", "readwrite");
+            }
+            glue.create_table()
+                .database_name("genomics")
+                .table_input(input.build().expect("table"))
+                .send()
+                .await
+                .expect("table");
+        }
+        let lf = aws_sdk_lakeformation::Client::new(&sdk);
+        lf.register_resource()
+            .resource_arn("arn:aws:s3:::tre-datalake")
+            .use_service_linked_role(true)
+            .send()
+            .await
+            .expect("register");
+        lf.create_lf_tag()
+            .tag_key("classification")
+            .tag_values("restricted")
+            .tag_values("internal")
+            .send()
+            .await
+            .expect("lf-tag");
+        lf.grant_permissions()
+            .principal(
+                aws_sdk_lakeformation::types::DataLakePrincipal::builder()
+                    .data_lake_principal_identifier(&role)
+                    .build(),
+            )
+            .resource(
+                aws_sdk_lakeformation::types::Resource::builder()
+                    .table(
+                        aws_sdk_lakeformation::types::TableResource::builder()
+                            .database_name("genomics")
+                            .name("gwas_2024")
+                            .build()
+                            .expect("table resource"),
+                    )
+                    .build(),
+            )
+            .permissions(aws_sdk_lakeformation::types::Permission::Select)
+            .permissions(aws_sdk_lakeformation::types::Permission::Describe)
+            .send()
+            .await
+            .expect("grant");
+    });
+    let tre = Tre::new();
+    let cfg = project_config(
+        &tre,
+        &format!("[datalake]\naccount_id = \"{DEFAULT_ACCOUNT}\"\n"),
+    );
+    let out = tregov(&tre, Some(&moto), &cfg, &["collect", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ds = entity(&tre, r#"Tre::Dataset::"genomics/gwas_2024""#).expect("dataset");
+    assert_eq!(ds["attrs"]["classification"], "restricted");
+    assert_eq!(ds["attrs"]["maxAccess"], "readwrite");
+    assert_eq!(
+        ds["attrs"]["location"],
+        "s3://tre-datalake/genomics/gwas_2024/"
+    );
+    assert!(entity(&tre, r#"Tre::Dataset::"genomics/scratch""#).is_none());
+    assert!(entity(&tre, r#"Tre::Project::"proj-genomics""#).is_some());
+
+    let grants = observed(&tre, "lf-permission");
+    let grant = grants
+        .iter()
+        .find(|g| g["body"]["principal"] == role.as_str())
+        .expect("the grant");
+    assert_eq!(
+        grant["body"]["permissions"],
+        serde_json::json!(["DESCRIBE", "SELECT"])
+    );
+    assert_eq!(grant["body"]["resource"]["table"]["name"], "gwas_2024");
+    assert_eq!(observed(&tre, "lf-location").len(), 1);
+    assert_eq!(
+        observed(&tre, "lf-tag")[0]["body"]["values"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn iam_roles_are_seen_with_tags_and_decoded_policies() {
+    let moto = Moto::start();
+    let policy_arn = runtime().block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+        iam.create_role()
+            .role_name("swb-ws-alice")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key("tre:workspace")
+                    .value("ws-alice")
+                    .build()
+                    .expect("tag"),
+            )
+            .send()
+            .await
+            .expect("role");
+        iam.put_role_policy()
+            .role_name("swb-ws-alice")
+            .policy_name("study-access")
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject*","Resource":"arn:aws:s3:::tre-datalake/genomics/gwas_2024/*"}]}"#)
+            .send()
+            .await
+            .expect("inline policy");
+        let policy = iam
+            .create_policy()
+            .policy_name("deny-provision")
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"servicecatalog:ProvisionProduct","Resource":"*"}]}"#)
+            .send()
+            .await
+            .expect("managed policy");
+        let arn = policy.policy().and_then(|p| p.arn()).expect("arn").to_string();
+        iam.attach_role_policy()
+            .role_name("swb-ws-alice")
+            .policy_arn(&arn)
+            .send()
+            .await
+            .expect("attach");
+        arn
+    });
+    let tre = Tre::new();
+    let cfg = project_config(&tre, "");
+    let out = tregov(&tre, Some(&moto), &cfg, &["collect", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let roles = observed(&tre, "iam-role");
+    let role = roles
+        .iter()
+        .find(|r| r["body"]["name"] == "swb-ws-alice")
+        .expect("the role");
+    assert_eq!(role["body"]["tags"]["tre:workspace"], "ws-alice");
+    assert_eq!(
+        role["body"]["inlinePolicies"]["study-access"]["Statement"][0]["Action"],
+        "s3:GetObject*"
+    );
+    assert_eq!(
+        role["body"]["attachedPolicies"],
+        serde_json::json!([policy_arn])
+    );
+    assert_eq!(role["body"]["project"], "proj-genomics");
+}
+
+#[test]
+fn budgets_become_budget_entities_that_decide_the_responses() {
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let budgets = aws_sdk_budgets::Client::new(&moto.sdk_config().await);
+        let spend = |amount: &str| {
+            aws_sdk_budgets::types::Spend::builder()
+                .amount(amount)
+                .unit("USD")
+                .build()
+                .expect("spend")
+        };
+        budgets
+            .create_budget()
+            .account_id(DEFAULT_ACCOUNT)
+            .budget(
+                aws_sdk_budgets::types::Budget::builder()
+                    .budget_name("tre-genomics")
+                    .budget_limit(spend("1000.00"))
+                    .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
+                    .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
+                    .calculated_spend(
+                        aws_sdk_budgets::types::CalculatedSpend::builder()
+                            .actual_spend(spend("820.50"))
+                            .forecasted_spend(spend("1150"))
+                            .build(),
+                    )
+                    .build()
+                    .expect("budget"),
+            )
+            .send()
+            .await
+            .expect("create budget");
+    });
+    let tre = Tre::new();
+    let cfg = project_config(&tre, "[budgets]\nnotify_actual_percent = 80\n");
+    let out = tregov(&tre, Some(&moto), &cfg, &["collect", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uid = r#"Tre::Budget::"proj-genomics/tre-genomics""#;
+    let budget = entity(&tre, uid).expect("budget");
+    assert_eq!(budget["attrs"]["limitCents"], 100_000);
+    assert_eq!(budget["attrs"]["actualCents"], 82_050);
+    assert_eq!(budget["attrs"]["forecastCents"], 115_000);
+    assert_eq!(budget["attrs"]["timeWindow"], "MONTHLY");
+    // The collected budget decides: 82% of the limit notifies, and denies nothing yet.
+    let decide = |action: &str| {
+        tre.run(&[
+            "authorize",
+            "--principal",
+            r#"Tre::Service::"tregov""#,
+            "--action",
+            action,
+            "--resource",
+            uid,
+        ])
+        .status
+        .code()
+    };
+    assert_eq!(decide(r#"Tre::Action::"budgetNotify""#), Some(0));
+    assert_eq!(decide(r#"Tre::Action::"budgetDenyNewWorkspaces""#), Some(2));
+}

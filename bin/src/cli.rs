@@ -111,6 +111,12 @@ pub enum Command {
     Events(EventsCommand),
     /// What each collector did on its last run.
     Status,
+    /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
+    Observed {
+        /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
+        #[arg(long)]
+        kind: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +236,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Command::Events(cmd) => crate::collect::events(ctx.output, &ctx.data_dir, cmd),
         Command::Status => crate::collect::status(ctx.output, &ctx.data_dir),
+        Command::Observed { kind } => {
+            crate::collect::observed(ctx.output, &ctx.data_dir, kind.as_deref())
+        }
     }
 }
 

@@ -7,11 +7,15 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tregov_collectors::aws::Aws;
+use tregov_collectors::budgets::collect_budgets;
 use tregov_collectors::cloudtrail::CloudTrailCollector;
 use tregov_collectors::config::Config;
+use tregov_collectors::datalake::collect_datalake;
+use tregov_collectors::iam::collect_iam;
 use tregov_collectors::identity::collect_identity;
+use tregov_collectors::projects::collect_projects;
 use tregov_collectors::trails::collect_trails;
-use tregov_collectors::{Progress, RunReport};
+use tregov_collectors::{CollectError, Progress, RunReport};
 use tregov_engine::events::{EventFilter, EventStore};
 use tregov_engine::store::Store;
 use tregov_engine::{EngineError, PolicyBundle, Result};
@@ -148,6 +152,13 @@ async fn pass(
         }
         reports.push(r);
     };
+    if !config.projects.is_empty() {
+        if let Err(e) = collect_projects(config, entity_store, schema) {
+            let mut r = RunReport::new("projects");
+            r.errors.push(e.to_string());
+            record(r);
+        }
+    }
     match collect_identity(config, entity_store, schema) {
         Ok(Some((report, _))) => record(report),
         Ok(None) => {}
@@ -166,6 +177,26 @@ async fn pass(
                 record(r);
             }
         }
+    }
+    let failed = |name: &str, e: CollectError| {
+        let mut r = RunReport::new(name);
+        r.errors.push(e.to_string());
+        r
+    };
+    match collect_datalake(config, aws, entity_store, schema).await {
+        Ok(Some(r)) => record(r),
+        Ok(None) => {}
+        Err(e) => record(failed("datalake", e)),
+    }
+    match collect_iam(config, aws, entity_store).await {
+        Ok(Some(r)) => record(r),
+        Ok(None) => {}
+        Err(e) => record(failed("iam", e)),
+    }
+    match collect_budgets(config, aws, entity_store, schema).await {
+        Ok(Some(r)) => record(r),
+        Ok(None) => {}
+        Err(e) => record(failed("budgets", e)),
     }
     if let Some(ct) = cloudtrail {
         let progress = CliProgress::new();
@@ -302,6 +333,18 @@ pub fn status(output: Format, data_dir: &Path) -> Result<ExitCode> {
         }
         if statuses.is_empty() {
             println!("no collector has run yet (`tregov collect --once`)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn observed(output: Format, data_dir: &Path, kind: Option<&str>) -> Result<ExitCode> {
+    let store = Store::open_existing(data_dir)?;
+    for item in store.observed(kind)? {
+        if output == Format::Json {
+            println!("{}", json!(item));
+        } else {
+            println!("{} {} {}", item.kind, item.key, item.body);
         }
     }
     Ok(ExitCode::SUCCESS)

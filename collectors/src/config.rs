@@ -34,6 +34,47 @@ pub struct Config {
     pub datalake: Option<DataLakeConfig>,
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
+    #[serde(default)]
+    pub budgets: Option<BudgetThresholds>,
+}
+
+/// The spend, in whole percent of a budget's limit, at which each response starts (the
+/// TREEHOOSE defaults: notify at 80 % actual or 90 % forecast, deny new workspaces at 99 %).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetThresholds {
+    #[serde(default = "pct80")]
+    pub notify_actual_percent: i64,
+    #[serde(default = "pct90")]
+    pub notify_forecast_percent: i64,
+    #[serde(default = "pct99")]
+    pub deny_new_workspaces_percent: i64,
+    #[serde(default = "pct100")]
+    pub stop_workspaces_percent: i64,
+}
+
+fn pct80() -> i64 {
+    80
+}
+fn pct90() -> i64 {
+    90
+}
+fn pct99() -> i64 {
+    99
+}
+fn pct100() -> i64 {
+    100
+}
+
+impl Default for BudgetThresholds {
+    fn default() -> Self {
+        Self {
+            notify_actual_percent: pct80(),
+            notify_forecast_percent: pct90(),
+            deny_new_workspaces_percent: pct99(),
+            stop_workspaces_percent: pct100(),
+        }
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -205,6 +246,21 @@ impl Config {
                     out.push((
                         "role_arn".into(),
                         format!("`cloudtrail.role_arn` `{arn}` is not an IAM role ARN"),
+                    ));
+                }
+            }
+        }
+        if let Some(b) = &self.budgets {
+            for (key, v) in [
+                ("notify_actual_percent", b.notify_actual_percent),
+                ("notify_forecast_percent", b.notify_forecast_percent),
+                ("deny_new_workspaces_percent", b.deny_new_workspaces_percent),
+                ("stop_workspaces_percent", b.stop_workspaces_percent),
+            ] {
+                if !(1..=1000).contains(&v) {
+                    out.push((
+                        key.into(),
+                        format!("`budgets.{key}` must be 1..1000 (percent), not {v}"),
                     ));
                 }
             }

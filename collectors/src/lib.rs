@@ -7,10 +7,17 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "aws")]
+pub mod budgets;
+#[cfg(feature = "aws")]
 pub mod cloudtrail;
 pub mod cloudtrail_parse;
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod datalake;
+#[cfg(feature = "aws")]
+pub mod iam;
 pub mod identity;
+pub mod projects;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(feature = "aws")]

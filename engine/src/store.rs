@@ -43,6 +43,15 @@ pub struct BatchOutcome {
     pub deleted: usize,
 }
 
+/// A piece of actual state a collector observed in AWS (a Lake Formation permission, an IAM
+/// role with its policies, a backup plan): what the planner compares with the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Observed {
+    pub kind: String,
+    pub key: String,
+    pub body: serde_json::Value,
+}
+
 /// Changes since a revision, for updating an in-memory graph incrementally.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeSet {
@@ -81,7 +90,16 @@ impl Store {
                  revision INTEGER NOT NULL
              );
              CREATE INDEX IF NOT EXISTS deletions_revision ON deletions(revision);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS observed (
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 partition TEXT NOT NULL,
+                 observed_at TEXT NOT NULL,
+                 PRIMARY KEY (kind, key)
+             );
+             CREATE INDEX IF NOT EXISTS observed_partition ON observed(partition);",
         )
         .map_err(|e| store_err(&path, e))?;
         Ok(Self {
@@ -224,6 +242,88 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Replaces everything observed in `partition` with `items`, atomically.
+    pub fn replace_observed(&self, partition: &str, items: &[Observed]) -> Result<BatchOutcome> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| store_err(&self.path, e))?;
+        let now = crate::log::now_rfc3339();
+        let outcome = (|| -> rusqlite::Result<BatchOutcome> {
+            let mut out = BatchOutcome::default();
+            let mut keep = BTreeSet::new();
+            {
+                let mut get =
+                    tx.prepare_cached("SELECT body FROM observed WHERE kind = ?1 AND key = ?2")?;
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO observed (kind, key, body, partition, observed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body,
+                       partition = excluded.partition, observed_at = excluded.observed_at",
+                )?;
+                for item in items {
+                    let body = item.body.to_string();
+                    keep.insert((item.kind.clone(), item.key.clone()));
+                    let old: Option<String> = get
+                        .query_row(params![item.kind, item.key], |r| r.get(0))
+                        .optional()?;
+                    match old {
+                        Some(b) if b == body => out.unchanged += 1,
+                        Some(_) => {
+                            put.execute(params![item.kind, item.key, body, partition, now])?;
+                            out.updated += 1;
+                        }
+                        None => {
+                            put.execute(params![item.kind, item.key, body, partition, now])?;
+                            out.inserted += 1;
+                        }
+                    }
+                }
+            }
+            let existing: Vec<(String, String)> = {
+                let mut stmt = tx.prepare("SELECT kind, key FROM observed WHERE partition = ?1")?;
+                let rows = stmt.query_map(params![partition], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            for (kind, key) in existing {
+                if !keep.contains(&(kind.clone(), key.clone())) {
+                    tx.execute(
+                        "DELETE FROM observed WHERE kind = ?1 AND key = ?2",
+                        params![kind, key],
+                    )?;
+                    out.deleted += 1;
+                }
+            }
+            Ok(out)
+        })()
+        .map_err(|e| store_err(&self.path, e))?;
+        tx.commit().map_err(|e| store_err(&self.path, e))?;
+        Ok(outcome)
+    }
+
+    /// Observed state, of one kind or all, in key order.
+    pub fn observed(&self, kind: Option<&str>) -> Result<Vec<Observed>> {
+        let conn = self.conn()?;
+        let map = |e| store_err(&self.path, e);
+        let mut stmt = conn
+            .prepare(
+                "SELECT kind, key, body FROM observed WHERE ?1 IS NULL OR kind = ?1
+                 ORDER BY kind, key",
+            )
+            .map_err(map)?;
+        let rows = stmt
+            .query_map(params![kind], |r| {
+                let body: String = r.get(2)?;
+                Ok(Observed {
+                    kind: r.get(0)?,
+                    key: r.get(1)?,
+                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+    }
+
     /// Every stored entity body, in uid order.
     pub fn all_bodies(&self) -> Result<Vec<String>> {
         let conn = self.conn()?;
@@ -259,6 +359,18 @@ impl Store {
         let conn = self.conn()?;
         conn.query_row(
             "SELECT body FROM entities WHERE uid = ?1",
+            params![uid.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// Which partition (collector) owns an entity, if it is stored.
+    pub fn partition_of(&self, uid: &EntityUid) -> Result<Option<String>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT partition FROM entities WHERE uid = ?1",
             params![uid.to_string()],
             |r| r.get(0),
         )
