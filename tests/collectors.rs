@@ -410,3 +410,123 @@ fn budgets_become_budget_entities_that_decide_the_responses() {
     assert_eq!(decide(r#"Tre::Action::"budgetNotify""#), Some(0));
     assert_eq!(decide(r#"Tre::Action::"budgetDenyNewWorkspaces""#), Some(2));
 }
+
+#[test]
+fn tagged_instances_and_notebooks_become_workspaces_and_backup_plans_are_seen() {
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        ec2.run_instances()
+            .image_id("ami-12c6146b")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(tag("tre:workspace", "ws-alice-ec2"))
+                    .tags(tag("tre:owner", "alice"))
+                    .tags(tag("tre:workspace-type", "ec2-linux-approved"))
+                    .tags(tag("backup", "true"))
+                    .tags(tag(
+                        "tre:role-arn",
+                        "arn:aws:iam::123456789012:role/swb-ws-alice",
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("instance");
+        // An instance that is not a TRE workspace.
+        ec2.run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("other instance");
+        let sm = aws_sdk_sagemaker::Client::new(&sdk);
+        let smtag = |k: &str, v: &str| {
+            aws_sdk_sagemaker::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+        };
+        sm.create_notebook_instance()
+            .notebook_instance_name("bob-notebook")
+            .instance_type(aws_sdk_sagemaker::types::InstanceType::MlT2Medium)
+            .role_arn("arn:aws:iam::123456789012:role/swb-ws-bob")
+            .tags(smtag("tre:workspace", "ws-bob-notebook"))
+            .tags(smtag("tre:owner", "bob"))
+            .tags(smtag("tre:workspace-type", "sagemaker-notebook"))
+            .send()
+            .await
+            .expect("notebook");
+        let backup = aws_sdk_backup::Client::new(&sdk);
+        backup
+            .create_backup_vault()
+            .backup_vault_name("tre-vault")
+            .send()
+            .await
+            .expect("vault");
+        backup
+            .create_backup_plan()
+            .backup_plan(
+                aws_sdk_backup::types::BackupPlanInput::builder()
+                    .backup_plan_name("tre-workspaces")
+                    .rules(
+                        aws_sdk_backup::types::BackupRuleInput::builder()
+                            .rule_name("daily")
+                            .target_backup_vault_name("tre-vault")
+                            .schedule_expression("cron(0 5 ? * * *)")
+                            .start_window_minutes(60)
+                            .completion_window_minutes(600)
+                            .lifecycle(
+                                aws_sdk_backup::types::Lifecycle::builder()
+                                    .move_to_cold_storage_after_days(90)
+                                    .delete_after_days(180)
+                                    .build(),
+                            )
+                            .build()
+                            .expect("rule"),
+                    )
+                    .build()
+                    .expect("plan"),
+            )
+            .send()
+            .await
+            .expect("plan");
+    });
+    let tre = Tre::new();
+    let cfg = project_config(&tre, "");
+    let out = tregov(&tre, Some(&moto), &cfg, &["collect", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ec2 = entity(&tre, r#"Tre::Workspace::"ws-alice-ec2""#).expect("ec2 workspace");
+    assert_eq!(ec2["attrs"]["kind"], "ec2");
+    assert_eq!(ec2["attrs"]["status"], "running");
+    assert_eq!(ec2["attrs"]["backupOptIn"], true);
+    assert_eq!(
+        ec2["attrs"]["roleArn"],
+        "arn:aws:iam::123456789012:role/swb-ws-alice"
+    );
+    let nb = entity(&tre, r#"Tre::Workspace::"ws-bob-notebook""#).expect("notebook workspace");
+    assert_eq!(nb["attrs"]["kind"], "sagemaker");
+    assert_eq!(nb["attrs"]["backupOptIn"], false);
+    assert_eq!(
+        nb["attrs"]["roleArn"],
+        "arn:aws:iam::123456789012:role/swb-ws-bob"
+    );
+
+    let instances = observed(&tre, "ec2-instance");
+    assert_eq!(instances.len(), 2, "both instances are observed");
+    let plan = &observed(&tre, "backup-plan")[0]["body"];
+    assert_eq!(plan["rules"][0]["deleteAfterDays"], 180);
+    assert_eq!(plan["rules"][0]["coldStorageAfterDays"], 90);
+    assert_eq!(
+        observed(&tre, "backup-vault")[0]["body"]["name"],
+        "tre-vault"
+    );
+}

@@ -15,6 +15,7 @@ use tregov_collectors::iam::collect_iam;
 use tregov_collectors::identity::collect_identity;
 use tregov_collectors::projects::collect_projects;
 use tregov_collectors::trails::collect_trails;
+use tregov_collectors::workspaces::collect_workspaces;
 use tregov_collectors::{CollectError, Progress, RunReport};
 use tregov_engine::events::{EventFilter, EventStore};
 use tregov_engine::store::Store;
@@ -197,6 +198,11 @@ async fn pass(
         Ok(Some(r)) => record(r),
         Ok(None) => {}
         Err(e) => record(failed("budgets", e)),
+    }
+    match collect_workspaces(config, aws, entity_store, schema).await {
+        Ok(Some(r)) => record(r),
+        Ok(None) => {}
+        Err(e) => record(failed("workspaces", e)),
     }
     if let Some(ct) = cloudtrail {
         let progress = CliProgress::new();

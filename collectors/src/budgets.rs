@@ -24,66 +24,11 @@ pub async fn collect_budgets(
     let mut report = RunReport::new("budgets");
     let mut entities = Vec::new();
     let mut complete = true;
-    for project in &config.projects {
-        let sdk = aws.for_role(project.role_arn.as_deref()).await;
-        let client = aws_sdk_budgets::Client::new(&sdk);
-        let mut token = None;
-        loop {
-            let out = match client
-                .describe_budgets()
-                .account_id(&project.account_id)
-                .set_next_token(token.take())
-                .send()
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    complete = false;
-                    report.errors.push(
-                        CollectError::aws("budgets:DescribeBudgets", &project.account_id, e)
-                            .to_string(),
-                    );
-                    break;
-                }
-            };
-            for b in out.budgets() {
-                let name = b.budget_name();
-                let cents = |s: Option<&aws_sdk_budgets::types::Spend>| {
-                    s.and_then(|s| money_cents(s.amount()))
-                };
-                let Some(limit) = cents(b.budget_limit()) else {
-                    report.errors.push(format!(
-                        "budget `{name}` of `{}`: no usable limit",
-                        project.id
-                    ));
-                    continue;
-                };
-                let spend = b.calculated_spend();
-                let value = json!({
-                    "uid": {"type": "Tre::Budget", "id": format!("{}/{name}", project.id)},
-                    "attrs": {
-                        "project": {"__entity": {"type": "Tre::Project", "id": project.id}},
-                        "limitCents": limit,
-                        "actualCents": cents(spend.and_then(|s| s.actual_spend())).unwrap_or(0),
-                        "forecastCents": cents(spend.and_then(|s| s.forecasted_spend())).unwrap_or(0),
-                        "timeWindow": b.time_unit().as_str(),
-                        "notifyActualPercent": thresholds.notify_actual_percent,
-                        "notifyForecastPercent": thresholds.notify_forecast_percent,
-                        "denyNewWorkspacesPercent": thresholds.deny_new_workspaces_percent,
-                        "stopWorkspacesPercent": thresholds.stop_workspaces_percent,
-                    },
-                    "parents": []
-                });
-                match Entity::from_json_value(value, Some(schema)) {
-                    Ok(e) => entities.push(e),
-                    Err(e) => report.errors.push(format!("budget `{name}`: {e}")),
-                }
-            }
-            token = out.next_token().map(String::from);
-            if token.is_none() {
-                break;
-            }
-        }
+    let read = |p| read_account(aws, p, &thresholds, schema);
+    for (found, errors, ok) in crate::per_project(config, read).await {
+        entities.extend(found);
+        report.errors.extend(errors);
+        complete &= ok;
     }
     report.items = entities.len() as u64;
     store.apply(
@@ -97,6 +42,74 @@ pub async fn collect_budgets(
         schema,
     )?;
     Ok(Some(report))
+}
+
+/// One account's budgets as entities, the problems met, and whether the listing completed.
+async fn read_account(
+    aws: &Aws,
+    project: &crate::config::ProjectConfig,
+    thresholds: &crate::config::BudgetThresholds,
+    schema: &Schema,
+) -> (Vec<Entity>, Vec<String>, bool) {
+    let mut entities = Vec::new();
+    let mut errors = Vec::new();
+    let sdk = aws.for_role(project.role_arn.as_deref()).await;
+    let client = aws_sdk_budgets::Client::new(&sdk);
+    let mut token = None;
+    loop {
+        let out = match client
+            .describe_budgets()
+            .account_id(&project.account_id)
+            .set_next_token(token.take())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(
+                    CollectError::aws("budgets:DescribeBudgets", &project.account_id, e)
+                        .to_string(),
+                );
+                return (entities, errors, false);
+            }
+        };
+        for b in out.budgets() {
+            let name = b.budget_name();
+            let cents =
+                |s: Option<&aws_sdk_budgets::types::Spend>| s.and_then(|s| money_cents(s.amount()));
+            let Some(limit) = cents(b.budget_limit()) else {
+                errors.push(format!(
+                    "budget `{name}` of `{}`: no usable limit",
+                    project.id
+                ));
+                continue;
+            };
+            let spend = b.calculated_spend();
+            let value = json!({
+                "uid": {"type": "Tre::Budget", "id": format!("{}/{name}", project.id)},
+                "attrs": {
+                    "project": {"__entity": {"type": "Tre::Project", "id": project.id}},
+                    "limitCents": limit,
+                    "actualCents": cents(spend.and_then(|s| s.actual_spend())).unwrap_or(0),
+                    "forecastCents": cents(spend.and_then(|s| s.forecasted_spend())).unwrap_or(0),
+                    "timeWindow": b.time_unit().as_str(),
+                    "notifyActualPercent": thresholds.notify_actual_percent,
+                    "notifyForecastPercent": thresholds.notify_forecast_percent,
+                    "denyNewWorkspacesPercent": thresholds.deny_new_workspaces_percent,
+                    "stopWorkspacesPercent": thresholds.stop_workspaces_percent,
+                },
+                "parents": []
+            });
+            match Entity::from_json_value(value, Some(schema)) {
+                Ok(e) => entities.push(e),
+                Err(e) => errors.push(format!("budget `{name}`: {e}")),
+            }
+        }
+        token = out.next_token().map(String::from);
+        if token.is_none() {
+            return (entities, errors, true);
+        }
+    }
 }
 
 /// `"1234.5"` → 123450 cents; amounts are decimal strings. Fractions of a cent round half

@@ -20,37 +20,9 @@ pub async fn collect_iam(
     }
     let mut report = RunReport::new("iam");
     let mut observed = Vec::new();
-    for project in &config.projects {
-        let sdk = aws.for_role(project.role_arn.as_deref()).await;
-        let iam = aws_sdk_iam::Client::new(&sdk);
-        let mut pages = iam.list_roles().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    report.errors.push(
-                        CollectError::aws("iam:ListRoles", &project.account_id, e).to_string(),
-                    );
-                    break;
-                }
-            };
-            for role in page.roles() {
-                match describe_role(&iam, role.role_name()).await {
-                    Ok(mut body) => {
-                        body["arn"] = json!(role.arn());
-                        body["path"] = json!(role.path());
-                        body["project"] = json!(project.id);
-                        body["accountId"] = json!(project.account_id);
-                        observed.push(Observed {
-                            kind: "iam-role".into(),
-                            key: role.arn().to_string(),
-                            body,
-                        });
-                    }
-                    Err(e) => report.errors.push(e.to_string()),
-                }
-            }
-        }
+    for (roles, errors) in crate::per_project(config, |p| read_account(aws, p)).await {
+        observed.extend(roles);
+        report.errors.extend(errors);
     }
     report.items = observed.len() as u64;
     // An account that could not be listed keeps what was seen of it before.
@@ -63,6 +35,43 @@ pub async fn collect_iam(
         store.replace_observed(PARTITION, &previous)?;
     }
     Ok(Some(report))
+}
+
+async fn read_account(
+    aws: &Aws,
+    project: &crate::config::ProjectConfig,
+) -> (Vec<Observed>, Vec<String>) {
+    let mut observed = Vec::new();
+    let mut errors = Vec::new();
+    let sdk = aws.for_role(project.role_arn.as_deref()).await;
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let mut pages = iam.list_roles().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(CollectError::aws("iam:ListRoles", &project.account_id, e).to_string());
+                break;
+            }
+        };
+        for role in page.roles() {
+            match describe_role(&iam, role.role_name()).await {
+                Ok(mut body) => {
+                    body["arn"] = json!(role.arn());
+                    body["path"] = json!(role.path());
+                    body["project"] = json!(project.id);
+                    body["accountId"] = json!(project.account_id);
+                    observed.push(Observed {
+                        kind: "iam-role".into(),
+                        key: role.arn().to_string(),
+                        body,
+                    });
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    (observed, errors)
 }
 
 async fn describe_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Value, CollectError> {

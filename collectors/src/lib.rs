@@ -22,8 +22,25 @@ pub mod projects;
 pub mod testkit;
 #[cfg(feature = "aws")]
 pub mod trails;
+#[cfg(feature = "aws")]
+pub mod workspaces;
 
 use serde::Serialize;
+
+/// Runs `read` for every configured project, at most `concurrency` at once.
+#[cfg(feature = "aws")]
+pub async fn per_project<'a, T, F, Fut>(config: &'a config::Config, read: F) -> Vec<T>
+where
+    F: Fn(&'a config::ProjectConfig) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::stream::{self, StreamExt};
+    stream::iter(config.projects.iter())
+        .map(read)
+        .buffer_unordered(config.concurrency.max(1))
+        .collect()
+        .await
+}
 
 /// What one collector run did.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use serde_json::json;
 use tregov_engine::store::{BatchOutcome, Store, StoreBatch};
 
 use crate::aws::Aws;
-use crate::config::Config;
+use crate::config::{Config, ProjectConfig};
 use crate::{CollectError, RunReport};
 
 pub const PARTITION: &str = "cloudtrail-trails";
@@ -22,56 +22,10 @@ pub async fn collect_trails(
     let mut report = RunReport::new("trails");
     let mut entities = Vec::new();
     let mut failed_accounts = false;
-    for project in &config.projects {
-        let sdk = aws.for_role(project.role_arn.as_deref()).await;
-        let client = aws_sdk_cloudtrail::Client::new(&sdk);
-        let trails = match client
-            .describe_trails()
-            .include_shadow_trails(true)
-            .send()
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                failed_accounts = true;
-                report.errors.push(
-                    CollectError::aws("cloudtrail:DescribeTrails", &project.account_id, e)
-                        .to_string(),
-                );
-                continue;
-            }
-        };
-        for trail in trails.trail_list() {
-            let (Some(name), Some(arn)) = (trail.name(), trail.trail_arn()) else {
-                continue;
-            };
-            let logging = match client.get_trail_status().name(arn).send().await {
-                Ok(s) => s.is_logging().unwrap_or(false),
-                Err(e) => {
-                    // Unknown is reported as not logging: fail closed.
-                    report
-                        .errors
-                        .push(CollectError::aws("cloudtrail:GetTrailStatus", arn, e).to_string());
-                    false
-                }
-            };
-            let value = json!({
-                "uid": {"type": "Tre::Trail", "id": format!("{}/{arn}", project.account_id)},
-                "attrs": {
-                    "project": {"__entity": {"type": "Tre::Project", "id": project.id}},
-                    "name": name,
-                    "arn": arn,
-                    "homeRegion": trail.home_region().unwrap_or_default(),
-                    "isOrganizationTrail": trail.is_organization_trail().unwrap_or(false),
-                    "isMultiRegionTrail": trail.is_multi_region_trail().unwrap_or(false),
-                    "isLogging": logging,
-                },
-                "parents": []
-            });
-            let entity = Entity::from_json_value(value, Some(schema))
-                .map_err(|e| CollectError::Io(format!("trail `{arn}`: {e}")))?;
-            entities.push(entity);
-        }
+    for (found, errors, ok) in crate::per_project(config, |p| read_account(aws, p, schema)).await {
+        entities.extend(found);
+        report.errors.extend(errors);
+        failed_accounts |= !ok;
     }
     report.items = entities.len() as u64;
     // A full listing replaces the partition; a partial one only adds, so an account that could
@@ -86,4 +40,61 @@ pub async fn collect_trails(
         schema,
     )?;
     Ok((report, outcome))
+}
+
+/// One account's trails, the problems met, and whether the listing completed.
+async fn read_account(
+    aws: &Aws,
+    project: &ProjectConfig,
+    schema: &Schema,
+) -> (Vec<Entity>, Vec<String>, bool) {
+    let mut entities = Vec::new();
+    let mut errors = Vec::new();
+    let sdk = aws.for_role(project.role_arn.as_deref()).await;
+    let client = aws_sdk_cloudtrail::Client::new(&sdk);
+    let trails = match client
+        .describe_trails()
+        .include_shadow_trails(true)
+        .send()
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(
+                CollectError::aws("cloudtrail:DescribeTrails", &project.account_id, e).to_string(),
+            );
+            return (entities, errors, false);
+        }
+    };
+    for trail in trails.trail_list() {
+        let (Some(name), Some(arn)) = (trail.name(), trail.trail_arn()) else {
+            continue;
+        };
+        let logging = match client.get_trail_status().name(arn).send().await {
+            Ok(s) => s.is_logging().unwrap_or(false),
+            Err(e) => {
+                // Unknown is reported as not logging: fail closed.
+                errors.push(CollectError::aws("cloudtrail:GetTrailStatus", arn, e).to_string());
+                false
+            }
+        };
+        let value = json!({
+            "uid": {"type": "Tre::Trail", "id": format!("{}/{arn}", project.account_id)},
+            "attrs": {
+                "project": {"__entity": {"type": "Tre::Project", "id": project.id}},
+                "name": name,
+                "arn": arn,
+                "homeRegion": trail.home_region().unwrap_or_default(),
+                "isOrganizationTrail": trail.is_organization_trail().unwrap_or(false),
+                "isMultiRegionTrail": trail.is_multi_region_trail().unwrap_or(false),
+                "isLogging": logging,
+            },
+            "parents": []
+        });
+        match Entity::from_json_value(value, Some(schema)) {
+            Ok(e) => entities.push(e),
+            Err(e) => errors.push(format!("trail `{arn}`: {e}")),
+        }
+    }
+    (entities, errors, true)
 }

@@ -95,20 +95,24 @@ impl EventStore {
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -65536;
              CREATE TABLE IF NOT EXISTS events (
-                 event_id TEXT PRIMARY KEY,
+                 file_id INTEGER NOT NULL,
+                 record_index INTEGER NOT NULL,
+                 event_hash INTEGER NOT NULL,
+                 event_id TEXT NOT NULL,
+                 event_ts INTEGER,
                  event_time TEXT NOT NULL,
                  event_source TEXT NOT NULL,
                  event_name TEXT NOT NULL,
                  principal TEXT NOT NULL,
                  account TEXT NOT NULL,
                  region TEXT NOT NULL,
-                 file_id INTEGER NOT NULL,
-                 record_index INTEGER NOT NULL,
                  observation TEXT,
                  target TEXT,
-                 raw TEXT
-             );
-             CREATE INDEX IF NOT EXISTS events_time ON events(event_time);
+                 raw TEXT,
+                 PRIMARY KEY (file_id, record_index)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS events_hash ON events(event_hash);
+             CREATE INDEX IF NOT EXISTS events_ts ON events(event_ts);
              CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
                  WHERE observation IS NOT NULL;
              CREATE TABLE IF NOT EXISTS log_files (
@@ -190,10 +194,16 @@ impl EventStore {
                    error = excluded.error, read_at = excluded.read_at, body = excluded.body
                  RETURNING id",
             )?;
+            // Events are stored in file order (an append, cheap) and found again by a small
+            // integer hash of their `eventID`: a duplicate is one with the same hash and id.
+            let mut same = tx.prepare_cached(
+                "SELECT 1 FROM events WHERE event_hash = ?1 AND event_id = ?2 LIMIT 1",
+            )?;
             let mut put = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (event_id, event_time, event_source, event_name,
-                   principal, account, region, file_id, record_index, observation, target, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT OR IGNORE INTO events (file_id, record_index, event_hash, event_id,
+                   event_ts, event_time, event_source, event_name, principal, account, region,
+                   observation, target, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let now = crate::log::now_rfc3339();
             for f in files {
@@ -204,16 +214,22 @@ impl EventStore {
                     |r| r.get(0),
                 )?;
                 for e in f.events {
+                    let hash = id_hash(&e.event_id);
+                    if same.exists(params![hash, e.event_id])? {
+                        continue;
+                    }
                     new += put.execute(params![
+                        file_id,
+                        e.record_index as i64,
+                        hash,
                         e.event_id,
+                        timestamp(&e.event_time),
                         e.event_time,
                         e.event_source,
                         e.event_name,
                         e.principal,
                         e.account,
                         e.region,
-                        file_id,
-                        e.record_index as i64,
                         e.observation,
                         e.target,
                         e.raw
@@ -299,7 +315,7 @@ impl EventStore {
                 "SELECT event_id, event_time, event_source, event_name, principal, account,
                         region, (SELECT key FROM log_files WHERE id = file_id), record_index,
                         observation, target, raw
-                 FROM events{clause} ORDER BY event_time, event_id{limit}"
+                 FROM events{clause} ORDER BY event_ts, event_time, event_id{limit}"
             ))
             .map_err(|e| err(&self.path, e))?;
         let rows = stmt
@@ -367,7 +383,8 @@ impl EventStore {
 /// Which events to count or list.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    /// Events at or after this time (RFC 3339; compared as text, which orders ISO times).
+    /// Events at or after this time (RFC 3339). Events whose own time is not a valid
+    /// timestamp never match a time filter.
     pub since: Option<String>,
     /// Events whose principal contains this text.
     pub principal: Option<String>,
@@ -382,8 +399,9 @@ impl EventFilter {
         let mut parts = Vec::new();
         let mut args = Vec::new();
         if let Some(s) = &self.since {
-            args.push(s.clone());
-            parts.push(format!("event_time >= ?{}", args.len()));
+            // An unparsable `since` matches nothing rather than everything.
+            args.push(timestamp(s).unwrap_or(i64::MAX).to_string());
+            parts.push(format!("event_ts >= CAST(?{} AS INTEGER)", args.len()));
         }
         if let Some(p) = &self.principal {
             args.push(format!("%{p}%"));
@@ -405,9 +423,93 @@ impl EventFilter {
     }
 }
 
+/// FNV-1a, 64 bits: a small, fast key for finding an `eventID` again (collisions only cost
+/// a comparison of the ids).
+fn id_hash(id: &str) -> i64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h as i64
+}
+
+/// Seconds since the epoch of an RFC 3339 time; `None` for anything else.
+pub fn timestamp(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 fn err(path: &Path, e: rusqlite::Error) -> EngineError {
     EngineError::Store {
         path: path.display().to_string(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, time: &str, index: u64) -> StoredEvent {
+        StoredEvent {
+            event_id: id.into(),
+            event_time: time.into(),
+            event_source: "s3.amazonaws.com".into(),
+            event_name: "GetObject".into(),
+            principal: "arn:aws:sts::111111111111:assumed-role/r/alice".into(),
+            account: "111111111111".into(),
+            region: "eu-west-2".into(),
+            source_file: String::new(),
+            observation: None,
+            target: None,
+            record_index: index,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn an_event_delivered_in_two_files_is_stored_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = EventStore::open(dir.path()).expect("store");
+        let a = [
+            event("e1", "2026-11-20T10:00:00Z", 0),
+            event("e2", "2026-11-20T11:00:00Z", 1),
+        ];
+        let b = [
+            event("e2", "2026-11-20T11:00:00Z", 0),
+            event("e3", "2026-11-21T09:00:00Z", 1),
+        ];
+        assert_eq!(store.ingest_file("f1", "x", &a, None).expect("f1"), 2);
+        assert_eq!(store.ingest_file("f2", "y", &b, None).expect("f2"), 1);
+        assert_eq!(store.ingest_file("f2", "y", &b, None).expect("again"), 0);
+        assert_eq!(store.count(&EventFilter::default()).expect("count"), 3);
+        let listed = store.list(&EventFilter::default(), None).expect("list");
+        assert_eq!(listed[2].source_file, "f2");
+        assert_eq!(listed[2].record_index, 1);
+    }
+
+    #[test]
+    fn time_filters_compare_instants_and_skip_events_with_odd_times() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = EventStore::open(dir.path()).expect("store");
+        let events = [
+            event("a", "2026-11-20T23:30:00-02:00", 0), // 2026-11-21T01:30Z
+            event("b", "2026-11-20T12:00:00Z", 1),
+            event("c", "1700000000", 2),
+        ];
+        store.ingest_file("f", "x", &events, None).expect("ingest");
+        let since = |s: &str| {
+            store
+                .count(&EventFilter {
+                    since: Some(s.into()),
+                    ..Default::default()
+                })
+                .expect("count")
+        };
+        assert_eq!(since("2026-11-21T00:00:00Z"), 1);
+        assert_eq!(since("2026-11-01T00:00:00Z"), 2);
+        assert_eq!(since("not a time"), 0);
     }
 }

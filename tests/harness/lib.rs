@@ -22,7 +22,8 @@ pub fn tregov_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tregov"])
+            // The same feature set as `cargo test --workspace`, so this is not a second build.
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .current_dir(workspace_root())
             .status()
             .expect("cargo runs");
