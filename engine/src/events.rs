@@ -95,10 +95,7 @@ impl EventStore {
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -65536;
              CREATE TABLE IF NOT EXISTS events (
-                 file_id INTEGER NOT NULL,
-                 record_index INTEGER NOT NULL,
-                 event_hash INTEGER NOT NULL,
-                 event_id TEXT NOT NULL,
+                 event_id TEXT PRIMARY KEY,
                  event_ts INTEGER,
                  event_time TEXT NOT NULL,
                  event_source TEXT NOT NULL,
@@ -106,12 +103,12 @@ impl EventStore {
                  principal TEXT NOT NULL,
                  account TEXT NOT NULL,
                  region TEXT NOT NULL,
+                 file_id INTEGER NOT NULL,
+                 record_index INTEGER NOT NULL,
                  observation TEXT,
                  target TEXT,
-                 raw TEXT,
-                 PRIMARY KEY (file_id, record_index)
-             ) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS events_hash ON events(event_hash);
+                 raw TEXT
+             );
              CREATE INDEX IF NOT EXISTS events_ts ON events(event_ts);
              CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
                  WHERE observation IS NOT NULL;
@@ -194,16 +191,11 @@ impl EventStore {
                    error = excluded.error, read_at = excluded.read_at, body = excluded.body
                  RETURNING id",
             )?;
-            // Events are stored in file order (an append, cheap) and found again by a small
-            // integer hash of their `eventID`: a duplicate is one with the same hash and id.
-            let mut same = tx.prepare_cached(
-                "SELECT 1 FROM events WHERE event_hash = ?1 AND event_id = ?2 LIMIT 1",
-            )?;
             let mut put = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (file_id, record_index, event_hash, event_id,
-                   event_ts, event_time, event_source, event_name, principal, account, region,
-                   observation, target, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT OR IGNORE INTO events (event_id, event_ts, event_time, event_source,
+                   event_name, principal, account, region, file_id, record_index, observation,
+                   target, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let now = crate::log::now_rfc3339();
             for f in files {
@@ -214,14 +206,7 @@ impl EventStore {
                     |r| r.get(0),
                 )?;
                 for e in f.events {
-                    let hash = id_hash(&e.event_id);
-                    if same.exists(params![hash, e.event_id])? {
-                        continue;
-                    }
                     new += put.execute(params![
-                        file_id,
-                        e.record_index as i64,
-                        hash,
                         e.event_id,
                         timestamp(&e.event_time),
                         e.event_time,
@@ -230,6 +215,8 @@ impl EventStore {
                         e.principal,
                         e.account,
                         e.region,
+                        file_id,
+                        e.record_index as i64,
                         e.observation,
                         e.target,
                         e.raw
@@ -421,17 +408,6 @@ impl EventFilter {
             (format!(" WHERE {}", parts.join(" AND ")), args)
         }
     }
-}
-
-/// FNV-1a, 64 bits: a small, fast key for finding an `eventID` again (collisions only cost
-/// a comparison of the ids).
-fn id_hash(id: &str) -> i64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h as i64
 }
 
 /// Seconds since the epoch of an RFC 3339 time; `None` for anything else.
