@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use cedar_policy::{Entity, Schema};
 use serde_json::{json, Value};
-use tregov_engine::store::{Observed, Store, StoreBatch};
+use tregov_engine::store::{Observed, Store};
 
 use crate::aws::Aws;
 use crate::config::Config;
@@ -102,14 +102,17 @@ pub async fn collect_datalake(
     }
 
     // Registered locations.
-    let mut token = None;
-    loop {
+    let call = |token| async {
         let out = lf
             .list_resources()
-            .set_next_token(token.take())
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| CollectError::aws("lakeformation:ListResources", &dl.account_id, e))?;
+        let next = out.next_token().map(String::from);
+        Ok::<_, CollectError>((out, next))
+    };
+    for out in crate::all_pages(call).await? {
         for r in out.resource_info_list() {
             if let Some(arn) = r.resource_arn() {
                 observed.push(Observed {
@@ -119,21 +122,20 @@ pub async fn collect_datalake(
                 });
             }
         }
-        token = out.next_token().map(String::from);
-        if token.is_none() {
-            break;
-        }
     }
 
     // LF-Tags.
-    let mut token = None;
-    loop {
+    let call = |token| async {
         let out = lf
             .list_lf_tags()
-            .set_next_token(token.take())
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| CollectError::aws("lakeformation:ListLFTags", &dl.account_id, e))?;
+        let next = out.next_token().map(String::from);
+        Ok::<_, CollectError>((out, next))
+    };
+    for out in crate::all_pages(call).await? {
         for t in out.lf_tags() {
             observed.push(Observed {
                 kind: "lf-tag".into(),
@@ -141,21 +143,20 @@ pub async fn collect_datalake(
                 body: json!({"key": t.tag_key(), "values": t.tag_values()}),
             });
         }
-        token = out.next_token().map(String::from);
-        if token.is_none() {
-            break;
-        }
     }
 
     // Every permission, unfiltered (filtering by principal alone is not allowed).
-    let mut token = None;
-    loop {
+    let call = |token| async {
         let out = lf
             .list_permissions()
-            .set_next_token(token.take())
+            .set_next_token(token)
             .send()
             .await
             .map_err(|e| CollectError::aws("lakeformation:ListPermissions", &dl.account_id, e))?;
+        let next = out.next_token().map(String::from);
+        Ok::<_, CollectError>((out, next))
+    };
+    for out in crate::all_pages(call).await? {
         for p in out.principal_resource_permissions() {
             let principal = p
                 .principal()
@@ -182,21 +183,9 @@ pub async fn collect_datalake(
                     "permissions": permissions, "permissionsWithGrantOption": grantable}),
             });
         }
-        token = out.next_token().map(String::from);
-        if token.is_none() {
-            break;
-        }
     }
     report.items = entities.len() as u64 + observed.len() as u64;
-    store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            replace_partition: true,
-        },
-        schema,
-    )?;
+    store.replace_partition(PARTITION, entities, schema)?;
     store.replace_observed(PARTITION, &observed)?;
     Ok(Some(report))
 }

@@ -4,7 +4,7 @@
 
 use cedar_policy::Schema;
 use tregov_engine::entities::parse_entities_file;
-use tregov_engine::store::{BatchOutcome, Store, StoreBatch};
+use tregov_engine::store::{BatchOutcome, Store};
 
 use crate::config::Config;
 use crate::{CollectError, RunReport};
@@ -27,14 +27,6 @@ pub fn collect_identity(
     let mut report = RunReport::new("identity");
     report.items = entities.len() as u64;
     report.files = 1;
-    let outcome = store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            replace_partition: true,
-        },
-        schema,
-    )?;
+    let outcome = store.replace_partition(PARTITION, entities, schema)?;
     Ok(Some((report, outcome)))
 }

@@ -42,6 +42,26 @@ where
         .await
 }
 
+/// Every page of a call paginated by `next_token`: `call(token)` returns a page and the token
+/// of the next one.
+#[cfg(feature = "aws")]
+pub async fn all_pages<T, E, F, Fut>(mut call: F) -> Result<Vec<T>, E>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, Option<String>), E>>,
+{
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let (page, next) = call(token.take()).await?;
+        pages.push(page);
+        match next {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Ok(pages),
+        }
+    }
+}
+
 /// What one collector run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {

@@ -4,7 +4,7 @@
 
 use cedar_policy::{Entity, Schema};
 use serde_json::json;
-use tregov_engine::store::{BatchOutcome, Store, StoreBatch};
+use tregov_engine::store::{BatchOutcome, Store};
 
 use crate::config::Config;
 use crate::CollectError;
@@ -35,13 +35,5 @@ pub fn collect_projects(
                 .map_err(|e| CollectError::Io(format!("project `{}`: {e}", p.id)))?,
         );
     }
-    Ok(store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            replace_partition: true,
-        },
-        schema,
-    )?)
+    Ok(store.replace_partition(PARTITION, entities, schema)?)
 }

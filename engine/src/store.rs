@@ -324,6 +324,24 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
     }
 
+    /// Replaces the entities of `partition` with `entities` (a full listing), atomically.
+    pub fn replace_partition(
+        &self,
+        partition: &str,
+        entities: Vec<Entity>,
+        schema: &Schema,
+    ) -> Result<BatchOutcome> {
+        self.apply(
+            &StoreBatch {
+                upserts: entities,
+                deletes: Vec::new(),
+                partition: partition.into(),
+                replace_partition: true,
+            },
+            schema,
+        )
+    }
+
     /// Every stored entity body, in uid order.
     pub fn all_bodies(&self) -> Result<Vec<String>> {
         let conn = self.conn()?;
