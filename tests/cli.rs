@@ -11,6 +11,24 @@ const READ: &str = r#"Tre::Action::"read""#;
 const WRITE: &str = r#"Tre::Action::"write""#;
 const GWAS: &str = r#"Tre::Dataset::"gwas-2024""#;
 
+/// The arguments of `authorize` or `why` for one request.
+fn request<'a>(
+    command: &'a str,
+    principal: &'a str,
+    action: &'a str,
+    resource: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        command,
+        "--principal",
+        principal,
+        "--action",
+        action,
+        "--resource",
+        resource,
+    ]
+}
+
 #[test]
 fn the_default_policies_validate_in_strict_mode() {
     let (code, v) = Tre::new().json(&["validate"]);
@@ -115,15 +133,7 @@ fn every_default_policy_is_exercised_for_both_outcomes() {
 #[test]
 fn authorize_exits_0_on_allow_and_2_on_deny_with_the_policies_named() {
     let tre = Tre::new().with_sample();
-    let (code, v) = tre.json(&[
-        "authorize",
-        "--principal",
-        ALICE,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-    ]);
+    let (code, v) = tre.json(&request("authorize", ALICE, READ, GWAS));
     assert_eq!(code, 0);
     assert_eq!(v["decision"], "Allow");
     assert_eq!(v["reasons"], serde_json::json!(["data-study-readers-read"]));
@@ -133,15 +143,7 @@ fn authorize_exits_0_on_allow_and_2_on_deny_with_the_policies_named() {
         .unwrap_or("")
         .ends_with("data_access.cedar"));
 
-    let (code, v) = tre.json(&[
-        "authorize",
-        "--principal",
-        r#"Tre::User::"mallory""#,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-    ]);
+    let (code, v) = tre.json(&request("authorize", r#"Tre::User::"mallory""#, READ, GWAS));
     assert_eq!(code, 2);
     assert_eq!(v["decision"], "Deny");
     assert_eq!(
@@ -153,40 +155,20 @@ fn authorize_exits_0_on_allow_and_2_on_deny_with_the_policies_named() {
 #[test]
 fn a_malformed_request_exits_3_and_decides_nothing() {
     let tre = Tre::new().with_sample();
-    let bad_uid = tre.run(&[
-        "authorize",
-        "--principal",
-        "alice",
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-    ]);
+    let bad_uid = tre.run(&request("authorize", "alice", READ, GWAS));
     assert_eq!(bad_uid.status.code(), Some(3));
     assert!(stderr(&bad_uid).contains("invalid entity uid `alice`"));
 
-    let wrong_type = tre.run(&[
-        "authorize",
-        "--principal",
-        GWAS,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-    ]);
+    let wrong_type = tre.run(&request("authorize", GWAS, READ, GWAS));
     assert_eq!(wrong_type.status.code(), Some(3), "{}", stderr(&wrong_type));
 
-    let bad_context = tre.run(&[
-        "authorize",
-        "--principal",
-        ALICE,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-        "--context",
-        "{not json",
-    ]);
+    let bad_context = tre.run(
+        &[
+            request("authorize", ALICE, READ, GWAS),
+            vec!["--context", "{not json"],
+        ]
+        .concat(),
+    );
     assert_eq!(bad_context.status.code(), Some(3));
     assert!(stderr(&bad_context).contains("not JSON"));
 
@@ -199,15 +181,7 @@ fn a_malformed_request_exits_3_and_decides_nothing() {
 #[test]
 fn why_explains_an_allowed_request_by_its_permits() {
     let tre = Tre::new().with_sample();
-    let (code, v) = tre.json(&[
-        "why",
-        "--principal",
-        ALICE,
-        "--action",
-        WRITE,
-        "--resource",
-        GWAS,
-    ]);
+    let (code, v) = tre.json(&request("why", ALICE, WRITE, GWAS));
     assert_eq!(code, 0);
     let summary = v["summary"].as_str().unwrap_or("");
     assert!(
@@ -225,15 +199,12 @@ fn why_explains_an_allowed_request_by_its_permits() {
 #[test]
 fn why_names_the_forbid_that_denied() {
     let tre = Tre::new().with_sample();
-    let (code, v) = tre.json(&[
+    let (code, v) = tre.json(&request(
         "why",
-        "--principal",
         r#"Tre::User::"bob""#,
-        "--action",
         WRITE,
-        "--resource",
         r#"Tre::Dataset::"ukb-cardio""#,
-    ]);
+    ));
     assert_eq!(code, 2);
     assert_eq!(
         v["summary"],
@@ -251,15 +222,12 @@ fn why_names_the_forbid_that_denied() {
 #[test]
 fn why_says_which_condition_kept_each_permit_from_applying() {
     let tre = Tre::new().with_sample();
-    let (code, v) = tre.json(&[
+    let (code, v) = tre.json(&request(
         "why",
-        "--principal",
         r#"Tre::Service::"tregov""#,
-        "--action",
         r#"Tre::Action::"budgetStopWorkspaces""#,
-        "--resource",
         r#"Tre::Budget::"proj-genomics""#,
-    ]);
+    ));
     assert_eq!(code, 2);
     assert!(v["summary"]
         .as_str()
@@ -286,19 +254,23 @@ fn why_says_which_condition_kept_each_permit_from_applying() {
 #[test]
 fn why_over_files_decides_without_a_store() {
     let tre = Tre::new();
-    let (code, v) = tre.json(&[
-        "why",
-        "--policies",
-        "policies",
-        "--entities",
-        "examples/sample-tre.entities.json",
-        "--principal",
-        r#"Tre::User::"gina""#,
-        "--action",
-        READ,
-        "--resource",
-        r#"Tre::Dataset::"census-open""#,
-    ]);
+    let (code, v) = tre.json(
+        &[
+            request(
+                "why",
+                r#"Tre::User::"gina""#,
+                READ,
+                r#"Tre::Dataset::"census-open""#,
+            ),
+            vec![
+                "--policies",
+                "policies",
+                "--entities",
+                "examples/sample-tre.entities.json",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0, "{v}");
     assert_eq!(
         v["reasons"],
@@ -400,15 +372,7 @@ fn entities_import_get_and_export_round_trip() {
 fn decide_a_few(tre: &Tre) {
     for who in ["alice", "bob", "mallory", "oscar"] {
         let p = format!("Tre::User::\"{who}\"");
-        tre.run(&[
-            "authorize",
-            "--principal",
-            &p,
-            "--action",
-            READ,
-            "--resource",
-            GWAS,
-        ]);
+        tre.run(&request("authorize", &p, READ, GWAS));
     }
 }
 
@@ -493,15 +457,7 @@ fn log_verify_catches_records_cut_from_the_end() {
     let (_, problem) = first_bad(&tre);
     assert!(problem.contains("removed from the end"), "{problem}");
     // And nothing more is appended to a log that lost records.
-    let out = tre.run(&[
-        "authorize",
-        "--principal",
-        ALICE,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-    ]);
+    let out = tre.run(&request("authorize", ALICE, READ, GWAS));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
@@ -511,17 +467,18 @@ fn a_logged_decision_replays_with_its_own_policies_after_the_policies_changed() 
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = copy_policies(tmp.path());
     let policies = dir.display().to_string();
-    let (code, v) = tre.json(&[
-        "authorize",
-        "--policies",
-        &policies,
-        "--principal",
-        r#"Tre::Service::"tregov""#,
-        "--action",
-        r#"Tre::Action::"budgetNotify""#,
-        "--resource",
-        r#"Tre::Budget::"proj-genomics""#,
-    ]);
+    let (code, v) = tre.json(
+        &[
+            request(
+                "authorize",
+                r#"Tre::Service::"tregov""#,
+                r#"Tre::Action::"budgetNotify""#,
+                r#"Tre::Budget::"proj-genomics""#,
+            ),
+            vec!["--policies", &policies],
+        ]
+        .concat(),
+    );
     assert_eq!(code, 0);
     let seq = v["logSeq"].as_u64().expect("logged");
     // The compliance team removes notification on actual spend.
@@ -597,17 +554,13 @@ fn a_bad_command_line_argument_exits_3_not_2() {
 #[test]
 fn a_context_file_that_does_not_exist_is_invalid_input() {
     let tre = Tre::new().with_sample();
-    let out = tre.run(&[
-        "authorize",
-        "--principal",
-        ALICE,
-        "--action",
-        READ,
-        "--resource",
-        GWAS,
-        "--context",
-        "@/no/such/context.json",
-    ]);
+    let out = tre.run(
+        &[
+            request("authorize", ALICE, READ, GWAS),
+            vec!["--context", "@/no/such/context.json"],
+        ]
+        .concat(),
+    );
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("/no/such/context.json"));
 }

@@ -3,7 +3,7 @@
 
 use cedar_policy::{Entity, Schema};
 use serde_json::json;
-use tregov_engine::store::{Store, StoreBatch};
+use tregov_engine::store::Store;
 
 use crate::aws::Aws;
 use crate::config::Config;
@@ -31,16 +31,7 @@ pub async fn collect_budgets(
         complete &= ok;
     }
     report.items = entities.len() as u64;
-    store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            // A project whose budgets could not be read keeps the last ones seen.
-            replace_partition: complete,
-        },
-        schema,
-    )?;
+    store.write_listing(PARTITION, entities, complete, schema)?;
     Ok(Some(report))
 }
 

@@ -185,7 +185,7 @@ pub async fn collect_datalake(
         }
     }
     report.items = entities.len() as u64 + observed.len() as u64;
-    store.replace_partition(PARTITION, entities, schema)?;
+    store.write_listing(PARTITION, entities, true, schema)?;
     store.replace_observed(PARTITION, &observed)?;
     Ok(Some(report))
 }

@@ -27,6 +27,6 @@ pub fn collect_identity(
     let mut report = RunReport::new("identity");
     report.items = entities.len() as u64;
     report.files = 1;
-    let outcome = store.replace_partition(PARTITION, entities, schema)?;
+    let outcome = store.write_listing(PARTITION, entities, true, schema)?;
     Ok(Some((report, outcome)))
 }

@@ -35,5 +35,5 @@ pub fn collect_projects(
                 .map_err(|e| CollectError::Io(format!("project `{}`: {e}", p.id)))?,
         );
     }
-    Ok(store.replace_partition(PARTITION, entities, schema)?)
+    Ok(store.write_listing(PARTITION, entities, true, schema)?)
 }

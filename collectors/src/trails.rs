@@ -4,7 +4,7 @@
 
 use cedar_policy::{Entity, Schema};
 use serde_json::json;
-use tregov_engine::store::{BatchOutcome, Store, StoreBatch};
+use tregov_engine::store::{BatchOutcome, Store};
 
 use crate::aws::Aws;
 use crate::config::{Config, ProjectConfig};
@@ -28,17 +28,7 @@ pub async fn collect_trails(
         failed_accounts |= !ok;
     }
     report.items = entities.len() as u64;
-    // A full listing replaces the partition; a partial one only adds, so an account that could
-    // not be read does not lose its trails.
-    let outcome = store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            replace_partition: !failed_accounts,
-        },
-        schema,
-    )?;
+    let outcome = store.write_listing(PARTITION, entities, !failed_accounts, schema)?;
     Ok((report, outcome))
 }
 

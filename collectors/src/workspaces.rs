@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use cedar_policy::{Entity, Schema};
 use serde_json::{json, Value};
-use tregov_engine::store::{Observed, Store, StoreBatch};
+use tregov_engine::store::{Observed, Store};
 
 use crate::aws::Aws;
 use crate::config::{Config, ProjectConfig};
@@ -57,16 +57,7 @@ pub async fn collect_workspaces(
     }
     report.items = (entities.len() + observed.len() + backup.len()) as u64;
     let complete = report.errors.is_empty();
-    store.apply(
-        &StoreBatch {
-            upserts: entities,
-            deletes: Vec::new(),
-            partition: PARTITION.into(),
-            // An account that could not be read keeps its workspaces.
-            replace_partition: complete,
-        },
-        schema,
-    )?;
+    store.write_listing(PARTITION, entities, complete, schema)?;
     if complete {
         store.replace_observed(PARTITION, &observed)?;
         store.replace_observed(BACKUP_PARTITION, &backup)?;

@@ -324,11 +324,14 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
     }
 
-    /// Replaces the entities of `partition` with `entities` (a full listing), atomically.
-    pub fn replace_partition(
+    /// Writes a collector's listing of `partition`, atomically. A complete listing replaces
+    /// the partition; an incomplete one (some account could not be read) only adds and
+    /// updates, so what could not be seen this time is not taken for gone.
+    pub fn write_listing(
         &self,
         partition: &str,
         entities: Vec<Entity>,
+        complete: bool,
         schema: &Schema,
     ) -> Result<BatchOutcome> {
         self.apply(
@@ -336,7 +339,7 @@ impl Store {
                 upserts: entities,
                 deletes: Vec::new(),
                 partition: partition.into(),
-                replace_partition: true,
+                replace_partition: complete,
             },
             schema,
         )
