@@ -180,9 +180,11 @@ fn to_event(
             egress_bucket,
         )
     };
+    let event_time = text(fields.event_time).unwrap_or_default();
     StoredEvent {
         event_id,
-        event_time: text(fields.event_time).unwrap_or_default(),
+        event_ts: tregov_engine::events::timestamp(&event_time),
+        event_time,
         event_source,
         event_name,
         principal,
