@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod log;
+pub mod plan;
 pub mod policies;
 pub mod position;
 pub mod store;

@@ -1,0 +1,1366 @@
+//! Planning: from the entities, the Cedar decisions and the actual state the collectors
+//! recorded, the changes that bring AWS to what the policies allow. Pure: no AWS, no clock,
+//! no log writes (`Plan::record` logs the decisions that justify the items, separately).
+//!
+//! Candidates come from the entity graph: a workspace role is only checked against the
+//! datasets its owner's access groups, ownership or Open Data reach, plus whatever it holds
+//! now (so anything unexplained is decided, and revoked).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cedar_policy::{Entity, EntityUid, EvalResult};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::decide::{Decision, Engine, ParsedRequest, RequestSpec};
+use crate::error::Result;
+use crate::store::Observed;
+
+/// The inline policy on a workspace role that gives it the S3 side of its data access.
+pub const DATA_ACCESS_POLICY: &str = "tregov-data-access";
+/// The inline policy on a project's environment-management role that stops new workspaces.
+pub const BUDGET_DENY_POLICY: &str = "tregov-budget-deny";
+/// The observed kind under which enforcers remember notifications already sent.
+pub const NOTIFICATION_KIND: &str = "notification";
+
+pub const READ_PERMISSIONS: [&str; 2] = ["DESCRIBE", "SELECT"];
+pub const WRITE_PERMISSIONS: [&str; 3] = ["ALTER", "DELETE", "INSERT"];
+
+/// Inputs that are not entities: deployment facts from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSettings {
+    /// The account whose Lake Formation holds the datasets.
+    pub datalake_account: String,
+    /// Per project id: the account id.
+    pub project_accounts: BTreeMap<String, String>,
+    /// Per project id: the role Service Catalog provisions workspaces through.
+    pub environment_roles: BTreeMap<String, String>,
+    /// Per project id: the SNS topic for budget notifications.
+    pub notify_topics: BTreeMap<String, String>,
+    /// The tag the admins' AWS Backup plan selects resources on.
+    pub backup_tag: (String, String),
+    /// The budget period notifications are counted in (e.g. `2026-11`), chosen by the caller
+    /// so planning stays free of the clock.
+    pub period: String,
+}
+
+/// One change to AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    /// Lake Formation grant of all these permissions to one principal on one resource.
+    #[serde(rename_all = "camelCase")]
+    LfGrant {
+        principal: String,
+        resource: Value,
+        permissions: Vec<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    LfRevoke {
+        principal: String,
+        resource: Value,
+        permissions: Vec<String>,
+        permissions_with_grant_option: Vec<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    PutRolePolicy {
+        account: String,
+        role_arn: String,
+        policy_name: String,
+        document: Value,
+    },
+    #[serde(rename_all = "camelCase")]
+    DeleteRolePolicy {
+        account: String,
+        role_arn: String,
+        policy_name: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StopWorkspace {
+        account: String,
+        workspace: String,
+        /// `ec2` or `sagemaker`.
+        workspace_kind: String,
+        instance_id: String,
+    },
+    /// Sets (or, with `remove`, removes) the backup tag on a workspace's resources.
+    #[serde(rename_all = "camelCase")]
+    TagBackup {
+        account: String,
+        workspace: String,
+        workspace_kind: String,
+        /// EC2 instance and volume ids, or the notebook's ARN.
+        resources: Vec<String>,
+        key: String,
+        value: String,
+        remove: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Notify {
+        account: String,
+        topic_arn: String,
+        subject: String,
+        message: String,
+        /// Remembered once sent, so the same notification is not sent twice in a period.
+        mark: String,
+    },
+}
+
+impl Change {
+    /// The resource the change is about, for filtering and explanations.
+    pub fn target(&self) -> String {
+        match self {
+            Change::LfGrant {
+                principal,
+                resource,
+                ..
+            }
+            | Change::LfRevoke {
+                principal,
+                resource,
+                ..
+            } => format!("{principal} on {}", resource_label(resource)),
+            Change::PutRolePolicy {
+                role_arn,
+                policy_name,
+                ..
+            }
+            | Change::DeleteRolePolicy {
+                role_arn,
+                policy_name,
+                ..
+            } => format!("{role_arn} policy {policy_name}"),
+            Change::StopWorkspace { workspace, .. } | Change::TagBackup { workspace, .. } => {
+                format!("workspace {workspace}")
+            }
+            Change::Notify { topic_arn, .. } => topic_arn.clone(),
+        }
+    }
+
+    /// The enforcer that applies it.
+    pub fn enforcer(&self) -> &'static str {
+        match self {
+            Change::LfGrant { .. } | Change::LfRevoke { .. } => "lakeformation",
+            Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => "iam",
+            Change::StopWorkspace { .. } => "compute",
+            Change::TagBackup { .. } => "tagging",
+            Change::Notify { .. } => "sns",
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Change::LfGrant { .. } => "grant",
+            Change::LfRevoke { .. } => "revoke",
+            Change::PutRolePolicy { .. } => "put-role-policy",
+            Change::DeleteRolePolicy { .. } => "delete-role-policy",
+            Change::StopWorkspace { .. } => "stop",
+            Change::TagBackup { remove: false, .. } => "tag",
+            Change::TagBackup { remove: true, .. } => "untag",
+            Change::Notify { .. } => "notify",
+        }
+    }
+}
+
+/// A decision a plan item rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Justification {
+    pub request: RequestSpec,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    /// Where the decision was logged, once `Plan::record` has logged it.
+    #[serde(rename = "logSeq", skip_serializing_if = "Option::is_none", default)]
+    pub log_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// Stable: the same change always has the same id.
+    pub id: String,
+    pub change: Change,
+    pub reason: String,
+    pub decisions: Vec<Justification>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    #[serde(rename = "policyVersion")]
+    pub policy_version: String,
+    pub items: Vec<PlanItem>,
+    /// What could not be planned and why (missing settings, malformed observations).
+    pub warnings: Vec<String>,
+    /// How many Cedar decisions the plan took.
+    pub decisions: u64,
+}
+
+impl Plan {
+    /// Logs every justifying decision (once per distinct request) and stamps the items with
+    /// the log sequence numbers, so `tregov why` can explain any change later.
+    pub fn record(&mut self, engine: &Engine, origin: &str) -> Result<()> {
+        let mut unique: Vec<RequestSpec> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for item in &self.items {
+            for j in &item.decisions {
+                let key = request_key(&j.request);
+                if !index.contains_key(&key) {
+                    index.insert(key, unique.len());
+                    unique.push(j.request.clone());
+                }
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let parsed = unique
+            .into_iter()
+            .map(|spec| engine.parse(spec))
+            .collect::<Result<Vec<_>>>()?;
+        let outcomes = engine.decide_batch_logged(&parsed, origin)?;
+        for item in &mut self.items {
+            for j in &mut item.decisions {
+                if let Some(&i) = index.get(&request_key(&j.request)) {
+                    j.log_seq = outcomes.get(i).and_then(|o| o.log_seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+fn request_key(spec: &RequestSpec) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        spec.principal, spec.action, spec.resource, spec.context
+    )
+}
+
+/// What the collectors saw, indexed for planning.
+#[derive(Debug, Default)]
+pub struct ActualState {
+    /// (principal, canonical resource JSON) -> (permissions, grantable permissions).
+    lf: BTreeMap<(String, String), (BTreeSet<String>, BTreeSet<String>)>,
+    /// Role ARN -> the role as observed.
+    roles: BTreeMap<String, Value>,
+    /// `account/instance-id` -> instance.
+    ec2: BTreeMap<String, Value>,
+    /// `account/notebook-name` -> notebook.
+    notebooks: BTreeMap<String, Value>,
+    marks: BTreeSet<String>,
+}
+
+impl ActualState {
+    pub fn from_observed(items: &[Observed]) -> Self {
+        let mut s = Self::default();
+        for o in items {
+            match o.kind.as_str() {
+                "lf-permission" => {
+                    let principal = o.body["principal"].as_str().unwrap_or_default().to_string();
+                    let resource = o.body["resource"].to_string();
+                    let set = |k: &str| -> BTreeSet<String> {
+                        o.body[k]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    let entry = s.lf.entry((principal, resource)).or_default();
+                    entry.0.extend(set("permissions"));
+                    entry.1.extend(set("permissionsWithGrantOption"));
+                }
+                "iam-role" => {
+                    s.roles.insert(o.key.clone(), o.body.clone());
+                }
+                "ec2-instance" => {
+                    s.ec2.insert(o.key.clone(), o.body.clone());
+                }
+                "sagemaker-notebook" => {
+                    s.notebooks.insert(o.key.clone(), o.body.clone());
+                }
+                NOTIFICATION_KIND => {
+                    s.marks.insert(o.key.clone());
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// The canonical Lake Formation resource of a dataset, in the collectors' JSON form.
+pub fn lf_table_resource(database: &str, table: Option<&str>) -> Value {
+    match table {
+        Some(t) => json!({"table": {"database": database, "name": t, "wildcard": false}}),
+        None => json!({"table": {"database": database, "name": null, "wildcard": true}}),
+    }
+}
+
+fn resource_label(resource: &Value) -> String {
+    if let Some(t) = resource.get("table") {
+        let db = t["database"].as_str().unwrap_or("?");
+        return match t["name"].as_str() {
+            Some(n) => format!("table {db}.{n}"),
+            None => format!("all tables of {db}"),
+        };
+    }
+    if let Some(d) = resource.get("database") {
+        return format!("database {}", d["name"].as_str().unwrap_or("?"));
+    }
+    resource.to_string()
+}
+
+/// `arn:aws:iam::<account>:role/<path/><name>` -> (account, name).
+pub fn role_parts(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_, _, service, _, account, rest) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if service != "iam" || !rest.starts_with("role/") {
+        return None;
+    }
+    Some((account, rest.rsplit('/').next()?))
+}
+
+fn attr_string(e: &Entity, name: &str) -> Option<String> {
+    match e.attr(name)? {
+        Ok(EvalResult::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn attr_bool(e: &Entity, name: &str) -> bool {
+    matches!(e.attr(name), Some(Ok(EvalResult::Bool(true))))
+}
+
+fn attr_uid(e: &Entity, name: &str) -> Option<EntityUid> {
+    match e.attr(name)? {
+        Ok(EvalResult::EntityUid(u)) => Some(u),
+        _ => None,
+    }
+}
+
+fn type_is(uid: &EntityUid, name: &str) -> bool {
+    uid.type_name().to_string() == name
+}
+
+fn uid_text(uid: &EntityUid) -> String {
+    uid.to_string()
+}
+
+struct Dataset {
+    uid: EntityUid,
+    resource: Value,
+    bucket: String,
+    prefix: String,
+    max_write: bool,
+}
+
+struct Decider<'a> {
+    engine: &'a Engine,
+    cache: HashMap<(String, &'static str, String), Justification>,
+    count: u64,
+    warnings: Vec<String>,
+}
+
+impl Decider<'_> {
+    fn decide(
+        &mut self,
+        principal: &EntityUid,
+        action: &'static str,
+        resource: &EntityUid,
+    ) -> Justification {
+        let key = (uid_text(principal), action, uid_text(resource));
+        if let Some(j) = self.cache.get(&key) {
+            return j.clone();
+        }
+        let spec = RequestSpec {
+            principal: key.0.clone(),
+            action: format!("Tre::Action::\"{action}\""),
+            resource: key.2.clone(),
+            context: json!({}),
+        };
+        let j = match ParsedRequest::parse(spec.clone(), self.engine.bundle()) {
+            Ok(parsed) => {
+                self.count += 1;
+                let outcome = self.engine.decide(&parsed);
+                Justification {
+                    request: spec,
+                    decision: outcome.decision,
+                    reasons: outcome.reasons,
+                    log_seq: None,
+                }
+            }
+            // A request the schema rejects is denied: never allow what cannot be asked.
+            Err(e) => {
+                self.warnings.push(format!(
+                    "cannot ask `{action}` for `{}` on `{}`: {e}",
+                    key.0, key.2
+                ));
+                Justification {
+                    request: spec,
+                    decision: Decision::Deny,
+                    reasons: Vec::new(),
+                    log_seq: None,
+                }
+            }
+        };
+        self.cache.insert(key, j.clone());
+        j
+    }
+}
+
+fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanItem {
+    let canonical = serde_json::to_vec(&change).unwrap_or_default();
+    let id = crate::log::sha256_hex(&canonical)[..12].to_string();
+    PlanItem {
+        id,
+        change,
+        reason,
+        decisions,
+    }
+}
+
+/// Computes the plan. Deterministic: the same store, policies and settings give the same
+/// items in the same order, and nothing already in the desired state is planned.
+pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> Plan {
+    let entities = engine.graph().entities();
+    let mut decider = Decider {
+        engine,
+        cache: HashMap::new(),
+        count: 0,
+        warnings: Vec::new(),
+    };
+    let mut items = Vec::new();
+
+    // Index the graph once: datasets by access group, owner and category; workspaces.
+    let mut datasets: BTreeMap<EntityUid, Dataset> = BTreeMap::new();
+    let mut by_group: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
+    let mut by_owner: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
+    let mut by_resource: HashMap<String, EntityUid> = HashMap::new();
+    let mut open: Vec<EntityUid> = Vec::new();
+    let mut workspaces: Vec<&Entity> = Vec::new();
+    let mut budgets: Vec<&Entity> = Vec::new();
+    for e in entities.iter() {
+        let uid = e.uid();
+        if type_is(&uid, "Tre::Dataset") {
+            let (Some(database), Some(location)) =
+                (attr_string(e, "database"), attr_string(e, "location"))
+            else {
+                continue;
+            };
+            let table = attr_string(e, "table");
+            let resource = lf_table_resource(&database, table.as_deref());
+            let (bucket, prefix) = match location.strip_prefix("s3://") {
+                Some(rest) => match rest.split_once('/') {
+                    Some((b, p)) => (b.to_string(), p.to_string()),
+                    None => (rest.to_string(), String::new()),
+                },
+                None => {
+                    decider.warnings.push(format!(
+                        "dataset `{uid}`: location `{location}` is not an s3:// URL; no S3 access planned"
+                    ));
+                    (String::new(), String::new())
+                }
+            };
+            for group in ["admins", "readers", "writers"] {
+                if let Some(g) = attr_uid(e, group) {
+                    by_group.entry(g).or_default().push(uid.clone());
+                }
+            }
+            match attr_string(e, "category").as_deref() {
+                Some("open") => open.push(uid.clone()),
+                Some("my") => {
+                    if let Some(owner) = attr_uid(e, "owner") {
+                        by_owner.entry(owner).or_default().push(uid.clone());
+                    }
+                }
+                _ => {}
+            }
+            by_resource.insert(resource.to_string(), uid.clone());
+            datasets.insert(
+                uid.clone(),
+                Dataset {
+                    uid,
+                    resource,
+                    bucket,
+                    prefix,
+                    max_write: attr_string(e, "maxAccess").as_deref() == Some("readwrite"),
+                },
+            );
+        } else if type_is(&uid, "Tre::Workspace") {
+            workspaces.push(e);
+        } else if type_is(&uid, "Tre::Budget") {
+            budgets.push(e);
+        }
+    }
+    workspaces.sort_by_key(|e| e.uid());
+    budgets.sort_by_key(|e| e.uid());
+
+    // Governed principals: every workspace role, and every role tagged as a workspace's.
+    let mut role_owners: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
+    for w in &workspaces {
+        let Some(role) = attr_string(w, "roleArn") else {
+            continue;
+        };
+        let entry = role_owners.entry(role).or_default();
+        if attr_string(w, "status").as_deref() != Some("terminated") {
+            if let Some(owner) = attr_uid(w, "owner") {
+                entry.insert(owner);
+            }
+        }
+    }
+    for (arn, role) in &actual.roles {
+        if role["tags"].get("tre:workspace").is_some() {
+            role_owners.entry(arn.clone()).or_default();
+        }
+    }
+
+    // Data access, one role at a time.
+    for (role, owners) in &role_owners {
+        // dataset -> (read justification, write justification if written)
+        let mut desired: BTreeMap<EntityUid, (bool, Vec<Justification>)> = BTreeMap::new();
+        for owner in owners {
+            let mut candidates: BTreeSet<EntityUid> = open.iter().cloned().collect();
+            if let Some(groups) = entities.ancestors(owner) {
+                for g in groups {
+                    if let Some(ds) = by_group.get(g) {
+                        candidates.extend(ds.iter().cloned());
+                    }
+                }
+            }
+            if let Some(ds) = by_owner.get(owner) {
+                candidates.extend(ds.iter().cloned());
+            }
+            // What the role holds now is decided too: that is how stale grants are revoked.
+            for (principal, resource) in actual.lf.keys() {
+                if principal == role {
+                    if let Some(d) = by_resource.get(resource) {
+                        candidates.insert(d.clone());
+                    }
+                }
+            }
+            for d in candidates {
+                let read = decider.decide(owner, "read", &d);
+                if read.decision != Decision::Allow {
+                    continue;
+                }
+                let write = decider.decide(owner, "write", &d);
+                let may_write = write.decision == Decision::Allow
+                    && datasets.get(&d).is_some_and(|x| x.max_write);
+                let entry = desired.entry(d).or_insert((false, Vec::new()));
+                entry.0 |= may_write;
+                entry.1.push(read);
+                if may_write {
+                    entry.1.push(write);
+                }
+            }
+        }
+
+        // Lake Formation: grants missing, and everything held that is not desired.
+        let mut wanted: BTreeMap<String, (BTreeSet<String>, &[Justification], &EntityUid)> =
+            BTreeMap::new();
+        for (d, (write, why)) in &desired {
+            let Some(ds) = datasets.get(d) else { continue };
+            let mut perms: BTreeSet<String> =
+                READ_PERMISSIONS.iter().map(|p| p.to_string()).collect();
+            if *write {
+                perms.extend(WRITE_PERMISSIONS.iter().map(|p| p.to_string()));
+            }
+            wanted.insert(ds.resource.to_string(), (perms, why, d));
+        }
+        for (resource_key, (perms, why, d)) in &wanted {
+            let held = actual
+                .lf
+                .get(&(role.clone(), resource_key.clone()))
+                .map(|h| &h.0);
+            let missing: Vec<String> = perms
+                .iter()
+                .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+                items.push(item(
+                    Change::LfGrant {
+                        principal: role.clone(),
+                        resource,
+                        permissions: missing.clone(),
+                    },
+                    format!("policies allow `{}` on dataset `{d}`", missing.join(", ")),
+                    why.to_vec(),
+                ));
+            }
+        }
+        for ((principal, resource_key), (held, grantable)) in &actual.lf {
+            if principal != role {
+                continue;
+            }
+            let allowed = wanted.get(resource_key).map(|w| &w.0);
+            let extra: Vec<String> = held
+                .iter()
+                .filter(|p| !allowed.is_some_and(|a| a.contains(*p)))
+                .cloned()
+                .collect();
+            // Workspace roles never pass grants on.
+            let extra_grantable: Vec<String> = grantable.iter().cloned().collect();
+            if extra.is_empty() && extra_grantable.is_empty() {
+                continue;
+            }
+            let dataset = by_resource.get(resource_key);
+            let mut why = Vec::new();
+            let reason = match dataset {
+                Some(d) => {
+                    for owner in owners {
+                        why.push(decider.decide(owner, "read", d));
+                        why.push(decider.decide(owner, "write", d));
+                    }
+                    if owners.is_empty() {
+                        format!("no live workspace uses the role; `{}` on dataset `{d}` is not justified", extra.join(", "))
+                    } else {
+                        format!(
+                            "no policy allows `{}` on dataset `{d}` for the workspace owner",
+                            extra.join(", ")
+                        )
+                    }
+                }
+                None => {
+                    "the resource is not a governed dataset; no policy can allow it".to_string()
+                }
+            };
+            let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+            items.push(item(
+                Change::LfRevoke {
+                    principal: role.clone(),
+                    resource,
+                    permissions: extra,
+                    permissions_with_grant_option: extra_grantable,
+                },
+                reason,
+                why,
+            ));
+        }
+
+        // S3 side: the role's inline policy mirrors the Lake Formation grants.
+        let Some((account, _)) = role_parts(role) else {
+            decider.warnings.push(format!(
+                "`{role}` is not an IAM role ARN; no role policy planned"
+            ));
+            continue;
+        };
+        let mut statements = Vec::new();
+        let mut why = Vec::new();
+        for (d, (write, j)) in &desired {
+            let Some(ds) = datasets.get(d) else { continue };
+            if ds.bucket.is_empty() {
+                continue;
+            }
+            why.extend(j.iter().cloned());
+            statements.extend(s3_statements(ds, *write));
+        }
+        let current = actual
+            .roles
+            .get(role)
+            .and_then(|r| r["inlinePolicies"].get(DATA_ACCESS_POLICY));
+        if statements.is_empty() {
+            if current.is_some() {
+                items.push(item(
+                    Change::DeleteRolePolicy {
+                        account: account.to_string(),
+                        role_arn: role.clone(),
+                        policy_name: DATA_ACCESS_POLICY.into(),
+                    },
+                    "no policy allows the role any dataset".into(),
+                    Vec::new(),
+                ));
+            }
+        } else {
+            let document = json!({"Version": "2012-10-17", "Statement": statements});
+            if current != Some(&document) {
+                items.push(item(
+                    Change::PutRolePolicy {
+                        account: account.to_string(),
+                        role_arn: role.clone(),
+                        policy_name: DATA_ACCESS_POLICY.into(),
+                        document,
+                    },
+                    format!(
+                        "S3 access to the {} dataset(s) the policies allow",
+                        desired.len()
+                    ),
+                    why,
+                ));
+            }
+        }
+    }
+
+    // Budgets.
+    let service: Option<EntityUid> = crate::entities::uid_from_parts("Tre::Service", "tregov").ok();
+    for b in &budgets {
+        let Some(service) = &service else { break };
+        let uid = b.uid();
+        let Some(project) = attr_uid(b, "project") else {
+            continue;
+        };
+        let project_id = project.id().unescaped().to_string();
+        let account = settings
+            .project_accounts
+            .get(&project_id)
+            .cloned()
+            .unwrap_or_default();
+
+        let notify = decider.decide(service, "budgetNotify", &uid);
+        if notify.decision == Decision::Allow {
+            let mark = format!("budget-notify/{}/{}", uid.id().unescaped(), settings.period);
+            if !actual.marks.contains(&mark) {
+                match settings.notify_topics.get(&project_id) {
+                    Some(topic) => items.push(item(
+                        Change::Notify {
+                            account: account.clone(),
+                            topic_arn: topic.clone(),
+                            subject: format!("TRE budget alert: project {project_id}"),
+                            message: format!(
+                                "Spend on project {project_id} has reached a notification threshold ({}).",
+                                notify.reasons.join(", ")
+                            ),
+                            mark,
+                        },
+                        format!("budget `{uid}` reached a notification threshold"),
+                        vec![notify.clone()],
+                    )),
+                    None => decider.warnings.push(format!(
+                        "budget `{uid}` calls for a notification but project `{project_id}` has no `notify_topic`"
+                    )),
+                }
+            }
+        }
+
+        let deny = decider.decide(service, "budgetDenyNewWorkspaces", &uid);
+        match settings.environment_roles.get(&project_id) {
+            Some(env_role) => {
+                let present = actual
+                    .roles
+                    .get(env_role)
+                    .is_some_and(|r| r["inlinePolicies"].get(BUDGET_DENY_POLICY).is_some());
+                let env_account = role_parts(env_role)
+                    .map(|(a, _)| a.to_string())
+                    .unwrap_or_else(|| account.clone());
+                if deny.decision == Decision::Allow && !present {
+                    items.push(item(
+                        Change::PutRolePolicy {
+                            account: env_account,
+                            role_arn: env_role.clone(),
+                            policy_name: BUDGET_DENY_POLICY.into(),
+                            document: budget_deny_document(),
+                        },
+                        format!("budget `{uid}` reached the threshold for denying new workspaces"),
+                        vec![deny],
+                    ));
+                } else if deny.decision == Decision::Deny && present {
+                    items.push(item(
+                        Change::DeleteRolePolicy {
+                            account: env_account,
+                            role_arn: env_role.clone(),
+                            policy_name: BUDGET_DENY_POLICY.into(),
+                        },
+                        format!("budget `{uid}` is back under the threshold for denying new workspaces"),
+                        vec![deny],
+                    ));
+                }
+            }
+            None if deny.decision == Decision::Allow => decider.warnings.push(format!(
+                "budget `{uid}` calls for denying new workspaces but project `{project_id}` has no `environment_role_arn`"
+            )),
+            None => {}
+        }
+
+        let stop = decider.decide(service, "budgetStopWorkspaces", &uid);
+        if stop.decision == Decision::Allow {
+            for w in &workspaces {
+                if attr_uid(w, "project").as_ref() != Some(&project) {
+                    continue;
+                }
+                let status = attr_string(w, "status").unwrap_or_default();
+                if !matches!(status.as_str(), "running" | "pending" | "inservice") {
+                    continue;
+                }
+                let (Some(kind), Some(instance_id)) =
+                    (attr_string(w, "kind"), attr_string(w, "instanceId"))
+                else {
+                    continue;
+                };
+                items.push(item(
+                    Change::StopWorkspace {
+                        account: account.clone(),
+                        workspace: w.uid().id().unescaped().to_string(),
+                        workspace_kind: kind,
+                        instance_id,
+                    },
+                    format!("budget `{uid}` reached the threshold for stopping workspaces"),
+                    vec![stop.clone()],
+                ));
+            }
+        }
+    }
+
+    // Backups: the tag the admins' backup plan selects on follows opt-in and policy.
+    let (tag_key, tag_value) = &settings.backup_tag;
+    if !tag_key.is_empty() {
+        for w in &workspaces {
+            let uid = w.uid();
+            let Some(project) = attr_uid(w, "project") else {
+                continue;
+            };
+            let account = settings
+                .project_accounts
+                .get(project.id().unescaped())
+                .cloned()
+                .unwrap_or_default();
+            let (Some(kind), Some(instance_id)) =
+                (attr_string(w, "kind"), attr_string(w, "instanceId"))
+            else {
+                continue;
+            };
+            let status = attr_string(w, "status").unwrap_or_default();
+            if status == "terminated" || status == "deleted" {
+                continue;
+            }
+            let (resources, tags) = match kind.as_str() {
+                "ec2" => match actual.ec2.get(&format!("{account}/{instance_id}")) {
+                    Some(i) => {
+                        let mut r = vec![instance_id.clone()];
+                        r.extend(
+                            i["volumes"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|v| v.as_str().map(String::from)),
+                        );
+                        (r, i["tags"].clone())
+                    }
+                    None => continue,
+                },
+                "sagemaker" => match actual.notebooks.get(&format!("{account}/{instance_id}")) {
+                    Some(n) => (
+                        vec![n["arn"].as_str().unwrap_or_default().to_string()],
+                        n["tags"].clone(),
+                    ),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let tagged = tags.get(tag_key).and_then(Value::as_str) == Some(tag_value.as_str());
+            let owner = attr_uid(w, "owner");
+            let want = attr_bool(w, "backupOptIn")
+                && owner.as_ref().is_some_and(|o| {
+                    decider.decide(o, "enableBackup", &uid).decision == Decision::Allow
+                });
+            if want == tagged {
+                continue;
+            }
+            let why = owner
+                .map(|o| vec![decider.decide(&o, "enableBackup", &uid)])
+                .unwrap_or_default();
+            items.push(item(
+                Change::TagBackup {
+                    account,
+                    workspace: uid.id().unescaped().to_string(),
+                    workspace_kind: kind,
+                    resources,
+                    key: tag_key.clone(),
+                    value: tag_value.clone(),
+                    remove: !want,
+                },
+                if want {
+                    "the owner opted in and the policies allow backups".into()
+                } else {
+                    "backups are no longer opted in or allowed".into()
+                },
+                why,
+            ));
+        }
+    }
+
+    items.sort_by(|a, b| {
+        (a.change.enforcer(), a.change.target(), &a.id).cmp(&(
+            b.change.enforcer(),
+            b.change.target(),
+            &b.id,
+        ))
+    });
+    items.dedup_by(|a, b| a.id == b.id);
+    Plan {
+        policy_version: engine.bundle().version.clone(),
+        items,
+        warnings: decider.warnings,
+        decisions: decider.count,
+    }
+}
+
+fn s3_statements(ds: &Dataset, write: bool) -> Vec<Value> {
+    let sid: String = ds
+        .uid
+        .id()
+        .unescaped()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let objects = format!("arn:aws:s3:::{}/{}*", ds.bucket, ds.prefix);
+    let mut out = vec![
+        json!({"Sid": format!("Read{sid}"), "Effect": "Allow",
+            "Action": ["s3:GetObject*"], "Resource": [objects]}),
+        json!({"Sid": format!("List{sid}"), "Effect": "Allow",
+            "Action": ["s3:ListBucket"], "Resource": [format!("arn:aws:s3:::{}", ds.bucket)],
+            "Condition": {"StringLike": {"s3:prefix": [format!("{}*", ds.prefix)]}}}),
+    ];
+    if write {
+        out.push(json!({"Sid": format!("Write{sid}"), "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [objects]}));
+    }
+    out
+}
+
+fn budget_deny_document() -> Value {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "TregovBudgetDenyNewWorkspaces",
+        "Effect": "Deny",
+        "Action": ["servicecatalog:ProvisionProduct"],
+        "Resource": ["*"]
+    }]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::{parse_entities_file, EntityGraph};
+    use crate::PolicyBundle;
+
+    const ALICE_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-alice-ec2";
+    const BOB_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-bob-notebook";
+    const ENV_ROLE: &str = "arn:aws:iam::111111111111:role/swb-env-mgmt";
+
+    /// The sample TRE, with `edit` applied to its entities JSON first.
+    fn engine_with(edit: impl FnOnce(&mut Vec<Value>)) -> Engine {
+        let bundle = PolicyBundle::embedded().expect("policies");
+        let schema = bundle.schema.clone().expect("schema");
+        let mut json: Vec<Value> =
+            serde_json::from_str(tregov_policies::SAMPLE_TRE_ENTITIES).expect("sample");
+        edit(&mut json);
+        let text = serde_json::to_string(&json).expect("json");
+        let list = parse_entities_file("sample", &text, Some(&schema)).expect("entities");
+        let graph = EntityGraph::from_entities(&list, Some(&schema)).expect("graph");
+        Engine::in_memory(bundle, graph)
+    }
+
+    fn entity<'a>(json: &'a mut [Value], kind: &str, id: &str) -> &'a mut Value {
+        json.iter_mut()
+            .find(|e| e["uid"]["type"] == kind && e["uid"]["id"] == id)
+            .expect("entity in sample")
+    }
+
+    fn settings() -> PlanSettings {
+        PlanSettings {
+            datalake_account: "999999999999".into(),
+            project_accounts: [
+                ("proj-genomics".to_string(), "111111111111".to_string()),
+                ("proj-cardio".to_string(), "222222222222".to_string()),
+            ]
+            .into(),
+            environment_roles: [("proj-genomics".to_string(), ENV_ROLE.to_string())].into(),
+            notify_topics: [(
+                "proj-genomics".to_string(),
+                "arn:aws:sns:eu-west-2:111111111111:budget".to_string(),
+            )]
+            .into(),
+            backup_tag: ("tregov:backup".into(), "enabled".into()),
+            period: "2026-11".into(),
+        }
+    }
+
+    fn observed_instances() -> Vec<Observed> {
+        vec![
+            Observed {
+                kind: "ec2-instance".into(),
+                key: "111111111111/i-0a1b2c3d4e5f60001".into(),
+                body: json!({"instanceId": "i-0a1b2c3d4e5f60001", "state": "running",
+                    "tags": {"backup": "true"}, "volumes": ["vol-1"]}),
+            },
+            Observed {
+                kind: "iam-role".into(),
+                key: ENV_ROLE.into(),
+                body: json!({"name": "swb-env-mgmt", "tags": {}, "inlinePolicies": {}}),
+            },
+        ]
+    }
+
+    /// The observed state once every item of `plan` took effect: what the collectors would
+    /// report after a successful apply.
+    fn observed_after(plan: &Plan, mut observed: Vec<Observed>) -> Vec<Observed> {
+        for item in &plan.items {
+            match &item.change {
+                Change::LfGrant {
+                    principal,
+                    resource,
+                    permissions,
+                } => {
+                    let key = format!("{principal}|{resource}");
+                    match observed.iter_mut().find(|o| o.key == key) {
+                        Some(o) => {
+                            let mut all: BTreeSet<String> =
+                                serde_json::from_value(o.body["permissions"].clone())
+                                    .expect("perms");
+                            all.extend(permissions.iter().cloned());
+                            o.body["permissions"] = json!(all);
+                        }
+                        None => observed.push(Observed {
+                            kind: "lf-permission".into(),
+                            key,
+                            body: json!({"principal": principal, "resource": resource,
+                                "permissions": permissions, "permissionsWithGrantOption": []}),
+                        }),
+                    }
+                }
+                Change::LfRevoke {
+                    principal,
+                    resource,
+                    permissions,
+                    ..
+                } => {
+                    let key = format!("{principal}|{resource}");
+                    if let Some(o) = observed.iter_mut().find(|o| o.key == key) {
+                        let all: BTreeSet<String> =
+                            serde_json::from_value(o.body["permissions"].clone()).expect("p");
+                        let left: Vec<&String> =
+                            all.iter().filter(|p| !permissions.contains(p)).collect();
+                        o.body["permissions"] = json!(left);
+                        o.body["permissionsWithGrantOption"] = json!([]);
+                    }
+                    observed.retain(|o| {
+                        o.kind != "lf-permission"
+                            || o.body["permissions"]
+                                .as_array()
+                                .is_some_and(|a| !a.is_empty())
+                    });
+                }
+                Change::PutRolePolicy {
+                    role_arn,
+                    policy_name,
+                    document,
+                    ..
+                } => {
+                    if !observed.iter().any(|o| &o.key == role_arn) {
+                        observed.push(Observed {
+                            kind: "iam-role".into(),
+                            key: role_arn.clone(),
+                            body: json!({"tags": {}, "inlinePolicies": {}}),
+                        });
+                    }
+                    let o = observed
+                        .iter_mut()
+                        .find(|o| &o.key == role_arn)
+                        .expect("role");
+                    o.body["inlinePolicies"][policy_name] = document.clone();
+                }
+                Change::DeleteRolePolicy {
+                    role_arn,
+                    policy_name,
+                    ..
+                } => {
+                    if let Some(o) = observed.iter_mut().find(|o| &o.key == role_arn) {
+                        if let Some(m) = o.body["inlinePolicies"].as_object_mut() {
+                            m.remove(policy_name);
+                        }
+                    }
+                }
+                Change::TagBackup {
+                    resources,
+                    key,
+                    value,
+                    remove,
+                    ..
+                } => {
+                    for o in observed.iter_mut() {
+                        if o.body["instanceId"]
+                            .as_str()
+                            .is_some_and(|i| resources.iter().any(|r| r == i))
+                        {
+                            if *remove {
+                                o.body["tags"].as_object_mut().expect("tags").remove(key);
+                            } else {
+                                o.body["tags"][key] = json!(value);
+                            }
+                        }
+                    }
+                }
+                Change::Notify { mark, .. } => observed.push(Observed {
+                    kind: NOTIFICATION_KIND.into(),
+                    key: mark.clone(),
+                    body: json!({}),
+                }),
+                Change::StopWorkspace { .. } => {}
+            }
+        }
+        observed
+    }
+
+    fn grants_of<'a>(plan: &'a Plan, role: &str) -> Vec<(String, Vec<String>)> {
+        plan.items
+            .iter()
+            .filter_map(|i| match &i.change {
+                Change::LfGrant {
+                    principal,
+                    resource,
+                    permissions,
+                } if principal == role => Some((resource_label(resource), permissions.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn all_permissions() -> Vec<String> {
+        ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn workspace_roles_get_exactly_what_the_policies_allow_their_owners() {
+        let engine = engine_with(|_| {});
+        let plan = plan(&engine, &ActualState::default(), &settings());
+        let alice = grants_of(&plan, ALICE_ROLE);
+        assert_eq!(
+            alice,
+            vec![
+                (
+                    "table genomics.alice_scratch".to_string(),
+                    all_permissions()
+                ),
+                ("table genomics.gwas_2024".to_string(), all_permissions()),
+                (
+                    "table open.census_2021".to_string(),
+                    vec!["DESCRIBE".into(), "SELECT".into()]
+                ),
+            ],
+            "gwas-2024 (writer), alice-scratch (her own study), census (open data)"
+        );
+        // Bob reads gwas-2024 and ukb-cardio (reader lists) and Open Data; never writes.
+        let bob = grants_of(&plan, BOB_ROLE);
+        assert!(
+            bob.iter()
+                .all(|(_, p)| p == &vec!["DESCRIBE".to_string(), "SELECT".to_string()]),
+            "{bob:?}"
+        );
+        // Every grant rests on an allowing decision.
+        for item in &plan.items {
+            if let Change::LfGrant { .. } = item.change {
+                assert!(item.decisions.iter().any(|j| j.decision == Decision::Allow));
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_applied_leaves_nothing_to_plan() {
+        let engine = engine_with(|_| {});
+        let first = plan(
+            &engine,
+            &ActualState::from_observed(&observed_instances()),
+            &settings(),
+        );
+        assert!(!first.is_empty());
+        let after = observed_after(&first, observed_instances());
+        let second = plan(&engine, &ActualState::from_observed(&after), &settings());
+        assert_eq!(second.items, vec![], "second plan must be empty");
+    }
+
+    #[test]
+    fn plans_are_deterministic() {
+        let engine = engine_with(|_| {});
+        let actual = ActualState::from_observed(&observed_instances());
+        assert_eq!(
+            plan(&engine, &actual, &settings()),
+            plan(&engine, &actual, &settings())
+        );
+    }
+
+    #[test]
+    fn an_unexplained_grant_is_revoked_with_the_decision_that_denies_it() {
+        let engine = engine_with(|_| {});
+        let resource = lf_table_resource("cardio", Some("ukb_cardio"));
+        let observed = vec![Observed {
+            kind: "lf-permission".into(),
+            key: format!("{ALICE_ROLE}|{resource}"),
+            body: json!({"principal": ALICE_ROLE, "resource": resource,
+                "permissions": ["SELECT"], "permissionsWithGrantOption": ["SELECT"]}),
+        }];
+        let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+        let revoke = plan
+            .items
+            .iter()
+            .find(|i| matches!(&i.change, Change::LfRevoke { principal, .. } if principal == ALICE_ROLE))
+            .expect("revoke planned");
+        match &revoke.change {
+            Change::LfRevoke {
+                permissions,
+                permissions_with_grant_option,
+                ..
+            } => {
+                assert_eq!(permissions, &vec!["SELECT".to_string()]);
+                assert_eq!(permissions_with_grant_option, &vec!["SELECT".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(revoke.decisions.iter().any(|j| j.decision == Decision::Deny
+            && j.request.resource == "Tre::Dataset::\"ukb-cardio\""));
+    }
+
+    #[test]
+    fn a_grant_on_something_that_is_not_a_dataset_is_revoked() {
+        let engine = engine_with(|_| {});
+        let resource = json!({"database": {"name": "finance"}});
+        let observed = vec![Observed {
+            kind: "lf-permission".into(),
+            key: format!("{BOB_ROLE}|{resource}"),
+            body: json!({"principal": BOB_ROLE, "resource": resource,
+                "permissions": ["DESCRIBE"], "permissionsWithGrantOption": []}),
+        }];
+        let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+        assert!(plan.items.iter().any(|i| matches!(&i.change,
+            Change::LfRevoke { principal, resource: r, .. } if principal == BOB_ROLE && r == &resource)));
+    }
+
+    #[test]
+    fn an_owner_who_becomes_inactive_loses_every_grant_and_the_role_policy() {
+        let before = engine_with(|_| {});
+        let granted = observed_after(
+            &plan(&before, &ActualState::default(), &settings()),
+            Vec::new(),
+        );
+        let engine = engine_with(|json| {
+            entity(json, "Tre::User", "alice")["attrs"]["status"] = json!("inactive");
+        });
+        let plan = plan(&engine, &ActualState::from_observed(&granted), &settings());
+        let for_alice: Vec<&str> = plan
+            .items
+            .iter()
+            .filter(|i| i.change.target().starts_with(ALICE_ROLE))
+            .map(|i| i.change.verb())
+            .collect();
+        assert_eq!(
+            for_alice,
+            vec!["delete-role-policy", "revoke", "revoke", "revoke"]
+        );
+    }
+
+    #[test]
+    fn a_budget_breach_denies_and_stops_and_raising_the_budget_lifts_the_deny() {
+        let breached = engine_with(|json| {
+            entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+        });
+        let plan1 = plan(
+            &breached,
+            &ActualState::from_observed(&observed_instances()),
+            &settings(),
+        );
+        let verbs: Vec<(&str, String)> = plan1
+            .items
+            .iter()
+            .filter(|i| {
+                !matches!(i.change.enforcer(), "lakeformation" | "tagging")
+                    && !i.change.target().contains("tregov-data-access")
+            })
+            .map(|i| (i.change.verb(), i.change.target()))
+            .collect();
+        assert!(
+            verbs.contains(&(
+                "put-role-policy",
+                format!("{ENV_ROLE} policy {BUDGET_DENY_POLICY}")
+            )),
+            "{verbs:?}"
+        );
+        assert!(
+            verbs.contains(&("stop", "workspace ws-alice-ec2".into())),
+            "{verbs:?}"
+        );
+        assert!(
+            verbs.contains(&("stop", "workspace ws-bob-notebook".into())),
+            "{verbs:?}"
+        );
+        assert!(
+            verbs.contains(&("notify", "arn:aws:sns:eu-west-2:111111111111:budget".into())),
+            "{verbs:?}"
+        );
+
+        let after = observed_after(&plan1, observed_instances());
+        let raised = engine_with(|json| {
+            entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+            entity(json, "Tre::Budget", "proj-genomics")["attrs"]["limitCents"] = json!(2_000_000);
+        });
+        let plan2 = plan(&raised, &ActualState::from_observed(&after), &settings());
+        let budget: Vec<&str> = plan2
+            .items
+            .iter()
+            .filter(|i| {
+                i.change.target().contains(BUDGET_DENY_POLICY) || i.change.verb() == "notify"
+            })
+            .map(|i| i.change.verb())
+            .collect();
+        assert_eq!(
+            budget,
+            vec!["delete-role-policy"],
+            "the deny is lifted; the notification is not repeated"
+        );
+    }
+
+    #[test]
+    fn backup_tags_follow_opt_in_and_policy() {
+        let engine = engine_with(|_| {});
+        let plan1 = plan(
+            &engine,
+            &ActualState::from_observed(&observed_instances()),
+            &settings(),
+        );
+        let tag = plan1
+            .items
+            .iter()
+            .find(|i| i.change.verb() == "tag")
+            .expect("alice opted in on an approved type");
+        match &tag.change {
+            Change::TagBackup { resources, .. } => {
+                assert_eq!(
+                    resources,
+                    &vec!["i-0a1b2c3d4e5f60001".to_string(), "vol-1".to_string()]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let tagged = observed_after(&plan1, observed_instances());
+        let opted_out = engine_with(|json| {
+            entity(json, "Tre::Workspace", "ws-alice-ec2")["attrs"]["backupOptIn"] = json!(false);
+        });
+        let plan2 = plan(
+            &opted_out,
+            &ActualState::from_observed(&tagged),
+            &settings(),
+        );
+        assert!(plan2.items.iter().any(|i| i.change.verb() == "untag"));
+    }
+
+    #[test]
+    fn role_arns_split_into_account_and_name() {
+        assert_eq!(
+            role_parts("arn:aws:iam::111111111111:role/a/b/swb-ws"),
+            Some(("111111111111", "swb-ws"))
+        );
+        assert_eq!(role_parts("arn:aws:s3:::bucket"), None);
+    }
+}
