@@ -111,6 +111,21 @@ pub enum Command {
     Events(EventsCommand),
     /// What each collector did on its last run.
     Status,
+    /// What would change in AWS to match the policies, each change with the decisions behind
+    /// it. With `--policies NEW_DIR`: the impact of a proposed policy change.
+    Plan,
+    /// Collect, plan and apply the changes (Lake Formation, IAM, workspaces, tags, SNS).
+    Apply {
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Govern continuously: collect, plan and apply; reload policies when they change.
+    Daemon {
+        /// Plan and log, never apply.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
     Observed {
         /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
@@ -233,6 +248,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             &ctx.bundle()?,
             once,
             interval,
+        ),
+        Command::Plan => {
+            crate::govern::plan_command(ctx.output, &cli.config, &ctx.data_dir, ctx.bundle()?)
+        }
+        Command::Apply { yes } => {
+            crate::govern::apply_command(ctx.output, &cli.config, &ctx.data_dir, ctx.bundle()?, yes)
+        }
+        Command::Daemon { dry_run } => crate::govern::daemon_command(
+            &cli.config,
+            &ctx.data_dir,
+            ctx.bundle()?,
+            crate::govern::DaemonOptions {
+                dry_run,
+                policies_dir: ctx.policies_dir(),
+            },
         ),
         Command::Events(cmd) => crate::collect::events(ctx.output, &ctx.data_dir, cmd),
         Command::Status => crate::collect::status(ctx.output, &ctx.data_dir),

@@ -116,7 +116,7 @@ impl Progress for CliProgress {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,14 +137,70 @@ fn print_report(report: &RunReport) {
     }
 }
 
+/// Progress of a daemon pass: nothing on the terminal, the counts go to the log.
+pub(crate) struct QuietProgress;
+
+impl Progress for QuietProgress {
+    fn start(&self, total: u64) {
+        if total > 0 {
+            tracing::debug!(files = total, "reading new CloudTrail log files");
+        }
+    }
+    fn advance(&self) {}
+    fn finish(&self) {}
+}
+
+/// Re-reads only the collectors a change in the trail concerns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn targeted(
+    config: &Config,
+    aws: &Aws,
+    entity_store: &Store,
+    schema: &cedar_policy::Schema,
+    datalake: bool,
+    iam: bool,
+    workspaces: bool,
+    budgets: bool,
+) {
+    let report = |name: &str, r: std::result::Result<Option<RunReport>, CollectError>| match r {
+        Ok(Some(r)) if !r.errors.is_empty() => {
+            tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(collector = name, error = %e, "collector failed"),
+    };
+    if datalake {
+        report(
+            "datalake",
+            collect_datalake(config, aws, entity_store, schema).await,
+        );
+    }
+    if iam {
+        report("iam", collect_iam(config, aws, entity_store).await);
+    }
+    if workspaces {
+        report(
+            "workspaces",
+            collect_workspaces(config, aws, entity_store, schema).await,
+        );
+    }
+    if budgets {
+        report(
+            "budgets",
+            collect_budgets(config, aws, entity_store, schema).await,
+        );
+    }
+}
+
 /// One pass of every configured collector; the reports keyed by collector.
-async fn pass(
+pub(crate) async fn pass(
     config: &Config,
     aws: &Aws,
     cloudtrail: Option<&CloudTrailCollector>,
     entity_store: &Store,
     events: &EventStore,
     schema: &cedar_policy::Schema,
+    quiet: bool,
 ) -> Vec<RunReport> {
     let mut reports = Vec::new();
     let mut record = |r: RunReport| {
@@ -205,8 +261,9 @@ async fn pass(
         Err(e) => record(failed("workspaces", e)),
     }
     if let Some(ct) = cloudtrail {
-        let progress = CliProgress::new();
-        match ct.run(&progress).await {
+        let cli_progress = CliProgress::new();
+        let progress: &dyn Progress = if quiet { &QuietProgress } else { &cli_progress };
+        match ct.run(progress).await {
             // The CloudTrail collector records its own run.
             Ok(report) => reports.push(report),
             Err(e) => {
@@ -251,6 +308,7 @@ pub fn collect(
                 &entity_store,
                 &events,
                 &schema,
+                false,
             )
             .await;
             if output == Format::Json {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod collect;
+mod govern;
 mod output;
 
 use std::process::ExitCode;

@@ -36,6 +36,73 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     #[serde(default)]
     pub budgets: Option<BudgetThresholds>,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// How workspace backups are switched on: the tag the admins' AWS Backup plan selects on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Default `tregov:backup`.
+    #[serde(default = "default_backup_tag_key")]
+    pub tag_key: String,
+    /// Default `enabled`.
+    #[serde(default = "default_backup_tag_value")]
+    pub tag_value: String,
+}
+
+fn default_backup_tag_key() -> String {
+    "tregov:backup".into()
+}
+fn default_backup_tag_value() -> String {
+    "enabled".into()
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            tag_key: default_backup_tag_key(),
+            tag_value: default_backup_tag_value(),
+        }
+    }
+}
+
+/// `tregov daemon`: how often it looks again, and where it serves `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Seconds between polls of the trail bucket for new log files (the fast path). Default 5.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Seconds between full resyncs of every collector. Default 300.
+    #[serde(default = "default_resync_seconds")]
+    pub resync_seconds: u64,
+    /// Loopback address for `/metrics` and `/healthz`. Default `127.0.0.1:9464`.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+fn default_poll_seconds() -> u64 {
+    5
+}
+fn default_resync_seconds() -> u64 {
+    300
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            poll_seconds: default_poll_seconds(),
+            resync_seconds: default_resync_seconds(),
+            metrics_listen: default_metrics_listen(),
+        }
+    }
 }
 
 /// The spend, in whole percent of a budget's limit, at which each response starts (the
@@ -91,6 +158,13 @@ pub struct ProjectConfig {
     /// A role to assume in that account; default: the base credentials.
     #[serde(default)]
     pub role_arn: Option<String>,
+    /// The role Service Catalog provisions workspaces through (the SWB environment-management
+    /// role): a budget breach puts a deny on `servicecatalog:ProvisionProduct` on it.
+    #[serde(default)]
+    pub environment_role_arn: Option<String>,
+    /// SNS topic for the project's budget notifications.
+    #[serde(default)]
+    pub notify_topic_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +227,42 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The deployment facts the planner needs; `period` is the budget period now (`YYYY-MM`).
+    pub fn plan_settings(&self, period: &str) -> tregov_engine::plan::PlanSettings {
+        let per_project = |f: fn(&ProjectConfig) -> Option<&String>| {
+            self.projects
+                .iter()
+                .filter_map(|p| f(p).map(|v| (p.id.clone(), v.clone())))
+                .collect()
+        };
+        tregov_engine::plan::PlanSettings {
+            datalake_account: self
+                .datalake
+                .as_ref()
+                .map(|d| d.account_id.clone())
+                .unwrap_or_default(),
+            project_accounts: per_project(|p| Some(&p.account_id)),
+            environment_roles: per_project(|p| p.environment_role_arn.as_ref()),
+            notify_topics: per_project(|p| p.notify_topic_arn.as_ref()),
+            backup_tag: (self.backup.tag_key.clone(), self.backup.tag_value.clone()),
+            period: period.to_string(),
+        }
+    }
+
+    /// The role to assume for calls in `account`: the project's or the data lake's.
+    pub fn role_for_account(&self, account: &str) -> Option<&str> {
+        self.projects
+            .iter()
+            .find(|p| p.account_id == account)
+            .and_then(|p| p.role_arn.as_deref())
+            .or_else(|| {
+                self.datalake
+                    .as_ref()
+                    .filter(|d| d.account_id == account)
+                    .and_then(|d| d.role_arn.as_deref())
+            })
     }
 
     pub fn parse(name: &str, text: &str) -> Result<Self> {

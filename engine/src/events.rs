@@ -313,6 +313,35 @@ impl EventStore {
         Ok(new)
     }
 
+    /// The newest log file's row id: a mark to ask `observations_after` from.
+    pub fn last_file_id(&self) -> Result<i64> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM log_files", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| err(&self.path, e))
+    }
+
+    /// The kinds of governed change seen in files read after `file_id`, with the newest
+    /// file id (the mark for the next call).
+    pub fn observations_after(&self, file_id: i64) -> Result<(Vec<String>, i64)> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT DISTINCT observation FROM events
+                 WHERE observation IS NOT NULL AND file_id > ?1 ORDER BY observation",
+            )
+            .map_err(|e| err(&self.path, e))?;
+        let kinds = stmt
+            .query_map(params![file_id], |r| r.get(0))
+            .map_err(|e| err(&self.path, e))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(|e| err(&self.path, e))?;
+        drop(stmt);
+        drop(conn);
+        Ok((kinds, self.last_file_id()?.max(file_id)))
+    }
+
     /// A stored log file as delivered (gzip), if it was kept.
     pub fn file_body(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let conn = self.conn()?;

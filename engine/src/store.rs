@@ -301,6 +301,27 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Records one observed item in `partition`, leaving the rest of the partition alone (for
+    /// facts tregov itself establishes, such as a notification sent).
+    pub fn put_observed(&self, partition: &str, item: &Observed) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO observed (kind, key, body, partition, observed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body,
+               partition = excluded.partition, observed_at = excluded.observed_at",
+            params![
+                item.kind,
+                item.key,
+                item.body.to_string(),
+                partition,
+                crate::log::now_rfc3339()
+            ],
+        )
+        .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
     /// Observed state, of one kind or all, in key order.
     pub fn observed(&self, kind: Option<&str>) -> Result<Vec<Observed>> {
         let conn = self.conn()?;

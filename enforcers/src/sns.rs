@@ -1,0 +1,59 @@
+//! Budget notifications. The caller remembers a sent notification (its `mark`) in the store,
+//! so the planner does not ask for it again in the same period.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tregov_engine::plan::{Change, PlanItem};
+
+use crate::{describe, Accounts, Enforcer, ItemResult};
+
+pub struct Sns {
+    accounts: Arc<Accounts>,
+}
+
+impl Sns {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        Self { accounts }
+    }
+}
+
+impl Enforcer for Sns {
+    fn name(&self) -> &'static str {
+        "sns"
+    }
+
+    fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in items {
+                let Change::Notify {
+                    account,
+                    topic_arn,
+                    subject,
+                    message,
+                    ..
+                } = &item.change
+                else {
+                    out.push(ItemResult::failed(item, "not a notification"));
+                    continue;
+                };
+                let sns = aws_sdk_sns::Client::new(&self.accounts.sdk(account).await);
+                out.push(
+                    match sns
+                        .publish()
+                        .topic_arn(topic_arn)
+                        .subject(subject)
+                        .message(message)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => ItemResult::ok(item),
+                        Err(e) => ItemResult::failed(item, describe("sns:Publish", &e)),
+                    },
+                );
+            }
+            out
+        })
+    }
+}
