@@ -1,0 +1,428 @@
+//! Plan, apply and the daemon against the AWS emulator: grants follow the policies, apply is
+//! idempotent, and an out-of-band Lake Formation grant seen in the trail is revoked.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_lakeformation::types::{DataLakePrincipal, Permission, Resource, TableResource};
+use serde_json::{json, Value};
+use tregov_collectors::testkit::{gzip_records, key};
+use tregov_tests::moto::Moto;
+use tregov_tests::{stderr, stdout, tregov_bin, workspace_root, Tre};
+
+/// moto's default account: what un-assumed test credentials act in.
+const ACCOUNT: &str = "123456789012";
+const BUCKET: &str = "tre-org-trail";
+const ORG: &str = "o-tre";
+
+fn role() -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/swb-ws-alice")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn tregov(tre: &Tre, moto: &Moto, config: &Path, args: &[&str]) -> Output {
+    Command::new(tregov_bin())
+        .arg("--data-dir")
+        .arg(tre.data_dir())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(moto.env())
+        .current_dir(workspace_root())
+        .output()
+        .expect("tregov runs")
+}
+
+/// alice: an active researcher on the read-write list of `genomics/gwas_2024`.
+fn identity(writer: bool) -> Value {
+    let mut parents = vec![
+        json!({"type": "Tre::Role", "id": "Researcher"}),
+        json!({"type": "Tre::Project", "id": "proj-genomics"}),
+    ];
+    if writer {
+        parents.push(json!({"type": "Tre::AccessGroup", "id": "genomics/gwas_2024#writers"}));
+    }
+    json!([
+        {"uid": {"type": "Tre::Role", "id": "Researcher"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "active"}, "parents": parents},
+        {"uid": {"type": "Tre::WorkspaceType", "id": "ec2-linux-approved"},
+         "attrs": {"approved": true, "allowRoles": [{"__entity": {"type": "Tre::Role", "id": "Researcher"}}],
+                   "denyRoles": [], "backupAllowed": true}, "parents": []}
+    ])
+}
+
+fn write_config(tre: &Tre, poll_seconds: u64) -> PathBuf {
+    let identity_path = tre.dir.path().join("identity.json");
+    std::fs::write(&identity_path, identity(true).to_string()).expect("identity");
+    let path = tre.dir.path().join("tregov.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"max_attempts = 2
+[[projects]]
+id = "proj-genomics"
+account_id = "{ACCOUNT}"
+[datalake]
+account_id = "{ACCOUNT}"
+[identity]
+entities = "{}"
+[cloudtrail]
+bucket = "{BUCKET}"
+organization_id = "{ORG}"
+[daemon]
+poll_seconds = {poll_seconds}
+resync_seconds = 3600
+metrics_listen = "127.0.0.1:0"
+"#,
+            identity_path.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn table(db: &str, name: &str) -> Resource {
+    Resource::builder()
+        .table(
+            TableResource::builder()
+                .database_name(db)
+                .name(name)
+                .build()
+                .expect("table resource"),
+        )
+        .build()
+}
+
+/// Two studies of proj-genomics in Glue, alice's workspace role and EC2 workspace, and the
+/// organization trail's bucket.
+fn seed(moto: &Moto) {
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        for (db, name) in [("genomics", "gwas_2024"), ("cardio", "ukb")] {
+            let _ = glue
+                .create_database()
+                .database_input(
+                    aws_sdk_glue::types::DatabaseInput::builder()
+                        .name(db)
+                        .build()
+                        .expect("db"),
+                )
+                .send()
+                .await;
+            glue.create_table()
+                .database_name(db)
+                .table_input(
+                    aws_sdk_glue::types::TableInput::builder()
+                        .name(name)
+                        .storage_descriptor(
+                            aws_sdk_glue::types::StorageDescriptor::builder()
+                                .location(format!("s3://tre-datalake/{db}/{name}/"))
+                                .build(),
+                        )
+                        .parameters("tre:project", "proj-genomics")
+                        .parameters("tre:classification", "internal")
+                        .parameters("tre:maxAccess", "readwrite")
+                        .build()
+                        .expect("table"),
+                )
+                .send()
+                .await
+                .expect("table");
+        }
+        let iam = aws_sdk_iam::Client::new(&sdk);
+        iam.create_role()
+            .role_name("swb-ws-alice")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key("tre:workspace")
+                    .value("ws-alice-ec2")
+                    .build()
+                    .expect("tag"),
+            )
+            .send()
+            .await
+            .expect("role");
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        ec2.run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(tag("tre:workspace", "ws-alice-ec2"))
+                    .tags(tag("tre:owner", "alice"))
+                    .tags(tag("tre:workspace-type", "ec2-linux-approved"))
+                    .tags(tag("backup", "true"))
+                    .tags(tag("tre:role-arn", &role()))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("instance");
+        moto.s3()
+            .await
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+    });
+}
+
+/// The role's Lake Formation permissions, per table.
+fn lf_permissions(moto: &Moto) -> Vec<(String, Vec<String>)> {
+    runtime().block_on(async {
+        let lf = aws_sdk_lakeformation::Client::new(&moto.sdk_config().await);
+        let out = lf.list_permissions().send().await.expect("list");
+        let mut v: Vec<(String, Vec<String>)> = out
+            .principal_resource_permissions()
+            .iter()
+            .filter(|p| {
+                p.principal()
+                    .and_then(|p| p.data_lake_principal_identifier())
+                    == Some(role().as_str())
+            })
+            .map(|p| {
+                let t = p.resource().and_then(|r| r.table());
+                let name = t
+                    .map(|t| format!("{}.{}", t.database_name(), t.name().unwrap_or("*")))
+                    .unwrap_or_default();
+                let mut perms: Vec<String> = p
+                    .permissions()
+                    .iter()
+                    .map(|x| x.as_str().to_string())
+                    .collect();
+                perms.sort();
+                (name, perms)
+            })
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        v.sort();
+        v
+    })
+}
+
+fn all_permissions() -> Vec<String> {
+    ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[test]
+fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
+    let moto = Moto::start();
+    seed(&moto);
+    let tre = Tre::new();
+    let cfg = write_config(&tre, 5);
+
+    let plan = tregov(&tre, &moto, &cfg, &["collect", "--once"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let plan = tregov(&tre, &moto, &cfg, &["--output", "json", "plan"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    let verbs: Vec<&str> = plan["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["change"]["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        verbs,
+        vec!["put-role-policy", "lf-grant", "tag-backup"],
+        "{plan:#}"
+    );
+    // Every item names the logged decisions behind it.
+    for item in plan["items"].as_array().expect("items") {
+        assert!(item["decisions"][0]["logSeq"].is_u64(), "{item:#}");
+    }
+
+    let first = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(
+        first.status.success(),
+        "{}\n{}",
+        stdout(&first),
+        stderr(&first)
+    );
+    assert!(
+        stdout(&first).contains("applied 3 of 3"),
+        "{}",
+        stdout(&first)
+    );
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), all_permissions())]
+    );
+
+    let second = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).starts_with("no changes"),
+        "{}",
+        stdout(&second)
+    );
+
+    // alice leaves the read-write list: write permissions go, reading stays.
+    std::fs::write(
+        tre.dir.path().join("identity.json"),
+        identity(false).to_string(),
+    )
+    .expect("identity");
+    let third = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(lf_permissions(&moto), vec![], "{}", stdout(&third));
+
+    let verify = tregov(&tre, &moto, &cfg, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+/// A CloudTrail log file recording a Lake Formation grant made outside tregov.
+fn grant_event_file(n: u64) -> (String, Vec<u8>) {
+    let now = time_now();
+    let day = &now[..10];
+    let record = json!({
+        "eventVersion": "1.08",
+        "eventID": format!("drift-{n}"),
+        "eventTime": now,
+        "eventSource": "lakeformation.amazonaws.com",
+        "eventName": "GrantPermissions",
+        "awsRegion": "us-east-1",
+        "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/Admin/mallory"), "accountId": ACCOUNT},
+        "requestParameters": {"principal": {"dataLakePrincipalIdentifier": role()},
+            "resource": {"table": {"databaseName": "cardio", "name": "ukb"}},
+            "permissions": ["SELECT"]}
+    });
+    (
+        key(Some(ORG), ACCOUNT, "us-east-1", day, n),
+        gzip_records(&[record]),
+    )
+}
+
+fn time_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
+    let moto = Moto::start();
+    seed(&moto);
+    let tre = Tre::new();
+    let cfg = write_config(&tre, 1);
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut child = Command::new(tregov_bin())
+        .arg("--data-dir")
+        .arg(tre.data_dir())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["-v", "daemon"])
+        .envs(moto.env())
+        .current_dir(workspace_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    let daemon = Daemon(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(|l| l.ok()) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str, within: Duration| -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "`{needle}` not logged within {within:?}:\n{}",
+            seen.join("\n")
+        );
+    };
+    wait_for("daemon started", Duration::from_secs(60));
+
+    // Someone grants alice's workspace role a table no policy allows, and the trail says so.
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        aws_sdk_lakeformation::Client::new(&sdk)
+            .grant_permissions()
+            .principal(
+                DataLakePrincipal::builder()
+                    .data_lake_principal_identifier(role())
+                    .build(),
+            )
+            .resource(table("cardio", "ukb"))
+            .permissions(Permission::Select)
+            .send()
+            .await
+            .expect("out-of-band grant");
+        let (k, body) = grant_event_file(1);
+        moto.s3()
+            .await
+            .put_object()
+            .bucket(BUCKET)
+            .key(k)
+            .body(body.into())
+            .send()
+            .await
+            .expect("log file");
+    });
+    assert!(lf_permissions(&moto).iter().any(|(t, _)| t == "cardio.ukb"));
+    wait_for("reconciled", Duration::from_secs(30));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        "the out-of-band grant is revoked and the allowed one kept"
+    );
+    drop(daemon);
+
+    // The revoke is in the log with the decision that denied the grant.
+    let shown = tre.run(&["--output", "json", "log", "show"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let records: Vec<Value> = stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let revoke = records
+        .iter()
+        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == "lf-revoke")
+        .expect("revoke logged");
+    assert_eq!(revoke["result"], "applied");
+    let seq = revoke["decisions"][0].as_u64().expect("decision seq");
+    let why = tre.run(&["why", "--replay", &seq.to_string()]);
+    assert!(stdout(&why).contains("Deny"), "{}", stdout(&why));
+}
