@@ -69,6 +69,12 @@ impl Shape {
 /// The entities of a synthetic TRE, as an entities-JSON array.
 pub fn tre_entities(total: usize) -> (Shape, Vec<Value>) {
     let shape = Shape::for_total(total);
+    (shape, tre_entities_shaped(shape))
+}
+
+/// The entities of a synthetic TRE of exactly `shape`.
+pub fn tre_entities_shaped(shape: Shape) -> Vec<Value> {
+    let total = shape.users + shape.datasets * 4 + shape.workspaces + shape.egress;
     let mut rng = Lcg::new(42);
     let mut out = Vec::with_capacity(total + 64);
     for role in ROLES {
@@ -157,7 +163,9 @@ pub fn tre_entities(total: usize) -> (Shape, Vec<Value>) {
         out.push(json!({"uid": uid("Workspace", &format!("ws-{w}")), "attrs": {
             "owner": r("User", &format!("user-{owner}")), "project": r("Project", &format!("proj-{p:02}")),
             "workspaceType": r("WorkspaceType", &format!("type-{}", w % 4)), "kind": if w % 3 == 0 { "sagemaker" } else { "ec2" },
-            "status": "running", "backupOptIn": w % 2 == 0
+            "status": "running", "backupOptIn": w % 2 == 0,
+            "roleArn": format!("arn:aws:iam::{:012}:role/ws-{w}", 100000000000u64 + p as u64),
+            "instanceId": format!("i-{w:017x}")
         }, "parents": [uid("Project", &format!("proj-{p:02}"))]}));
     }
     for e in 0..shape.egress {
@@ -171,7 +179,7 @@ pub fn tre_entities(total: usize) -> (Shape, Vec<Value>) {
             "downloadCount": 0, "downloadLimit": 1, "version": 1
         }, "parents": []}));
     }
-    (shape, out)
+    out
 }
 
 /// A realistic mix of requests against a TRE of `shape`: data access (60%), workspace

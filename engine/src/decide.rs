@@ -255,6 +255,22 @@ impl Engine {
         outcome_from_response(&response, &self.bundle)
     }
 
+    /// Evaluates a request built elsewhere (the planner builds them from uids).
+    pub fn decide_request(
+        &self,
+        request: &cedar_policy::Request,
+        action: Option<&EntityUid>,
+    ) -> DecisionOutcome {
+        let policies = match action {
+            Some(a) => self.bundle.policies_for(a),
+            None => &self.bundle.set,
+        };
+        let response = self
+            .authorizer
+            .is_authorized(request, policies, self.graph.entities());
+        outcome_from_response(&response, &self.bundle)
+    }
+
     /// Evaluates and records the decision, its reasons and errors, the policy version and the
     /// slice of entities it read, in the decision log. A decision that cannot be logged is
     /// not returned.

@@ -12,7 +12,7 @@ use cedar_policy::{Entity, EntityUid, EvalResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::decide::{Decision, Engine, ParsedRequest, RequestSpec};
+use crate::decide::{Decision, Engine, RequestSpec};
 use crate::error::Result;
 use crate::store::Observed;
 
@@ -293,6 +293,31 @@ impl ActualState {
     }
 }
 
+impl ActualState {
+    /// What `principal` holds, by resource, without scanning everyone else's grants.
+    fn held_by<'a>(
+        &'a self,
+        principal: &'a str,
+    ) -> impl Iterator<Item = &'a (String, String)> + 'a {
+        self.held_by_with(principal).map(|(k, _)| k)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn held_by_with<'a>(
+        &'a self,
+        principal: &'a str,
+    ) -> impl Iterator<
+        Item = (
+            &'a (String, String),
+            &'a (BTreeSet<String>, BTreeSet<String>),
+        ),
+    > + 'a {
+        self.lf
+            .range((principal.to_string(), String::new())..)
+            .take_while(move |((p, _), _)| p == principal)
+    }
+}
+
 /// The canonical Lake Formation resource of a dataset, in the collectors' JSON form.
 pub fn lf_table_resource(database: &str, table: Option<&str>) -> Value {
     match table {
@@ -368,32 +393,57 @@ struct Dataset {
 
 struct Decider<'a> {
     engine: &'a Engine,
-    cache: HashMap<(String, &'static str, String), Justification>,
+    cache: HashMap<(EntityUid, &'static str, EntityUid), Justification>,
     count: u64,
     warnings: Vec<String>,
 }
 
+fn action_uid(action: &str) -> Option<EntityUid> {
+    crate::entities::uid_from_parts("Tre::Action", action).ok()
+}
+
 impl Decider<'_> {
+    /// A schema-checked request built from uids directly: planning asks hundreds of
+    /// thousands of these, and parsing each from text would double the cost.
+    fn request(
+        &self,
+        principal: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+    ) -> std::result::Result<cedar_policy::Request, String> {
+        let action = action_uid(action).ok_or_else(|| format!("bad action `{action}`"))?;
+        cedar_policy::Request::new(
+            principal.clone(),
+            action,
+            resource.clone(),
+            cedar_policy::Context::empty(),
+            self.engine.bundle().schema.as_ref(),
+        )
+        .map_err(|e| crate::decide::error_chain(&e))
+    }
+
     fn decide(
         &mut self,
         principal: &EntityUid,
         action: &'static str,
         resource: &EntityUid,
     ) -> Justification {
-        let key = (uid_text(principal), action, uid_text(resource));
+        let key = (principal.clone(), action, resource.clone());
         if let Some(j) = self.cache.get(&key) {
             return j.clone();
         }
         let spec = RequestSpec {
-            principal: key.0.clone(),
+            principal: uid_text(principal),
             action: format!("Tre::Action::\"{action}\""),
-            resource: key.2.clone(),
+            resource: uid_text(resource),
             context: json!({}),
         };
-        let j = match ParsedRequest::parse(spec.clone(), self.engine.bundle()) {
-            Ok(parsed) => {
+        let j = match self.request(principal, action, resource) {
+            Ok(request) => {
                 self.count += 1;
-                let outcome = self.engine.decide(&parsed);
+                let outcome = self
+                    .engine
+                    .decide_request(&request, action_uid(action).as_ref());
                 Justification {
                     request: spec,
                     decision: outcome.decision,
@@ -405,7 +455,7 @@ impl Decider<'_> {
             Err(e) => {
                 self.warnings.push(format!(
                     "cannot ask `{action}` for `{}` on `{}`: {e}",
-                    key.0, key.2
+                    spec.principal, spec.resource
                 ));
                 Justification {
                     request: spec,
@@ -543,11 +593,9 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                 candidates.extend(ds.iter().cloned());
             }
             // What the role holds now is decided too: that is how stale grants are revoked.
-            for (principal, resource) in actual.lf.keys() {
-                if principal == role {
-                    if let Some(d) = by_resource.get(resource) {
-                        candidates.insert(d.clone());
-                    }
+            for (_, resource) in actual.held_by(role) {
+                if let Some(d) = by_resource.get(resource) {
+                    candidates.insert(d.clone());
                 }
             }
             for d in candidates {
@@ -555,13 +603,14 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                 if read.decision != Decision::Allow {
                     continue;
                 }
-                let write = decider.decide(owner, "write", &d);
-                let may_write = write.decision == Decision::Allow
-                    && datasets.get(&d).is_some_and(|x| x.max_write);
+                // A read-only dataset is never written whatever the policies say, so its
+                // write decision could not change the plan.
+                let writable = datasets.get(&d).is_some_and(|x| x.max_write);
+                let write = writable.then(|| decider.decide(owner, "write", &d));
                 let entry = desired.entry(d).or_insert((false, Vec::new()));
-                entry.0 |= may_write;
                 entry.1.push(read);
-                if may_write {
+                if let Some(write) = write.filter(|w| w.decision == Decision::Allow) {
+                    entry.0 = true;
                     entry.1.push(write);
                 }
             }
@@ -602,10 +651,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                 ));
             }
         }
-        for ((principal, resource_key), (held, grantable)) in &actual.lf {
-            if principal != role {
-                continue;
-            }
+        for ((_, resource_key), (held, grantable)) in actual.held_by_with(role) {
             let allowed = wanted.get(resource_key).map(|w| &w.0);
             let extra: Vec<String> = held
                 .iter()
