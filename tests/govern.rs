@@ -10,7 +10,7 @@ use aws_sdk_lakeformation::types::{DataLakePrincipal, Permission, Resource, Tabl
 use serde_json::{json, Value};
 use tregov_collectors::testkit::{gzip_records, key};
 use tregov_tests::moto::Moto;
-use tregov_tests::{stderr, stdout, tregov_bin, workspace_root, Tre};
+use tregov_tests::{copy_policies, stderr, stdout, tregov_bin, workspace_root, Tre};
 
 /// moto's default account: what un-assumed test credentials act in.
 const ACCOUNT: &str = "123456789012";
@@ -318,6 +318,15 @@ fn time_now() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
 struct Daemon(Child);
 
 impl Drop for Daemon {
@@ -333,6 +342,7 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     seed(&moto);
     let tre = Tre::new();
     let cfg = write_config(&tre, 1);
+    let policies = copy_policies(tre.dir.path());
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -341,6 +351,8 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
         .arg(tre.data_dir())
         .arg("--config")
         .arg(&cfg)
+        .arg("--policies")
+        .arg(&policies)
         .args(["-v", "daemon"])
         .envs(moto.env())
         .current_dir(workspace_root())
@@ -373,40 +385,98 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
             seen.join("\n")
         );
     };
-    wait_for("daemon started", Duration::from_secs(60));
-
-    // Someone grants alice's workspace role a table no policy allows, and the trail says so.
-    runtime().block_on(async {
-        let sdk = moto.sdk_config().await;
-        aws_sdk_lakeformation::Client::new(&sdk)
-            .grant_permissions()
-            .principal(
-                DataLakePrincipal::builder()
-                    .data_lake_principal_identifier(role())
-                    .build(),
-            )
-            .resource(table("cardio", "ukb"))
-            .permissions(Permission::Select)
-            .send()
-            .await
-            .expect("out-of-band grant");
-        let (k, body) = grant_event_file(1);
-        moto.s3()
-            .await
-            .put_object()
-            .bucket(BUCKET)
-            .key(k)
-            .body(body.into())
-            .send()
-            .await
-            .expect("log file");
-    });
-    assert!(lf_permissions(&moto).iter().any(|(t, _)| t == "cardio.ukb"));
-    wait_for("reconciled", Duration::from_secs(30));
+    let started = wait_for("serving /metrics", Duration::from_secs(60));
+    let metrics_addr = started
+        .last()
+        .and_then(|l| l.split("http://").nth(1))
+        .expect("metrics address")
+        .trim()
+        .to_string();
+    // The first full resync, so the change below is found by the trail's fast path.
+    wait_for("resync done", Duration::from_secs(60));
+    let out_of_band_grant = |n: u64| {
+        // Someone grants alice's workspace role a table no policy allows; the trail says so.
+        runtime().block_on(async {
+            let sdk = moto.sdk_config().await;
+            aws_sdk_lakeformation::Client::new(&sdk)
+                .grant_permissions()
+                .principal(
+                    DataLakePrincipal::builder()
+                        .data_lake_principal_identifier(role())
+                        .build(),
+                )
+                .resource(table("cardio", "ukb"))
+                .permissions(Permission::Select)
+                .send()
+                .await
+                .expect("out-of-band grant");
+            let (k, body) = grant_event_file(n);
+            moto.s3()
+                .await
+                .put_object()
+                .bucket(BUCKET)
+                .key(k)
+                .body(body.into())
+                .send()
+                .await
+                .expect("log file");
+        });
+    };
+    out_of_band_grant(1);
+    let reconciled = wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
         vec![("genomics.gwas_2024".to_string(), all_permissions())],
         "the out-of-band grant is revoked and the allowed one kept"
+    );
+    // The drift-revert latency, poll interval excluded, as the daemon measured it.
+    let revert_line = reconciled.last().cloned().unwrap_or_default();
+    assert!(revert_line.contains("since_detection_ms="), "{revert_line}");
+    eprintln!("drift revert: {revert_line}");
+
+    // A broken policy edit is rejected and the last good policies keep deciding: the same
+    // drift is reverted again.
+    let data_access = policies.join("data_access.cedar");
+    let good = std::fs::read_to_string(&data_access).expect("policy");
+    std::fs::write(
+        &data_access,
+        format!("{good}\npermit (principal, action, resource) when {{ "),
+    )
+    .expect("edit");
+    wait_for("policy change rejected", Duration::from_secs(30));
+    out_of_band_grant(2);
+    wait_for("reconciled", Duration::from_secs(30));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        "a rejected policy edit opens nothing"
+    );
+    let metrics = http_get(&metrics_addr, "/metrics");
+    assert!(
+        metrics.contains("tregov_policy_reload_failures_total 1\n"),
+        "one broken edit, reported once: {metrics}"
+    );
+    assert!(
+        metrics.contains("tregov_applies_total{enforcer=\"lakeformation\",result=\"applied\"} 2"),
+        "{metrics}"
+    );
+    assert!(http_get(&metrics_addr, "/healthz").ends_with("ok\n"));
+
+    // A valid edit is picked up at once and enforced: writes are frozen.
+    std::fs::write(&data_access, &good).expect("restore");
+    std::fs::write(
+        policies.join("freeze.cedar"),
+        "@id(\"freeze-writes\")\nforbid (principal, action == Tre::Action::\"write\", resource);\n",
+    )
+    .expect("freeze");
+    wait_for("policies reloaded", Duration::from_secs(30));
+    wait_for("reconciled", Duration::from_secs(30));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![(
+            "genomics.gwas_2024".to_string(),
+            vec!["DESCRIBE".to_string(), "SELECT".to_string()]
+        )],
     );
     drop(daemon);
 

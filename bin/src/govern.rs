@@ -454,10 +454,26 @@ fn collectors_for(kinds: &[String]) -> (bool, bool, bool, bool) {
     )
 }
 
-fn reload(engine: &mut Engine, dir: &Path, metrics: &Metrics) -> bool {
-    match PolicyBundle::load_dir(dir) {
-        Ok(bundle) if bundle.version == engine.bundle().version => false,
-        Ok(bundle) => {
+/// Loads the policies directory if its content changed since the last attempt. A set that
+/// fails to read, parse or validate is reported once and the last good set keeps deciding.
+fn reload(
+    engine: &mut Engine,
+    dir: &Path,
+    metrics: &Metrics,
+    last_attempt: &mut Option<String>,
+) -> bool {
+    let loaded = tregov_engine::policies::read_policy_dir(dir).and_then(|(schema, sources)| {
+        let version = tregov_engine::policies::version_of(Some(&schema), &sources);
+        if last_attempt.as_deref() == Some(version.as_str()) || version == engine.bundle().version {
+            *last_attempt = Some(version);
+            return Ok(None);
+        }
+        *last_attempt = Some(version);
+        PolicyBundle::from_sources(Some(schema), sources).map(Some)
+    });
+    match loaded {
+        Ok(None) => false,
+        Ok(Some(bundle)) => {
             let version = bundle.version.clone();
             match engine.set_policies(bundle) {
                 Ok(()) => {
@@ -537,9 +553,19 @@ pub fn daemon_command(
             Some(dir) => {
                 use notify::Watcher;
                 let tx = policy_tx.clone();
-                let mut watcher = notify::recommended_watcher(move |_event| {
-                    let _ = tx.try_send(());
-                })
+                let mut watcher = notify::recommended_watcher(
+                    move |event: notify::Result<notify::Event>| {
+                        let policy_file = event.is_ok_and(|e| {
+                            !e.kind.is_access()
+                                && e.paths.iter().any(|p| {
+                                    p.extension().is_some_and(|x| x == "cedar" || x == "cedarschema")
+                                })
+                        });
+                        if policy_file {
+                            let _ = tx.try_send(());
+                        }
+                    },
+                )
                 .map_err(|e| EngineError::Request(format!("cannot watch policies: {e}")))?;
                 watcher
                     .watch(dir, notify::RecursiveMode::Recursive)
@@ -562,18 +588,20 @@ pub fn daemon_command(
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut mark = events.last_file_id()?;
+        let mut last_attempt: Option<String> = None;
 
         // Each branch runs to completion before the next signal is looked at: a SIGTERM lets
         // the reconcile in flight finish.
         loop {
             let mut full = false;
             let mut targeted: Option<Vec<String>> = None;
+            let mut detected: Option<Instant> = None;
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
                 _ = hangup.recv() => {
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics) { targeted = Some(Vec::new()); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { targeted = Some(Vec::new()); }
                     }
                 }
                 Some(()) = policy_rx.recv() => {
@@ -581,12 +609,13 @@ pub fn daemon_command(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while policy_rx.try_recv().is_ok() {}
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics) { targeted = Some(Vec::new()); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { targeted = Some(Vec::new()); }
                     }
                 }
                 _ = resync.tick() => { full = true; }
                 _ = poll.tick() => {
                     if let Some(ct) = &cloudtrail {
+                        let poll_started = Instant::now();
                         match ct.run(&crate::collect::QuietProgress).await {
                             Ok(_) => {
                                 let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
@@ -599,6 +628,7 @@ pub fn daemon_command(
                         if !kinds.is_empty() {
                             tracing::info!(kinds = ?kinds, "out-of-band changes in the trail");
                             targeted = Some(kinds);
+                            detected = Some(poll_started);
                         }
                     }
                 }
@@ -612,6 +642,7 @@ pub fn daemon_command(
                     tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors");
                 }
                 mark = events.last_file_id()?.max(mark);
+                tracing::info!("resync done");
             } else if let Some(kinds) = &targeted {
                 // Re-read only what the trail says changed, then reconcile at once.
                 let (lf, iam, ws, budgets) = collectors_for(kinds);
@@ -647,10 +678,13 @@ pub fn daemon_command(
                 continue;
             }
             let results = enforce(&engine, &enforcers, &plan, "daemon", Some(&metrics)).await?;
+            // From the poll that found the log file to the last enforcement call: the
+            // drift-revert latency, poll interval excluded.
             tracing::info!(
                 items = plan.items.len(),
                 failed = results.iter().filter(|r| r.error.is_some()).count(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                plan_and_apply_ms = started.elapsed().as_millis() as u64,
+                since_detection_ms = detected.map(|d| d.elapsed().as_millis() as u64),
                 "reconciled"
             );
         }
