@@ -1,0 +1,107 @@
+"""A small TRE in the AWS emulator for `scripts/demo`, driven with boto3 (installed with moto).
+
+  seed DIR     Glue studies, alice's workspace role and EC2 workspace, the trail bucket, and the
+               identity file DIR/identity.json
+  drift N      an out-of-band Lake Formation grant, and the CloudTrail log file that records it
+  grants       Lake Formation permissions of alice's workspace role
+"""
+import gzip
+import json
+import sys
+from datetime import datetime, timezone
+
+import boto3
+
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/swb-ws-alice"
+BUCKET = "tre-org-trail"
+ORG = "o-tre"
+
+
+def client(name):
+    return boto3.client(name, region_name="us-east-1")
+
+
+def seed(directory):
+    glue = client("glue")
+    for db, table, max_access in [("genomics", "gwas_2024", "readwrite"), ("cardio", "ukb", "readonly")]:
+        glue.create_database(DatabaseInput={"Name": db})
+        glue.create_table(
+            DatabaseName=db,
+            TableInput={
+                "Name": table,
+                "StorageDescriptor": {"Location": f"s3://tre-datalake/{db}/{table}/"},
+                "Parameters": {"tre:project": "proj-genomics", "tre:classification": "internal",
+                               "tre:maxAccess": max_access},
+            },
+        )
+    client("iam").create_role(
+        RoleName="swb-ws-alice",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        Tags=[{"Key": "tre:workspace", "Value": "ws-alice-ec2"}],
+    )
+    tags = {"tre:workspace": "ws-alice-ec2", "tre:owner": "alice",
+            "tre:workspace-type": "ec2-linux-approved", "backup": "true", "tre:role-arn": ROLE}
+    client("ec2").run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance",
+                            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+    )
+    client("s3").create_bucket(Bucket=BUCKET)
+    researcher = {"type": "Tre::Role", "id": "Researcher"}
+    identity = [
+        {"uid": researcher, "attrs": {}, "parents": []},
+        {"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "active"},
+         "parents": [researcher, {"type": "Tre::Project", "id": "proj-genomics"},
+                     {"type": "Tre::AccessGroup", "id": "genomics/gwas_2024#writers"}]},
+        {"uid": {"type": "Tre::WorkspaceType", "id": "ec2-linux-approved"},
+         "attrs": {"approved": True, "allowRoles": [{"__entity": researcher}], "denyRoles": [],
+                   "backupAllowed": True}, "parents": []},
+    ]
+    with open(f"{directory}/identity.json", "w") as f:
+        json.dump(identity, f, indent=1)
+
+
+def drift(n):
+    client("lakeformation").grant_permissions(
+        Principal={"DataLakePrincipalIdentifier": ROLE},
+        Resource={"Table": {"DatabaseName": "cardio", "Name": "ukb"}},
+        Permissions=["SELECT"],
+    )
+    now = datetime.now(timezone.utc)
+    record = {
+        "eventVersion": "1.08", "eventID": f"demo-drift-{n}",
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": "lakeformation.amazonaws.com", "eventName": "GrantPermissions",
+        "awsRegion": "us-east-1", "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "AssumedRole", "accountId": ACCOUNT,
+                         "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/Admin/mallory"},
+        "requestParameters": {"principal": {"dataLakePrincipalIdentifier": ROLE},
+                              "resource": {"table": {"databaseName": "cardio", "name": "ukb"}},
+                              "permissions": ["SELECT"]},
+    }
+    key = (f"AWSLogs/{ORG}/{ACCOUNT}/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
+           f"{ACCOUNT}_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_demo{n}.json.gz")
+    body = gzip.compress(json.dumps({"Records": [record]}).encode())
+    client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    print(f"mallory granted SELECT on cardio.ukb to {ROLE}; the trail delivered {key}")
+
+
+def grants():
+    out = client("lakeformation").list_permissions()
+    for p in out["PrincipalResourcePermissions"]:
+        if p["Principal"]["DataLakePrincipalIdentifier"] == ROLE and p["Permissions"]:
+            t = p["Resource"].get("Table", {})
+            print(f"  {t.get('DatabaseName')}.{t.get('Name')}: {', '.join(sorted(p['Permissions']))}")
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "seed":
+        seed(sys.argv[2])
+    elif command == "drift":
+        drift(sys.argv[2] if len(sys.argv) > 2 else "1")
+    elif command == "grants":
+        grants()
+    else:
+        sys.exit(__doc__)
