@@ -496,3 +496,231 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     let why = tre.run(&["why", "--replay", &seq.to_string()]);
     assert!(stdout(&why).contains("Deny"), "{}", stdout(&why));
 }
+
+fn budget(limit: &str, actual: &str) -> aws_sdk_budgets::types::Budget {
+    let spend = |amount: &str| {
+        aws_sdk_budgets::types::Spend::builder()
+            .amount(amount)
+            .unit("USD")
+            .build()
+            .expect("spend")
+    };
+    aws_sdk_budgets::types::Budget::builder()
+        .budget_name("tre-genomics")
+        .budget_limit(spend(limit))
+        .time_unit(aws_sdk_budgets::types::TimeUnit::Monthly)
+        .budget_type(aws_sdk_budgets::types::BudgetType::Cost)
+        .calculated_spend(
+            aws_sdk_budgets::types::CalculatedSpend::builder()
+                .actual_spend(spend(actual))
+                .forecasted_spend(spend(actual))
+                .build(),
+        )
+        .build()
+        .expect("budget")
+}
+
+fn instance_state_and_tags(moto: &Moto) -> (String, std::collections::BTreeMap<String, String>) {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+        let out = ec2.describe_instances().send().await.expect("describe");
+        let i = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .expect("the instance");
+        (
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
+            i.tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        )
+    })
+}
+
+fn env_role_policies(moto: &Moto) -> Vec<String> {
+    runtime().block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+        iam.list_role_policies()
+            .role_name("swb-env-mgmt")
+            .send()
+            .await
+            .expect("list")
+            .policy_names()
+            .to_vec()
+    })
+}
+
+fn applied_kinds(out: &Output) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&out.stdout).expect("apply json");
+    let mut kinds: Vec<String> = v["plan"]["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    let c = &i["change"];
+                    match c["kind"].as_str() {
+                        Some("tag-backup") if c["remove"] == true => "untag".to_string(),
+                        Some(k) => k.to_string(),
+                        None => String::new(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_follow_opt_in() {
+    let moto = Moto::start();
+    seed(&moto);
+    let topic = runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        aws_sdk_budgets::Client::new(&sdk)
+            .create_budget()
+            .account_id(ACCOUNT)
+            .budget(budget("1000", "1000"))
+            .send()
+            .await
+            .expect("budget");
+        aws_sdk_iam::Client::new(&sdk)
+            .create_role()
+            .role_name("swb-env-mgmt")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .send()
+            .await
+            .expect("environment role");
+        aws_sdk_sns::Client::new(&sdk)
+            .create_topic()
+            .name("tre-budget")
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn()
+            .unwrap_or_default()
+            .to_string()
+    });
+    let tre = Tre::new();
+    let cfg = write_config(&tre, 5);
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            &format!("account_id = \"{ACCOUNT}\"\n[datalake]"),
+            &format!(
+                "account_id = \"{ACCOUNT}\"\nenvironment_role_arn = \"arn:aws:iam::{ACCOUNT}:role/swb-env-mgmt\"\nnotify_topic_arn = \"{topic}\"\n[datalake]"
+            ),
+        ),
+    )
+    .expect("config");
+
+    // Spend at 100% of the limit: notify, deny new workspaces, stop the running one.
+    let breach = tregov(&tre, &moto, &cfg, &["--output", "json", "apply", "--yes"]);
+    assert!(
+        breach.status.success(),
+        "{}\n{}",
+        stdout(&breach),
+        stderr(&breach)
+    );
+    assert_eq!(
+        applied_kinds(&breach),
+        vec![
+            "lf-grant",
+            "notify",
+            "put-role-policy",
+            "put-role-policy",
+            "stop-workspace",
+            "tag-backup"
+        ],
+        "{}",
+        stdout(&breach)
+    );
+    assert_eq!(
+        env_role_policies(&moto),
+        vec!["tregov-budget-deny".to_string()]
+    );
+    let (state, tags) = instance_state_and_tags(&moto);
+    assert!(matches!(state.as_str(), "stopping" | "stopped"), "{state}");
+    assert_eq!(
+        tags.get("tregov:backup").map(String::as_str),
+        Some("enabled")
+    );
+
+    // The budget is raised: the deny is lifted; the notification is not sent again.
+    runtime().block_on(async {
+        let budgets = aws_sdk_budgets::Client::new(&moto.sdk_config().await);
+        budgets
+            .delete_budget()
+            .account_id(ACCOUNT)
+            .budget_name("tre-genomics")
+            .send()
+            .await
+            .expect("delete");
+        budgets
+            .create_budget()
+            .account_id(ACCOUNT)
+            .budget(budget("5000", "1000"))
+            .send()
+            .await
+            .expect("raise");
+        // The owner opts out of backups.
+        aws_sdk_ec2::Client::new(&moto.sdk_config().await)
+            .create_tags()
+            .resources(instance_id(&moto).await)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("backup")
+                    .value("false")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("opt out");
+    });
+    let raised = tregov(&tre, &moto, &cfg, &["--output", "json", "apply", "--yes"]);
+    assert!(
+        raised.status.success(),
+        "{}\n{}",
+        stdout(&raised),
+        stderr(&raised)
+    );
+    assert_eq!(
+        applied_kinds(&raised),
+        vec!["delete-role-policy", "untag"],
+        "{}",
+        stdout(&raised)
+    );
+    assert_eq!(env_role_policies(&moto), Vec::<String>::new());
+    let (_, tags) = instance_state_and_tags(&moto);
+    assert_eq!(tags.get("tregov:backup"), None);
+
+    let again = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(
+        stdout(&again).starts_with("no changes"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+async fn instance_id(moto: &Moto) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+    let out = ec2.describe_instances().send().await.expect("describe");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(String::from))
+        .next()
+        .expect("instance")
+}
