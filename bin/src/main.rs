@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// glibc's allocator serialises the planner's worker threads (a third of planning time went to
+// malloc and free); mimalloc keeps per-thread heaps.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Bad arguments are invalid input (exit 3), never confused with a deny (exit 2).
     let args = match cli::Cli::try_parse() {

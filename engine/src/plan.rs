@@ -7,6 +7,7 @@
 //! now (so anything unexplained is decided, and revoked).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityUid, EvalResult};
 use serde::{Deserialize, Serialize};
@@ -393,7 +394,7 @@ struct Dataset {
 
 struct Decider<'a> {
     engine: &'a Engine,
-    cache: HashMap<(EntityUid, &'static str, EntityUid), Justification>,
+    cache: HashMap<(EntityUid, &'static str, EntityUid), Arc<Justification>>,
     count: u64,
     warnings: Vec<String>,
 }
@@ -402,7 +403,16 @@ fn action_uid(action: &str) -> Option<EntityUid> {
     crate::entities::uid_from_parts("Tre::Action", action).ok()
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        Self {
+            engine,
+            cache: HashMap::new(),
+            count: 0,
+            warnings: Vec::new(),
+        }
+    }
+
     /// A schema-checked request built from uids directly: planning asks hundreds of
     /// thousands of these, and parsing each from text would double the cost.
     fn request(
@@ -427,7 +437,7 @@ impl Decider<'_> {
         principal: &EntityUid,
         action: &'static str,
         resource: &EntityUid,
-    ) -> Justification {
+    ) -> Arc<Justification> {
         let key = (principal.clone(), action, resource.clone());
         if let Some(j) = self.cache.get(&key) {
             return j.clone();
@@ -465,9 +475,16 @@ impl Decider<'_> {
                 }
             }
         };
+        let j = Arc::new(j);
         self.cache.insert(key, j.clone());
         j
     }
+}
+
+/// Decisions are shared while planning (most never justify an item) and copied only into
+/// the items that need them.
+fn materialize<'a>(why: impl IntoIterator<Item = &'a Arc<Justification>>) -> Vec<Justification> {
+    why.into_iter().map(|j| (**j).clone()).collect()
 }
 
 fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanItem {
@@ -484,13 +501,20 @@ fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanIt
 /// Computes the plan. Deterministic: the same store, policies and settings give the same
 /// items in the same order, and nothing already in the desired state is planned.
 pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> Plan {
+    plan_scoped(engine, actual, settings, None)
+}
+
+/// Like `plan`, with data access planned only for the workspace roles in `scope` (role ARNs):
+/// the daemon's fast path, when the trail names the roles an out-of-band change touched.
+/// Budgets and backups, which are cheap, are always planned in full.
+pub fn plan_scoped(
+    engine: &Engine,
+    actual: &ActualState,
+    settings: &PlanSettings,
+    scope: Option<&BTreeSet<String>>,
+) -> Plan {
     let entities = engine.graph().entities();
-    let mut decider = Decider {
-        engine,
-        cache: HashMap::new(),
-        count: 0,
-        warnings: Vec::new(),
-    };
+    let mut decider = Decider::new(engine);
     let mut items = Vec::new();
 
     // Index the graph once: datasets by access group, owner and category; workspaces.
@@ -576,178 +600,218 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
         }
     }
 
-    // Data access, one role at a time.
-    for (role, owners) in &role_owners {
-        // dataset -> (read justification, write justification if written)
-        let mut desired: BTreeMap<EntityUid, (bool, Vec<Justification>)> = BTreeMap::new();
-        for owner in owners {
-            let mut candidates: BTreeSet<EntityUid> = open.iter().cloned().collect();
-            if let Some(groups) = entities.ancestors(owner) {
-                for g in groups {
-                    if let Some(ds) = by_group.get(g) {
-                        candidates.extend(ds.iter().cloned());
+    // Data access, one role at a time; the roles are shared out over the cores, each worker
+    // with its own decision cache.
+    let plan_roles = |roles: &[(&String, &BTreeSet<EntityUid>)],
+                      decider: &mut Decider|
+     -> Vec<PlanItem> {
+        let mut items = Vec::new();
+        for &(role, owners) in roles {
+            // dataset -> (read justification, write justification if written)
+            let mut desired: BTreeMap<EntityUid, (bool, Vec<Arc<Justification>>)> = BTreeMap::new();
+            for owner in owners {
+                let mut candidates: BTreeSet<EntityUid> = open.iter().cloned().collect();
+                if let Some(groups) = entities.ancestors(owner) {
+                    for g in groups {
+                        if let Some(ds) = by_group.get(g) {
+                            candidates.extend(ds.iter().cloned());
+                        }
+                    }
+                }
+                if let Some(ds) = by_owner.get(owner) {
+                    candidates.extend(ds.iter().cloned());
+                }
+                // What the role holds now is decided too: that is how stale grants are revoked.
+                for (_, resource) in actual.held_by(role) {
+                    if let Some(d) = by_resource.get(resource) {
+                        candidates.insert(d.clone());
+                    }
+                }
+                for d in candidates {
+                    let read = decider.decide(owner, "read", &d);
+                    if read.decision != Decision::Allow {
+                        continue;
+                    }
+                    // A read-only dataset is never written whatever the policies say, so its
+                    // write decision could not change the plan.
+                    let writable = datasets.get(&d).is_some_and(|x| x.max_write);
+                    let write = writable.then(|| decider.decide(owner, "write", &d));
+                    let entry = desired.entry(d).or_insert((false, Vec::new()));
+                    entry.1.push(read);
+                    if let Some(write) = write.filter(|w| w.decision == Decision::Allow) {
+                        entry.0 = true;
+                        entry.1.push(write);
                     }
                 }
             }
-            if let Some(ds) = by_owner.get(owner) {
-                candidates.extend(ds.iter().cloned());
+
+            // Lake Formation: grants missing, and everything held that is not desired.
+            let mut wanted: BTreeMap<String, (BTreeSet<String>, &[Arc<Justification>], &EntityUid)> =
+                BTreeMap::new();
+            for (d, (write, why)) in &desired {
+                let Some(ds) = datasets.get(d) else { continue };
+                let mut perms: BTreeSet<String> =
+                    READ_PERMISSIONS.iter().map(|p| p.to_string()).collect();
+                if *write {
+                    perms.extend(WRITE_PERMISSIONS.iter().map(|p| p.to_string()));
+                }
+                wanted.insert(ds.resource.to_string(), (perms, why, d));
             }
-            // What the role holds now is decided too: that is how stale grants are revoked.
-            for (_, resource) in actual.held_by(role) {
-                if let Some(d) = by_resource.get(resource) {
-                    candidates.insert(d.clone());
+            for (resource_key, (perms, why, d)) in &wanted {
+                let held = actual
+                    .lf
+                    .get(&(role.clone(), resource_key.clone()))
+                    .map(|h| &h.0);
+                let missing: Vec<String> = perms
+                    .iter()
+                    .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+                    items.push(item(
+                        Change::LfGrant {
+                            principal: role.clone(),
+                            resource,
+                            permissions: missing.clone(),
+                        },
+                        format!("policies allow `{}` on dataset `{d}`", missing.join(", ")),
+                        materialize(why.iter()),
+                    ));
                 }
             }
-            for d in candidates {
-                let read = decider.decide(owner, "read", &d);
-                if read.decision != Decision::Allow {
+            for ((_, resource_key), (held, grantable)) in actual.held_by_with(role) {
+                let allowed = wanted.get(resource_key).map(|w| &w.0);
+                let extra: Vec<String> = held
+                    .iter()
+                    .filter(|p| !allowed.is_some_and(|a| a.contains(*p)))
+                    .cloned()
+                    .collect();
+                // Workspace roles never pass grants on.
+                let extra_grantable: Vec<String> = grantable.iter().cloned().collect();
+                if extra.is_empty() && extra_grantable.is_empty() {
                     continue;
                 }
-                // A read-only dataset is never written whatever the policies say, so its
-                // write decision could not change the plan.
-                let writable = datasets.get(&d).is_some_and(|x| x.max_write);
-                let write = writable.then(|| decider.decide(owner, "write", &d));
-                let entry = desired.entry(d).or_insert((false, Vec::new()));
-                entry.1.push(read);
-                if let Some(write) = write.filter(|w| w.decision == Decision::Allow) {
-                    entry.0 = true;
-                    entry.1.push(write);
-                }
-            }
-        }
-
-        // Lake Formation: grants missing, and everything held that is not desired.
-        let mut wanted: BTreeMap<String, (BTreeSet<String>, &[Justification], &EntityUid)> =
-            BTreeMap::new();
-        for (d, (write, why)) in &desired {
-            let Some(ds) = datasets.get(d) else { continue };
-            let mut perms: BTreeSet<String> =
-                READ_PERMISSIONS.iter().map(|p| p.to_string()).collect();
-            if *write {
-                perms.extend(WRITE_PERMISSIONS.iter().map(|p| p.to_string()));
-            }
-            wanted.insert(ds.resource.to_string(), (perms, why, d));
-        }
-        for (resource_key, (perms, why, d)) in &wanted {
-            let held = actual
-                .lf
-                .get(&(role.clone(), resource_key.clone()))
-                .map(|h| &h.0);
-            let missing: Vec<String> = perms
-                .iter()
-                .filter(|p| !held.is_some_and(|h| h.contains(*p)))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
+                let dataset = by_resource.get(resource_key);
+                let mut why = Vec::new();
+                let reason = match dataset {
+                    Some(d) => {
+                        for owner in owners {
+                            why.push((*decider.decide(owner, "read", d)).clone());
+                            why.push((*decider.decide(owner, "write", d)).clone());
+                        }
+                        if owners.is_empty() {
+                            format!("no live workspace uses the role; `{}` on dataset `{d}` is not justified", extra.join(", "))
+                        } else {
+                            format!(
+                                "no policy allows `{}` on dataset `{d}` for the workspace owner",
+                                extra.join(", ")
+                            )
+                        }
+                    }
+                    None => {
+                        "the resource is not a governed dataset; no policy can allow it".to_string()
+                    }
+                };
                 let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
                 items.push(item(
-                    Change::LfGrant {
+                    Change::LfRevoke {
                         principal: role.clone(),
                         resource,
-                        permissions: missing.clone(),
+                        permissions: extra,
+                        permissions_with_grant_option: extra_grantable,
                     },
-                    format!("policies allow `{}` on dataset `{d}`", missing.join(", ")),
-                    why.to_vec(),
-                ));
-            }
-        }
-        for ((_, resource_key), (held, grantable)) in actual.held_by_with(role) {
-            let allowed = wanted.get(resource_key).map(|w| &w.0);
-            let extra: Vec<String> = held
-                .iter()
-                .filter(|p| !allowed.is_some_and(|a| a.contains(*p)))
-                .cloned()
-                .collect();
-            // Workspace roles never pass grants on.
-            let extra_grantable: Vec<String> = grantable.iter().cloned().collect();
-            if extra.is_empty() && extra_grantable.is_empty() {
-                continue;
-            }
-            let dataset = by_resource.get(resource_key);
-            let mut why = Vec::new();
-            let reason = match dataset {
-                Some(d) => {
-                    for owner in owners {
-                        why.push(decider.decide(owner, "read", d));
-                        why.push(decider.decide(owner, "write", d));
-                    }
-                    if owners.is_empty() {
-                        format!("no live workspace uses the role; `{}` on dataset `{d}` is not justified", extra.join(", "))
-                    } else {
-                        format!(
-                            "no policy allows `{}` on dataset `{d}` for the workspace owner",
-                            extra.join(", ")
-                        )
-                    }
-                }
-                None => {
-                    "the resource is not a governed dataset; no policy can allow it".to_string()
-                }
-            };
-            let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
-            items.push(item(
-                Change::LfRevoke {
-                    principal: role.clone(),
-                    resource,
-                    permissions: extra,
-                    permissions_with_grant_option: extra_grantable,
-                },
-                reason,
-                why,
-            ));
-        }
-
-        // S3 side: the role's inline policy mirrors the Lake Formation grants.
-        let Some((account, _)) = role_parts(role) else {
-            decider.warnings.push(format!(
-                "`{role}` is not an IAM role ARN; no role policy planned"
-            ));
-            continue;
-        };
-        let mut statements = Vec::new();
-        let mut why = Vec::new();
-        for (d, (write, j)) in &desired {
-            let Some(ds) = datasets.get(d) else { continue };
-            if ds.bucket.is_empty() {
-                continue;
-            }
-            why.extend(j.iter().cloned());
-            statements.extend(s3_statements(ds, *write));
-        }
-        let current = actual
-            .roles
-            .get(role)
-            .and_then(|r| r["inlinePolicies"].get(DATA_ACCESS_POLICY));
-        if statements.is_empty() {
-            if current.is_some() {
-                items.push(item(
-                    Change::DeleteRolePolicy {
-                        account: account.to_string(),
-                        role_arn: role.clone(),
-                        policy_name: DATA_ACCESS_POLICY.into(),
-                    },
-                    "no policy allows the role any dataset".into(),
-                    Vec::new(),
-                ));
-            }
-        } else {
-            let document = json!({"Version": "2012-10-17", "Statement": statements});
-            if current != Some(&document) {
-                items.push(item(
-                    Change::PutRolePolicy {
-                        account: account.to_string(),
-                        role_arn: role.clone(),
-                        policy_name: DATA_ACCESS_POLICY.into(),
-                        document,
-                    },
-                    format!(
-                        "S3 access to the {} dataset(s) the policies allow",
-                        desired.len()
-                    ),
+                    reason,
                     why,
                 ));
             }
+
+            // S3 side: the role's inline policy mirrors the Lake Formation grants.
+            let Some((account, _)) = role_parts(role) else {
+                decider.warnings.push(format!(
+                    "`{role}` is not an IAM role ARN; no role policy planned"
+                ));
+                continue;
+            };
+            let mut statements = Vec::new();
+            let mut why = Vec::new();
+            for (d, (write, j)) in &desired {
+                let Some(ds) = datasets.get(d) else { continue };
+                if ds.bucket.is_empty() {
+                    continue;
+                }
+                why.extend(j.iter());
+                statements.extend(s3_statements(ds, *write));
+            }
+            let current = actual
+                .roles
+                .get(role)
+                .and_then(|r| r["inlinePolicies"].get(DATA_ACCESS_POLICY));
+            if statements.is_empty() {
+                if current.is_some() {
+                    items.push(item(
+                        Change::DeleteRolePolicy {
+                            account: account.to_string(),
+                            role_arn: role.clone(),
+                            policy_name: DATA_ACCESS_POLICY.into(),
+                        },
+                        "no policy allows the role any dataset".into(),
+                        Vec::new(),
+                    ));
+                }
+            } else {
+                let document = json!({"Version": "2012-10-17", "Statement": statements});
+                if current != Some(&document) {
+                    items.push(item(
+                        Change::PutRolePolicy {
+                            account: account.to_string(),
+                            role_arn: role.clone(),
+                            policy_name: DATA_ACCESS_POLICY.into(),
+                            document,
+                        },
+                        format!(
+                            "S3 access to the {} dataset(s) the policies allow",
+                            desired.len()
+                        ),
+                        materialize(why),
+                    ));
+                }
+            }
         }
+        items
+    };
+    let roles: Vec<(&String, &BTreeSet<EntityUid>)> = role_owners
+        .iter()
+        .filter(|(role, _)| scope.is_none_or(|s| s.contains(role.as_str())))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = roles.len().div_ceil(workers).max(32);
+    let parts: Vec<(Vec<PlanItem>, u64, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = roles
+            .chunks(chunk.max(1))
+            .map(|part| {
+                let plan_roles = &plan_roles;
+                s.spawn(move || {
+                    let mut worker = Decider::new(engine);
+                    let items = plan_roles(part, &mut worker);
+                    (items, worker.count, worker.warnings)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for (part, count, warnings) in parts {
+        items.extend(part);
+        decider.count += count;
+        decider.warnings.extend(warnings);
     }
 
     // Budgets.
@@ -782,7 +846,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                             mark,
                         },
                         format!("budget `{uid}` reached a notification threshold"),
-                        vec![notify.clone()],
+                        vec![(*notify).clone()],
                     )),
                     None => decider.warnings.push(format!(
                         "budget `{uid}` calls for a notification but project `{project_id}` has no `notify_topic`"
@@ -810,7 +874,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                             document: budget_deny_document(),
                         },
                         format!("budget `{uid}` reached the threshold for denying new workspaces"),
-                        vec![deny],
+                        vec![(*deny).clone()],
                     ));
                 } else if deny.decision == Decision::Deny && present {
                     items.push(item(
@@ -820,7 +884,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                             policy_name: BUDGET_DENY_POLICY.into(),
                         },
                         format!("budget `{uid}` is back under the threshold for denying new workspaces"),
-                        vec![deny],
+                        vec![(*deny).clone()],
                     ));
                 }
             }
@@ -853,7 +917,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                         instance_id,
                     },
                     format!("budget `{uid}` reached the threshold for stopping workspaces"),
-                    vec![stop.clone()],
+                    vec![(*stop).clone()],
                 ));
             }
         }
@@ -915,7 +979,7 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
                 continue;
             }
             let why = owner
-                .map(|o| vec![decider.decide(&o, "enableBackup", &uid)])
+                .map(|o| vec![(*decider.decide(&o, "enableBackup", &uid)).clone()])
                 .unwrap_or_default();
             items.push(item(
                 Change::TagBackup {
