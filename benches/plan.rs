@@ -97,7 +97,7 @@ fn main() {
 
     // The daemon's fast path: the trail named one role that an out-of-band grant touched.
     let one_role: std::collections::BTreeSet<String> =
-        [format!("arn:aws:iam::{:012}:role/ws-7", 100000000000u64 + 7)].into();
+        [format!("{:012}/ws-7", 100000000000u64 + 7)].into();
     let mut scoped_runs = Vec::new();
     let mut scoped = None;
     for _ in 0..5 {

@@ -287,6 +287,35 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
     assert!(verify.status.success(), "{}", stderr(&verify));
 }
 
+/// Someone grants alice's workspace role a table no policy allows; the trail records it.
+fn out_of_band_grant(moto: &Moto, n: u64) {
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        aws_sdk_lakeformation::Client::new(&sdk)
+            .grant_permissions()
+            .principal(
+                DataLakePrincipal::builder()
+                    .data_lake_principal_identifier(role())
+                    .build(),
+            )
+            .resource(table("cardio", "ukb"))
+            .permissions(Permission::Select)
+            .send()
+            .await
+            .expect("out-of-band grant");
+        let (k, body) = grant_event_file(n);
+        moto.s3()
+            .await
+            .put_object()
+            .bucket(BUCKET)
+            .key(k)
+            .body(body.into())
+            .send()
+            .await
+            .expect("log file");
+    });
+}
+
 /// A CloudTrail log file recording a Lake Formation grant made outside tregov.
 fn grant_event_file(n: u64) -> (String, Vec<u8>) {
     let now = time_now();
@@ -327,12 +356,75 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-struct Daemon(Child);
+/// `tregov daemon` against the emulator, killed when dropped; its log lines as they come.
+struct Daemon {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    metrics_addr: String,
+}
+
+impl Daemon {
+    fn start(tre: &Tre, moto: &Moto, cfg: &Path, global: &[&str], args: &[&str]) -> Self {
+        let mut child = Command::new(tregov_bin())
+            .arg("--data-dir")
+            .arg(tre.data_dir())
+            .arg("--config")
+            .arg(cfg)
+            .args(global)
+            .args(["-v", "daemon"])
+            .args(args)
+            .envs(moto.env())
+            .current_dir(workspace_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Self {
+            child,
+            lines,
+            metrics_addr: String::new(),
+        };
+        let started = daemon.wait_for("serving /metrics", Duration::from_secs(60));
+        daemon.metrics_addr = started
+            .last()
+            .and_then(|l| l.split("http://").nth(1))
+            .expect("metrics address")
+            .trim()
+            .to_string();
+        daemon
+    }
+
+    /// The lines logged up to the first containing `needle`.
+    fn wait_for(&self, needle: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "`{needle}` not logged within {within:?}:\n{}",
+            seen.join("\n")
+        );
+    }
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -346,83 +438,18 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let mut child = Command::new(tregov_bin())
-        .arg("--data-dir")
-        .arg(tre.data_dir())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--policies")
-        .arg(&policies)
-        .args(["-v", "daemon"])
-        .envs(moto.env())
-        .current_dir(workspace_root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts");
-    let stderr_pipe = child.stderr.take().expect("stderr");
-    let daemon = Daemon(child);
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines().map_while(|l| l.ok()) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str, within: Duration| -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(100)) {
-                let hit = line.contains(needle);
-                seen.push(line);
-                if hit {
-                    return seen;
-                }
-            }
-        }
-        panic!(
-            "`{needle}` not logged within {within:?}:\n{}",
-            seen.join("\n")
-        );
-    };
-    let started = wait_for("serving /metrics", Duration::from_secs(60));
-    let metrics_addr = started
-        .last()
-        .and_then(|l| l.split("http://").nth(1))
-        .expect("metrics address")
-        .trim()
-        .to_string();
+    let daemon = Daemon::start(
+        &tre,
+        &moto,
+        &cfg,
+        &["--policies", &policies.display().to_string()],
+        &[],
+    );
+    let wait_for = |needle: &str, within: Duration| daemon.wait_for(needle, within);
+    let metrics_addr = daemon.metrics_addr.clone();
     // The first full resync, so the change below is found by the trail's fast path.
     wait_for("resync done", Duration::from_secs(60));
-    let out_of_band_grant = |n: u64| {
-        // Someone grants alice's workspace role a table no policy allows; the trail says so.
-        runtime().block_on(async {
-            let sdk = moto.sdk_config().await;
-            aws_sdk_lakeformation::Client::new(&sdk)
-                .grant_permissions()
-                .principal(
-                    DataLakePrincipal::builder()
-                        .data_lake_principal_identifier(role())
-                        .build(),
-                )
-                .resource(table("cardio", "ukb"))
-                .permissions(Permission::Select)
-                .send()
-                .await
-                .expect("out-of-band grant");
-            let (k, body) = grant_event_file(n);
-            moto.s3()
-                .await
-                .put_object()
-                .bucket(BUCKET)
-                .key(k)
-                .body(body.into())
-                .send()
-                .await
-                .expect("log file");
-        });
-    };
-    out_of_band_grant(1);
+    out_of_band_grant(&moto, 1);
     let reconciled = wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
@@ -444,7 +471,7 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     )
     .expect("edit");
     wait_for("policy change rejected", Duration::from_secs(30));
-    out_of_band_grant(2);
+    out_of_band_grant(&moto, 2);
     wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
@@ -723,4 +750,53 @@ async fn instance_id(moto: &Moto) -> String {
         .filter_map(|i| i.instance_id().map(String::from))
         .next()
         .expect("instance")
+}
+
+#[test]
+fn with_require_approval_a_revoke_waits_for_an_admin() {
+    let moto = Moto::start();
+    seed(&moto);
+    let tre = Tre::new();
+    let cfg = write_config(&tre, 1);
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &["--require-approval"]);
+    daemon.wait_for("resync done", Duration::from_secs(60));
+
+    out_of_band_grant(&moto, 1);
+    let parked = daemon.wait_for("parked for approval", Duration::from_secs(30));
+    let line = parked.last().cloned().unwrap_or_default();
+    let id = line
+        .split("item=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("item id")
+        .to_string();
+    assert!(
+        lf_permissions(&moto).iter().any(|(t, _)| t == "cardio.ukb"),
+        "nothing applied before approval"
+    );
+    let listed = tregov(&tre, &moto, &cfg, &["parked"]);
+    assert!(
+        stdout(&listed).contains(&format!("[{id}] pending")),
+        "{}",
+        stdout(&listed)
+    );
+
+    let approve = tregov(&tre, &moto, &cfg, &["approve", &id]);
+    assert!(approve.status.success(), "{}", stderr(&approve));
+    daemon.wait_for("reconciled", Duration::from_secs(30));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), all_permissions())]
+    );
+    let listed = tregov(&tre, &moto, &cfg, &["parked"]);
+    assert!(
+        stdout(&listed).contains(&format!("[{id}] applied")),
+        "{}",
+        stdout(&listed)
+    );
+    // A decided item cannot be decided again.
+    let again = tregov(&tre, &moto, &cfg, &["reject", &id]);
+    assert!(!again.status.success(), "{}", stderr(&again));
 }

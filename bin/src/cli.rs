@@ -125,7 +125,20 @@ pub enum Command {
         /// Plan and log, never apply.
         #[arg(long)]
         dry_run: bool,
+        /// Park plan items until an admin runs `tregov approve ID`.
+        #[arg(long, conflicts_with = "dry_run")]
+        require_approval: bool,
     },
+    /// Approve a parked plan item (the daemon applies it on its next pass).
+    Approve { id: String },
+    /// Reject a parked plan item.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Plan items parked by `daemon --require-approval`, with their status.
+    Parked,
     /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
     Observed {
         /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
@@ -255,12 +268,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply { yes } => {
             crate::govern::apply_command(ctx.output, &cli.config, &ctx.data_dir, ctx.bundle()?, yes)
         }
-        Command::Daemon { dry_run } => crate::govern::daemon_command(
+        Command::Approve { id } => {
+            crate::govern::decide_parked_command(&ctx.data_dir, &id, true, None)
+        }
+        Command::Reject { id, reason } => {
+            crate::govern::decide_parked_command(&ctx.data_dir, &id, false, reason.as_deref())
+        }
+        Command::Parked => crate::govern::parked_command(ctx.output, &ctx.data_dir),
+        Command::Daemon {
+            dry_run,
+            require_approval,
+        } => crate::govern::daemon_command(
             &cli.config,
             &ctx.data_dir,
             ctx.bundle()?,
             crate::govern::DaemonOptions {
                 dry_run,
+                require_approval,
                 policies_dir: ctx.policies_dir(),
             },
         ),

@@ -1,6 +1,6 @@
 //! `plan`, `apply` and `daemon`: collectors, planner and enforcers wired together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +14,8 @@ use tregov_collectors::cloudtrail::CloudTrailCollector;
 use tregov_collectors::config::Config;
 use tregov_enforcers::{apply_items, Enforcer, ItemResult};
 use tregov_engine::events::EventStore;
-use tregov_engine::plan::{plan, ActualState, Change, Plan, NOTIFICATION_KIND};
+use tregov_engine::events::ObservedChange;
+use tregov_engine::plan::{plan_scoped, role_key, ActualState, Change, Plan, NOTIFICATION_KIND};
 use tregov_engine::store::{Observed, Store};
 use tregov_engine::{Engine, EngineError, PolicyBundle, Result};
 
@@ -37,12 +38,22 @@ fn open_engine(data_dir: &Path, bundle: PolicyBundle) -> Result<Engine> {
 
 /// Plans against the store as collected; logs the justifying decisions.
 pub fn compute_plan(engine: &mut Engine, config: &Config, origin: &str) -> Result<Plan> {
+    compute_plan_scoped(engine, config, origin, None)
+}
+
+/// `compute_plan` with data access limited to the roles in `scope` (see `plan_scoped`).
+pub fn compute_plan_scoped(
+    engine: &mut Engine,
+    config: &Config,
+    origin: &str,
+    scope: Option<&BTreeSet<String>>,
+) -> Result<Plan> {
     engine.refresh()?;
     let store = engine
         .store()
         .ok_or_else(|| EngineError::Request("planning needs the entity store".into()))?;
     let actual = ActualState::from_observed(&store.observed(None)?);
-    let mut plan = plan(engine, &actual, &config.plan_settings(&period_now()));
+    let mut plan = plan_scoped(engine, &actual, &config.plan_settings(&period_now()), scope);
     plan.record(engine, origin)?;
     Ok(plan)
 }
@@ -438,8 +449,116 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
 
 pub struct DaemonOptions {
     pub dry_run: bool,
+    /// Park plan items until `tregov approve ID` (or `tregov reject ID`).
+    pub require_approval: bool,
     /// Directory to watch for policy changes (`None`: built-in policies, nothing to watch).
     pub policies_dir: Option<PathBuf>,
+}
+
+/// Why the daemon reconciles now.
+enum Trigger {
+    /// Every collector, then a full plan.
+    Resync,
+    /// A full plan over the store as it is (new policies, an approval).
+    Replan,
+    /// Governed changes in new trail log files.
+    Trail(Vec<ObservedChange>),
+}
+
+/// The workspace roles a set of trail changes touched, when every change names its role(s);
+/// `None` (plan everything) otherwise.
+fn scope_of(changes: &[ObservedChange]) -> Option<BTreeSet<String>> {
+    use tregov_collectors::cloudtrail_parse::observation as o;
+    let mut roles = BTreeSet::new();
+    for c in changes {
+        let target = c.target.as_deref()?;
+        match c.kind.as_str() {
+            o::LAKEFORMATION_GRANT | o::LAKEFORMATION_REVOKE => {
+                for principal in target.split(',') {
+                    roles.insert(role_key(principal)?);
+                }
+            }
+            o::IAM_ROLE_CHANGE => {
+                roles.insert(format!("{}/{target}", c.account));
+            }
+            _ => return None,
+        }
+    }
+    Some(roles)
+}
+
+fn has_approved(store: &Store) -> bool {
+    store
+        .parked()
+        .map(|p| p.iter().any(|(_, status, ..)| status == "approved"))
+        .unwrap_or(false)
+}
+
+/// Parks every item of `plan` and keeps only those an admin approved.
+fn approved_only(store: &Store, mut plan: Plan) -> Result<Plan> {
+    let mut keep = Vec::new();
+    for item in plan.items {
+        match store.park(&item.id, &json!(item))?.as_str() {
+            "approved" => keep.push(item),
+            "pending" => {
+                tracing::info!(item = %item.id, change = item.change.verb(), target = %item.change.target(), "parked for approval (tregov approve ID)")
+            }
+            _ => {}
+        }
+    }
+    plan.items = keep;
+    Ok(plan)
+}
+
+/// `tregov approve | reject ID`.
+pub fn decide_parked_command(
+    data_dir: &Path,
+    item: &str,
+    approve: bool,
+    reason: Option<&str>,
+) -> Result<ExitCode> {
+    let store = Store::open_existing(data_dir)?;
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let status = if approve { "approved" } else { "rejected" };
+    if !store.decide_parked(item, status, &who, reason)? {
+        return Err(EngineError::Request(format!(
+            "no pending plan item `{item}` (see `tregov parked`)"
+        )));
+    }
+    let log = tregov_engine::log::DecisionLog::open(data_dir)?;
+    let mut m = Map::new();
+    m.insert("kind".into(), json!("approval"));
+    m.insert("item".into(), json!(item));
+    m.insert("result".into(), json!(status));
+    m.insert("by".into(), json!(who));
+    if let Some(r) = reason {
+        m.insert("reason".into(), json!(r));
+    }
+    log.append(vec![m])?;
+    println!("{status}: plan item `{item}`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tregov parked`: plan items waiting for (or decided by) an admin.
+pub fn parked_command(output: Format, data_dir: &Path) -> Result<ExitCode> {
+    let store = Store::open_existing(data_dir)?;
+    for (item, status, body, by, note) in store.parked()? {
+        if output == Format::Json {
+            println!(
+                "{}",
+                json!({"item": item, "status": status, "planItem": body, "decidedBy": by, "note": note})
+            );
+        } else {
+            println!(
+                "[{item}] {status:<8} {} because {}{}{}",
+                body["change"]["kind"].as_str().unwrap_or_default(),
+                body["reason"].as_str().unwrap_or_default(),
+                by.map(|b| format!(" (decided by {b})")).unwrap_or_default(),
+                note.map(|n| format!(": {n}")).unwrap_or_default(),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Which collectors to re-run for a kind of governed change seen in the trail.
@@ -593,15 +712,14 @@ pub fn daemon_command(
         // Each branch runs to completion before the next signal is looked at: a SIGTERM lets
         // the reconcile in flight finish.
         loop {
-            let mut full = false;
-            let mut targeted: Option<Vec<String>> = None;
+            let mut trigger: Option<Trigger> = None;
             let mut detected: Option<Instant> = None;
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
                 _ = hangup.recv() => {
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { targeted = Some(Vec::new()); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { trigger = Some(Trigger::Replan); }
                     }
                 }
                 Some(()) = policy_rx.recv() => {
@@ -609,10 +727,10 @@ pub fn daemon_command(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while policy_rx.try_recv().is_ok() {}
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { targeted = Some(Vec::new()); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { trigger = Some(Trigger::Replan); }
                     }
                 }
-                _ = resync.tick() => { full = true; }
+                _ = resync.tick() => { trigger = Some(Trigger::Resync); }
                 _ = poll.tick() => {
                     if let Some(ct) = &cloudtrail {
                         let poll_started = Instant::now();
@@ -623,38 +741,51 @@ pub fn daemon_command(
                             }
                             Err(e) => tracing::warn!(error = %e, "cloudtrail poll failed"),
                         }
-                        let (kinds, next) = events.observations_after(mark)?;
+                        let (changes, next) = events.observations_after(mark)?;
                         mark = next;
-                        if !kinds.is_empty() {
-                            tracing::info!(kinds = ?kinds, "out-of-band changes in the trail");
-                            targeted = Some(kinds);
+                        if !changes.is_empty() {
+                            tracing::info!(
+                                kinds = ?changes.iter().map(|c| c.kind.as_str()).collect::<BTreeSet<_>>(),
+                                "out-of-band changes in the trail"
+                            );
+                            trigger = Some(Trigger::Trail(changes));
                             detected = Some(poll_started);
                         }
                     }
+                    if trigger.is_none() && options.require_approval && has_approved(&entity_store) {
+                        trigger = Some(Trigger::Replan);
+                    }
                 }
             }
-            if full {
-                let reports = crate::collect::pass(
-                    &config, &aws, cloudtrail.as_ref(), &entity_store, &events, &schema, true,
-                )
-                .await;
-                for r in reports.iter().filter(|r| !r.errors.is_empty()) {
-                    tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors");
+            let Some(trigger) = trigger else { continue };
+            let scope = match &trigger {
+                Trigger::Resync => {
+                    let reports = crate::collect::pass(
+                        &config, &aws, cloudtrail.as_ref(), &entity_store, &events, &schema, true,
+                    )
+                    .await;
+                    for r in reports.iter().filter(|r| !r.errors.is_empty()) {
+                        tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors");
+                    }
+                    mark = events.last_file_id()?.max(mark);
+                    tracing::info!("resync done");
+                    None
                 }
-                mark = events.last_file_id()?.max(mark);
-                tracing::info!("resync done");
-            } else if let Some(kinds) = &targeted {
-                // Re-read only what the trail says changed, then reconcile at once.
-                let (lf, iam, ws, budgets) = collectors_for(kinds);
-                crate::collect::targeted(
-                    &config, &aws, &entity_store, &schema, lf, iam, ws, budgets,
-                )
-                .await;
-            } else {
-                continue;
-            }
+                Trigger::Replan => None,
+                Trigger::Trail(changes) => {
+                    // Re-read only what the trail says changed, then reconcile just the roles
+                    // it names (everything, when it does not say).
+                    let kinds: Vec<String> = changes.iter().map(|c| c.kind.clone()).collect();
+                    let (lf, iam, ws, budgets) = collectors_for(&kinds);
+                    crate::collect::targeted(
+                        &config, &aws, &entity_store, &schema, lf, iam, ws, budgets,
+                    )
+                    .await;
+                    scope_of(changes)
+                }
+            };
             let started = Instant::now();
-            let plan = match compute_plan(&mut engine, &config, "daemon") {
+            let plan = match compute_plan_scoped(&mut engine, &config, "daemon", scope.as_ref()) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "planning failed; nothing applied");
@@ -677,7 +808,26 @@ pub fn daemon_command(
                 }
                 continue;
             }
+            let plan = if options.require_approval {
+                match approved_only(&entity_store, plan) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot park plan items; nothing applied");
+                        continue;
+                    }
+                }
+            } else {
+                plan
+            };
+            if plan.items.is_empty() {
+                continue;
+            }
             let results = enforce(&engine, &enforcers, &plan, "daemon", Some(&metrics)).await?;
+            if options.require_approval {
+                for r in results.iter().filter(|r| r.error.is_none()) {
+                    entity_store.decide_parked(&r.item, "applied", "daemon", None)?;
+                }
+            }
             // From the poll that found the log file to the last enforcement call: the
             // drift-revert latency, poll interval excluded.
             tracing::info!(

@@ -47,6 +47,15 @@ pub struct StoredEvent {
     pub raw: Option<String>,
 }
 
+/// A governed change recorded in the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedChange {
+    pub kind: String,
+    pub account: String,
+    /// What it changed, when the record said (role name, principal ARNs, instance ids...).
+    pub target: Option<String>,
+}
+
 /// A log file as the collector saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FileOutcome {
@@ -322,24 +331,31 @@ impl EventStore {
         .map_err(|e| err(&self.path, e))
     }
 
-    /// The kinds of governed change seen in files read after `file_id`, with the newest
-    /// file id (the mark for the next call).
-    pub fn observations_after(&self, file_id: i64) -> Result<(Vec<String>, i64)> {
+    /// The governed changes seen in files read after `file_id` (kind, account, target), with
+    /// the newest file id (the mark for the next call).
+    pub fn observations_after(&self, file_id: i64) -> Result<(Vec<ObservedChange>, i64)> {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
-                "SELECT DISTINCT observation FROM events
-                 WHERE observation IS NOT NULL AND file_id > ?1 ORDER BY observation",
+                "SELECT DISTINCT observation, account, target FROM events
+                 WHERE observation IS NOT NULL AND file_id > ?1
+                 ORDER BY observation, account, target",
             )
             .map_err(|e| err(&self.path, e))?;
-        let kinds = stmt
-            .query_map(params![file_id], |r| r.get(0))
+        let changes = stmt
+            .query_map(params![file_id], |r| {
+                Ok(ObservedChange {
+                    kind: r.get(0)?,
+                    account: r.get(1)?,
+                    target: r.get(2)?,
+                })
+            })
             .map_err(|e| err(&self.path, e))?
-            .collect::<rusqlite::Result<Vec<String>>>()
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| err(&self.path, e))?;
         drop(stmt);
         drop(conn);
-        Ok((kinds, self.last_file_id()?.max(file_id)))
+        Ok((changes, self.last_file_id()?.max(file_id)))
     }
 
     /// A stored log file as delivered (gzip), if it was kept.

@@ -358,6 +358,11 @@ pub fn role_parts(arn: &str) -> Option<(&str, &str)> {
     Some((account, rest.rsplit('/').next()?))
 }
 
+/// `<account>/<role name>` of a role ARN: the same role whatever its path.
+pub fn role_key(arn: &str) -> Option<String> {
+    role_parts(arn).map(|(account, name)| format!("{account}/{name}"))
+}
+
 fn attr_string(e: &Entity, name: &str) -> Option<String> {
     match e.attr(name)? {
         Ok(EvalResult::String(s)) => Some(s),
@@ -504,7 +509,8 @@ pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> P
     plan_scoped(engine, actual, settings, None)
 }
 
-/// Like `plan`, with data access planned only for the workspace roles in `scope` (role ARNs):
+/// Like `plan`, with data access planned only for the workspace roles in `scope`
+/// (`<account>/<role name>`, see `role_key`):
 /// the daemon's fast path, when the trail names the roles an out-of-band change touched.
 /// Budgets and backups, which are cheap, are always planned in full.
 pub fn plan_scoped(
@@ -646,8 +652,10 @@ pub fn plan_scoped(
             }
 
             // Lake Formation: grants missing, and everything held that is not desired.
-            let mut wanted: BTreeMap<String, (BTreeSet<String>, &[Arc<Justification>], &EntityUid)> =
-                BTreeMap::new();
+            let mut wanted: BTreeMap<
+                String,
+                (BTreeSet<String>, &[Arc<Justification>], &EntityUid),
+            > = BTreeMap::new();
             for (d, (write, why)) in &desired {
                 let Some(ds) = datasets.get(d) else { continue };
                 let mut perms: BTreeSet<String> =
@@ -782,7 +790,7 @@ pub fn plan_scoped(
     };
     let roles: Vec<(&String, &BTreeSet<EntityUid>)> = role_owners
         .iter()
-        .filter(|(role, _)| scope.is_none_or(|s| s.contains(role.as_str())))
+        .filter(|(role, _)| scope.is_none_or(|s| role_key(role).is_some_and(|k| s.contains(&k))))
         .collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -99,7 +99,16 @@ impl Store {
                  observed_at TEXT NOT NULL,
                  PRIMARY KEY (kind, key)
              );
-             CREATE INDEX IF NOT EXISTS observed_partition ON observed(partition);",
+             CREATE INDEX IF NOT EXISTS observed_partition ON observed(partition);
+             CREATE TABLE IF NOT EXISTS parked (
+                 item TEXT PRIMARY KEY,
+                 body TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 parked_at TEXT NOT NULL,
+                 decided_by TEXT,
+                 decided_at TEXT,
+                 note TEXT
+             );",
         )
         .map_err(|e| store_err(&path, e))?;
         Ok(Self {
@@ -320,6 +329,92 @@ impl Store {
         )
         .map_err(|e| store_err(&self.path, e))?;
         Ok(())
+    }
+
+    /// Parks a plan item for approval (once; parking it again keeps its status) and returns
+    /// its status: `pending`, `approved`, `rejected` or `applied`.
+    pub fn park(&self, item: &str, body: &serde_json::Value) -> Result<String> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO parked (item, body, status, parked_at) VALUES (?1, ?2, 'pending', ?3)
+             ON CONFLICT(item) DO NOTHING",
+            params![item, body.to_string(), crate::log::now_rfc3339()],
+        )
+        .map_err(|e| store_err(&self.path, e))?;
+        conn.query_row(
+            "SELECT status FROM parked WHERE item = ?1",
+            params![item],
+            |r| r.get(0),
+        )
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// Decides a parked item (`approved` or `rejected`); `false` if no pending item has that
+    /// id. Applied items are marked `applied`.
+    pub fn decide_parked(
+        &self,
+        item: &str,
+        status: &str,
+        by: &str,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        let conn = self.conn()?;
+        let from = if status == "applied" {
+            "approved"
+        } else {
+            "pending"
+        };
+        let n = conn
+            .execute(
+                "UPDATE parked SET status = ?2, decided_by = COALESCE(?3, decided_by),
+                   decided_at = ?4, note = COALESCE(?5, note)
+                 WHERE item = ?1 AND status = ?6",
+                params![
+                    item,
+                    status,
+                    (status != "applied").then_some(by),
+                    crate::log::now_rfc3339(),
+                    note,
+                    from
+                ],
+            )
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok(n == 1)
+    }
+
+    /// Parked items: (item, status, body, decided_by, note), oldest first.
+    #[allow(clippy::type_complexity)]
+    pub fn parked(
+        &self,
+    ) -> Result<
+        Vec<(
+            String,
+            String,
+            serde_json::Value,
+            Option<String>,
+            Option<String>,
+        )>,
+    > {
+        let conn = self.conn()?;
+        let map = |e| store_err(&self.path, e);
+        let mut stmt = conn
+            .prepare(
+                "SELECT item, status, body, decided_by, note FROM parked ORDER BY parked_at, item",
+            )
+            .map_err(map)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let body: String = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
     }
 
     /// Observed state, of one kind or all, in key order.
