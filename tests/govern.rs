@@ -800,3 +800,111 @@ fn with_require_approval_a_revoke_waits_for_an_admin() {
     let again = tregov(&tre, &moto, &cfg, &["reject", &id]);
     assert!(!again.status.success(), "{}", stderr(&again));
 }
+
+/// `n` more studies alice writes to, so an apply has many items to be killed among.
+fn seed_studies(moto: &Moto, tre: &Tre, n: usize) {
+    runtime().block_on(async {
+        let glue = aws_sdk_glue::Client::new(&moto.sdk_config().await);
+        for i in 0..n {
+            glue.create_table()
+                .database_name("genomics")
+                .table_input(
+                    aws_sdk_glue::types::TableInput::builder()
+                        .name(format!("study_{i:02}"))
+                        .storage_descriptor(
+                            aws_sdk_glue::types::StorageDescriptor::builder()
+                                .location(format!("s3://tre-datalake/genomics/study_{i:02}/"))
+                                .build(),
+                        )
+                        .parameters("tre:project", "proj-genomics")
+                        .parameters("tre:maxAccess", "readwrite")
+                        .build()
+                        .expect("table"),
+                )
+                .send()
+                .await
+                .expect("table");
+        }
+    });
+    let mut identity = identity(true);
+    let parents = identity[1]["parents"].as_array_mut().expect("parents");
+    for i in 0..n {
+        parents.push(
+            json!({"type": "Tre::AccessGroup", "id": format!("genomics/study_{i:02}#writers")}),
+        );
+    }
+    std::fs::write(tre.dir.path().join("identity.json"), identity.to_string()).expect("identity");
+}
+
+#[test]
+fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
+    let moto = Moto::start();
+    seed(&moto);
+    let tre = Tre::new();
+    let cfg = write_config(&tre, 5);
+    seed_studies(&moto, &tre, 40);
+
+    for delay_ms in [0u64, 40] {
+        let mut child = Command::new(tregov_bin())
+            .arg("--data-dir")
+            .arg(tre.data_dir())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["apply", "--yes"])
+            .envs(moto.env())
+            .current_dir(workspace_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("apply starts");
+        // Kill it once its plan is logged, that is while it applies.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let planned = tre.data_dir().join("log").is_dir()
+                && tre.segments().iter().any(|p| {
+                    std::fs::read_to_string(p).is_ok_and(|t| t.contains(r#""origin":"apply""#))
+                });
+            if planned || Instant::now() > deadline {
+                break;
+            }
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    eprintln!(
+        "after the kills: {} of 41 tables granted",
+        lf_permissions(&moto).len()
+    );
+    let resumed = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let done = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(stdout(&done).starts_with("no changes"), "{}", stdout(&done));
+
+    let held = lf_permissions(&moto);
+    assert_eq!(held.len(), 41, "{held:?}");
+    assert!(
+        held.iter().all(|(_, p)| p == &all_permissions()),
+        "{held:?}"
+    );
+
+    // The log survived the kills intact, and no item was recorded as applied twice.
+    let verify = tregov(&tre, &moto, &cfg, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    let shown = tre.run(&["--output", "json", "log", "show"]);
+    let mut applied = std::collections::BTreeMap::<String, u32>::new();
+    for line in stdout(&shown).lines() {
+        let r: Value = serde_json::from_str(line).expect("record");
+        if r["kind"] == "apply" && r["result"] == "applied" {
+            *applied
+                .entry(r["item"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+}
