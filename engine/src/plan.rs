@@ -203,8 +203,8 @@ impl Plan {
         for item in &self.items {
             for j in &item.decisions {
                 let key = request_key(&j.request);
-                if !index.contains_key(&key) {
-                    index.insert(key, unique.len());
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(key) {
+                    slot.insert(unique.len());
                     unique.push(j.request.clone());
                 }
             }
@@ -396,6 +396,9 @@ struct Dataset {
     prefix: String,
     max_write: bool,
 }
+
+/// Per resource: the permissions wanted, the decisions behind them, the dataset.
+type Wanted<'a> = (BTreeSet<String>, &'a [Arc<Justification>], &'a EntityUid);
 
 struct Decider<'a> {
     engine: &'a Engine,
@@ -652,10 +655,7 @@ pub fn plan_scoped(
             }
 
             // Lake Formation: grants missing, and everything held that is not desired.
-            let mut wanted: BTreeMap<
-                String,
-                (BTreeSet<String>, &[Arc<Justification>], &EntityUid),
-            > = BTreeMap::new();
+            let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
             for (d, (write, why)) in &desired {
                 let Some(ds) = datasets.get(d) else { continue };
                 let mut perms: BTreeSet<String> =
@@ -1231,7 +1231,7 @@ mod tests {
         observed
     }
 
-    fn grants_of<'a>(plan: &'a Plan, role: &str) -> Vec<(String, Vec<String>)> {
+    fn grants_of(plan: &Plan, role: &str) -> Vec<(String, Vec<String>)> {
         plan.items
             .iter()
             .filter_map(|i| match &i.change {
