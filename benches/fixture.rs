@@ -215,6 +215,12 @@ pub fn requests(shape: Shape, n: usize) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The median of timed runs.
+pub fn median(mut runs: Vec<std::time::Duration>) -> std::time::Duration {
+    runs.sort();
+    runs.get(runs.len() / 2).copied().unwrap_or_default()
+}
+
 /// Resident set size of this process, in bytes (Linux), for memory-per-entity figures.
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

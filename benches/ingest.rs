@@ -8,11 +8,12 @@
 //! `TREGOV_INGEST_FILES` and `TREGOV_INGEST_RECORDS` set the corpus size (default 200 × 500).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use tregov_benches::median;
 use tregov_collectors::cloudtrail_parse::parse_log_file;
 use tregov_collectors::testkit::{gzip_records, key, record, uuid, Lcg};
-use tregov_engine::events::{EventStore, FileBatch};
+use tregov_engine::events::{EventStore, FileBatch, StoredEvent};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -21,9 +22,18 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// Parsed files as one store batch.
+fn batch_of<'a>(files: &'a [(&'a String, Vec<u8>, Vec<StoredEvent>)]) -> Vec<FileBatch<'a>> {
+    files
+        .iter()
+        .map(|(key, body, events)| FileBatch {
+            key,
+            etag: "etag",
+            body,
+            events,
+            error: None,
+        })
+        .collect()
 }
 
 fn main() {
@@ -91,17 +101,7 @@ fn main() {
             let mut stored = 0u64;
             let mut pending: Vec<(&String, Vec<u8>, Vec<_>)> = Vec::new();
             let mut flush = |pending: &mut Vec<(&String, Vec<u8>, Vec<_>)>| {
-                let batch: Vec<FileBatch> = pending
-                    .iter()
-                    .map(|(k, body, events)| FileBatch {
-                        key: k,
-                        etag: "etag",
-                        body,
-                        events,
-                        error: None,
-                    })
-                    .collect();
-                stored += store.ingest_files(&batch).expect("ingest");
+                stored += store.ingest_files(&batch_of(pending)).expect("ingest");
                 pending.clear();
             };
             while let Ok(first) = rx.recv() {
@@ -143,17 +143,7 @@ fn main() {
         let store = EventStore::open(store_dir.path()).expect("store");
         let started = Instant::now();
         for chunk in parsed_all.chunks((10_000 / per_file.max(1)).max(1)) {
-            let batch: Vec<FileBatch> = chunk
-                .iter()
-                .map(|(k, body, events)| FileBatch {
-                    key: k,
-                    etag: "etag",
-                    body,
-                    events,
-                    error: None,
-                })
-                .collect();
-            store.ingest_files(&batch).expect("ingest");
+            store.ingest_files(&batch_of(chunk)).expect("ingest");
         }
         write_runs.push(started.elapsed());
     }

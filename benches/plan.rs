@@ -5,23 +5,18 @@
 //! the daemon sees, where AWS already matches (every candidate decided, nothing planned).
 //! Medians of 5 runs.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 // As in the `tregov` binary: planning allocates heavily on every core.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde_json::json;
-use tregov_benches::{tre_entities_shaped, Shape};
+use tregov_benches::{median, tre_entities_shaped, Shape};
 use tregov_engine::entities::{parse_entities_file, EntityGraph};
 use tregov_engine::plan::{plan, plan_scoped, ActualState, Change, PlanSettings};
 use tregov_engine::store::Observed;
 use tregov_engine::{Engine, PolicyBundle};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

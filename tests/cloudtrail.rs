@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 use tregov_tests::cloudtrail::{gzip_records, key, record, Lcg};
 use tregov_tests::moto::Moto;
-use tregov_tests::{stderr, stdout, tregov_bin, workspace_root, Tre};
+use tregov_tests::{stderr, stdout, tregov_bin, Tre};
 
 const ORG: &str = "o-a1b2c3d4e5";
 const BUCKET: &str = "org-trail-logs";
@@ -106,16 +106,7 @@ fn config(tre: &Tre, accounts: &[&str]) -> std::path::PathBuf {
 }
 
 fn tregov(tre: &Tre, moto: &Moto, config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(tregov_bin())
-        .arg("--data-dir")
-        .arg(tre.data_dir())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(moto.env())
-        .current_dir(workspace_root())
-        .output()
-        .expect("tregov runs")
+    tre.run_with(Some(moto), config, args)
 }
 
 fn json_of(out: &Output) -> Value {
@@ -202,14 +193,8 @@ fn a_collector_killed_midway_and_restarted_loses_and_doubles_nothing() {
     let tre = Tre::new();
     let cfg = config(&tre, ACCOUNTS);
     for delay_ms in [400u64, 900] {
-        let mut child = Command::new(tregov_bin())
-            .arg("--data-dir")
-            .arg(tre.data_dir())
-            .arg("--config")
-            .arg(&cfg)
-            .args(["collect", "--once"])
-            .envs(moto.env())
-            .current_dir(workspace_root())
+        let mut child = tre
+            .command(Some(&moto), &cfg, &["collect", "--once"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -1,26 +1,16 @@
 //! The trail-status and identity collectors against the AWS emulator and the file system.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use tregov_tests::moto::Moto;
-use tregov_tests::{stderr, tregov_bin, workspace_root, Tre};
+use tregov_tests::{stderr, Tre};
 
 const ACCOUNT: &str = "111111111111";
 const ROLE: &str = "arn:aws:iam::111111111111:role/tregov-reader";
 
 fn tregov(tre: &Tre, moto: Option<&Moto>, config: &std::path::Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(tregov_bin());
-    cmd.arg("--data-dir")
-        .arg(tre.data_dir())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .current_dir(workspace_root());
-    if let Some(m) = moto {
-        cmd.envs(m.env());
-    }
-    cmd.output().expect("tregov runs")
+    tre.run_with(moto, config, args)
 }
 
 fn entity(tre: &Tre, uid: &str) -> Option<Value> {
@@ -416,37 +406,19 @@ fn tagged_instances_and_notebooks_become_workspaces_and_backup_plans_are_seen() 
     let moto = Moto::start();
     runtime().block_on(async {
         let sdk = moto.sdk_config().await;
-        let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
-        ec2.run_instances()
-            .image_id("ami-12c6146b")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .tags(tag("tre:workspace", "ws-alice-ec2"))
-                    .tags(tag("tre:owner", "alice"))
-                    .tags(tag("tre:workspace-type", "ec2-linux-approved"))
-                    .tags(tag("backup", "true"))
-                    .tags(tag(
-                        "tre:role-arn",
-                        "arn:aws:iam::123456789012:role/swb-ws-alice",
-                    ))
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("instance");
+        moto.run_instance(&[
+            ("tre:workspace", "ws-alice-ec2"),
+            ("tre:owner", "alice"),
+            ("tre:workspace-type", "ec2-linux-approved"),
+            ("backup", "true"),
+            (
+                "tre:role-arn",
+                "arn:aws:iam::123456789012:role/swb-ws-alice",
+            ),
+        ])
+        .await;
         // An instance that is not a TRE workspace.
-        ec2.run_instances()
-            .image_id("ami-12c6146b")
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .expect("other instance");
+        moto.run_instance(&[]).await;
         let sm = aws_sdk_sagemaker::Client::new(&sdk);
         let smtag = |k: &str, v: &str| {
             aws_sdk_sagemaker::types::Tag::builder()

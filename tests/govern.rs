@@ -10,7 +10,7 @@ use aws_sdk_lakeformation::types::{DataLakePrincipal, Permission, Resource, Tabl
 use serde_json::{json, Value};
 use tregov_collectors::testkit::{gzip_records, key};
 use tregov_tests::moto::Moto;
-use tregov_tests::{copy_policies, stderr, stdout, tregov_bin, workspace_root, Tre};
+use tregov_tests::{copy_policies, stderr, stdout, Tre};
 
 /// moto's default account: what un-assumed test credentials act in.
 const ACCOUNT: &str = "123456789012";
@@ -29,16 +29,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn tregov(tre: &Tre, moto: &Moto, config: &Path, args: &[&str]) -> Output {
-    Command::new(tregov_bin())
-        .arg("--data-dir")
-        .arg(tre.data_dir())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(moto.env())
-        .current_dir(workspace_root())
-        .output()
-        .expect("tregov runs")
+    tre.run_with(Some(moto), config, args)
 }
 
 /// alice: an active researcher on the read-write list of `genomics/gwas_2024`.
@@ -101,6 +92,29 @@ fn table(db: &str, name: &str) -> Resource {
         .build()
 }
 
+/// A read-write study of proj-genomics: a Glue table with the TRE's parameters.
+async fn create_study(glue: &aws_sdk_glue::Client, db: &str, name: &str) {
+    glue.create_table()
+        .database_name(db)
+        .table_input(
+            aws_sdk_glue::types::TableInput::builder()
+                .name(name)
+                .storage_descriptor(
+                    aws_sdk_glue::types::StorageDescriptor::builder()
+                        .location(format!("s3://tre-datalake/{db}/{name}/"))
+                        .build(),
+                )
+                .parameters("tre:project", "proj-genomics")
+                .parameters("tre:classification", "internal")
+                .parameters("tre:maxAccess", "readwrite")
+                .build()
+                .expect("table"),
+        )
+        .send()
+        .await
+        .expect("table");
+}
+
 /// Two studies of proj-genomics in Glue, alice's workspace role and EC2 workspace, and the
 /// organization trail's bucket.
 fn seed(moto: &Moto) {
@@ -118,25 +132,7 @@ fn seed(moto: &Moto) {
                 )
                 .send()
                 .await;
-            glue.create_table()
-                .database_name(db)
-                .table_input(
-                    aws_sdk_glue::types::TableInput::builder()
-                        .name(name)
-                        .storage_descriptor(
-                            aws_sdk_glue::types::StorageDescriptor::builder()
-                                .location(format!("s3://tre-datalake/{db}/{name}/"))
-                                .build(),
-                        )
-                        .parameters("tre:project", "proj-genomics")
-                        .parameters("tre:classification", "internal")
-                        .parameters("tre:maxAccess", "readwrite")
-                        .build()
-                        .expect("table"),
-                )
-                .send()
-                .await
-                .expect("table");
+            create_study(&glue, db, name).await;
         }
         let iam = aws_sdk_iam::Client::new(&sdk);
         iam.create_role()
@@ -152,25 +148,14 @@ fn seed(moto: &Moto) {
             .send()
             .await
             .expect("role");
-        let ec2 = aws_sdk_ec2::Client::new(&sdk);
-        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
-        ec2.run_instances()
-            .image_id("ami-12c6146b")
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .tags(tag("tre:workspace", "ws-alice-ec2"))
-                    .tags(tag("tre:owner", "alice"))
-                    .tags(tag("tre:workspace-type", "ec2-linux-approved"))
-                    .tags(tag("backup", "true"))
-                    .tags(tag("tre:role-arn", &role()))
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("instance");
+        moto.run_instance(&[
+            ("tre:workspace", "ws-alice-ec2"),
+            ("tre:owner", "alice"),
+            ("tre:workspace-type", "ec2-linux-approved"),
+            ("backup", "true"),
+            ("tre:role-arn", &role()),
+        ])
+        .await;
         moto.s3()
             .await
             .create_bucket()
@@ -365,16 +350,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(tre: &Tre, moto: &Moto, cfg: &Path, global: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(tregov_bin())
-            .arg("--data-dir")
-            .arg(tre.data_dir())
-            .arg("--config")
-            .arg(cfg)
-            .args(global)
+        let mut child = tre
+            .command(Some(moto), cfg, global)
             .args(["-v", "daemon"])
             .args(args)
-            .envs(moto.env())
-            .current_dir(workspace_root())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -806,24 +785,7 @@ fn seed_studies(moto: &Moto, tre: &Tre, n: usize) {
     runtime().block_on(async {
         let glue = aws_sdk_glue::Client::new(&moto.sdk_config().await);
         for i in 0..n {
-            glue.create_table()
-                .database_name("genomics")
-                .table_input(
-                    aws_sdk_glue::types::TableInput::builder()
-                        .name(format!("study_{i:02}"))
-                        .storage_descriptor(
-                            aws_sdk_glue::types::StorageDescriptor::builder()
-                                .location(format!("s3://tre-datalake/genomics/study_{i:02}/"))
-                                .build(),
-                        )
-                        .parameters("tre:project", "proj-genomics")
-                        .parameters("tre:maxAccess", "readwrite")
-                        .build()
-                        .expect("table"),
-                )
-                .send()
-                .await
-                .expect("table");
+            create_study(&glue, "genomics", &format!("study_{i:02}")).await;
         }
     });
     let mut identity = identity(true);
@@ -845,14 +807,8 @@ fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     seed_studies(&moto, &tre, 40);
 
     for delay_ms in [0u64, 40] {
-        let mut child = Command::new(tregov_bin())
-            .arg("--data-dir")
-            .arg(tre.data_dir())
-            .arg("--config")
-            .arg(&cfg)
-            .args(["apply", "--yes"])
-            .envs(moto.env())
-            .current_dir(workspace_root())
+        let mut child = tre
+            .command(Some(&moto), &cfg, &["apply", "--yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -150,130 +150,169 @@ impl Progress for QuietProgress {
     fn finish(&self) {}
 }
 
-/// Re-reads only the collectors a change in the trail concerns.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn targeted(
-    config: &Config,
-    aws: &Aws,
-    entity_store: &Store,
-    schema: &cedar_policy::Schema,
-    datalake: bool,
-    iam: bool,
-    workspaces: bool,
-    budgets: bool,
-) {
-    let report = |name: &str, r: std::result::Result<Option<RunReport>, CollectError>| match r {
-        Ok(Some(r)) if !r.errors.is_empty() => {
-            tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(collector = name, error = %e, "collector failed"),
-    };
-    if datalake {
-        report(
-            "datalake",
-            collect_datalake(config, aws, entity_store, schema).await,
-        );
-    }
-    if iam {
-        report("iam", collect_iam(config, aws, entity_store).await);
-    }
-    if workspaces {
-        report(
-            "workspaces",
-            collect_workspaces(config, aws, entity_store, schema).await,
-        );
-    }
-    if budgets {
-        report(
-            "budgets",
-            collect_budgets(config, aws, entity_store, schema).await,
-        );
-    }
+/// The collectors with what they read from and write to, built once per process.
+pub(crate) struct Collection {
+    pub config: Config,
+    pub aws: Aws,
+    pub cloudtrail: Option<CloudTrailCollector>,
+    pub entity_store: Store,
+    pub events: Arc<EventStore>,
+    pub schema: cedar_policy::Schema,
 }
 
-/// One pass of every configured collector; the reports keyed by collector.
-pub(crate) async fn pass(
-    config: &Config,
-    aws: &Aws,
-    cloudtrail: Option<&CloudTrailCollector>,
-    entity_store: &Store,
-    events: &EventStore,
-    schema: &cedar_policy::Schema,
-    quiet: bool,
-) -> Vec<RunReport> {
-    let mut reports = Vec::new();
-    let mut record = |r: RunReport| {
-        if let Err(e) = events.record_run(&r.collector, r.items, &r.errors) {
-            tracing::error!(error = %e, collector = %r.collector, "cannot record the run");
+impl Collection {
+    pub(crate) async fn build(
+        config: Config,
+        data_dir: &Path,
+        bundle: &PolicyBundle,
+    ) -> Result<Self> {
+        let schema = bundle
+            .schema
+            .clone()
+            .ok_or_else(|| EngineError::Request("collecting needs a schema".into()))?;
+        let events = Arc::new(EventStore::open(data_dir)?);
+        let entity_store = Store::open(data_dir)?;
+        let aws = Aws::load(&config).await;
+        let cloudtrail = CloudTrailCollector::build(&config, &aws, events.clone()).await;
+        Ok(Self {
+            config,
+            aws,
+            cloudtrail,
+            entity_store,
+            events,
+            schema,
+        })
+    }
+
+    /// Re-reads only the collectors a change in the trail concerns.
+    pub(crate) async fn targeted(
+        &self,
+        datalake: bool,
+        iam: bool,
+        workspaces: bool,
+        budgets: bool,
+    ) {
+        let Self {
+            config,
+            aws,
+            entity_store,
+            schema,
+            ..
+        } = self;
+        let report = |name: &str, r: std::result::Result<Option<RunReport>, CollectError>| match r {
+            Ok(Some(r)) if !r.errors.is_empty() => {
+                tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(collector = name, error = %e, "collector failed"),
+        };
+        if datalake {
+            report(
+                "datalake",
+                collect_datalake(config, aws, entity_store, schema).await,
+            );
         }
-        reports.push(r);
-    };
-    if !config.projects.is_empty() {
-        if let Err(e) = collect_projects(config, entity_store, schema) {
-            let mut r = RunReport::new("projects");
-            r.errors.push(e.to_string());
-            record(r);
+        if iam {
+            report("iam", collect_iam(config, aws, entity_store).await);
+        }
+        if workspaces {
+            report(
+                "workspaces",
+                collect_workspaces(config, aws, entity_store, schema).await,
+            );
+        }
+        if budgets {
+            report(
+                "budgets",
+                collect_budgets(config, aws, entity_store, schema).await,
+            );
         }
     }
-    match collect_identity(config, entity_store, schema) {
-        Ok(Some((report, _))) => record(report),
-        Ok(None) => {}
-        Err(e) => {
-            let mut r = RunReport::new("identity");
-            r.errors.push(e.to_string());
-            record(r);
-        }
-    }
-    if !config.projects.is_empty() {
-        match collect_trails(config, aws, entity_store, schema).await {
-            Ok((report, _)) => record(report),
-            Err(e) => {
-                let mut r = RunReport::new("trails");
+
+    /// One pass of every configured collector; the reports keyed by collector.
+    pub(crate) async fn pass(&self, quiet: bool) -> Vec<RunReport> {
+        let Self {
+            config,
+            aws,
+            cloudtrail,
+            entity_store,
+            events,
+            schema,
+        } = self;
+        let cloudtrail = cloudtrail.as_ref();
+        let mut reports = Vec::new();
+        let mut record = |r: RunReport| {
+            if let Err(e) = events.record_run(&r.collector, r.items, &r.errors) {
+                tracing::error!(error = %e, collector = %r.collector, "cannot record the run");
+            }
+            reports.push(r);
+        };
+        if !config.projects.is_empty() {
+            if let Err(e) = collect_projects(config, entity_store, schema) {
+                let mut r = RunReport::new("projects");
                 r.errors.push(e.to_string());
                 record(r);
             }
         }
-    }
-    let failed = |name: &str, e: CollectError| {
-        let mut r = RunReport::new(name);
-        r.errors.push(e.to_string());
-        r
-    };
-    match collect_datalake(config, aws, entity_store, schema).await {
-        Ok(Some(r)) => record(r),
-        Ok(None) => {}
-        Err(e) => record(failed("datalake", e)),
-    }
-    match collect_iam(config, aws, entity_store).await {
-        Ok(Some(r)) => record(r),
-        Ok(None) => {}
-        Err(e) => record(failed("iam", e)),
-    }
-    match collect_budgets(config, aws, entity_store, schema).await {
-        Ok(Some(r)) => record(r),
-        Ok(None) => {}
-        Err(e) => record(failed("budgets", e)),
-    }
-    match collect_workspaces(config, aws, entity_store, schema).await {
-        Ok(Some(r)) => record(r),
-        Ok(None) => {}
-        Err(e) => record(failed("workspaces", e)),
-    }
-    if let Some(ct) = cloudtrail {
-        let cli_progress = CliProgress::new();
-        let progress: &dyn Progress = if quiet { &QuietProgress } else { &cli_progress };
-        match ct.run(progress).await {
-            // The CloudTrail collector records its own run.
-            Ok(report) => reports.push(report),
+        match collect_identity(config, entity_store, schema) {
+            Ok(Some((report, _))) => record(report),
+            Ok(None) => {}
             Err(e) => {
-                let mut r = RunReport::new("cloudtrail");
+                let mut r = RunReport::new("identity");
                 r.errors.push(e.to_string());
                 record(r);
             }
         }
+        if !config.projects.is_empty() {
+            match collect_trails(config, aws, entity_store, schema).await {
+                Ok((report, _)) => record(report),
+                Err(e) => {
+                    let mut r = RunReport::new("trails");
+                    r.errors.push(e.to_string());
+                    record(r);
+                }
+            }
+        }
+        let failed = |name: &str, e: CollectError| {
+            let mut r = RunReport::new(name);
+            r.errors.push(e.to_string());
+            r
+        };
+        match collect_datalake(config, aws, entity_store, schema).await {
+            Ok(Some(r)) => record(r),
+            Ok(None) => {}
+            Err(e) => record(failed("datalake", e)),
+        }
+        match collect_iam(config, aws, entity_store).await {
+            Ok(Some(r)) => record(r),
+            Ok(None) => {}
+            Err(e) => record(failed("iam", e)),
+        }
+        match collect_budgets(config, aws, entity_store, schema).await {
+            Ok(Some(r)) => record(r),
+            Ok(None) => {}
+            Err(e) => record(failed("budgets", e)),
+        }
+        match collect_workspaces(config, aws, entity_store, schema).await {
+            Ok(Some(r)) => record(r),
+            Ok(None) => {}
+            Err(e) => record(failed("workspaces", e)),
+        }
+        if let Some(ct) = cloudtrail {
+            let cli_progress = CliProgress::new();
+            let progress: &dyn Progress = if quiet { &QuietProgress } else { &cli_progress };
+            match ct.run(progress).await {
+                // The CloudTrail collector records its own run.
+                Ok(report) => reports.push(report),
+                Err(e) => {
+                    let mut r = RunReport::new("cloudtrail");
+                    r.errors.push(e.to_string());
+                    record(r);
+                }
+            }
+        }
+        reports
     }
-    reports
 }
 
 pub fn collect(
@@ -291,26 +330,10 @@ pub fn collect(
             config_path.display()
         )));
     }
-    let schema = bundle
-        .schema
-        .clone()
-        .ok_or_else(|| EngineError::Request("collecting needs a schema".into()))?;
-    let events = Arc::new(EventStore::open(data_dir)?);
-    let entity_store = Store::open(data_dir)?;
     runtime()?.block_on(async {
-        let aws = Aws::load(&config).await;
-        let cloudtrail = CloudTrailCollector::build(&config, &aws, events.clone()).await;
+        let collection = Collection::build(config, data_dir, bundle).await?;
         loop {
-            let reports = pass(
-                &config,
-                &aws,
-                cloudtrail.as_ref(),
-                &entity_store,
-                &events,
-                &schema,
-                false,
-            )
-            .await;
+            let reports = collection.pass(false).await;
             if output == Format::Json {
                 let by_name: serde_json::Map<String, serde_json::Value> = reports
                     .iter()

@@ -9,16 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tregov_collectors::aws::Aws;
-use tregov_collectors::cloudtrail::CloudTrailCollector;
 use tregov_collectors::config::Config;
 use tregov_enforcers::{apply_items, Enforcer, ItemResult};
-use tregov_engine::events::EventStore;
 use tregov_engine::events::ObservedChange;
 use tregov_engine::plan::{plan_scoped, role_key, ActualState, Change, Plan, NOTIFICATION_KIND};
 use tregov_engine::store::{Observed, Store};
 use tregov_engine::{Engine, EngineError, PolicyBundle, Result};
 
+use crate::collect::Collection;
 use crate::output::{print_json, Format};
 
 /// Where tregov keeps what it establishes itself (notifications sent).
@@ -270,27 +268,11 @@ pub fn apply_command(
     if !problems.is_empty() {
         return Err(EngineError::Request(problems.join("; ")));
     }
-    let schema = bundle
-        .schema
-        .clone()
-        .ok_or_else(|| EngineError::Request("applying needs a schema".into()))?;
-    let events = Arc::new(EventStore::open(data_dir)?);
-    let entity_store = Store::open(data_dir)?;
-    let mut engine = open_engine(data_dir, bundle)?;
     crate::collect::runtime()?.block_on(async {
-        let aws = Aws::load(&config).await;
         // Plans rest on the state of AWS now, not on the last collection.
-        let cloudtrail = CloudTrailCollector::build(&config, &aws, events.clone()).await;
-        let reports = crate::collect::pass(
-            &config,
-            &aws,
-            cloudtrail.as_ref(),
-            &entity_store,
-            &events,
-            &schema,
-            false,
-        )
-        .await;
+        let collection = Collection::build(config.clone(), data_dir, &bundle).await?;
+        let mut engine = open_engine(data_dir, bundle)?;
+        let reports = collection.pass(false).await;
         for r in reports.iter().filter(|r| !r.errors.is_empty()) {
             tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors before planning");
         }
@@ -314,7 +296,7 @@ pub fn apply_command(
                 return Ok(ExitCode::SUCCESS);
             }
         }
-        let enforcers = tregov_enforcers::build(aws.clone(), config.clone());
+        let enforcers = tregov_enforcers::build(collection.aws.clone(), config.clone());
         let results = enforce(&engine, &enforcers, &plan, "apply", None).await?;
         print_results(output, &plan, &results);
         Ok(if results.iter().all(|r| r.error.is_none()) {
@@ -641,13 +623,6 @@ pub fn daemon_command(
             "`daemon.metrics_listen` `{listen}` must be a loopback address"
         )));
     }
-    let schema = bundle
-        .schema
-        .clone()
-        .ok_or_else(|| EngineError::Request("the daemon needs a schema".into()))?;
-    let events = Arc::new(EventStore::open(data_dir)?);
-    let entity_store = Store::open(data_dir)?;
-    let mut engine = open_engine(data_dir, bundle)?;
     let metrics = Arc::new(Metrics {
         started: Some(Instant::now()),
         ..Default::default()
@@ -662,9 +637,10 @@ pub fn daemon_command(
         tracing::info!(metrics = %bound, dry_run = options.dry_run, "daemon started");
         eprintln!("tregov daemon: serving /metrics and /healthz on http://{bound}");
 
-        let aws = Aws::load(&config).await;
-        let cloudtrail = CloudTrailCollector::build(&config, &aws, events.clone()).await;
-        let enforcers = tregov_enforcers::build(aws.clone(), config.clone());
+        let collection = Collection::build(config.clone(), data_dir, &bundle).await?;
+        let mut engine = open_engine(data_dir, bundle)?;
+        let (events, entity_store) = (&collection.events, &collection.entity_store);
+        let enforcers = tregov_enforcers::build(collection.aws.clone(), config.clone());
 
         // Policy changes arrive from a watcher thread; they are only hints to reload.
         let (policy_tx, mut policy_rx) = tokio::sync::mpsc::channel::<()>(16);
@@ -732,7 +708,7 @@ pub fn daemon_command(
                 }
                 _ = resync.tick() => { trigger = Some(Trigger::Resync); }
                 _ = poll.tick() => {
-                    if let Some(ct) = &cloudtrail {
+                    if let Some(ct) = &collection.cloudtrail {
                         let poll_started = Instant::now();
                         match ct.run(&crate::collect::QuietProgress).await {
                             Ok(_) => {
@@ -752,7 +728,7 @@ pub fn daemon_command(
                             detected = Some(poll_started);
                         }
                     }
-                    if trigger.is_none() && options.require_approval && has_approved(&entity_store) {
+                    if trigger.is_none() && options.require_approval && has_approved(entity_store) {
                         trigger = Some(Trigger::Replan);
                     }
                 }
@@ -760,10 +736,7 @@ pub fn daemon_command(
             let Some(trigger) = trigger else { continue };
             let scope = match &trigger {
                 Trigger::Resync => {
-                    let reports = crate::collect::pass(
-                        &config, &aws, cloudtrail.as_ref(), &entity_store, &events, &schema, true,
-                    )
-                    .await;
+                    let reports = collection.pass(true).await;
                     for r in reports.iter().filter(|r| !r.errors.is_empty()) {
                         tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors");
                     }
@@ -777,10 +750,7 @@ pub fn daemon_command(
                     // it names (everything, when it does not say).
                     let kinds: Vec<String> = changes.iter().map(|c| c.kind.clone()).collect();
                     let (lf, iam, ws, budgets) = collectors_for(&kinds);
-                    crate::collect::targeted(
-                        &config, &aws, &entity_store, &schema, lf, iam, ws, budgets,
-                    )
-                    .await;
+                    collection.targeted(lf, iam, ws, budgets).await;
                     scope_of(changes)
                 }
             };
@@ -809,7 +779,7 @@ pub fn daemon_command(
                 continue;
             }
             let plan = if options.require_approval {
-                match approved_only(&entity_store, plan) {
+                match approved_only(entity_store, plan) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot park plan items; nothing applied");

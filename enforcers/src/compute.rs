@@ -80,16 +80,7 @@ impl Enforcer for Compute {
     }
 
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for item in items {
-                out.push(match self.stop(item).await {
-                    Ok(()) => ItemResult::ok(item),
-                    Err(e) => ItemResult::failed(item, e),
-                });
-            }
-            out
-        })
+        Box::pin(crate::each(items, |item| self.stop(item)))
     }
 }
 
@@ -179,15 +170,6 @@ impl Enforcer for Tagging {
     }
 
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for item in items {
-                out.push(match self.tag(item).await {
-                    Ok(()) => ItemResult::ok(item),
-                    Err(e) => ItemResult::failed(item, e),
-                });
-            }
-            out
-        })
+        Box::pin(crate::each(items, |item| self.tag(item)))
     }
 }

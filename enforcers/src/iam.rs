@@ -70,15 +70,6 @@ impl Enforcer for Iam {
     }
 
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for item in items {
-                out.push(match self.apply_one(item).await {
-                    Ok(()) => ItemResult::ok(item),
-                    Err(e) => ItemResult::failed(item, e),
-                });
-            }
-            out
-        })
+        Box::pin(crate::each(items, |item| self.apply_one(item)))
     }
 }

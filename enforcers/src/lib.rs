@@ -55,6 +55,22 @@ pub trait Enforcer: Send + Sync {
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>>;
 }
 
+/// Applies items one at a time, each reported on its own: one failure stops nothing.
+pub async fn each<'a, F, Fut>(items: &'a [&'a PlanItem], apply_one: F) -> Vec<ItemResult>
+where
+    F: Fn(&'a PlanItem) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(match apply_one(item).await {
+            Ok(()) => ItemResult::ok(item),
+            Err(e) => ItemResult::failed(item, e),
+        });
+    }
+    out
+}
+
 /// SDK configurations per account, with the configured role assumed, made once each.
 pub struct Accounts {
     aws: Aws,

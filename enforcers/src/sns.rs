@@ -18,42 +18,36 @@ impl Sns {
     }
 }
 
+impl Sns {
+    async fn publish(&self, item: &PlanItem) -> Result<(), String> {
+        let Change::Notify {
+            account,
+            topic_arn,
+            subject,
+            message,
+            ..
+        } = &item.change
+        else {
+            return Err("not a notification".into());
+        };
+        aws_sdk_sns::Client::new(&self.accounts.sdk(account).await)
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(subject)
+            .message(message)
+            .send()
+            .await
+            .map_err(|e| describe("sns:Publish", &e))?;
+        Ok(())
+    }
+}
+
 impl Enforcer for Sns {
     fn name(&self) -> &'static str {
         "sns"
     }
 
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for item in items {
-                let Change::Notify {
-                    account,
-                    topic_arn,
-                    subject,
-                    message,
-                    ..
-                } = &item.change
-                else {
-                    out.push(ItemResult::failed(item, "not a notification"));
-                    continue;
-                };
-                let sns = aws_sdk_sns::Client::new(&self.accounts.sdk(account).await);
-                out.push(
-                    match sns
-                        .publish()
-                        .topic_arn(topic_arn)
-                        .subject(subject)
-                        .message(message)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => ItemResult::ok(item),
-                        Err(e) => ItemResult::failed(item, describe("sns:Publish", &e)),
-                    },
-                );
-            }
-            out
-        })
+        Box::pin(crate::each(items, |item| self.publish(item)))
     }
 }

@@ -73,6 +73,29 @@ impl Tre {
             .expect("tregov runs")
     }
 
+    /// `tregov` with this TRE's data directory, the config file `config`, and (if given) the
+    /// emulator's endpoint and credentials in the environment, ready to run or spawn.
+    pub fn command(&self, emulator: Option<&moto::Moto>, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tregov_bin());
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .current_dir(workspace_root());
+        if let Some(m) = emulator {
+            cmd.envs(m.env());
+        }
+        cmd
+    }
+
+    /// Runs `command(emulator, config, args)` to the end.
+    pub fn run_with(&self, emulator: Option<&moto::Moto>, config: &Path, args: &[&str]) -> Output {
+        self.command(emulator, config, args)
+            .output()
+            .expect("tregov runs")
+    }
+
     /// Runs `tregov --output json ...` and parses stdout.
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let mut all = vec!["--output", "json"];

@@ -115,3 +115,30 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+impl Moto {
+    /// Launches an EC2 instance carrying `tags` (a workspace, when they are TRE tags) and
+    /// returns its id.
+    pub async fn run_instance(&self, tags: &[(&str, &str)]) -> String {
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
+        let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance);
+        for (k, v) in tags {
+            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        let out = ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .set_tag_specifications((!tags.is_empty()).then(|| vec![spec.build()]))
+            .send()
+            .await
+            .expect("instance");
+        out.instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
