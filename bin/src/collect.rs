@@ -184,14 +184,15 @@ impl Collection {
         })
     }
 
-    /// Re-reads only the collectors a change in the trail concerns.
+    /// Re-reads only the collectors a change in the trail concerns; `false` if any could not
+    /// be read completely.
     pub(crate) async fn targeted(
         &self,
         datalake: bool,
         iam: bool,
         workspaces: bool,
         budgets: bool,
-    ) {
+    ) -> bool {
         let Self {
             config,
             aws,
@@ -199,13 +200,19 @@ impl Collection {
             schema,
             ..
         } = self;
-        let report = |name: &str, r: std::result::Result<Option<RunReport>, CollectError>| match r {
-            Ok(Some(r)) if !r.errors.is_empty() => {
-                tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(collector = name, error = %e, "collector failed"),
-        };
+        let mut all_read = true;
+        let mut report =
+            |name: &str, r: std::result::Result<Option<RunReport>, CollectError>| match r {
+                Ok(Some(r)) if !r.errors.is_empty() => {
+                    all_read = false;
+                    tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    all_read = false;
+                    tracing::warn!(collector = name, error = %e, "collector failed")
+                }
+            };
         if datalake {
             report(
                 "datalake",
@@ -227,6 +234,7 @@ impl Collection {
                 collect_budgets(config, aws, entity_store, schema).await,
             );
         }
+        all_read
     }
 
     /// One pass of every configured collector; the reports keyed by collector.

@@ -388,6 +388,8 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let metrics = metrics.clone();
@@ -478,6 +480,8 @@ fn has_approved(store: &Store) -> bool {
 
 /// Parks every item of `plan` and keeps only those an admin approved.
 fn approved_only(store: &Store, mut plan: Plan) -> Result<Plan> {
+    let planned: Vec<&str> = plan.items.iter().map(|i| i.id.as_str()).collect();
+    store.expire_approvals_except(&planned)?;
     let mut keep = Vec::new();
     for item in plan.items {
         match store.park(&item.id, &json!(item))?.as_str() {
@@ -583,6 +587,9 @@ fn reload(
                     true
                 }
                 Err(e) => {
+                    // Not the files' fault (the log or store could not be written): try again
+                    // on the next change or SIGHUP.
+                    *last_attempt = None;
                     metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "policy reload failed; the last good policies keep deciding");
                     false
@@ -687,12 +694,17 @@ pub fn daemon_command(
 
         // Each branch runs to completion before the next signal is looked at: a SIGTERM lets
         // the reconcile in flight finish.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| EngineError::Request(format!("cannot handle SIGINT: {e}")))?;
         loop {
             let mut trigger: Option<Trigger> = None;
+            // The trail's changes are only marked seen once they are reconciled.
+            let seen_before = mark;
             let mut detected: Option<Instant> = None;
             tokio::select! {
                 _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
+                _ = interrupt.recv() => { tracing::info!("interrupted: stopping"); break; }
                 _ = hangup.recv() => {
                     if let Some(dir) = &options.policies_dir {
                         if reload(&mut engine, dir, &metrics, &mut last_attempt) { trigger = Some(Trigger::Replan); }
@@ -717,7 +729,13 @@ pub fn daemon_command(
                             }
                             Err(e) => tracing::warn!(error = %e, "cloudtrail poll failed"),
                         }
-                        let (changes, next) = events.observations_after(mark)?;
+                        let (changes, next) = match events.observations_after(mark) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read new trail changes");
+                                (Vec::new(), mark)
+                            }
+                        };
                         mark = next;
                         if !changes.is_empty() {
                             tracing::info!(
@@ -740,7 +758,7 @@ pub fn daemon_command(
                     for r in reports.iter().filter(|r| !r.errors.is_empty()) {
                         tracing::warn!(collector = %r.collector, errors = ?r.errors, "collector errors");
                     }
-                    mark = events.last_file_id()?.max(mark);
+                    mark = events.last_file_id().unwrap_or(mark).max(mark);
                     tracing::info!("resync done");
                     None
                 }
@@ -750,7 +768,10 @@ pub fn daemon_command(
                     // it names (everything, when it does not say).
                     let kinds: Vec<String> = changes.iter().map(|c| c.kind.clone()).collect();
                     let (lf, iam, ws, budgets) = collectors_for(&kinds);
-                    collection.targeted(lf, iam, ws, budgets).await;
+                    if !collection.targeted(lf, iam, ws, budgets).await {
+                        // Look again at the next poll rather than miss the change.
+                        mark = seen_before;
+                    }
                     scope_of(changes)
                 }
             };
@@ -759,6 +780,7 @@ pub fn daemon_command(
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "planning failed; nothing applied");
+                    mark = seen_before;
                     continue;
                 }
             };
@@ -772,7 +794,9 @@ pub fn daemon_command(
                 continue;
             }
             if options.dry_run {
-                log_results(&engine, &plan, &[], "daemon", true)?;
+                if let Err(e) = log_results(&engine, &plan, &[], "daemon", true) {
+                    tracing::error!(error = %e, "cannot log the dry-run plan");
+                }
                 for item in &plan.items {
                     tracing::info!(item = %item.id, change = item.change.verb(), target = %item.change.target(), reason = %item.reason, "planned (dry run)");
                 }
@@ -792,10 +816,20 @@ pub fn daemon_command(
             if plan.items.is_empty() {
                 continue;
             }
-            let results = enforce(&engine, &enforcers, &plan, "daemon", Some(&metrics)).await?;
+            let results = match enforce(&engine, &enforcers, &plan, "daemon", Some(&metrics)).await {
+                Ok(results) => results,
+                Err(e) => {
+                    // The changes were made; the next pass finds AWS in sync and the log
+                    // says why it could not record them.
+                    tracing::error!(error = %e, "applied, but the results could not be recorded");
+                    continue;
+                }
+            };
             if options.require_approval {
                 for r in results.iter().filter(|r| r.error.is_none()) {
-                    entity_store.decide_parked(&r.item, "applied", "daemon", None)?;
+                    if let Err(e) = entity_store.decide_parked(&r.item, "applied", "daemon", None) {
+                        tracing::error!(item = %r.item, error = %e, "cannot mark a parked item applied");
+                    }
                 }
             }
             // From the poll that found the log file to the last enforcement call: the

@@ -150,9 +150,29 @@ impl Enforcer for LakeFormation {
                             .map(|o| o.failures().to_vec())
                             .map_err(|e| describe("lakeformation:BatchRevokePermissions", &e))
                     };
+                    // Failures are matched to entries by id; one that names no entry of this
+                    // batch leaves every unmatched entry unconfirmed, so they count as failed.
+                    let unmatched = match &failures {
+                        Ok(list) => list.iter().any(|f| {
+                            let id = f.request_entry().map(|r| r.id());
+                            !chunk.iter().any(|(i, _)| Some(i.id.as_str()) == id)
+                        }),
+                        Err(_) => false,
+                    };
                     for (item, _) in chunk {
                         let failure = match &failures {
                             Err(e) => Some(e.clone()),
+                            Ok(list)
+                                if unmatched
+                                    && !list.iter().any(|f| {
+                                        f.request_entry().map(|r| r.id()) == Some(item.id.as_str())
+                                    }) =>
+                            {
+                                Some(
+                                    "the batch reported a failure for an entry it did not name"
+                                        .into(),
+                                )
+                            }
                             Ok(list) => list
                                 .iter()
                                 .find(|f| {

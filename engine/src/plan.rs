@@ -169,6 +169,10 @@ pub struct Justification {
     pub request: RequestSpec,
     pub decision: Decision,
     pub reasons: Vec<String>,
+    /// Policies that failed to evaluate (or why the request could not be asked). A decision
+    /// with errors never causes a change but the closed one: it grants nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<String>,
     /// Where the decision was logged, once `Plan::record` has logged it.
     #[serde(rename = "logSeq", skip_serializing_if = "Option::is_none", default)]
     pub log_seq: Option<u64>,
@@ -192,6 +196,18 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// How many Cedar decisions the plan took.
     pub decisions: u64,
+}
+
+impl Justification {
+    /// Allowed, with every policy evaluated: the only answer that grants or triggers.
+    pub fn allows(&self) -> bool {
+        self.decision == Decision::Allow && self.errors.is_empty()
+    }
+
+    /// Denied, with every policy evaluated: the only answer that lifts a protective response.
+    pub fn denies(&self) -> bool {
+        self.decision == Decision::Deny && self.errors.is_empty()
+    }
 }
 
 impl Plan {
@@ -397,6 +413,9 @@ struct Dataset {
     max_write: bool,
 }
 
+/// A budget and one of its response decisions.
+type BudgetDecision = (EntityUid, Arc<Justification>);
+
 /// Per resource: the permissions wanted, the decisions behind them, the dataset.
 type Wanted<'a> = (BTreeSet<String>, &'a [Arc<Justification>], &'a EntityUid);
 
@@ -462,10 +481,28 @@ impl<'a> Decider<'a> {
                 let outcome = self
                     .engine
                     .decide_request(&request, action_uid(action).as_ref());
+                if !outcome.errors.is_empty() {
+                    self.warnings.push(format!(
+                        "`{action}` for `{}` on `{}` had policy errors; treated as unknown: {}",
+                        spec.principal,
+                        spec.resource,
+                        outcome
+                            .errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.policy, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
                 Justification {
                     request: spec,
                     decision: outcome.decision,
                     reasons: outcome.reasons,
+                    errors: outcome
+                        .errors
+                        .into_iter()
+                        .map(|e| format!("{}: {}", e.policy, e.message))
+                        .collect(),
                     log_seq: None,
                 }
             }
@@ -479,6 +516,7 @@ impl<'a> Decider<'a> {
                     request: spec,
                     decision: Decision::Deny,
                     reasons: Vec::new(),
+                    errors: vec![format!("the request could not be asked: {e}")],
                     log_seq: None,
                 }
             }
@@ -545,8 +583,13 @@ pub fn plan_scoped(
             let table = attr_string(e, "table");
             let resource = lf_table_resource(&database, table.as_deref());
             let (bucket, prefix) = match location.strip_prefix("s3://") {
+                // A prefix without its trailing `/` would also match its siblings
+                // (`cohort*` covers `cohort_pii/`).
                 Some(rest) => match rest.split_once('/') {
-                    Some((b, p)) => (b.to_string(), p.to_string()),
+                    Some((b, p)) if p.is_empty() || p.ends_with('/') => {
+                        (b.to_string(), p.to_string())
+                    }
+                    Some((b, p)) => (b.to_string(), format!("{p}/")),
                     None => (rest.to_string(), String::new()),
                 },
                 None => {
@@ -638,7 +681,8 @@ pub fn plan_scoped(
                 }
                 for d in candidates {
                     let read = decider.decide(owner, "read", &d);
-                    if read.decision != Decision::Allow {
+                    // An errored decision grants nothing (and so revokes what is held).
+                    if !read.allows() {
                         continue;
                     }
                     // A read-only dataset is never written whatever the policies say, so its
@@ -647,7 +691,7 @@ pub fn plan_scoped(
                     let write = writable.then(|| decider.decide(owner, "write", &d));
                     let entry = desired.entry(d).or_insert((false, Vec::new()));
                     entry.1.push(read);
-                    if let Some(write) = write.filter(|w| w.decision == Decision::Allow) {
+                    if let Some(write) = write.filter(|w| w.allows()) {
                         entry.0 = true;
                         entry.1.push(write);
                     }
@@ -824,6 +868,8 @@ pub fn plan_scoped(
 
     // Budgets.
     let service: Option<EntityUid> = crate::entities::uid_from_parts("Tre::Service", "tregov").ok();
+    // Per project: its account and each budget's deny-new-workspaces decision.
+    let mut deny_by_project: BTreeMap<String, (String, Vec<BudgetDecision>)> = BTreeMap::new();
     for b in &budgets {
         let Some(service) = &service else { break };
         let uid = b.uid();
@@ -838,7 +884,7 @@ pub fn plan_scoped(
             .unwrap_or_default();
 
         let notify = decider.decide(service, "budgetNotify", &uid);
-        if notify.decision == Decision::Allow {
+        if notify.allows() {
             let mark = format!("budget-notify/{}/{}", uid.id().unescaped(), settings.period);
             if !actual.marks.contains(&mark) {
                 match settings.notify_topics.get(&project_id) {
@@ -863,47 +909,16 @@ pub fn plan_scoped(
             }
         }
 
+        // A project's budgets are weighed together below: one over its threshold is enough.
         let deny = decider.decide(service, "budgetDenyNewWorkspaces", &uid);
-        match settings.environment_roles.get(&project_id) {
-            Some(env_role) => {
-                let present = actual
-                    .roles
-                    .get(env_role)
-                    .is_some_and(|r| r["inlinePolicies"].get(BUDGET_DENY_POLICY).is_some());
-                let env_account = role_parts(env_role)
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_else(|| account.clone());
-                if deny.decision == Decision::Allow && !present {
-                    items.push(item(
-                        Change::PutRolePolicy {
-                            account: env_account,
-                            role_arn: env_role.clone(),
-                            policy_name: BUDGET_DENY_POLICY.into(),
-                            document: budget_deny_document(),
-                        },
-                        format!("budget `{uid}` reached the threshold for denying new workspaces"),
-                        vec![(*deny).clone()],
-                    ));
-                } else if deny.decision == Decision::Deny && present {
-                    items.push(item(
-                        Change::DeleteRolePolicy {
-                            account: env_account,
-                            role_arn: env_role.clone(),
-                            policy_name: BUDGET_DENY_POLICY.into(),
-                        },
-                        format!("budget `{uid}` is back under the threshold for denying new workspaces"),
-                        vec![(*deny).clone()],
-                    ));
-                }
-            }
-            None if deny.decision == Decision::Allow => decider.warnings.push(format!(
-                "budget `{uid}` calls for denying new workspaces but project `{project_id}` has no `environment_role_arn`"
-            )),
-            None => {}
-        }
+        deny_by_project
+            .entry(project_id.clone())
+            .or_insert_with(|| (account.clone(), Vec::new()))
+            .1
+            .push((uid.clone(), deny));
 
         let stop = decider.decide(service, "budgetStopWorkspaces", &uid);
-        if stop.decision == Decision::Allow {
+        if stop.allows() {
             for w in &workspaces {
                 if attr_uid(w, "project").as_ref() != Some(&project) {
                     continue;
@@ -928,6 +943,56 @@ pub fn plan_scoped(
                     vec![(*stop).clone()],
                 ));
             }
+        }
+    }
+
+    for (project_id, (account, decisions)) in &deny_by_project {
+        let breached: Vec<&(EntityUid, Arc<Justification>)> =
+            decisions.iter().filter(|(_, d)| d.allows()).collect();
+        // Lifted only when every budget of the project is known to be back under.
+        let all_under = decisions.iter().all(|(_, d)| d.denies());
+        let Some(env_role) = settings.environment_roles.get(project_id) else {
+            if let Some((uid, _)) = breached.first() {
+                decider.warnings.push(format!(
+                    "budget `{uid}` calls for denying new workspaces but project `{project_id}` has no `environment_role_arn`"
+                ));
+            }
+            continue;
+        };
+        let present = actual
+            .roles
+            .get(env_role)
+            .is_some_and(|r| r["inlinePolicies"].get(BUDGET_DENY_POLICY).is_some());
+        let env_account = role_parts(env_role)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_else(|| account.clone());
+        if !breached.is_empty() && !present {
+            let names: Vec<String> = breached.iter().map(|(u, _)| format!("`{u}`")).collect();
+            items.push(item(
+                Change::PutRolePolicy {
+                    account: env_account,
+                    role_arn: env_role.clone(),
+                    policy_name: BUDGET_DENY_POLICY.into(),
+                    document: budget_deny_document(),
+                },
+                format!(
+                    "budget {} reached the threshold for denying new workspaces",
+                    names.join(", ")
+                ),
+                materialize(breached.iter().map(|(_, d)| d)),
+            ));
+        } else if all_under && present {
+            items.push(item(
+                Change::DeleteRolePolicy {
+                    account: env_account,
+                    role_arn: env_role.clone(),
+                    policy_name: BUDGET_DENY_POLICY.into(),
+                },
+                format!(
+                    "every budget of project `{project_id}` is back under the threshold for denying new workspaces"
+                ),
+                materialize(decisions.iter().map(|(_, d)| d)),
+            ));
         }
     }
 
@@ -979,10 +1044,14 @@ pub fn plan_scoped(
             };
             let tagged = tags.get(tag_key).and_then(Value::as_str) == Some(tag_value.as_str());
             let owner = attr_uid(w, "owner");
-            let want = attr_bool(w, "backupOptIn")
-                && owner.as_ref().is_some_and(|o| {
-                    decider.decide(o, "enableBackup", &uid).decision == Decision::Allow
-                });
+            let decision = owner
+                .as_ref()
+                .map(|o| decider.decide(o, "enableBackup", &uid));
+            if decision.as_ref().is_some_and(|d| !d.errors.is_empty()) {
+                // Unknown: leave the backups as they are.
+                continue;
+            }
+            let want = attr_bool(w, "backupOptIn") && decision.is_some_and(|d| d.allows());
             if want == tagged {
                 continue;
             }
@@ -1026,13 +1095,15 @@ pub fn plan_scoped(
 }
 
 fn s3_statements(ds: &Dataset, write: bool) -> Vec<Value> {
-    let sid: String = ds
-        .uid
-        .id()
-        .unescaped()
+    // Sids must be alphanumeric and unique: the readable part alone could collide (`t_1`,
+    // `t1`), so a digest of the dataset id follows it.
+    let id = ds.uid.id().unescaped();
+    let readable: String = id
         .chars()
         .filter(char::is_ascii_alphanumeric)
+        .take(40)
         .collect();
+    let sid = format!("{readable}{}", &crate::log::sha256_hex(id.as_bytes())[..8]);
     let objects = format!("arn:aws:s3:::{}/{}*", ds.bucket, ds.prefix);
     let mut out = vec![
         json!({"Sid": format!("Read{sid}"), "Effect": "Allow",
@@ -1471,6 +1542,62 @@ mod tests {
             &settings(),
         );
         assert!(plan2.items.iter().any(|i| i.change.verb() == "untag"));
+    }
+
+    #[test]
+    fn a_forbid_that_fails_to_evaluate_grants_nothing() {
+        // Cedar skips an erroring forbid, so the permits win: Allow, with an error.
+        let mut sources = crate::policies::embedded_sources();
+        sources.push(crate::PolicySource {
+            name: "broken.cedar".into(),
+            text: "@id(\"overflowing-forbid\")\nforbid (principal, action == Tre::Action::\"read\", resource)\nwhen { 9223372036854775807 + 1 > 0 };\n".into(),
+        });
+        let bundle = PolicyBundle::from_sources(Some(crate::policies::embedded_schema()), sources)
+            .expect("policies");
+        let sample = engine_with(|_| {});
+        let engine = Engine::in_memory(bundle, sample.graph().clone());
+        let plan = plan(&engine, &ActualState::default(), &settings());
+        assert_eq!(grants_of(&plan, ALICE_ROLE), vec![], "{:#?}", plan.items);
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("overflowing-forbid")),
+            "{:?}",
+            plan.warnings
+        );
+    }
+
+    #[test]
+    fn one_budget_over_its_threshold_keeps_the_deny_whatever_the_project_s_other_budgets_say() {
+        let engine = engine_with(|json| {
+            entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+            let mut second = entity(json, "Tre::Budget", "proj-genomics").clone();
+            second["uid"]["id"] = json!("proj-genomics/compute");
+            second["attrs"]["actualCents"] = json!(0);
+            json.push(second);
+        });
+        for observed in [observed_instances(), {
+            let mut o = observed_instances();
+            o[1].body["inlinePolicies"][BUDGET_DENY_POLICY] = budget_deny_document();
+            o
+        }] {
+            let present = observed[1].body["inlinePolicies"]
+                .get(BUDGET_DENY_POLICY)
+                .is_some();
+            let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+            let deny: Vec<&str> = plan
+                .items
+                .iter()
+                .filter(|i| i.change.target().contains(BUDGET_DENY_POLICY))
+                .map(|i| i.change.verb())
+                .collect();
+            let expected: Vec<&str> = if present {
+                vec![]
+            } else {
+                vec!["put-role-policy"]
+            };
+            assert_eq!(deny, expected);
+        }
     }
 
     #[test]

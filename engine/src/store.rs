@@ -331,13 +331,17 @@ impl Store {
         Ok(())
     }
 
-    /// Parks a plan item for approval (once; parking it again keeps its status) and returns
-    /// its status: `pending`, `approved`, `rejected` or `applied`.
+    /// Parks a plan item for approval and returns its status: `pending`, `approved` or
+    /// `rejected`. An item applied (or expired) before and planned again is the same change
+    /// needed again, so it waits for a new approval; a rejection stands until an admin
+    /// approves.
     pub fn park(&self, item: &str, body: &serde_json::Value) -> Result<String> {
         let conn = self.conn()?;
         conn.execute(
             "INSERT INTO parked (item, body, status, parked_at) VALUES (?1, ?2, 'pending', ?3)
-             ON CONFLICT(item) DO NOTHING",
+             ON CONFLICT(item) DO UPDATE SET status = 'pending', body = excluded.body,
+               parked_at = excluded.parked_at, decided_by = NULL, decided_at = NULL, note = NULL
+             WHERE parked.status IN ('applied', 'expired')",
             params![item, body.to_string(), crate::log::now_rfc3339()],
         )
         .map_err(|e| store_err(&self.path, e))?;
@@ -380,6 +384,28 @@ impl Store {
             )
             .map_err(|e| store_err(&self.path, e))?;
         Ok(n == 1)
+    }
+
+    /// Approvals of items no longer planned lapse (`expired`): the world changed since.
+    pub fn expire_approvals_except(&self, planned: &[&str]) -> Result<()> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT item FROM parked WHERE status = 'approved'")
+            .map_err(|e| store_err(&self.path, e))?;
+        let approved = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| store_err(&self.path, e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| store_err(&self.path, e))?;
+        drop(stmt);
+        for item in approved.iter().filter(|a| !planned.contains(&a.as_str())) {
+            conn.execute(
+                "UPDATE parked SET status = 'expired', decided_at = ?2 WHERE item = ?1",
+                params![item, crate::log::now_rfc3339()],
+            )
+            .map_err(|e| store_err(&self.path, e))?;
+        }
+        Ok(())
     }
 
     /// Parked items: (item, status, body, decided_by, note), oldest first.
