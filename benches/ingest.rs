@@ -2,9 +2,10 @@
 //! files in the same run: `cargo bench -p tregov-benches --bench ingest`.
 //!
 //! Ingest is the whole per-file path the collector runs after the S3 download: decompress,
-//! parse every record, classify, and store the file's events with its read mark in one
-//! SQLite transaction. Reading and parsing run on one thread and storing on another, as in
-//! the collector (gzip -dc is one process). Medians of 5 runs.
+//! parse every record, classify, and store the events with each file's read mark, one SQLite
+//! transaction per batch of whatever has arrived (up to 10,000 events). Reading and parsing
+//! run on one thread and storing on another, as in the collector (gzip -dc is one process).
+//! Medians of 5 runs.
 //! `TREGOV_INGEST_FILES` and `TREGOV_INGEST_RECORDS` set the corpus size (default 200 × 500).
 
 use std::path::PathBuf;

@@ -148,19 +148,36 @@ impl CloudTrailCollector {
             }
         }
         progress.start(todo.len() as u64);
+        // Files are fetched and parsed concurrently; one writer commits whatever has arrived
+        // (up to `WRITE_BATCH_EVENTS` events, each file with its read mark) in one transaction.
+        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<ParsedFile>(64);
+        let writer = {
+            let store = self.store.clone();
+            std::thread::Builder::new()
+                .name("tregov-trail-writer".into())
+                .spawn(move || write_batches(&store, &parsed_rx))
+                .map_err(|e| CollectError::Io(format!("cannot start the writer: {e}")))?
+        };
         let results: Vec<Result<FileResult, CollectError>> = stream::iter(todo)
-            .map(|(prefix, key, etag)| async move { self.read_file(prefix, key, etag).await })
+            .map(|(prefix, key, etag)| {
+                let tx = parsed_tx.clone();
+                async move { self.read_file(prefix, key, etag, tx).await }
+            })
             .buffer_unordered(self.concurrency.max(1))
             .inspect(|_| progress.advance())
             .collect()
             .await;
+        drop(parsed_tx);
         progress.finish();
+        let written = writer
+            .join()
+            .map_err(|_| CollectError::Io("the event writer panicked".into()))??;
+        report.items += written;
         let mut done: BTreeSet<(String, String)> = BTreeSet::new();
         for r in results {
             match r {
                 Ok(f) => {
                     report.files += 1;
-                    report.items += f.new_events;
                     report.events_read += f.events;
                     if let Some(e) = f.error {
                         report
@@ -201,6 +218,7 @@ impl CloudTrailCollector {
         prefix: String,
         key: String,
         etag: String,
+        writer: std::sync::mpsc::SyncSender<ParsedFile>,
     ) -> Result<FileResult, CollectError> {
         let obj = self
             .s3
@@ -215,49 +233,89 @@ impl CloudTrailCollector {
             .collect()
             .await
             .map_err(|e| CollectError::Io(format!("s3://{}/{key}: {e}", self.config.bucket)))?
-            .into_bytes();
-        let store = self.store.clone();
+            .into_bytes()
+            .to_vec();
         let egress = self.config.egress_bucket.clone();
         tokio::task::spawn_blocking(move || -> Result<FileResult, CollectError> {
-            match parse_log_file(&key, &bytes, egress.as_deref()) {
-                Ok(events) => {
-                    let new = store.ingest_files(&[FileBatch {
-                        key: &key,
-                        etag: &etag,
-                        body: &bytes,
-                        events: &events,
-                        error: None,
-                    }])?;
-                    Ok(FileResult {
-                        prefix,
-                        key,
-                        events: events.len() as u64,
-                        new_events: new,
-                        error: None,
-                    })
-                }
+            let (events, error) = match parse_log_file(&key, &bytes, egress.as_deref()) {
+                Ok(events) => (events, None),
                 Err(reason) => {
                     tracing::warn!(key = %key, error = %reason, "skipping unreadable CloudTrail file");
-                    store.ingest_file(&key, &etag, &[], Some(&reason))?;
-                    Ok(FileResult {
-                        prefix,
-                        key,
-                        events: 0,
-                        new_events: 0,
-                        error: Some(reason),
-                    })
+                    (Vec::new(), Some(reason))
                 }
-            }
+            };
+            let result = FileResult {
+                prefix,
+                key: key.clone(),
+                events: events.len() as u64,
+                error: error.clone(),
+            };
+            writer
+                .send(ParsedFile {
+                    key,
+                    etag,
+                    // An unreadable file is recorded with why, not kept.
+                    body: if error.is_none() { bytes } else { Vec::new() },
+                    events,
+                    error,
+                })
+                .map_err(|_| CollectError::Io("the event writer stopped".into()))?;
+            Ok(result)
         })
         .await
         .map_err(|e| CollectError::Io(format!("worker failed: {e}")))?
     }
 }
 
+/// How many events the writer commits at most in one transaction.
+const WRITE_BATCH_EVENTS: usize = 10_000;
+
+/// A file read and parsed, on its way to the writer.
+struct ParsedFile {
+    key: String,
+    etag: String,
+    body: Vec<u8>,
+    events: Vec<tregov_engine::events::StoredEvent>,
+    error: Option<String>,
+}
+
+/// The writer: commits whatever has arrived, each file with its read mark, until every
+/// reader is done. Returns how many events were new.
+fn write_batches(
+    store: &EventStore,
+    parsed: &std::sync::mpsc::Receiver<ParsedFile>,
+) -> Result<u64, CollectError> {
+    let mut new = 0;
+    while let Ok(first) = parsed.recv() {
+        let mut count = first.events.len();
+        let mut pending = vec![first];
+        while count < WRITE_BATCH_EVENTS {
+            match parsed.try_recv() {
+                Ok(next) => {
+                    count += next.events.len();
+                    pending.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch: Vec<FileBatch> = pending
+            .iter()
+            .map(|p| FileBatch {
+                key: &p.key,
+                etag: &p.etag,
+                body: &p.body,
+                events: &p.events,
+                error: p.error.as_deref(),
+            })
+            .collect();
+        new += store.ingest_files(&batch)?;
+    }
+    Ok(new)
+}
+
 struct FileResult {
     prefix: String,
     key: String,
     events: u64,
-    new_events: u64,
     error: Option<String>,
 }
