@@ -96,6 +96,8 @@ pub struct EventStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     checkpointer: Option<Checkpointer>,
+    /// `event_key`, except in tests that force collisions.
+    key_of: fn(&str) -> i64,
 }
 
 /// Copies committed WAL pages into the database file on its own thread and connection, so
@@ -225,6 +227,7 @@ impl EventStore {
             path,
             conn: Mutex::new(conn),
             checkpointer,
+            key_of: event_key,
         })
     }
 
@@ -299,7 +302,7 @@ impl EventStore {
                 pending.extend(
                     f.events
                         .iter()
-                        .map(|e| (event_key(&e.event_id), file_id, e)),
+                        .map(|e| ((self.key_of)(&e.event_id), file_id, e)),
                 );
             }
             // Event ids are random, so inserting them in key order walks the id index once
@@ -629,6 +632,39 @@ mod tests {
         let listed = store.list(&EventFilter::default(), None).expect("list");
         assert_eq!(listed[2].source_file, "f2");
         assert_eq!(listed[2].record_index, 1);
+    }
+
+    #[test]
+    fn events_whose_keys_collide_are_all_kept_and_still_stored_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut store = EventStore::open(dir.path()).expect("store");
+        // Every id hashes to the same key: each new event probes past the others.
+        store.key_of = |_| 42;
+        let first = [
+            event("a", "2026-11-20T10:00:00Z", 0),
+            event("b", "2026-11-20T11:00:00Z", 1),
+            event("a", "2026-11-20T10:00:00Z", 2),
+        ];
+        let second = [
+            event("c", "2026-11-20T12:00:00Z", 0),
+            event("b", "2026-11-20T11:00:00Z", 1),
+        ];
+        assert_eq!(store.ingest_file("f1", "x", &first, None).expect("f1"), 2);
+        assert_eq!(store.ingest_file("f2", "y", &second, None).expect("f2"), 1);
+        let ids: Vec<String> = store
+            .list(&EventFilter::default(), None)
+            .expect("list")
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn event_keys_are_stable_across_versions() {
+        // Stored on disk: a change here would double every event already collected.
+        assert_eq!(event_key(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_eq!(event_key("a"), 0xaf63_dc4c_8601_ec8c_u64 as i64);
     }
 
     #[test]
