@@ -79,6 +79,10 @@ fn text(v: Option<&RawValue>) -> Option<String> {
         return None;
     }
     if raw.starts_with('"') {
+        // Most values have no escapes: the text between the quotes is the string.
+        if raw.len() >= 2 && !raw.contains('\\') {
+            return Some(raw[1..raw.len() - 1].to_string());
+        }
         return serde_json::from_str::<String>(raw).ok();
     }
     Some(raw.to_string())
