@@ -173,6 +173,13 @@ impl EventStore {
         let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| err(&path, e))?;
+        let earlier_layout = events_table_lacks_key(&conn).map_err(|e| err(&path, e))?;
+        if earlier_layout {
+            // Stores written before events were keyed by hash: set the rows aside, create the
+            // current layout, and move them over below.
+            conn.execute_batch("ALTER TABLE events RENAME TO events_v1;")
+                .map_err(|e| err(&path, e))?;
+        }
         // Events and read marks are re-derivable from the trail's bucket and are committed
         // together, so NORMAL suffices: a commit survives a killed process, and a power loss
         // can only lose marks together with their events, which are then read again.
@@ -222,6 +229,10 @@ impl EventStore {
              );",
         )
         .map_err(|e| err(&path, e))?;
+        if earlier_layout {
+            migrate_v1(&conn).map_err(|e| err(&path, e))?;
+            tracing::info!(path = %path.display(), "events moved to the hash-keyed layout");
+        }
         let checkpointer = Checkpointer::start(&path);
         Ok(Self {
             path,
@@ -566,6 +577,53 @@ impl EventFilter {
     }
 }
 
+/// Whether `events` exists in its first layout (keyed by the `eventID` text).
+fn events_table_lacks_key(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('events')")?;
+    let columns = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(!columns.is_empty() && !columns.iter().any(|c| c == "key"))
+}
+
+/// Moves every event of the first layout into the current one, in one transaction.
+fn migrate_v1(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT event_id FROM events_v1")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    {
+        let mut copy = tx.prepare(
+            "INSERT OR IGNORE INTO events (key, event_id, event_ts, event_time, event_source,
+               event_name, principal, account, region, file_id, record_index, observation,
+               target, raw)
+             SELECT ?2, event_id, event_ts, event_time, event_source, event_name, principal,
+               account, region, file_id, record_index, observation, target, raw
+             FROM events_v1 WHERE event_id = ?1",
+        )?;
+        let mut holder = tx.prepare("SELECT event_id FROM events WHERE key = ?1")?;
+        for id in &ids {
+            let mut key = event_key(id);
+            while copy.execute(params![id, key])? == 0 {
+                let there: String = holder.query_row(params![key], |r| r.get(0))?;
+                if &there == id {
+                    break;
+                }
+                key = key.wrapping_add(1);
+            }
+        }
+    }
+    // The old table took its indexes with it when renamed; the names are free again now.
+    tx.execute_batch(
+        "DROP TABLE events_v1;
+         CREATE INDEX IF NOT EXISTS events_observation ON events(observation)
+             WHERE observation IS NOT NULL;",
+    )?;
+    tx.commit()
+}
+
 /// The stored key of an event id: FNV-1a, 64 bits. Stable across versions (it is on disk);
 /// collisions are resolved by probing in `ingest_files`.
 fn event_key(event_id: &str) -> i64 {
@@ -658,6 +716,45 @@ mod tests {
             .map(|e| e.event_id)
             .collect();
         assert_eq!(ids, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_store_of_the_first_layout_keeps_its_events() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join(STORE_FILE)).expect("db");
+            conn.execute_batch(
+                "CREATE TABLE events (event_id TEXT PRIMARY KEY, event_ts INTEGER,
+                   event_time TEXT NOT NULL, event_source TEXT NOT NULL, event_name TEXT NOT NULL,
+                   principal TEXT NOT NULL, account TEXT NOT NULL, region TEXT NOT NULL,
+                   file_id INTEGER NOT NULL, record_index INTEGER NOT NULL, observation TEXT,
+                   target TEXT, raw TEXT);
+                 CREATE INDEX events_ts ON events(event_ts);
+                 INSERT INTO events VALUES ('old-1', 0, '1970-01-01T00:00:00Z', 's', 'n', 'p',
+                   '111111111111', 'eu-west-2', 1, 0, NULL, NULL, NULL);",
+            )
+            .expect("first layout");
+        }
+        let store = EventStore::open(dir.path()).expect("store");
+        assert_eq!(store.count(&EventFilter::default()).expect("count"), 1);
+        let again = [event("old-1", "1970-01-01T00:00:00Z", 0)];
+        assert_eq!(
+            store.ingest_file("f", "x", &again, None).expect("ingest"),
+            0
+        );
+        let conn = Connection::open(dir.path().join(STORE_FILE)).expect("db");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")
+            .expect("query")
+            .query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("names");
+        assert!(
+            indexes.contains(&"events_observation".to_string()),
+            "{indexes:?}"
+        );
+        assert!(indexes.contains(&"events_key".to_string()), "{indexes:?}");
     }
 
     #[test]
