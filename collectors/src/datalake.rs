@@ -195,7 +195,19 @@ pub fn resource_json(r: &aws_sdk_lakeformation::types::Resource) -> Value {
     if let Some(t) = r.table_with_columns() {
         let mut cols: Vec<&str> = t.column_names().iter().map(String::as_str).collect();
         cols.sort_unstable();
-        return json!({"tableWithColumns": {"database": t.database_name(), "name": t.name(), "columns": cols}});
+        let mut out = json!({"tableWithColumns": {"database": t.database_name(), "name": t.name(), "columns": cols}});
+        // Lake Formation reports a table-wide SELECT as all columns but these: without the
+        // wildcard the grant could not be addressed (and so not revoked).
+        if let Some(w) = t.column_wildcard() {
+            let mut excluded: Vec<&str> = w
+                .excluded_column_names()
+                .iter()
+                .map(String::as_str)
+                .collect();
+            excluded.sort_unstable();
+            out["tableWithColumns"]["columnWildcard"] = json!({"excluded": excluded});
+        }
+        return out;
     }
     if let Some(t) = r.table() {
         return json!({"table": {"database": t.database_name(), "name": t.name(),

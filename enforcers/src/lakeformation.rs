@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use aws_sdk_lakeformation::types::{
-    BatchPermissionsRequestEntry, DataLakePrincipal, DataLocationResource, DatabaseResource,
-    Permission, Resource, TableResource, TableWildcard, TableWithColumnsResource,
+    BatchPermissionsRequestEntry, ColumnWildcard, DataLakePrincipal, DataLocationResource,
+    DatabaseResource, Permission, Resource, TableResource, TableWildcard, TableWithColumnsResource,
 };
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -14,6 +14,12 @@ use tregov_engine::plan::{Change, PlanItem};
 use crate::{describe, Accounts, Enforcer, ItemResult};
 
 pub const BATCH_LIMIT: usize = 20;
+
+/// Lake Formation's answer to revoking a permission the grantee does not hold
+/// ("No permissions revoked. Grantee has no ... permission ...").
+pub fn already_revoked(message: &str) -> bool {
+    message.starts_with("No permissions revoked")
+}
 
 pub struct LakeFormation {
     accounts: Arc<Accounts>,
@@ -37,14 +43,23 @@ pub fn resource_from_json(v: &Value) -> Result<Resource, String> {
         }
         Resource::builder().table(b.build().map_err(|e| e.to_string())?)
     } else if let Some(t) = v.get("tableWithColumns") {
-        let columns = t["columns"]
-            .as_array()
-            .map(|a| a.iter().filter_map(s).collect());
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(s).collect())
+                .unwrap_or_default()
+        };
+        let columns = strings(&t["columns"]);
+        let wildcard = t.get("columnWildcard").map(|w| {
+            ColumnWildcard::builder()
+                .set_excluded_column_names(Some(strings(&w["excluded"])))
+                .build()
+        });
         Resource::builder().table_with_columns(
             TableWithColumnsResource::builder()
                 .set_database_name(s(&t["database"]))
                 .set_name(s(&t["name"]))
-                .set_column_names(columns)
+                .set_column_names((!columns.is_empty()).then_some(columns))
+                .set_column_wildcard(wildcard)
                 .build()
                 .map_err(|e| e.to_string())?,
         )
@@ -178,6 +193,14 @@ impl Enforcer for LakeFormation {
                                 .find(|f| {
                                     f.request_entry().map(|r| r.id()) == Some(item.id.as_str())
                                 })
+                                .filter(|f| {
+                                    // Revoking what is no longer held is the state wanted.
+                                    let message = f
+                                        .error()
+                                        .and_then(|e| e.error_message())
+                                        .unwrap_or_default();
+                                    grant || !already_revoked(message)
+                                })
                                 .map(|f| {
                                     let (code, message) = f
                                         .error()
@@ -200,5 +223,33 @@ impl Enforcer for LakeFormation {
             }
             results
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_column_wildcard_grant_can_be_addressed() {
+        let r = resource_from_json(&json!({"tableWithColumns": {"database": "db", "name": "t",
+            "columns": [], "columnWildcard": {"excluded": ["ssn"]}}}))
+        .expect("resource");
+        let t = r.table_with_columns().expect("table with columns");
+        assert_eq!(
+            t.column_wildcard()
+                .map(|w| w.excluded_column_names().to_vec()),
+            Some(vec!["ssn".to_string()])
+        );
+        assert!(t.column_names().is_empty());
+    }
+
+    #[test]
+    fn revoking_what_is_not_held_counts_as_done() {
+        assert!(already_revoked(
+            "No permissions revoked. Grantee has no SELECT permission and no grantable SELECT permission on resource"
+        ));
+        assert!(!already_revoked("Access denied"));
     }
 }
