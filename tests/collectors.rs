@@ -282,19 +282,8 @@ fn iam_roles_are_seen_with_tags_and_decoded_policies() {
     let moto = Moto::start();
     let policy_arn = runtime().block_on(async {
         let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
-        iam.create_role()
-            .role_name("swb-ws-alice")
-            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-            .tags(
-                aws_sdk_iam::types::Tag::builder()
-                    .key("tre:workspace")
-                    .value("ws-alice")
-                    .build()
-                    .expect("tag"),
-            )
-            .send()
-            .await
-            .expect("role");
+        moto.create_role("swb-ws-alice", &[("tre:workspace", "ws-alice")])
+            .await;
         iam.put_role_policy()
             .role_name("swb-ws-alice")
             .policy_name("study-access")

@@ -134,20 +134,8 @@ fn seed(moto: &Moto) {
                 .await;
             create_study(&glue, db, name).await;
         }
-        let iam = aws_sdk_iam::Client::new(&sdk);
-        iam.create_role()
-            .role_name("swb-ws-alice")
-            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-            .tags(
-                aws_sdk_iam::types::Tag::builder()
-                    .key("tre:workspace")
-                    .value("ws-alice-ec2")
-                    .build()
-                    .expect("tag"),
-            )
-            .send()
-            .await
-            .expect("role");
+        moto.create_role("swb-ws-alice", &[("tre:workspace", "ws-alice-ec2")])
+            .await;
         moto.run_instance(&[
             ("tre:workspace", "ws-alice-ec2"),
             ("tre:owner", "alice"),
@@ -601,13 +589,7 @@ fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_f
             .send()
             .await
             .expect("budget");
-        aws_sdk_iam::Client::new(&sdk)
-            .create_role()
-            .role_name("swb-env-mgmt")
-            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-            .send()
-            .await
-            .expect("environment role");
+        moto.create_role("swb-env-mgmt", &[]).await;
         aws_sdk_sns::Client::new(&sdk)
             .create_topic()
             .name("tre-budget")

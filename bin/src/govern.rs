@@ -146,11 +146,13 @@ fn log_results(
     let Some(log) = engine.log() else {
         return Ok(());
     };
+    let by_item: std::collections::HashMap<&str, &ItemResult> =
+        results.iter().map(|r| (r.item.as_str(), r)).collect();
     let records: Vec<Map<String, Value>> = plan
         .items
         .iter()
         .map(|item| {
-            let result = results.iter().find(|r| r.item == item.id);
+            let result = by_item.get(item.id.as_str()).copied();
             let mut m = Map::new();
             m.insert("kind".into(), json!("apply"));
             m.insert("origin".into(), json!(origin));
@@ -471,13 +473,6 @@ fn scope_of(changes: &[ObservedChange]) -> Option<BTreeSet<String>> {
     Some(roles)
 }
 
-fn has_approved(store: &Store) -> bool {
-    store
-        .parked()
-        .map(|p| p.iter().any(|(_, status, ..)| status == "approved"))
-        .unwrap_or(false)
-}
-
 /// Parks every item of `plan` and keeps only those an admin approved.
 fn approved_only(store: &Store, mut plan: Plan) -> Result<Plan> {
     let planned: Vec<&str> = plan.items.iter().map(|i| i.id.as_str()).collect();
@@ -548,9 +543,9 @@ pub fn parked_command(output: Format, data_dir: &Path) -> Result<ExitCode> {
 }
 
 /// Which collectors to re-run for a kind of governed change seen in the trail.
-fn collectors_for(kinds: &[String]) -> (bool, bool, bool, bool) {
+fn collectors_for(changes: &[ObservedChange]) -> (bool, bool, bool, bool) {
     use tregov_collectors::cloudtrail_parse::observation as o;
-    let has = |k: &str| kinds.iter().any(|x| x == k);
+    let has = |k: &str| changes.iter().any(|c| c.kind == k);
     (
         has(o::LAKEFORMATION_GRANT) || has(o::LAKEFORMATION_REVOKE),
         has(o::IAM_ROLE_CHANGE),
@@ -746,7 +741,7 @@ pub fn daemon_command(
                             detected = Some(poll_started);
                         }
                     }
-                    if trigger.is_none() && options.require_approval && has_approved(entity_store) {
+                    if trigger.is_none() && options.require_approval && entity_store.has_approved().unwrap_or(false) {
                         trigger = Some(Trigger::Replan);
                     }
                 }
@@ -766,8 +761,7 @@ pub fn daemon_command(
                 Trigger::Trail(changes) => {
                     // Re-read only what the trail says changed, then reconcile just the roles
                     // it names (everything, when it does not say).
-                    let kinds: Vec<String> = changes.iter().map(|c| c.kind.clone()).collect();
-                    let (lf, iam, ws, budgets) = collectors_for(&kinds);
+                    let (lf, iam, ws, budgets) = collectors_for(changes);
                     if !collection.targeted(lf, iam, ws, budgets).await {
                         // Look again at the next poll rather than miss the change.
                         mark = seen_before;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tregov_collectors::aws::Aws;
 use tregov_collectors::config::Config;
-use tregov_engine::plan::{Change, PlanItem};
+use tregov_engine::plan::PlanItem;
 
 pub mod compute;
 pub mod iam;
@@ -138,10 +138,10 @@ pub async fn apply_items(enforcers: &[Box<dyn Enforcer>], items: &[PlanItem]) ->
             results.extend(enforcer.apply(&mine).await);
         }
     }
-    for item in items {
-        if !results.iter().any(|r| r.item == item.id) {
-            results.push(ItemResult::failed(item, "no enforcer applies this change"));
-        }
+    let answered: std::collections::HashSet<String> =
+        results.iter().map(|r| r.item.clone()).collect();
+    for item in items.iter().filter(|i| !answered.contains(&i.id)) {
+        results.push(ItemResult::failed(item, "no enforcer applies this change"));
     }
     results
 }
@@ -152,16 +152,4 @@ where
     E: std::error::Error,
 {
     format!("{call}: {}", tregov_engine::decide::error_chain(e))
-}
-
-/// The account an item's change is made in.
-pub fn account_of(change: &Change) -> Option<&str> {
-    match change {
-        Change::PutRolePolicy { account, .. }
-        | Change::DeleteRolePolicy { account, .. }
-        | Change::StopWorkspace { account, .. }
-        | Change::TagBackup { account, .. }
-        | Change::Notify { account, .. } => Some(account),
-        Change::LfGrant { .. } | Change::LfRevoke { .. } => None,
-    }
 }

@@ -401,10 +401,6 @@ fn type_is(uid: &EntityUid, name: &str) -> bool {
     uid.type_name().to_string() == name
 }
 
-fn uid_text(uid: &EntityUid) -> String {
-    uid.to_string()
-}
-
 struct Dataset {
     uid: EntityUid,
     resource: Value,
@@ -470,9 +466,9 @@ impl<'a> Decider<'a> {
             return j.clone();
         }
         let spec = RequestSpec {
-            principal: uid_text(principal),
+            principal: principal.to_string(),
             action: format!("Tre::Action::\"{action}\""),
-            resource: uid_text(resource),
+            resource: resource.to_string(),
             context: json!({}),
         };
         let j = match self.request(principal, action, resource) {
@@ -1051,13 +1047,11 @@ pub fn plan_scoped(
                 // Unknown: leave the backups as they are.
                 continue;
             }
-            let want = attr_bool(w, "backupOptIn") && decision.is_some_and(|d| d.allows());
+            let want = attr_bool(w, "backupOptIn") && decision.as_ref().is_some_and(|d| d.allows());
             if want == tagged {
                 continue;
             }
-            let why = owner
-                .map(|o| vec![(*decider.decide(&o, "enableBackup", &uid)).clone()])
-                .unwrap_or_default();
+            let why = materialize(decision.iter());
             items.push(item(
                 Change::TagBackup {
                     account,

@@ -108,7 +108,8 @@ impl Store {
                  decided_by TEXT,
                  decided_at TEXT,
                  note TEXT
-             );",
+             );
+             CREATE INDEX IF NOT EXISTS parked_status ON parked(status);",
         )
         .map_err(|e| store_err(&path, e))?;
         Ok(Self {
@@ -384,6 +385,18 @@ impl Store {
             )
             .map_err(|e| store_err(&self.path, e))?;
         Ok(n == 1)
+    }
+
+    /// Whether an admin approved a parked item that has not been applied yet (checked at
+    /// every daemon poll, so one indexed question rather than the whole list).
+    pub fn has_approved(&self) -> Result<bool> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM parked WHERE status = 'approved')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| store_err(&self.path, e))
     }
 
     /// Approvals of items no longer planned lapse (`expired`): the world changed since.

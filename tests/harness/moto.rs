@@ -117,6 +117,28 @@ impl Drop for Moto {
 }
 
 impl Moto {
+    /// Creates an IAM role (with an empty trust policy) carrying `tags`.
+    pub async fn create_role(&self, name: &str, tags: &[(&str, &str)]) {
+        let iam = aws_sdk_iam::Client::new(&self.sdk_config().await);
+        let tags = tags
+            .iter()
+            .map(|(k, v)| {
+                aws_sdk_iam::types::Tag::builder()
+                    .key(*k)
+                    .value(*v)
+                    .build()
+                    .expect("tag")
+            })
+            .collect();
+        iam.create_role()
+            .role_name(name)
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .expect("role");
+    }
+
     /// Launches an EC2 instance carrying `tags` (a workspace, when they are TRE tags) and
     /// returns its id.
     pub async fn run_instance(&self, tags: &[(&str, &str)]) -> String {
