@@ -40,6 +40,99 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// The data egress workflow (`tregov egress`, the HTTP API).
+    #[serde(default)]
+    pub egress: Option<EgressConfig>,
+    /// The HTTP API the daemon (or `tregov serve`) offers.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+    /// How API callers are authenticated: OIDC JWTs (as Amazon Cognito issues them).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Data egress: where researchers' results wait, where reviewers inspect them, where approved
+/// results go, and who reviews.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// The egress-store bucket: each workspace's files under `<workspaceId>/`. Versioning must
+    /// be on: requests pin object VersionIds.
+    pub store_bucket: String,
+    /// Where pinned versions are copied for reviewers to inspect, under
+    /// `<workspaceId>/<requestId>/`.
+    pub staging_bucket: String,
+    /// Where approved files go, under `approved_egress/<workspaceId>/<requestId>/`.
+    /// Default: the staging bucket.
+    #[serde(default)]
+    pub approved_bucket: Option<String>,
+    /// KMS key for SSE-KMS on staged and approved copies. Default: the buckets' own encryption.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Account holding the buckets, when its role must be assumed (`role_arn`).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// The ordered review steps, each a `Tre::Role` id. Default
+    /// `["InformationGovernance", "ResearchIT"]`.
+    #[serde(default = "default_egress_steps")]
+    pub steps: Vec<String>,
+    /// The `Tre::Role` whose members download approved files. Default `InformationGovernance`.
+    #[serde(default = "default_download_role")]
+    pub download_role: String,
+    /// Downloads allowed per request. Default 1.
+    #[serde(default = "default_download_limit")]
+    pub download_limit: i64,
+    /// Lifetime of a presigned download URL, in seconds. Default 3600.
+    #[serde(default = "default_url_expiry")]
+    pub url_expiry_seconds: u64,
+    /// SNS topic told of each step (message attribute `audience`: the role or the requester).
+    #[serde(default)]
+    pub notify_topic_arn: Option<String>,
+}
+
+fn default_egress_steps() -> Vec<String> {
+    vec!["InformationGovernance".into(), "ResearchIT".into()]
+}
+fn default_download_role() -> String {
+    "InformationGovernance".into()
+}
+fn default_download_limit() -> i64 {
+    1
+}
+fn default_url_expiry() -> u64 {
+    3600
+}
+
+/// `[api]`: where the HTTP API listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to serve on, e.g. `127.0.0.1:9465`. Put TLS in front of anything else.
+    pub listen: String,
+}
+
+/// `[auth]`: which tokens the API accepts. Exactly one of `jwks_file` and `jwks_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A JSON Web Key Set file (relative to the configuration file).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Where the issuer publishes its keys, e.g.
+    /// `https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/jwks.json`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` (or, for Cognito access tokens, `client_id`) every token must carry.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 /// How workspace backups are switched on: the tag the admins' AWS Backup plan selects on.
@@ -226,6 +319,13 @@ impl Config {
                 }
             }
         }
+        if let Some(jwks) = config.auth.as_mut().and_then(|a| a.jwks_file.as_mut()) {
+            if jwks.is_relative() {
+                if let Some(dir) = path.parent() {
+                    *jwks = dir.join(&*jwks);
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -373,6 +473,79 @@ impl Config {
                         format!("`budgets.{key}` must be 1..1000 (percent), not {v}"),
                     ));
                 }
+            }
+        }
+        if let Some(eg) = &self.egress {
+            for (key, v) in [
+                ("store_bucket", &eg.store_bucket),
+                ("staging_bucket", &eg.staging_bucket),
+                ("download_role", &eg.download_role),
+            ] {
+                if v.trim().is_empty() {
+                    out.push((key.into(), format!("`egress.{key}` is empty")));
+                }
+            }
+            if eg.steps.is_empty() || eg.steps.iter().any(|s| s.trim().is_empty()) {
+                out.push((
+                    "steps".into(),
+                    "`egress.steps` needs at least one non-empty role".into(),
+                ));
+            }
+            if eg.download_limit < 1 {
+                out.push((
+                    "download_limit".into(),
+                    format!("`egress.download_limit` must be at least 1, not {}", eg.download_limit),
+                ));
+            }
+            if !(60..=604_800).contains(&eg.url_expiry_seconds) {
+                out.push((
+                    "url_expiry_seconds".into(),
+                    "`egress.url_expiry_seconds` must be 60..604800 (S3's presigning limit)".into(),
+                ));
+            }
+            if let Some(arn) = &eg.role_arn {
+                if !is_role_arn(arn) {
+                    out.push((
+                        "role_arn".into(),
+                        format!("`egress.role_arn` `{arn}` is not an IAM role ARN"),
+                    ));
+                }
+            }
+        }
+        if let Some(api) = &self.api {
+            if api.listen.parse::<std::net::SocketAddr>().is_err() {
+                out.push((
+                    "listen".into(),
+                    format!("`api.listen` `{}` is not an address like `127.0.0.1:9465`", api.listen),
+                ));
+            }
+            if self.auth.is_none() {
+                out.push((
+                    "listen".into(),
+                    "`[api]` needs an `[auth]` section: the API never serves unauthenticated".into(),
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            if auth.jwks_file.is_some() == auth.jwks_url.is_some() {
+                out.push((
+                    "issuer".into(),
+                    "`[auth]` needs exactly one of `jwks_file` and `jwks_url`".into(),
+                ));
+            }
+            if let Some(url) = &auth.jwks_url {
+                if !(url.starts_with("https://") || url.starts_with("http://127.")) {
+                    out.push((
+                        "jwks_url".into(),
+                        format!("`auth.jwks_url` `{url}` must be https (or a loopback http URL)"),
+                    ));
+                }
+            }
+            if auth.issuer.trim().is_empty() {
+                out.push(("issuer".into(), "`auth.issuer` is empty".into()));
+            }
+            if auth.audience.trim().is_empty() {
+                out.push(("audience".into(), "`auth.audience` is empty".into()));
             }
         }
         if let Some(dl) = &self.datalake {

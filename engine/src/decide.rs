@@ -305,6 +305,59 @@ impl Engine {
         Ok(outcomes)
     }
 
+    /// Decides over the store plus `extra` entities (entities JSON) that exist only for this
+    /// decision, such as an egress request as it would be after the transition asked for,
+    /// and logs the decision with the slice it read (the extra entities included), so
+    /// `why --replay` re-decides it exactly. `extra` wins over a stored entity of the same uid.
+    pub fn decide_with(
+        &self,
+        spec: RequestSpec,
+        extra: &[Value],
+        origin: &str,
+    ) -> Result<(ParsedRequest, DecisionOutcome)> {
+        let request = self.parse(spec)?;
+        let mut extra_uids = std::collections::HashSet::new();
+        let mut seeds: Vec<EntityUid> = vec![
+            request.principal.clone(),
+            request.action.clone(),
+            request.resource.clone(),
+        ];
+        seeds.extend(request.context_entities.iter().cloned());
+        seeds.extend(self.bundle.literal_entities.iter().cloned());
+        for e in extra {
+            if let Some(uid) = e.get("uid").and_then(crate::entities::uid_from_json) {
+                extra_uids.insert(uid);
+            }
+            for key in ["attrs", "parents"] {
+                if let Some(v) = e.get(key) {
+                    crate::entities::collect_entity_refs(v, &mut |u| seeds.push(u));
+                }
+            }
+        }
+        let uids: Vec<EntityUid> = self
+            .graph
+            .slice(seeds.iter())
+            .into_iter()
+            .filter(|u| !extra_uids.contains(u))
+            .collect();
+        let mut slice = self.graph.render_slice(&uids);
+        slice.extend(extra.iter().cloned());
+        let entities = crate::entities::entities_from_slice(&slice, self.bundle.schema.as_ref())?;
+        let response = self.authorizer.is_authorized(
+            &request.request,
+            self.bundle.policies_for(&request.action),
+            &entities,
+        );
+        let mut outcome = outcome_from_response(&response, &self.bundle);
+        if let Some(log) = &self.log {
+            let mut record = self.decision_record(&request, &outcome, origin);
+            record.insert("slice".into(), Value::Array(slice));
+            let seqs = log.append(vec![record])?;
+            outcome.log_seq = seqs.first().copied();
+        }
+        Ok((request, outcome))
+    }
+
     /// The log record of a decision (without sequence, time and hashes).
     pub fn decision_record(
         &self,

@@ -2,6 +2,7 @@
 //! tamper-evident decision log. Nothing here talks to AWS.
 
 pub mod decide;
+pub mod egress;
 pub mod entities;
 pub mod error;
 pub mod events;

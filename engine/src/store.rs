@@ -141,6 +141,26 @@ impl Store {
         })
     }
 
+    /// Runs `f` on the store's connection (for tables other modules own).
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        // A panic mid-transaction rolled the transaction back as it unwound: the connection
+        // itself is sound.
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+
+    /// `with_conn` for transactions.
+    pub fn with_conn_mut<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
     /// A separate read-only connection: reads there see the last committed state and never
     /// wait for a writer.
     pub fn reader(&self) -> Result<Connection> {
