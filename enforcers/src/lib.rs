@@ -17,6 +17,7 @@ use tregov_collectors::config::Config;
 use tregov_engine::plan::PlanItem;
 
 pub mod compute;
+pub mod egress;
 pub mod iam;
 pub mod lakeformation;
 pub mod sns;

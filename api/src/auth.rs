@@ -1,0 +1,199 @@
+//! Who is calling: OIDC JWTs (as Amazon Cognito issues them), verified against the issuer's
+//! JSON Web Key Set. The caller is the token's `sub`; nothing in a request body can change
+//! that.
+//!
+//! Checked: the signature (asymmetric algorithms only, with the key the token's `kid` names),
+//! `iss`, the audience (`aud`, or for Cognito access tokens, which carry none, `client_id`),
+//! `exp` and `nbf` (with the configured leeway). Anything else is refused.
+
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tregov_collectors::config::AuthConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token (`Authorization: Bearer <jwt>`)")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("signing keys unavailable: {0}")]
+    Keys(String),
+}
+
+enum KeySource {
+    File(PathBuf),
+    Url(String),
+}
+
+struct Keys {
+    set: JwkSet,
+    fetched: Instant,
+}
+
+pub struct Authenticator {
+    source: KeySource,
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    keys: RwLock<Option<Keys>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+/// Refetch an unknown `kid` at most this often: a key rotation is picked up at once, a flood
+/// of forged `kid`s does not become a flood of fetches.
+const REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+impl Authenticator {
+    /// Loads the key set now: a configuration whose keys cannot be read is refused at startup
+    /// (for a URL, the first fetch failing only delays serving: every call is refused until
+    /// the keys arrive).
+    pub async fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let source = match (&config.jwks_file, &config.jwks_url) {
+            (Some(path), None) => KeySource::File(path.clone()),
+            (None, Some(url)) => KeySource::Url(url.clone()),
+            _ => {
+                return Err(AuthError::Keys(
+                    "`[auth]` needs exactly one of `jwks_file` and `jwks_url`".into(),
+                ))
+            }
+        };
+        let auth = Self {
+            source,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway_seconds,
+            keys: RwLock::new(None),
+        };
+        match auth.load().await {
+            Ok(()) => {}
+            Err(e) if matches!(auth.source, KeySource::Url(_)) => {
+                tracing::warn!(error = %e, "cannot fetch the JWKS yet; calls are refused until it arrives");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(auth)
+    }
+
+    async fn load(&self) -> Result<(), AuthError> {
+        let text = match &self.source {
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| AuthError::Keys(format!("cannot read `{}`: {e}", path.display())))?,
+            KeySource::Url(url) => crate::client::get_text(url)
+                .await
+                .map_err(|e| AuthError::Keys(format!("cannot fetch `{url}`: {e}")))?,
+        };
+        let set: JwkSet = serde_json::from_str(&text)
+            .map_err(|e| AuthError::Keys(format!("not a JSON Web Key Set: {e}")))?;
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = Some(Keys {
+                set,
+                fetched: Instant::now(),
+            });
+        }
+        Ok(())
+    }
+
+    fn find(&self, kid: Option<&str>) -> Option<Jwk> {
+        let keys = self.keys.read().ok()?;
+        let set = &keys.as_ref()?.set;
+        match kid {
+            Some(kid) => set.find(kid).cloned(),
+            // Without a `kid` only a single-key set is unambiguous.
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        }
+    }
+
+    fn stale(&self) -> bool {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.fetched.elapsed() > REFETCH_AFTER))
+            .unwrap_or(true)
+    }
+
+    /// The caller's user id (`sub`), or why the token is refused.
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<String, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
+        if !is_asymmetric(header.alg) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm `{:?}` is not accepted",
+                header.alg
+            )));
+        }
+        let mut jwk = self.find(header.kid.as_deref());
+        if jwk.is_none() && matches!(self.source, KeySource::Url(_)) && self.stale() {
+            self.load().await?;
+            jwk = self.find(header.kid.as_deref());
+        }
+        let jwk = jwk.ok_or_else(|| {
+            AuthError::Invalid(format!(
+                "no key `{}` in the issuer's key set",
+                header.kid.as_deref().unwrap_or("(none)")
+            ))
+        })?;
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| AuthError::Keys(format!("unusable key: {e}")))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        // Checked below: Cognito access tokens name the client in `client_id`, not `aud`.
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        let audience_ok = match &claims.aud {
+            Some(Value::String(a)) => a == &self.audience,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&self.audience)),
+            Some(_) => false,
+            None => claims.client_id.as_deref() == Some(self.audience.as_str()),
+        };
+        if !audience_ok {
+            return Err(AuthError::Invalid("wrong audience".into()));
+        }
+        if claims.sub.trim().is_empty() {
+            return Err(AuthError::Invalid("empty `sub`".into()));
+        }
+        Ok(claims.sub)
+    }
+}
+
+fn is_asymmetric(alg: Algorithm) -> bool {
+    matches!(
+        alg,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+            | Algorithm::ES256
+            | Algorithm::ES384
+            | Algorithm::EdDSA
+    )
+}
