@@ -139,6 +139,10 @@ pub enum Command {
     },
     /// Plan items parked by `daemon --require-approval`, with their status.
     Parked,
+    /// Serve the HTTP API (`[api]`, `[auth]`): egress and `is-authorized`, without governing.
+    Serve,
+    /// Data egress requests, through the HTTP API with a bearer token.
+    Egress(crate::egress::EgressArgs),
     /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
     Observed {
         /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
@@ -275,6 +279,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::govern::decide_parked_command(&ctx.data_dir, &id, false, reason.as_deref())
         }
         Command::Parked => crate::govern::parked_command(ctx.output, &ctx.data_dir),
+        Command::Serve => crate::egress::serve_command(&cli.config, &ctx.data_dir, ctx.bundle()?),
+        Command::Egress(args) => crate::egress::egress_command(ctx.output, &cli.config, args),
         Command::Daemon {
             dry_run,
             require_approval,

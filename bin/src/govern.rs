@@ -640,6 +640,11 @@ pub fn daemon_command(
         eprintln!("tregov daemon: serving /metrics and /healthz on http://{bound}");
 
         let collection = Collection::build(config.clone(), data_dir, &bundle).await?;
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = crate::egress::spawn_in_daemon(&config, data_dir, bundle.clone(), &collection.aws, async {
+            let _ = api_stopped.await;
+        })
+        .await?;
         let mut engine = open_engine(data_dir, bundle)?;
         let (events, entity_store) = (&collection.events, &collection.entity_store);
         let enforcers = tregov_enforcers::build(collection.aws.clone(), config.clone());
@@ -702,7 +707,7 @@ pub fn daemon_command(
                 _ = interrupt.recv() => { tracing::info!("interrupted: stopping"); break; }
                 _ = hangup.recv() => {
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { trigger = Some(Trigger::Replan); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { share_policies(api.as_deref(), &engine); trigger = Some(Trigger::Replan); }
                     }
                 }
                 Some(()) = policy_rx.recv() => {
@@ -710,7 +715,7 @@ pub fn daemon_command(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while policy_rx.try_recv().is_ok() {}
                     if let Some(dir) = &options.policies_dir {
-                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { trigger = Some(Trigger::Replan); }
+                        if reload(&mut engine, dir, &metrics, &mut last_attempt) { share_policies(api.as_deref(), &engine); trigger = Some(Trigger::Replan); }
                     }
                 }
                 _ = resync.tick() => { trigger = Some(Trigger::Resync); }
@@ -836,6 +841,16 @@ pub fn daemon_command(
                 "reconciled"
             );
         }
+        let _ = api_stop.send(());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Hands a reloaded policy set to the API, so egress and `is-authorized` decide with it too.
+fn share_policies(api: Option<&tregov_api::Api>, engine: &Engine) {
+    if let Some(api) = api {
+        if let Err(e) = api.set_policies(engine.bundle().clone()) {
+            tracing::error!(error = %e, "the API could not take the reloaded policies; it keeps the last good set");
+        }
+    }
 }

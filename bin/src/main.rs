@@ -2,6 +2,7 @@
 
 mod cli;
 mod collect;
+mod egress;
 mod govern;
 mod output;
 
