@@ -1,0 +1,689 @@
+//! Data egress against the AWS emulator, through the real `tregov serve` API and the
+//! `tregov egress` CLI, with tokens signed like an OIDC provider's.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tregov_api::client::ApiClient;
+use tregov_tests::moto::Moto;
+use tregov_tests::{stderr, stdout, workspace_root, Tre};
+
+const STORE: &str = "tre-egress-store";
+const STAGING: &str = "tre-egress-staging";
+const APPROVED: &str = "tre-egress-approved";
+const ISSUER: &str = "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_tregovtest";
+const AUDIENCE: &str = "tregov-egress-app";
+const WORKSPACE: &str = "ws-alice";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures/jwt").join(name)
+}
+
+/// A token as the identity provider would sign it, `exp` seconds from now.
+fn token_with(key: &str, sub: &str, audience: &str, exp: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("tregov-test-1".into());
+    let pem = std::fs::read(fixture(key)).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
+    jsonwebtoken::encode(
+        &header,
+        &json!({"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + exp, "token_use": "id"}),
+        &key,
+    )
+    .expect("token")
+}
+
+fn token(sub: &str) -> String {
+    token_with("signing.pem", sub, AUDIENCE, 600)
+}
+
+fn role(id: &str) -> Value {
+    json!({"uid": {"type": "Tre::Role", "id": id}, "attrs": {}, "parents": []})
+}
+
+fn user(id: &str, roles: &[&str]) -> Value {
+    let mut parents: Vec<Value> = roles
+        .iter()
+        .map(|r| json!({"type": "Tre::Role", "id": r}))
+        .collect();
+    parents.push(json!({"type": "Tre::Project", "id": "proj-genomics"}));
+    json!({"uid": {"type": "Tre::User", "id": id}, "attrs": {"status": "active"}, "parents": parents})
+}
+
+fn workspace(id: &str, owner: &str) -> Value {
+    json!({"uid": {"type": "Tre::Workspace", "id": id}, "attrs": {
+        "owner": {"__entity": {"type": "Tre::User", "id": owner}},
+        "project": {"__entity": {"type": "Tre::Project", "id": "proj-genomics"}},
+        "workspaceType": {"__entity": {"type": "Tre::WorkspaceType", "id": "ec2-linux"}},
+        "kind": "ec2", "status": "running", "backupOptIn": false
+    }, "parents": [{"type": "Tre::Project", "id": "proj-genomics"}]})
+}
+
+/// alice (researcher, owner of ws-alice), carol (IG), dave (RIT), rita (IG and RIT), rachel
+/// (a researcher who is also IG, owning ws-rachel), gina (IG: downloads).
+fn people() -> Value {
+    json!([
+        role("Researcher"), role("InformationGovernance"), role("ResearchIT"), role("ITAdmin"),
+        {"uid": {"type": "Tre::Project", "id": "proj-genomics"}, "attrs": {"accountId": "123456789012"}, "parents": []},
+        {"uid": {"type": "Tre::WorkspaceType", "id": "ec2-linux"}, "attrs": {"approved": true,
+          "allowRoles": [{"__entity": {"type": "Tre::Role", "id": "Researcher"}}], "denyRoles": [], "backupAllowed": true}, "parents": []},
+        user("alice", &["Researcher"]),
+        user("carol", &["InformationGovernance"]),
+        user("dave", &["ResearchIT"]),
+        user("rita", &["InformationGovernance", "ResearchIT"]),
+        user("rachel", &["Researcher", "InformationGovernance"]),
+        user("gina", &["InformationGovernance"]),
+        workspace(WORKSPACE, "alice"),
+        workspace("ws-rachel", "rachel"),
+    ])
+}
+
+struct Bed {
+    moto: Moto,
+    tre: Tre,
+    config: PathBuf,
+}
+
+impl Bed {
+    /// The emulator with versioned buckets (so a doubled copy would show as a second
+    /// version), an SNS topic, and a store holding the people and workspaces.
+    fn new(download_limit: i64) -> Self {
+        let moto = Moto::start();
+        runtime().block_on(async {
+            let s3 = moto.s3().await;
+            for bucket in [STORE, STAGING, APPROVED] {
+                s3.create_bucket().bucket(bucket).send().await.expect("bucket");
+                s3.put_bucket_versioning()
+                    .bucket(bucket)
+                    .versioning_configuration(
+                        aws_sdk_s3::types::VersioningConfiguration::builder()
+                            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .expect("versioning");
+            }
+            aws_sdk_sns::Client::new(&moto.sdk_config().await)
+                .create_topic()
+                .name("tre-egress")
+                .send()
+                .await
+                .expect("topic");
+        });
+        let tre = Tre::new();
+        let entities = tre.dir.path().join("people.json");
+        std::fs::write(&entities, people().to_string()).expect("entities");
+        let out = tre.run(&["entities", "import", entities.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "import: {}", stderr(&out));
+        let config = tre.dir.path().join("tregov.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"max_attempts = 2
+[egress]
+store_bucket = "{STORE}"
+staging_bucket = "{STAGING}"
+approved_bucket = "{APPROVED}"
+download_limit = {download_limit}
+notify_topic_arn = "arn:aws:sns:us-east-1:123456789012:tre-egress"
+[api]
+listen = "127.0.0.1:0"
+[auth]
+jwks_file = "{}"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+[daemon]
+poll_seconds = 1
+"#,
+                fixture("jwks.json").display()
+            ),
+        )
+        .expect("config");
+        Self { moto, tre, config }
+    }
+
+    fn put(&self, key: &str, body: &str) {
+        runtime().block_on(async {
+            self.moto
+                .s3()
+                .await
+                .put_object()
+                .bucket(STORE)
+                .key(key)
+                .body(body.as_bytes().to_vec().into())
+                .send()
+                .await
+                .expect("put");
+        });
+    }
+
+    /// Every version of every object in `bucket`: (key, body of that version).
+    fn versions(&self, bucket: &str) -> Vec<(String, String)> {
+        runtime().block_on(async {
+            let s3 = self.moto.s3().await;
+            let list = s3
+                .list_object_versions()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("versions");
+            let mut out = Vec::new();
+            for v in list.versions() {
+                let key = v.key().unwrap_or_default().to_string();
+                let body = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .version_id(v.version_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("get")
+                    .body
+                    .collect()
+                    .await
+                    .expect("body")
+                    .into_bytes();
+                out.push((key, String::from_utf8_lossy(&body).to_string()));
+            }
+            out.sort();
+            out
+        })
+    }
+
+    /// Live (not deleted) objects in `bucket`.
+    fn live(&self, bucket: &str) -> Vec<String> {
+        runtime().block_on(async {
+            let list = self
+                .moto
+                .s3()
+                .await
+                .list_objects_v2()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("list");
+            let mut keys: Vec<String> = list
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect();
+            keys.sort();
+            keys
+        })
+    }
+
+    /// `tregov serve` (with a failpoint, if given), once it listens.
+    fn serve(&self, failpoint: Option<&str>) -> Server {
+        let mut cmd = self.tre.command(Some(&self.moto), &self.config, &["serve"]);
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        if let Some(f) = failpoint {
+            cmd.env("TREGOV_FAILPOINT", f);
+        }
+        let mut child = cmd.spawn().expect("serve starts");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("serving the API on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                eprintln!("[serve] {line}");
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the API starts listening");
+        Server { child, base }
+    }
+
+    fn egress(&self, server: &Server, user: &str, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--output", "json", "egress", "--api", &server.base];
+        all.extend_from_slice(args);
+        self.tre
+            .command(None, &self.config, &all)
+            .env("TREGOV_TOKEN", token(user))
+            .output()
+            .expect("tregov egress runs")
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn client(&self, user: &str) -> ApiClient {
+        ApiClient::new(&self.base, &token(user))
+    }
+
+    fn call(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        runtime()
+            .block_on(self.client(user).call(method, path, body.as_ref()))
+            .expect("the API answers")
+    }
+
+    /// Waits until the request has no S3 work pending; returns it.
+    fn settled(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, r) = self.call("carol", "GET", &format!("/v1/egress/requests/{id}"), None);
+            assert_eq!(status, 200, "{r}");
+            if r.get("pending").is_none_or(Value::is_null) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "request {id} never settled: {r}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for the process to exit (a failpoint) and returns its exit code.
+    fn exited(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn submit(server: &Server, user: &str, workspace: &str) -> (u16, Value) {
+    server.call(user, "POST", "/v1/egress/requests", Some(json!({"workspace": workspace})))
+}
+
+fn review(server: &Server, user: &str, id: &str, decision: &str, reason: Option<&str>) -> (u16, Value) {
+    server.call(
+        user,
+        "POST",
+        &format!("/v1/egress/requests/{id}/reviews"),
+        Some(json!({"decision": decision, "reason": reason})),
+    )
+}
+
+fn id_of(r: &Value) -> String {
+    r["id"].as_str().expect("request id").to_string()
+}
+
+fn fetch(url: &str) -> String {
+    runtime().block_on(tregov_api::client::get_text(url)).expect("presigned GET")
+}
+
+#[test]
+fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_limit() {
+    let bed = Bed::new(1);
+    bed.put("ws-alice/results/table1.csv", "counts,v1");
+    bed.put("ws-alice/summary.txt", "summary v1");
+    let server = bed.serve(None);
+
+    // Submitted through the CLI, as alice.
+    let out = bed.egress(&server, "alice", &["submit", "--workspace", WORKSPACE, "--note", "paper figures"]);
+    assert!(out.status.success(), "submit: {} {}", stdout(&out), stderr(&out));
+    let submitted: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = id_of(&submitted);
+    assert_eq!(submitted["status"], "IN_REVIEW");
+    assert_eq!(submitted["requester"], "alice");
+    assert_eq!(submitted["objects"].as_array().map(Vec::len), Some(2));
+
+    // alice edits a file after submitting: the reviewed version is what leaves.
+    bed.put("ws-alice/results/table1.csv", "counts,v2 EDITED");
+    let staged = bed.versions(STAGING);
+    assert_eq!(
+        staged,
+        [
+            (format!("{WORKSPACE}/{id}/results/table1.csv"), "counts,v1".to_string()),
+            (format!("{WORKSPACE}/{id}/summary.txt"), "summary v1".to_string()),
+        ]
+    );
+
+    // Research IT cannot review before Information Governance.
+    let (status, answer) = review(&server, "dave", &id, "approve", None);
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = review(&server, "carol", &id, "approve", None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["currentStep"], 2);
+    let out = bed.egress(&server, "dave", &["review", &id, "--approve"]);
+    assert!(out.status.success(), "RIT review: {}", stderr(&out));
+    let approved = server.settled(&id);
+    assert_eq!(approved["status"], "APPROVED");
+    assert_eq!(
+        bed.versions(APPROVED),
+        [
+            (format!("approved_egress/{WORKSPACE}/{id}/results/table1.csv"), "counts,v1".to_string()),
+            (format!("approved_egress/{WORKSPACE}/{id}/summary.txt"), "summary v1".to_string()),
+        ]
+    );
+
+    // Only the download role downloads, and only once (the default limit).
+    let out = bed.egress(&server, "alice", &["download", &id]);
+    assert_eq!(out.status.code(), Some(2), "alice downloaded: {}", stdout(&out));
+    let out = bed.egress(&server, "gina", &["download", &id]);
+    assert!(out.status.success(), "download: {}", stderr(&out));
+    let download: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(download["downloadsLeft"], 0);
+    let files = download["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2);
+    let table = files
+        .iter()
+        .find(|f| f["key"].as_str().is_some_and(|k| k.ends_with("table1.csv")))
+        .expect("table1");
+    assert_eq!(fetch(table["url"].as_str().expect("url")), "counts,v1");
+    let out = bed.egress(&server, "gina", &["download", &id]);
+    assert_eq!(out.status.code(), Some(2), "a second download: {}", stdout(&out));
+    let refused: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(refused["answer"]["reasons"], json!(["egress-download-limit"]));
+
+    // The whole story is in the log, and the log verifies.
+    let out = bed.tre.run_with(None, &bed.config, &["egress", "--api", &server.base, "--token", &token("carol"), "show", &id]);
+    assert!(out.status.success(), "show: {}", stderr(&out));
+    let text = stdout(&out);
+    for event in ["submitted by alice", "stage by tregov", "approved-step by carol", "approved by dave", "publish by tregov", "download by gina"] {
+        assert!(text.contains(event), "history lacks `{event}`:\n{text}");
+    }
+    assert!(text.contains("egress-download-limit"), "the refused download is in the history:\n{text}");
+    let out = bed.tre.run(&["log", "verify"]);
+    assert!(out.status.success(), "log verify: {}", stderr(&out));
+}
+
+#[test]
+fn a_rejection_at_either_step_removes_the_staged_copies_and_the_owner_resubmits() {
+    let bed = Bed::new(1);
+    bed.put("ws-alice/out.csv", "v1");
+    let server = bed.serve(None);
+
+    let (status, first) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{first}");
+    let first_id = id_of(&first);
+    let (status, _) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 409, "a second request while one is in review");
+    let (status, answer) = review(&server, "carol", &first_id, "reject", None);
+    assert_eq!(status, 400, "a rejection without a reason: {answer}");
+    let (status, answer) = review(&server, "carol", &first_id, "reject", Some("row-level data"));
+    assert_eq!(status, 200, "{answer}");
+    let rejected = server.settled(&first_id);
+    assert_eq!(rejected["status"], "REJECTED");
+    assert!(bed.live(STAGING).is_empty(), "staged copies left: {:?}", bed.live(STAGING));
+
+    bed.put("ws-alice/out.csv", "v2 aggregated");
+    let (status, second) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(second["version"], 2);
+    let second_id = id_of(&second);
+    assert_eq!(review(&server, "carol", &second_id, "approve", None).0, 200);
+    let (status, answer) = review(&server, "dave", &second_id, "reject", Some("needs a disclosure check"));
+    assert_eq!(status, 200, "{answer}");
+    server.settled(&second_id);
+    assert!(bed.live(STAGING).is_empty(), "staged copies left: {:?}", bed.live(STAGING));
+    assert!(bed.live(APPROVED).is_empty(), "a rejected request published files");
+
+    let (status, third) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{third}");
+    assert_eq!(third["version"], 3);
+    let (_, history) = server.call("carol", "GET", &format!("/v1/egress/requests/{second_id}/history"), None);
+    let reasons: Vec<&str> = history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["needs a disclosure check"]);
+}
+
+#[test]
+fn requesters_never_review_their_own_request_and_nobody_approves_two_steps() {
+    let bed = Bed::new(1);
+    bed.put("ws-rachel/r.csv", "rachel's");
+    bed.put("ws-alice/a.csv", "alice's");
+    let server = bed.serve(None);
+
+    // rachel holds the IG role, but not for her own request.
+    let (status, mine) = submit(&server, "rachel", "ws-rachel");
+    assert_eq!(status, 201, "{mine}");
+    let (status, answer) = review(&server, "rachel", &id_of(&mine), "approve", None);
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["reasons"], json!(["egress-requester-never-reviews"]));
+
+    // Nobody submits for someone else's workspace, and the body cannot name the requester.
+    let (status, answer) = submit(&server, "rachel", WORKSPACE);
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = server.call(
+        "rachel",
+        "POST",
+        "/v1/egress/requests",
+        Some(json!({"workspace": WORKSPACE, "requester": "alice"})),
+    );
+    assert!((400..500).contains(&status) && status != 403, "a forged requester: {status} {answer}");
+
+    // rita holds both review roles: one step only.
+    let (_, theirs) = submit(&server, "alice", WORKSPACE);
+    let id = id_of(&theirs);
+    assert_eq!(review(&server, "rita", &id, "approve", None).0, 200);
+    let (status, answer) = review(&server, "rita", &id, "approve", None);
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["reasons"], json!(["egress-one-person-one-step"]));
+    // A reviewer named in the body is refused, not believed.
+    let (status, answer) = server.call(
+        "alice",
+        "POST",
+        &format!("/v1/egress/requests/{id}/reviews"),
+        Some(json!({"decision": "approve", "reviewer": "dave"})),
+    );
+    assert!((400..500).contains(&status) && status != 200, "a forged reviewer: {status} {answer}");
+    assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
+    assert_eq!(server.settled(&id)["status"], "APPROVED");
+}
+
+#[test]
+fn a_hundred_concurrent_downloads_with_a_limit_of_three_yield_exactly_three_urls() {
+    let bed = Bed::new(3);
+    bed.put("ws-alice/x.csv", "x");
+    let server = bed.serve(None);
+    let (_, r) = submit(&server, "alice", WORKSPACE);
+    let id = id_of(&r);
+    assert_eq!(review(&server, "carol", &id, "approve", None).0, 200);
+    assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
+    server.settled(&id);
+
+    let path = format!("/v1/egress/requests/{id}/downloads");
+    let statuses: Vec<u16> = runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let client = server.client("gina");
+            let path = path.clone();
+            tasks.push(tokio::spawn(async move {
+                client.call("POST", &path, None).await.map(|(s, _)| s)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task").expect("the API answers"));
+        }
+        out
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 97, "{statuses:?}");
+    assert_eq!(server.settled(&id)["downloadCount"], 3);
+}
+
+#[test]
+fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
+    let bed = Bed::new(1);
+    let server = bed.serve(None);
+    let call = |token: &str| {
+        runtime()
+            .block_on(ApiClient::new(&server.base, token).call("GET", "/v1/egress/requests", None))
+            .expect("the API answers")
+            .0
+    };
+    assert_eq!(call(&token("carol")), 200);
+    assert_eq!(call(&token_with("signing.pem", "carol", AUDIENCE, -300)), 401, "expired");
+    assert_eq!(call(&token_with("other.pem", "carol", AUDIENCE, 600)), 401, "wrong key");
+    assert_eq!(call(&token_with("signing.pem", "carol", "another-app", 600)), 401, "wrong audience");
+    assert_eq!(call("not-a-jwt"), 401, "garbage");
+    // alg=none with a valid-looking payload.
+    let unsigned = {
+        let good = token("carol");
+        let payload = good.split('.').nth(1).expect("payload").to_string();
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.")
+    };
+    assert_eq!(call(&unsigned), 401, "alg none");
+    let (status, _) = runtime()
+        .block_on(ApiClient::new(&server.base, "").call("GET", "/v1/egress/requests", None))
+        .expect("answers");
+    assert_eq!(status, 401, "no token");
+    let out = bed.egress(&server, "carol", &["list"]);
+    assert!(out.status.success(), "list: {}", stderr(&out));
+    let out = bed
+        .tre
+        .command(None, &bed.config, &["egress", "--api", &server.base, "list"])
+        .env("TREGOV_TOKEN", token_with("other.pem", "carol", AUDIENCE, 600))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "a forged token through the CLI: {}", stderr(&out));
+}
+
+#[test]
+fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policies() {
+    let bed = Bed::new(1);
+    let server = bed.serve(None);
+    let ask = |principal: &str, action: &str| {
+        json!({
+            "policyStoreId": "tregov",
+            "principal": {"entityType": "Tre::User", "entityId": principal},
+            "action": {"actionType": "Tre::Action", "actionId": action},
+            "resource": {"entityType": "Tre::WorkspaceType", "entityId": "ec2-linux"},
+            "context": {"contextMap": {"project": {"entityIdentifier": {"entityType": "Tre::Project", "entityId": "proj-genomics"}}}}
+        })
+    };
+    let (status, answer) = server.call("carol", "POST", "/v1/is-authorized", Some(ask("alice", "createWorkspace")));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decision"], "ALLOW", "{answer}");
+    assert!(!answer["determiningPolicies"].as_array().expect("policies").is_empty());
+    // Batch items are AVP's: the store id is given once, for the batch.
+    let item = |p: &str| {
+        let mut v = ask(p, "createWorkspace");
+        v.as_object_mut().map(|o| o.remove("policyStoreId"));
+        v
+    };
+    let (status, answer) = server.call(
+        "carol",
+        "POST",
+        "/v1/batch-is-authorized",
+        Some(json!({"policyStoreId": "tregov", "requests": [
+            item("alice"),
+            item("carol"),
+            {"principal": {"entityType": "Tre::Nope", "entityId": "x"}, "action": {"actionType": "Tre::Action", "actionId": "read"}, "resource": {"entityType": "Tre::Dataset", "entityId": "d"}}
+        ]})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let decisions: Vec<&str> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(decisions, ["ALLOW", "DENY", "DENY"]);
+    assert!(!answer["results"][2]["errors"].as_array().expect("errors").is_empty());
+    // Entities supplied by the caller would let it forge roles: refused.
+    let mut forged = ask("alice", "createWorkspace");
+    forged["entities"] = json!({"entityList": []});
+    let (status, _) = server.call("carol", "POST", "/v1/is-authorized", Some(forged));
+    assert!((400..500).contains(&status));
+}
+
+/// Kills the server at each step of the workflow in turn and restarts it: the request
+/// completes once, every file staged and published exactly once.
+#[test]
+fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restart() {
+    let bed = Bed::new(1);
+    bed.put("ws-alice/a.csv", "a");
+    bed.put("ws-alice/b.csv", "b");
+
+    let crashed = |server: Server| {
+        assert_eq!(server.exited(), Some(86), "the failpoint was not reached");
+    };
+    // Dies after the request is stored, before any copy.
+    let server = bed.serve(Some("egress-submitted"));
+    let (status, r) = runtime()
+        .block_on(server.client("alice").call("POST", "/v1/egress/requests", Some(&json!({"workspace": WORKSPACE}))))
+        .unwrap_or((0, Value::Null));
+    assert_ne!(status, 201, "answered despite the crash: {r}");
+    crashed(server);
+    // On restart the pending staging resumes; dies after its first copy.
+    crashed(bed.serve(Some("egress-stage-copy")));
+    // Resumes again: the first copy is recognised, the second made; dies before recording it.
+    crashed(bed.serve(Some("egress-effect-done")));
+    let server = bed.serve(Some("egress-reviewed"));
+    let (_, list) = server.call("carol", "GET", "/v1/egress/requests", None);
+    let id = id_of(&list["requests"][0]);
+    server.settled(&id);
+    let _ = runtime().block_on(server.client("carol").call(
+        "POST",
+        &format!("/v1/egress/requests/{id}/reviews"),
+        Some(&json!({"decision": "approve"})),
+    ));
+    crashed(server);
+    let server = bed.serve(Some("egress-publish-copy"));
+    server.settled(&id);
+    let _ = runtime().block_on(server.client("dave").call(
+        "POST",
+        &format!("/v1/egress/requests/{id}/reviews"),
+        Some(&json!({"decision": "approve"})),
+    ));
+    crashed(server);
+    let server = bed.serve(None);
+    let done = server.settled(&id);
+    assert_eq!(done["status"], "APPROVED");
+    assert_eq!(done["reviews"].as_array().map(Vec::len), Some(2), "{done}");
+
+    // Exactly one version of each copy: nothing doubled, nothing lost.
+    assert_eq!(
+        bed.versions(STAGING),
+        [
+            (format!("{WORKSPACE}/{id}/a.csv"), "a".to_string()),
+            (format!("{WORKSPACE}/{id}/b.csv"), "b".to_string()),
+        ]
+    );
+    assert_eq!(
+        bed.versions(APPROVED),
+        [
+            (format!("approved_egress/{WORKSPACE}/{id}/a.csv"), "a".to_string()),
+            (format!("approved_egress/{WORKSPACE}/{id}/b.csv"), "b".to_string()),
+        ]
+    );
+    let (_, history) = server.call("carol", "GET", &format!("/v1/egress/requests/{id}/history"), None);
+    let events: Vec<&str> = history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["event"].as_str())
+        .collect();
+    assert_eq!(events, ["submitted", "stage", "approved-step", "notify-step", "approved", "publish"]);
+    let out = bed.tre.run(&["log", "verify"]);
+    assert!(out.status.success(), "log verify: {}", stderr(&out));
+}
