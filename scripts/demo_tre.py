@@ -4,6 +4,7 @@
                identity file DIR/identity.json
   drift N      an out-of-band Lake Formation grant, and the CloudTrail log file that records it
   grants       Lake Formation permissions of alice's workspace role
+  put KEY TEXT a file in the egress-store bucket (a researcher saving results to egress)
 """
 import gzip
 import json
@@ -16,6 +17,7 @@ ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/swb-ws-alice"
 BUCKET = "tre-org-trail"
 ORG = "o-tre"
+EGRESS_BUCKETS = ["tre-egress-store", "tre-egress-staging"]
 
 
 def client(name):
@@ -47,8 +49,18 @@ def seed(directory):
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
     )
-    client("s3").create_bucket(Bucket=BUCKET)
+    s3 = client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    # Egress: requests pin object versions, so the buckets are versioned.
+    for bucket in EGRESS_BUCKETS:
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client("sns").create_topic(Name="tre-egress")
     researcher = {"type": "Tre::Role", "id": "Researcher"}
+
+    def staff(name, *roles):
+        return {"uid": {"type": "Tre::User", "id": name}, "attrs": {"status": "active"},
+                "parents": [{"type": "Tre::Role", "id": r} for r in roles]}
     identity = [
         {"uid": researcher, "attrs": {}, "parents": []},
         {"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "active"},
@@ -57,6 +69,11 @@ def seed(directory):
         {"uid": {"type": "Tre::WorkspaceType", "id": "ec2-linux-approved"},
          "attrs": {"approved": True, "allowRoles": [{"__entity": researcher}], "denyRoles": [],
                    "backupAllowed": True}, "parents": []},
+        {"uid": {"type": "Tre::Role", "id": "InformationGovernance"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Tre::Role", "id": "ResearchIT"}, "attrs": {}, "parents": []},
+        staff("carol", "InformationGovernance"),
+        staff("dave", "ResearchIT"),
+        staff("gina", "InformationGovernance"),
     ]
     with open(f"{directory}/identity.json", "w") as f:
         json.dump(identity, f, indent=1)
@@ -103,5 +120,7 @@ if __name__ == "__main__":
         drift(sys.argv[2] if len(sys.argv) > 2 else "1")
     elif command == "grants":
         grants()
+    elif command == "put" and len(sys.argv) == 4:
+        client("s3").put_object(Bucket="tre-egress-store", Key=sys.argv[2], Body=sys.argv[3].encode())
     else:
         sys.exit(__doc__)

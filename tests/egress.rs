@@ -486,6 +486,10 @@ fn requesters_never_review_their_own_request_and_nobody_approves_two_steps() {
     let (status, answer) = review(&server, "rita", &id, "approve", None);
     assert_eq!(status, 403, "{answer}");
     assert_eq!(answer["reasons"], json!(["egress-one-person-one-step"]));
+    // The denial replays from the log alone: the request as it was is in the logged slice.
+    let seq = answer["logSeq"].as_u64().expect("logged").to_string();
+    let out = bed.tre.run(&["why", "--replay", &seq]);
+    assert!(stdout(&out).contains("reproduces: yes"), "replay: {} {}", stdout(&out), stderr(&out));
     // A reviewer named in the body is refused, not believed.
     let (status, answer) = server.call(
         "alice",
