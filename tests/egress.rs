@@ -107,7 +107,11 @@ impl Bed {
         runtime().block_on(async {
             let s3 = moto.s3().await;
             for bucket in [STORE, STAGING, APPROVED] {
-                s3.create_bucket().bucket(bucket).send().await.expect("bucket");
+                s3.create_bucket()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .expect("bucket");
                 s3.put_bucket_versioning()
                     .bucket(bucket)
                     .versioning_configuration(
@@ -314,10 +318,21 @@ impl Drop for Server {
 }
 
 fn submit(server: &Server, user: &str, workspace: &str) -> (u16, Value) {
-    server.call(user, "POST", "/v1/egress/requests", Some(json!({"workspace": workspace})))
+    server.call(
+        user,
+        "POST",
+        "/v1/egress/requests",
+        Some(json!({"workspace": workspace})),
+    )
 }
 
-fn review(server: &Server, user: &str, id: &str, decision: &str, reason: Option<&str>) -> (u16, Value) {
+fn review(
+    server: &Server,
+    user: &str,
+    id: &str,
+    decision: &str,
+    reason: Option<&str>,
+) -> (u16, Value) {
     server.call(
         user,
         "POST",
@@ -331,7 +346,9 @@ fn id_of(r: &Value) -> String {
 }
 
 fn fetch(url: &str) -> String {
-    runtime().block_on(tregov_api::client::get_text(url)).expect("presigned GET")
+    runtime()
+        .block_on(tregov_api::client::get_text(url))
+        .expect("presigned GET")
 }
 
 #[test]
@@ -342,8 +359,23 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
     let server = bed.serve(None);
 
     // Submitted through the CLI, as alice.
-    let out = bed.egress(&server, "alice", &["submit", "--workspace", WORKSPACE, "--note", "paper figures"]);
-    assert!(out.status.success(), "submit: {} {}", stdout(&out), stderr(&out));
+    let out = bed.egress(
+        &server,
+        "alice",
+        &[
+            "submit",
+            "--workspace",
+            WORKSPACE,
+            "--note",
+            "paper figures",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "submit: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
     let submitted: Value = serde_json::from_slice(&out.stdout).expect("json");
     let id = id_of(&submitted);
     assert_eq!(submitted["status"], "IN_REVIEW");
@@ -356,8 +388,14 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
     assert_eq!(
         staged,
         [
-            (format!("{WORKSPACE}/{id}/results/table1.csv"), "counts,v1".to_string()),
-            (format!("{WORKSPACE}/{id}/summary.txt"), "summary v1".to_string()),
+            (
+                format!("{WORKSPACE}/{id}/results/table1.csv"),
+                "counts,v1".to_string()
+            ),
+            (
+                format!("{WORKSPACE}/{id}/summary.txt"),
+                "summary v1".to_string()
+            ),
         ]
     );
 
@@ -374,14 +412,25 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
     assert_eq!(
         bed.versions(APPROVED),
         [
-            (format!("approved_egress/{WORKSPACE}/{id}/results/table1.csv"), "counts,v1".to_string()),
-            (format!("approved_egress/{WORKSPACE}/{id}/summary.txt"), "summary v1".to_string()),
+            (
+                format!("approved_egress/{WORKSPACE}/{id}/results/table1.csv"),
+                "counts,v1".to_string()
+            ),
+            (
+                format!("approved_egress/{WORKSPACE}/{id}/summary.txt"),
+                "summary v1".to_string()
+            ),
         ]
     );
 
     // Only the download role downloads, and only once (the default limit).
     let out = bed.egress(&server, "alice", &["download", &id]);
-    assert_eq!(out.status.code(), Some(2), "alice downloaded: {}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "alice downloaded: {}",
+        stdout(&out)
+    );
     let out = bed.egress(&server, "gina", &["download", &id]);
     assert!(out.status.success(), "download: {}", stderr(&out));
     let download: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -394,18 +443,48 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
         .expect("table1");
     assert_eq!(fetch(table["url"].as_str().expect("url")), "counts,v1");
     let out = bed.egress(&server, "gina", &["download", &id]);
-    assert_eq!(out.status.code(), Some(2), "a second download: {}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a second download: {}",
+        stdout(&out)
+    );
     let refused: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(refused["answer"]["reasons"], json!(["egress-download-limit"]));
+    assert_eq!(
+        refused["answer"]["reasons"],
+        json!(["egress-download-limit"])
+    );
 
     // The whole story is in the log, and the log verifies.
-    let out = bed.tre.run_with(None, &bed.config, &["egress", "--api", &server.base, "--token", &token("carol"), "show", &id]);
+    let out = bed.tre.run_with(
+        None,
+        &bed.config,
+        &[
+            "egress",
+            "--api",
+            &server.base,
+            "--token",
+            &token("carol"),
+            "show",
+            &id,
+        ],
+    );
     assert!(out.status.success(), "show: {}", stderr(&out));
     let text = stdout(&out);
-    for event in ["submitted by alice", "stage by tregov", "approved-step by carol", "approved by dave", "publish by tregov", "download by gina"] {
+    for event in [
+        "submitted by alice",
+        "stage by tregov",
+        "approved-step by carol",
+        "approved by dave",
+        "publish by tregov",
+        "download by gina",
+    ] {
         assert!(text.contains(event), "history lacks `{event}`:\n{text}");
     }
-    assert!(text.contains("egress-download-limit"), "the refused download is in the history:\n{text}");
+    assert!(
+        text.contains("egress-download-limit"),
+        "the refused download is in the history:\n{text}"
+    );
     let out = bed.tre.run(&["log", "verify"]);
     assert!(out.status.success(), "log verify: {}", stderr(&out));
 }
@@ -423,11 +502,21 @@ fn a_rejection_at_either_step_removes_the_staged_copies_and_the_owner_resubmits(
     assert_eq!(status, 409, "a second request while one is in review");
     let (status, answer) = review(&server, "carol", &first_id, "reject", None);
     assert_eq!(status, 400, "a rejection without a reason: {answer}");
-    let (status, answer) = review(&server, "carol", &first_id, "reject", Some("row-level data"));
+    let (status, answer) = review(
+        &server,
+        "carol",
+        &first_id,
+        "reject",
+        Some("row-level data"),
+    );
     assert_eq!(status, 200, "{answer}");
     let rejected = server.settled(&first_id);
     assert_eq!(rejected["status"], "REJECTED");
-    assert!(bed.live(STAGING).is_empty(), "staged copies left: {:?}", bed.live(STAGING));
+    assert!(
+        bed.live(STAGING).is_empty(),
+        "staged copies left: {:?}",
+        bed.live(STAGING)
+    );
 
     bed.put("ws-alice/out.csv", "v2 aggregated");
     let (status, second) = submit(&server, "alice", WORKSPACE);
@@ -435,16 +524,34 @@ fn a_rejection_at_either_step_removes_the_staged_copies_and_the_owner_resubmits(
     assert_eq!(second["version"], 2);
     let second_id = id_of(&second);
     assert_eq!(review(&server, "carol", &second_id, "approve", None).0, 200);
-    let (status, answer) = review(&server, "dave", &second_id, "reject", Some("needs a disclosure check"));
+    let (status, answer) = review(
+        &server,
+        "dave",
+        &second_id,
+        "reject",
+        Some("needs a disclosure check"),
+    );
     assert_eq!(status, 200, "{answer}");
     server.settled(&second_id);
-    assert!(bed.live(STAGING).is_empty(), "staged copies left: {:?}", bed.live(STAGING));
-    assert!(bed.live(APPROVED).is_empty(), "a rejected request published files");
+    assert!(
+        bed.live(STAGING).is_empty(),
+        "staged copies left: {:?}",
+        bed.live(STAGING)
+    );
+    assert!(
+        bed.live(APPROVED).is_empty(),
+        "a rejected request published files"
+    );
 
     let (status, third) = submit(&server, "alice", WORKSPACE);
     assert_eq!(status, 201, "{third}");
     assert_eq!(third["version"], 3);
-    let (_, history) = server.call("carol", "GET", &format!("/v1/egress/requests/{second_id}/history"), None);
+    let (_, history) = server.call(
+        "carol",
+        "GET",
+        &format!("/v1/egress/requests/{second_id}/history"),
+        None,
+    );
     let reasons: Vec<&str> = history["history"]
         .as_array()
         .expect("history")
@@ -477,7 +584,10 @@ fn requesters_never_review_their_own_request_and_nobody_approves_two_steps() {
         "/v1/egress/requests",
         Some(json!({"workspace": WORKSPACE, "requester": "alice"})),
     );
-    assert!((400..500).contains(&status) && status != 403, "a forged requester: {status} {answer}");
+    assert!(
+        (400..500).contains(&status) && status != 403,
+        "a forged requester: {status} {answer}"
+    );
 
     // rita holds both review roles: one step only.
     let (_, theirs) = submit(&server, "alice", WORKSPACE);
@@ -489,7 +599,12 @@ fn requesters_never_review_their_own_request_and_nobody_approves_two_steps() {
     // The denial replays from the log alone: the request as it was is in the logged slice.
     let seq = answer["logSeq"].as_u64().expect("logged").to_string();
     let out = bed.tre.run(&["why", "--replay", &seq]);
-    assert!(stdout(&out).contains("reproduces: yes"), "replay: {} {}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("reproduces: yes"),
+        "replay: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
     // A reviewer named in the body is refused, not believed.
     let (status, answer) = server.call(
         "alice",
@@ -497,7 +612,10 @@ fn requesters_never_review_their_own_request_and_nobody_approves_two_steps() {
         &format!("/v1/egress/requests/{id}/reviews"),
         Some(json!({"decision": "approve", "reviewer": "dave"})),
     );
-    assert!((400..500).contains(&status) && status != 200, "a forged reviewer: {status} {answer}");
+    assert!(
+        (400..500).contains(&status) && status != 200,
+        "a forged reviewer: {status} {answer}"
+    );
     assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
     assert_eq!(server.settled(&id)["status"], "APPROVED");
 }
@@ -529,8 +647,16 @@ fn a_hundred_concurrent_downloads_with_a_limit_of_three_yield_exactly_three_urls
         }
         out
     });
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 97, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        97,
+        "{statuses:?}"
+    );
     assert_eq!(server.settled(&id)["downloadCount"], 3);
 }
 
@@ -545,9 +671,21 @@ fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
             .0
     };
     assert_eq!(call(&token("carol")), 200);
-    assert_eq!(call(&token_with("signing.pem", "carol", AUDIENCE, -300)), 401, "expired");
-    assert_eq!(call(&token_with("other.pem", "carol", AUDIENCE, 600)), 401, "wrong key");
-    assert_eq!(call(&token_with("signing.pem", "carol", "another-app", 600)), 401, "wrong audience");
+    assert_eq!(
+        call(&token_with("signing.pem", "carol", AUDIENCE, -300)),
+        401,
+        "expired"
+    );
+    assert_eq!(
+        call(&token_with("other.pem", "carol", AUDIENCE, 600)),
+        401,
+        "wrong key"
+    );
+    assert_eq!(
+        call(&token_with("signing.pem", "carol", "another-app", 600)),
+        401,
+        "wrong audience"
+    );
     assert_eq!(call("not-a-jwt"), 401, "garbage");
     // alg=none with a valid-looking payload.
     let unsigned = {
@@ -564,11 +702,23 @@ fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
     assert!(out.status.success(), "list: {}", stderr(&out));
     let out = bed
         .tre
-        .command(None, &bed.config, &["egress", "--api", &server.base, "list"])
-        .env("TREGOV_TOKEN", token_with("other.pem", "carol", AUDIENCE, 600))
+        .command(
+            None,
+            &bed.config,
+            &["egress", "--api", &server.base, "list"],
+        )
+        .env(
+            "TREGOV_TOKEN",
+            token_with("other.pem", "carol", AUDIENCE, 600),
+        )
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(2), "a forged token through the CLI: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a forged token through the CLI: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -584,10 +734,18 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
             "context": {"contextMap": {"project": {"entityIdentifier": {"entityType": "Tre::Project", "entityId": "proj-genomics"}}}}
         })
     };
-    let (status, answer) = server.call("carol", "POST", "/v1/is-authorized", Some(ask("alice", "createWorkspace")));
+    let (status, answer) = server.call(
+        "carol",
+        "POST",
+        "/v1/is-authorized",
+        Some(ask("alice", "createWorkspace")),
+    );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["decision"], "ALLOW", "{answer}");
-    assert!(!answer["determiningPolicies"].as_array().expect("policies").is_empty());
+    assert!(!answer["determiningPolicies"]
+        .as_array()
+        .expect("policies")
+        .is_empty());
     // Batch items are AVP's: the store id is given once, for the batch.
     let item = |p: &str| {
         let mut v = ask(p, "createWorkspace");
@@ -612,7 +770,10 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
         .map(|r| r["decision"].as_str().unwrap_or("-"))
         .collect();
     assert_eq!(decisions, ["ALLOW", "DENY", "DENY"]);
-    assert!(!answer["results"][2]["errors"].as_array().expect("errors").is_empty());
+    assert!(!answer["results"][2]["errors"]
+        .as_array()
+        .expect("errors")
+        .is_empty());
     // Entities supplied by the caller would let it forge roles: refused.
     let mut forged = ask("alice", "createWorkspace");
     forged["entities"] = json!({"entityList": []});
@@ -634,7 +795,11 @@ fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restar
     // Dies after the request is stored, before any copy.
     let server = bed.serve(Some("egress-submitted"));
     let (status, r) = runtime()
-        .block_on(server.client("alice").call("POST", "/v1/egress/requests", Some(&json!({"workspace": WORKSPACE}))))
+        .block_on(server.client("alice").call(
+            "POST",
+            "/v1/egress/requests",
+            Some(&json!({"workspace": WORKSPACE})),
+        ))
         .unwrap_or((0, Value::Null));
     assert_ne!(status, 201, "answered despite the crash: {r}");
     crashed(server);
@@ -676,18 +841,39 @@ fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restar
     assert_eq!(
         bed.versions(APPROVED),
         [
-            (format!("approved_egress/{WORKSPACE}/{id}/a.csv"), "a".to_string()),
-            (format!("approved_egress/{WORKSPACE}/{id}/b.csv"), "b".to_string()),
+            (
+                format!("approved_egress/{WORKSPACE}/{id}/a.csv"),
+                "a".to_string()
+            ),
+            (
+                format!("approved_egress/{WORKSPACE}/{id}/b.csv"),
+                "b".to_string()
+            ),
         ]
     );
-    let (_, history) = server.call("carol", "GET", &format!("/v1/egress/requests/{id}/history"), None);
+    let (_, history) = server.call(
+        "carol",
+        "GET",
+        &format!("/v1/egress/requests/{id}/history"),
+        None,
+    );
     let events: Vec<&str> = history["history"]
         .as_array()
         .expect("history")
         .iter()
         .filter_map(|h| h["event"].as_str())
         .collect();
-    assert_eq!(events, ["submitted", "stage", "approved-step", "notify-step", "approved", "publish"]);
+    assert_eq!(
+        events,
+        [
+            "submitted",
+            "stage",
+            "approved-step",
+            "notify-step",
+            "approved",
+            "publish"
+        ]
+    );
     let out = bed.tre.run(&["log", "verify"]);
     assert!(out.status.success(), "log verify: {}", stderr(&out));
 }

@@ -29,9 +29,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tregov_collectors::aws::Aws;
 use tregov_collectors::config::Config;
-use tregov_engine::egress::{Egress, EgressError, EgressRequest, EgressSettings, Status, Submission};
-use tregov_engine::{Engine, PolicyBundle, RequestSpec};
 use tregov_enforcers::egress::EgressStore;
+use tregov_engine::egress::{
+    Egress, EgressError, EgressRequest, EgressSettings, Status, Submission,
+};
+use tregov_engine::{Engine, PolicyBundle, RequestSpec};
 
 pub mod auth;
 pub mod client;
@@ -155,7 +157,9 @@ impl Api {
             store,
             auth,
             in_flight: Mutex::new(HashSet::new()),
-            failpoint: std::env::var("TREGOV_FAILPOINT").ok().filter(|f| !f.is_empty()),
+            failpoint: std::env::var("TREGOV_FAILPOINT")
+                .ok()
+                .filter(|f| !f.is_empty()),
         }))
     }
 
@@ -207,7 +211,10 @@ impl Api {
 
     /// Does the S3 work every request still has pending.
     pub async fn resume_pending(self: &Arc<Self>) {
-        let pending = match self.blocking(|api| api.with_egress(|flow| Ok(flow.pending()?))).await {
+        let pending = match self
+            .blocking(|api| api.with_egress(|flow| Ok(flow.pending()?)))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e.body, "cannot read pending egress work");
@@ -231,16 +238,14 @@ impl Api {
         f: impl FnOnce(&Egress<'_>) -> Result<T, EgressError>,
     ) -> ApiResult<T> {
         {
-            let mut engine = self
-                .engine
-                .write()
-                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let mut engine = self.engine.write().map_err(|_| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+            })?;
             engine.refresh()?;
         }
-        let engine = self
-            .engine
-            .read()
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+        let engine = self.engine.read().map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+        })?;
         let flow = Egress::new(&engine, &self.settings)?;
         Ok(f(&flow)?)
     }
@@ -266,9 +271,7 @@ impl Api {
     }
 
     async fn caller(&self, headers: &HeaderMap) -> ApiResult<String> {
-        let header = headers
-            .get("authorization")
-            .and_then(|h| h.to_str().ok());
+        let header = headers.get("authorization").and_then(|h| h.to_str().ok());
         match self.auth.verify(header).await {
             Ok(sub) => Ok(sub),
             Err(e) => {
@@ -415,10 +418,9 @@ async fn list(
     let requests = api
         .blocking(move |api| {
             let all = api.with_egress(|flow| Ok(flow.list(status, query.workspace.as_deref())?))?;
-            let engine = api
-                .engine
-                .read()
-                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let engine = api.engine.read().map_err(|_| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+            })?;
             Ok(all
                 .into_iter()
                 .filter(|r| can_see(&engine, &user, r))
@@ -432,10 +434,9 @@ async fn list(
 async fn visible(api: &Arc<Api>, user: String, id: String) -> ApiResult<EgressRequest> {
     api.blocking(move |api| {
         let found = api.with_egress(|flow| Ok(flow.get(&id)?))?;
-        let engine = api
-            .engine
-            .read()
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+        let engine = api.engine.read().map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+        })?;
         match found {
             Some(r) if can_see(&engine, &user, &r) => Ok(r),
             _ => Err(ApiError::new(
@@ -539,7 +540,10 @@ async fn download(
     let downloads = store.presign(&request).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("download {} of request `{}` was counted but its URLs could not be made: {e}", request.download_count, request.id),
+            format!(
+                "download {} of request `{}` was counted but its URLs could not be made: {e}",
+                request.download_count, request.id
+            ),
         )
     })?;
     Ok(Json(json!({
@@ -608,9 +612,14 @@ struct AvpBatchItem {
 
 /// AVP's typed attribute values as Cedar entities-JSON values.
 fn avp_value(v: &Value) -> Result<Value, String> {
-    let Some((kind, inner)) = v.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
+    let Some((kind, inner)) = v
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
     else {
-        return Err(format!("`{v}` is not an attribute value like {{\"string\": \"...\"}}"));
+        return Err(format!(
+            "`{v}` is not an attribute value like {{\"string\": \"...\"}}"
+        ));
     };
     Ok(match kind.as_str() {
         "string" | "long" | "boolean" => inner.clone(),
@@ -652,14 +661,21 @@ fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
             cedar_json: None,
         }) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), avp_value(v).map_err(|e| format!("context `{k}`: {e}"))?)))
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        avp_value(v).map_err(|e| format!("context `{k}`: {e}"))?,
+                    ))
+                })
                 .collect::<Result<_, String>>()?,
         ),
         Some(AvpContext {
             context_map: None,
             cedar_json: Some(text),
         }) => serde_json::from_str(text).map_err(|e| format!("`cedarJson`: {e}"))?,
-        Some(_) => return Err("`context` takes exactly one of `contextMap` and `cedarJson`".into()),
+        Some(_) => {
+            return Err("`context` takes exactly one of `contextMap` and `cedarJson`".into())
+        }
     };
     Ok(RequestSpec {
         principal: uid(&request.principal.entity_type, &request.principal.entity_id),
@@ -691,10 +707,9 @@ async fn is_authorized(
     let outcome = api
         .blocking(move |api| {
             api.with_egress(|_| Ok(()))?;
-            let engine = api
-                .engine
-                .read()
-                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let engine = api.engine.read().map_err(|_| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+            })?;
             let request = engine
                 .parse(spec)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -714,7 +729,10 @@ async fn batch_is_authorized(
     if body.requests.is_empty() || body.requests.len() > 30 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("`requests` takes 1 to 30 requests, not {}", body.requests.len()),
+            format!(
+                "`requests` takes 1 to 30 requests, not {}",
+                body.requests.len()
+            ),
         ));
     }
     let results = api
@@ -775,7 +793,10 @@ mod tests {
             "tags": {"set": [{"string": "a"}]}
         }}))
         .expect("converts");
-        assert_eq!(v["who"], json!({"__entity": {"type": "Tre::User", "id": "alice"}}));
+        assert_eq!(
+            v["who"],
+            json!({"__entity": {"type": "Tre::User", "id": "alice"}})
+        );
         assert_eq!(v["ip"], json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}}));
         assert_eq!(v["n"], 3);
         assert_eq!(v["tags"], json!(["a"]));
@@ -798,9 +819,12 @@ mod tests {
 
     #[test]
     fn a_body_that_names_an_identity_is_refused() {
-        let forged = serde_json::from_value::<ReviewBody>(json!({"decision": "approve", "reviewer": "carol"}));
+        let forged = serde_json::from_value::<ReviewBody>(
+            json!({"decision": "approve", "reviewer": "carol"}),
+        );
         assert!(forged.is_err());
-        let forged = serde_json::from_value::<SubmitBody>(json!({"workspace": "ws", "requester": "alice"}));
+        let forged =
+            serde_json::from_value::<SubmitBody>(json!({"workspace": "ws", "requester": "alice"}));
         assert!(forged.is_err());
     }
 }

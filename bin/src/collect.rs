@@ -26,34 +26,39 @@ use crate::output::{print_json, Format};
 
 pub fn config_check(output: &Format, path: &Path) -> Result<ExitCode> {
     let config = Config::load(path)?;
+    let sections: Vec<&str> = [
+        ("cloudtrail", config.cloudtrail.is_some()),
+        ("datalake", config.datalake.is_some()),
+        ("identity", config.identity.is_some()),
+        ("egress", config.egress.is_some()),
+        ("api", config.api.is_some()),
+        ("auth", config.auth.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
     if *output == Format::Json {
-        print_json(&json!({
+        let mut answer = json!({
             "valid": true,
             "projects": config.projects.iter().map(|p| &p.id).collect::<Vec<_>>(),
-            "cloudtrail": config.cloudtrail.is_some(),
-            "datalake": config.datalake.is_some(),
-            "identity": config.identity.is_some(),
-        }));
+        });
+        for name in [
+            "cloudtrail",
+            "datalake",
+            "identity",
+            "egress",
+            "api",
+            "auth",
+        ] {
+            answer[name] = json!(sections.contains(&name));
+        }
+        print_json(&answer);
     } else {
+        let extra: String = sections.iter().map(|s| format!(", {s}")).collect();
         println!(
-            "ok: `{}` is valid ({} project(s){}{}{})",
+            "ok: `{}` is valid ({} project(s){extra})",
             path.display(),
             config.projects.len(),
-            if config.cloudtrail.is_some() {
-                ", cloudtrail"
-            } else {
-                ""
-            },
-            if config.datalake.is_some() {
-                ", datalake"
-            } else {
-                ""
-            },
-            if config.identity.is_some() {
-                ", identity"
-            } else {
-                ""
-            },
         );
     }
     Ok(ExitCode::SUCCESS)

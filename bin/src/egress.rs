@@ -69,7 +69,11 @@ pub enum EgressCommand {
 }
 
 /// `tregov serve`: the API alone, without governing.
-pub fn serve_command(config_path: &Path, data_dir: &Path, bundle: PolicyBundle) -> Result<ExitCode> {
+pub fn serve_command(
+    config_path: &Path,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     let api_config = config.api.clone().ok_or_else(|| {
         EngineError::Request(format!(
@@ -83,7 +87,10 @@ pub fn serve_command(config_path: &Path, data_dir: &Path, bundle: PolicyBundle) 
             .await
             .map_err(EngineError::Request)?;
         let listener = bind(&api_config.listen).await?;
-        let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         eprintln!("tregov: serving the API on http://{bound}");
         tracing::info!(api = %bound, "API started");
         let retry = Duration::from_secs(config.daemon.poll_seconds.max(1));
@@ -109,7 +116,10 @@ pub async fn spawn_in_daemon(
         .await
         .map_err(EngineError::Request)?;
     let listener = bind(&api_config.listen).await?;
-    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     eprintln!("tregov daemon: serving the API on http://{bound}");
     let retry = Duration::from_secs(config.daemon.poll_seconds.max(1));
     let server = api.clone();
@@ -188,7 +198,11 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
             };
             ("GET", format!("/v1/egress/requests{q}"), None)
         }
-        EgressCommand::Show { id } => ("GET", format!("/v1/egress/requests/{}/history", encode(id)), None),
+        EgressCommand::Show { id } => (
+            "GET",
+            format!("/v1/egress/requests/{}/history", encode(id)),
+            None,
+        ),
         EgressCommand::Review {
             id,
             approve,
@@ -197,7 +211,9 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
         } => (
             "POST",
             format!("/v1/egress/requests/{}/reviews", encode(id)),
-            Some(json!({"decision": if *approve { "approve" } else { "reject" }, "reason": reason})),
+            Some(
+                json!({"decision": if *approve { "approve" } else { "reject" }, "reason": reason}),
+            ),
         ),
         EgressCommand::Download { id } => (
             "POST",
@@ -268,7 +284,9 @@ fn summary(r: &Value) -> String {
         s("status"),
         s("workspace"),
         s("requester"),
-        r.get("objects").and_then(Value::as_array).map_or(0, Vec::len),
+        r.get("objects")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
         r.get("downloadCount").and_then(Value::as_i64).unwrap_or(0),
         r.get("downloadLimit").and_then(Value::as_i64).unwrap_or(0),
     )
@@ -277,7 +295,11 @@ fn summary(r: &Value) -> String {
 fn print_text(command: &EgressCommand, answer: &Value) {
     match command {
         EgressCommand::List { .. } => {
-            let list = answer.get("requests").and_then(Value::as_array).cloned().unwrap_or_default();
+            let list = answer
+                .get("requests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if list.is_empty() {
                 println!("no egress requests");
             }
@@ -288,7 +310,12 @@ fn print_text(command: &EgressCommand, answer: &Value) {
         EgressCommand::Show { .. } => {
             let request = answer.get("request").cloned().unwrap_or(Value::Null);
             println!("{}", summary(&request));
-            for o in request.get("objects").and_then(Value::as_array).into_iter().flatten() {
+            for o in request
+                .get("objects")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 println!(
                     "  file {}  version {}  {} bytes",
                     o.get("key").and_then(Value::as_str).unwrap_or("-"),
@@ -297,19 +324,34 @@ fn print_text(command: &EgressCommand, answer: &Value) {
                 );
             }
             println!("history (decision log):");
-            for h in answer.get("history").and_then(Value::as_array).into_iter().flatten() {
+            for h in answer
+                .get("history")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let seq = h.get("seq").and_then(Value::as_u64).unwrap_or(0);
                 let time = h.get("time").and_then(Value::as_str).unwrap_or("-");
                 match h.get("kind").and_then(Value::as_str) {
                     Some("decision") => println!(
                         "  #{seq} {time}  decision {} {} by {}: {} ({})",
-                        h.pointer("/request/action").and_then(Value::as_str).unwrap_or("-"),
-                        h.pointer("/request/resource").and_then(Value::as_str).unwrap_or("-"),
-                        h.pointer("/request/principal").and_then(Value::as_str).unwrap_or("-"),
+                        h.pointer("/request/action")
+                            .and_then(Value::as_str)
+                            .unwrap_or("-"),
+                        h.pointer("/request/resource")
+                            .and_then(Value::as_str)
+                            .unwrap_or("-"),
+                        h.pointer("/request/principal")
+                            .and_then(Value::as_str)
+                            .unwrap_or("-"),
                         h.get("decision").and_then(Value::as_str).unwrap_or("-"),
                         h.get("reasons")
                             .and_then(Value::as_array)
-                            .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                            .map(|r| r
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", "))
                             .filter(|r| !r.is_empty())
                             .unwrap_or_else(|| "no policy permits it".into())
                     ),
@@ -331,10 +373,21 @@ fn print_text(command: &EgressCommand, answer: &Value) {
                 "download {} of request {} ({} left); URLs expire in {} s:",
                 answer.get("download").and_then(Value::as_i64).unwrap_or(0),
                 answer.get("request").and_then(Value::as_str).unwrap_or("-"),
-                answer.get("downloadsLeft").and_then(Value::as_i64).unwrap_or(0),
-                answer.get("expiresInSeconds").and_then(Value::as_u64).unwrap_or(0)
+                answer
+                    .get("downloadsLeft")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0),
+                answer
+                    .get("expiresInSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
             );
-            for f in answer.get("files").and_then(Value::as_array).into_iter().flatten() {
+            for f in answer
+                .get("files")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 println!(
                     "  {}\n    {}",
                     f.get("key").and_then(Value::as_str).unwrap_or("-"),

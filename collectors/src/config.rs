@@ -494,7 +494,10 @@ impl Config {
             if eg.download_limit < 1 {
                 out.push((
                     "download_limit".into(),
-                    format!("`egress.download_limit` must be at least 1, not {}", eg.download_limit),
+                    format!(
+                        "`egress.download_limit` must be at least 1, not {}",
+                        eg.download_limit
+                    ),
                 ));
             }
             if !(60..=604_800).contains(&eg.url_expiry_seconds) {
@@ -516,13 +519,17 @@ impl Config {
             if api.listen.parse::<std::net::SocketAddr>().is_err() {
                 out.push((
                     "listen".into(),
-                    format!("`api.listen` `{}` is not an address like `127.0.0.1:9465`", api.listen),
+                    format!(
+                        "`api.listen` `{}` is not an address like `127.0.0.1:9465`",
+                        api.listen
+                    ),
                 ));
             }
             if self.auth.is_none() {
                 out.push((
                     "listen".into(),
-                    "`[api]` needs an `[auth]` section: the API never serves unauthenticated".into(),
+                    "`[api]` needs an `[auth]` section: the API never serves unauthenticated"
+                        .into(),
                 ));
             }
         }

@@ -271,9 +271,7 @@ impl EgressStore {
                 }
             }
             Err(e) => {
-                let not_found = e
-                    .as_service_error()
-                    .is_some_and(|s| s.is_not_found());
+                let not_found = e.as_service_error().is_some_and(|s| s.is_not_found());
                 if !not_found {
                     return Err(describe("s3:HeadObject", &e));
                 }
@@ -305,8 +303,9 @@ impl EgressStore {
 
     /// Presigned GETs for every approved file of the request.
     pub async fn presign(&self, request: &EgressRequest) -> Result<Vec<Download>, String> {
-        let expiry = PresigningConfig::expires_in(Duration::from_secs(self.config.url_expiry_seconds))
-            .map_err(|e| format!("invalid `url_expiry_seconds`: {e}"))?;
+        let expiry =
+            PresigningConfig::expires_in(Duration::from_secs(self.config.url_expiry_seconds))
+                .map_err(|e| format!("invalid `url_expiry_seconds`: {e}"))?;
         let mut out = Vec::with_capacity(request.objects.len());
         for o in &request.objects {
             let key = Self::approved_key(request, o);
@@ -388,7 +387,10 @@ mod tests {
 
     #[test]
     fn copy_sources_are_percent_encoded_but_keep_their_slashes() {
-        assert_eq!(encode_key("ws-1/my results+v2.csv"), "ws-1/my%20results%2Bv2.csv");
+        assert_eq!(
+            encode_key("ws-1/my results+v2.csv"),
+            "ws-1/my%20results%2Bv2.csv"
+        );
         assert_eq!(encode_key("ws-1/é"), "ws-1/%C3%A9");
     }
 }

@@ -374,7 +374,11 @@ impl<'a> Egress<'a> {
 
     /// Submits a request in the caller's name. The caller has already pinned the files;
     /// the request enters review at step 1 with staging pending.
-    pub fn submit(&self, caller: &str, submission: Submission) -> Result<EgressRequest, EgressError> {
+    pub fn submit(
+        &self,
+        caller: &str,
+        submission: Submission,
+    ) -> Result<EgressRequest, EgressError> {
         if submission.objects.is_empty() {
             return Err(EgressError::Invalid(format!(
                 "workspace `{}` has no files in its egress store",
@@ -567,7 +571,12 @@ impl<'a> Egress<'a> {
     }
 
     /// Clears `effect` once its S3 work is done (a no-op if another worker got there first).
-    pub fn complete_effect(&self, id: &str, effect: Effect, detail: Value) -> Result<bool, EgressError> {
+    pub fn complete_effect(
+        &self,
+        id: &str,
+        effect: Effect,
+        detail: Value,
+    ) -> Result<bool, EgressError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
                 return Ok(Err(EgressError::NotFound(id.to_string())));
@@ -599,7 +608,11 @@ impl<'a> Egress<'a> {
     }
 
     /// Requests, newest first, optionally of one status or workspace.
-    pub fn list(&self, status: Option<Status>, workspace: Option<&str>) -> Result<Vec<EgressRequest>> {
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        workspace: Option<&str>,
+    ) -> Result<Vec<EgressRequest>> {
         let bodies: Vec<String> = self
             .store
             .with_conn(|c| {
@@ -608,9 +621,8 @@ impl<'a> Egress<'a> {
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workspace = ?2)
                      ORDER BY created_at DESC, id",
                 )?;
-                let rows = stmt.query_map(params![status.map(Status::as_str), workspace], |r| {
-                    r.get(0)
-                })?;
+                let rows =
+                    stmt.query_map(params![status.map(Status::as_str), workspace], |r| r.get(0))?;
                 rows.collect()
             })
             .map_err(|e| store_err(self.store, e))?;
@@ -665,9 +677,9 @@ impl<'a> Egress<'a> {
             resource: format!("Tre::EgressRequest::{}", Value::from(request.id.as_str())),
             context: Value::Object(Map::new()),
         };
-        let (_, outcome) = self
-            .engine
-            .decide_with(spec, &request.cedar_entities(status), "egress")?;
+        let (_, outcome) =
+            self.engine
+                .decide_with(spec, &request.cedar_entities(status), "egress")?;
         Ok(outcome)
     }
 
@@ -680,7 +692,13 @@ impl<'a> Egress<'a> {
         extra: Value,
     ) -> Result<()> {
         if let Some(log) = self.engine.log() {
-            log.append(vec![event_record(request, event, actor, decision_seq, extra)])?;
+            log.append(vec![event_record(
+                request,
+                event,
+                actor,
+                decision_seq,
+                extra,
+            )])?;
         }
         Ok(())
     }
@@ -766,7 +784,11 @@ fn new_request_id(workspace: &str, caller: &str, now: &str, earlier: i64) -> Str
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let digest = crate::log::sha256_hex(
-        format!("{workspace}\n{caller}\n{now}\n{earlier}\n{nanos}\n{}", std::process::id()).as_bytes(),
+        format!(
+            "{workspace}\n{caller}\n{now}\n{earlier}\n{nanos}\n{}",
+            std::process::id()
+        )
+        .as_bytes(),
     );
     format!("eg-{}", &digest[..16])
 }
@@ -817,8 +839,14 @@ mod tests {
     #[test]
     fn cedar_sees_the_approvers_and_the_current_steps_role() {
         let entities = request().cedar_entities("IN_REVIEW");
-        assert_eq!(entities[0]["attrs"]["approvers"][0]["__entity"]["id"], "irene");
-        assert_eq!(entities[0]["attrs"]["currentStep"]["__entity"]["id"], "eg-1#2");
+        assert_eq!(
+            entities[0]["attrs"]["approvers"][0]["__entity"]["id"],
+            "irene"
+        );
+        assert_eq!(
+            entities[0]["attrs"]["currentStep"]["__entity"]["id"],
+            "eg-1#2"
+        );
         assert_eq!(entities[1]["attrs"]["role"]["__entity"]["id"], "ResearchIT");
         assert_eq!(entities[1]["attrs"]["index"], 2);
     }
@@ -861,7 +889,8 @@ mod tests {
     }
 
     fn staged(flow: &Egress<'_>, id: &str) {
-        flow.complete_effect(id, Effect::Stage, json!({})).expect("staged");
+        flow.complete_effect(id, Effect::Stage, json!({}))
+            .expect("staged");
     }
 
     fn is_denied(r: Result<EgressRequest, EgressError>) -> bool {
@@ -875,20 +904,40 @@ mod tests {
         let settings = EgressSettings::default();
         let flow = Egress::new(&engine, &settings).expect("egress");
         let r = flow.submit("alice", submission()).expect("submit");
-        assert_eq!((r.status, r.current_step, r.pending), (Status::InReview, 1, Some(Effect::Stage)));
+        assert_eq!(
+            (r.status, r.current_step, r.pending),
+            (Status::InReview, 1, Some(Effect::Stage))
+        );
         staged(&flow, &r.id);
         // Research IT cannot jump the queue.
         assert!(is_denied(flow.review("dave", &r.id, true, None)));
-        let r = flow.review("carol", &r.id, true, None).expect("IG approves");
+        let r = flow
+            .review("carol", &r.id, true, None)
+            .expect("IG approves");
         assert_eq!((r.current_step, r.pending), (2, Some(Effect::NotifyStep)));
-        flow.complete_effect(&r.id, Effect::NotifyStep, json!({})).expect("notified");
-        let r = flow.review("dave", &r.id, true, None).expect("RIT approves");
-        assert_eq!((r.status, r.pending), (Status::Approved, Some(Effect::Publish)));
-        assert!(matches!(flow.take_download("gina", &r.id), Err(EgressError::Conflict(_))));
-        flow.complete_effect(&r.id, Effect::Publish, json!({})).expect("published");
+        flow.complete_effect(&r.id, Effect::NotifyStep, json!({}))
+            .expect("notified");
+        let r = flow
+            .review("dave", &r.id, true, None)
+            .expect("RIT approves");
+        assert_eq!(
+            (r.status, r.pending),
+            (Status::Approved, Some(Effect::Publish))
+        );
+        assert!(matches!(
+            flow.take_download("gina", &r.id),
+            Err(EgressError::Conflict(_))
+        ));
+        flow.complete_effect(&r.id, Effect::Publish, json!({}))
+            .expect("published");
         // Only the download role downloads; the limit is exact.
         assert!(is_denied(flow.take_download("alice", &r.id)));
-        assert_eq!(flow.take_download("gina", &r.id).expect("first").download_count, 1);
+        assert_eq!(
+            flow.take_download("gina", &r.id)
+                .expect("first")
+                .download_count,
+            1
+        );
         assert!(is_denied(flow.take_download("gina", &r.id)));
         let history = flow.history(&r.id).expect("history");
         let events: Vec<&str> = history
@@ -897,7 +946,15 @@ mod tests {
             .collect();
         assert_eq!(
             events,
-            ["submitted", "stage", "approved-step", "notify-step", "approved", "publish", "download"]
+            [
+                "submitted",
+                "stage",
+                "approved-step",
+                "notify-step",
+                "approved",
+                "publish",
+                "download"
+            ]
         );
     }
 
@@ -910,7 +967,8 @@ mod tests {
         // rita holds both review roles.
         let r = flow.submit("alice", submission()).expect("submit");
         staged(&flow, &r.id);
-        flow.review("rita", &r.id, true, None).expect("rita approves step 1");
+        flow.review("rita", &r.id, true, None)
+            .expect("rita approves step 1");
         let second = flow.review("rita", &r.id, true, None);
         let Err(EgressError::Denied { outcome, .. }) = second else {
             panic!("rita approved twice: {second:?}");
@@ -926,16 +984,29 @@ mod tests {
         let settings = EgressSettings::default();
         let flow = Egress::new(&engine, &settings).expect("egress");
         let r = flow.submit("alice", submission()).expect("submit");
-        assert!(matches!(flow.submit("alice", submission()), Err(EgressError::Conflict(_))));
+        assert!(matches!(
+            flow.submit("alice", submission()),
+            Err(EgressError::Conflict(_))
+        ));
         staged(&flow, &r.id);
-        assert!(matches!(flow.review("carol", &r.id, false, None), Err(EgressError::Invalid(_))));
+        assert!(matches!(
+            flow.review("carol", &r.id, false, None),
+            Err(EgressError::Invalid(_))
+        ));
         let r = flow
             .review("carol", &r.id, false, Some("identifiable data".into()))
             .expect("reject");
-        assert_eq!((r.status, r.pending), (Status::Rejected, Some(Effect::Unstage)));
+        assert_eq!(
+            (r.status, r.pending),
+            (Status::Rejected, Some(Effect::Unstage))
+        );
         // Still cleaning up: no resubmission until the staged copies are gone.
-        assert!(matches!(flow.submit("alice", submission()), Err(EgressError::Conflict(_))));
-        flow.complete_effect(&r.id, Effect::Unstage, json!({})).expect("unstaged");
+        assert!(matches!(
+            flow.submit("alice", submission()),
+            Err(EgressError::Conflict(_))
+        ));
+        flow.complete_effect(&r.id, Effect::Unstage, json!({}))
+            .expect("unstaged");
         let again = flow.submit("alice", submission()).expect("resubmit");
         assert_eq!(again.version, 2);
         assert_ne!(again.id, r.id);
@@ -949,7 +1020,10 @@ mod tests {
         let flow = Egress::new(&engine, &settings).expect("egress");
         assert!(is_denied(flow.submit("bob", submission())));
         let by_admin = flow.submit("erin", submission()).expect("admin submits");
-        assert_eq!((by_admin.requester.as_str(), by_admin.submitted_by.as_str()), ("alice", "erin"));
+        assert_eq!(
+            (by_admin.requester.as_str(), by_admin.submitted_by.as_str()),
+            ("alice", "erin")
+        );
     }
 
     #[test]
@@ -965,7 +1039,8 @@ mod tests {
         staged(&flow, &r.id);
         flow.review("carol", &r.id, true, None).expect("IG");
         flow.review("dave", &r.id, true, None).expect("RIT");
-        flow.complete_effect(&r.id, Effect::Publish, json!({})).expect("published");
+        flow.complete_effect(&r.id, Effect::Publish, json!({}))
+            .expect("published");
         let granted = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..50 {
@@ -977,7 +1052,10 @@ mod tests {
             }
         });
         assert_eq!(granted.into_inner(), 3);
-        assert_eq!(flow.get(&r.id).expect("get").expect("some").download_count, 3);
+        assert_eq!(
+            flow.get(&r.id).expect("get").expect("some").download_count,
+            3
+        );
     }
 
     #[test]
