@@ -99,10 +99,44 @@ struct Bed {
     config: PathBuf,
 }
 
+#[derive(Default)]
+struct Options {
+    download_limit: i64,
+    /// SSE-KMS on staged and approved copies, with a key made in the emulator.
+    kms: bool,
+    /// Subscribe this HTTP endpoint to the egress topic.
+    notify_url: Option<String>,
+    /// `[auth] jwks_url` instead of the fixture file.
+    jwks_url: Option<String>,
+}
+
+/// A KMS key in the emulator, made with the emulator's own boto3.
+fn kms_key(moto: &Moto) -> String {
+    let python = tregov_tests::moto::moto_server_bin().with_file_name("python");
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import boto3; print(boto3.client('kms', region_name='us-east-1').create_key(Description='tre-egress')['KeyMetadata']['Arn'])",
+        ])
+        .envs(moto.env())
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "create_key: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
 impl Bed {
+    fn new(download_limit: i64) -> Self {
+        Self::with(Options {
+            download_limit,
+            ..Default::default()
+        })
+    }
+
     /// The emulator with versioned buckets (so a doubled copy would show as a second
     /// version), an SNS topic, and a store holding the people and workspaces.
-    fn new(download_limit: i64) -> Self {
+    fn with(options: Options) -> Self {
+        let download_limit = options.download_limit;
         let moto = Moto::start();
         runtime().block_on(async {
             let s3 = moto.s3().await;
@@ -123,13 +157,32 @@ impl Bed {
                     .await
                     .expect("versioning");
             }
-            aws_sdk_sns::Client::new(&moto.sdk_config().await)
+            let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
+            let topic = sns
                 .create_topic()
                 .name("tre-egress")
                 .send()
                 .await
                 .expect("topic");
+            if let Some(url) = &options.notify_url {
+                sns.subscribe()
+                    .topic_arn(topic.topic_arn().unwrap_or_default())
+                    .protocol("http")
+                    .endpoint(url)
+                    .send()
+                    .await
+                    .expect("subscribe");
+            }
         });
+        let kms = if options.kms {
+            format!("kms_key_id = \"{}\"\n", kms_key(&moto))
+        } else {
+            String::new()
+        };
+        let keys = match &options.jwks_url {
+            Some(url) => format!("jwks_url = \"{url}\""),
+            None => format!("jwks_file = \"{}\"", fixture("jwks.json").display()),
+        };
         let tre = Tre::new();
         let entities = tre.dir.path().join("people.json");
         std::fs::write(&entities, people().to_string()).expect("entities");
@@ -146,16 +199,15 @@ staging_bucket = "{STAGING}"
 approved_bucket = "{APPROVED}"
 download_limit = {download_limit}
 notify_topic_arn = "arn:aws:sns:us-east-1:123456789012:tre-egress"
-[api]
+{kms}[api]
 listen = "127.0.0.1:0"
 [auth]
-jwks_file = "{}"
+{keys}
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
 [daemon]
 poll_seconds = 1
-"#,
-                fixture("jwks.json").display()
+"#
             ),
         )
         .expect("config");
@@ -876,4 +928,73 @@ fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restar
     );
     let out = bed.tre.run(&["log", "verify"]);
     assert!(out.status.success(), "log verify: {}", stderr(&out));
+}
+
+#[test]
+fn copies_are_kms_encrypted_each_step_is_notified_and_keys_come_from_the_jwks_url() {
+    let jwks = std::fs::read_to_string(fixture("jwks.json")).expect("jwks");
+    let endpoint = tregov_tests::http::Recorder::start(jwks);
+    let bed = Bed::with(Options {
+        download_limit: 1,
+        kms: true,
+        notify_url: Some(endpoint.url("/sns")),
+        jwks_url: Some(endpoint.url("/.well-known/jwks.json")),
+    });
+    bed.put("ws-alice/f.csv", "f");
+    let server = bed.serve(None);
+    assert!(endpoint.gets() >= 1, "the keys were fetched from the URL");
+    let (status, r) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{r}");
+    let id = id_of(&r);
+    assert_eq!(review(&server, "carol", &id, "approve", None).0, 200);
+    assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
+    server.settled(&id);
+
+    runtime().block_on(async {
+        let s3 = bed.moto.s3().await;
+        for (bucket, key) in [
+            (STAGING, format!("{WORKSPACE}/{id}/f.csv")),
+            (APPROVED, format!("approved_egress/{WORKSPACE}/{id}/f.csv")),
+        ] {
+            let head = s3
+                .head_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("head");
+            assert_eq!(
+                head.server_side_encryption(),
+                Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+                "{bucket}/{key} is not SSE-KMS"
+            );
+        }
+    });
+
+    // Step 1's reviewers, step 2's, then the requester: each told once. (moto's HTTP
+    // deliveries leave out the `audience` attribute, so the text says who.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let messages = loop {
+        let messages: Vec<String> = endpoint
+            .posts()
+            .iter()
+            .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+            .filter(|m| m["Type"] == "Notification")
+            .filter_map(|m| m["Message"].as_str().map(str::to_string))
+            .collect();
+        if messages.len() >= 3 || Instant::now() > deadline {
+            break messages;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages[0].contains("step 1 (InformationGovernance)"),
+        "{messages:?}"
+    );
+    assert!(messages[1].contains("step 2 (ResearchIT)"), "{messages:?}");
+    assert!(
+        messages[2].contains("was approved at every step"),
+        "{messages:?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! data directory, with helpers to read its JSON output.
 
 pub use tregov_collectors::testkit as cloudtrail;
+pub mod http;
 pub mod moto;
 
 use std::path::{Path, PathBuf};
