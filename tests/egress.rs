@@ -89,6 +89,7 @@ fn people() -> Value {
         user("rachel", &["Researcher", "InformationGovernance"]),
         user("gina", &["InformationGovernance"]),
         workspace(WORKSPACE, "alice"),
+        {"uid": {"type": "Tre::Service", "id": "tre-portal"}, "attrs": {}, "parents": []},
         workspace("ws-rachel", "rachel"),
     ])
 }
@@ -786,8 +787,24 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
             "context": {"contextMap": {"project": {"entityIdentifier": {"entityType": "Tre::Project", "entityId": "proj-genomics"}}}}
         })
     };
+    // A user asks only about themselves; the registered portal app asks about anyone.
     let (status, answer) = server.call(
         "carol",
+        "POST",
+        "/v1/is-authorized",
+        Some(ask("alice", "createWorkspace")),
+    );
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = server.call(
+        "alice",
+        "POST",
+        "/v1/is-authorized",
+        Some(ask("alice", "createWorkspace")),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decision"], "ALLOW", "{answer}");
+    let (status, answer) = server.call(
+        "tre-portal",
         "POST",
         "/v1/is-authorized",
         Some(ask("alice", "createWorkspace")),
@@ -805,7 +822,7 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
         v
     };
     let (status, answer) = server.call(
-        "carol",
+        "tre-portal",
         "POST",
         "/v1/batch-is-authorized",
         Some(json!({"policyStoreId": "tregov", "requests": [
@@ -829,7 +846,7 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
     // Entities supplied by the caller would let it forge roles: refused.
     let mut forged = ask("alice", "createWorkspace");
     forged["entities"] = json!({"entityList": []});
-    let (status, _) = server.call("carol", "POST", "/v1/is-authorized", Some(forged));
+    let (status, _) = server.call("tre-portal", "POST", "/v1/is-authorized", Some(forged));
     assert!((400..500).contains(&status));
 }
 

@@ -42,6 +42,8 @@ pub struct Authenticator {
     audience: String,
     leeway: u64,
     keys: RwLock<Option<Keys>>,
+    /// When keys were last fetched or tried: a failing issuer is not asked again at once.
+    last_try: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,7 @@ impl Authenticator {
             audience: config.audience.clone(),
             leeway: config.leeway_seconds,
             keys: RwLock::new(None),
+            last_try: std::sync::Mutex::new(None),
         };
         match auth.load().await {
             Ok(()) => {}
@@ -89,6 +92,9 @@ impl Authenticator {
     }
 
     async fn load(&self) -> Result<(), AuthError> {
+        if let Ok(mut last) = self.last_try.lock() {
+            *last = Some(Instant::now());
+        }
         let text = match &self.source {
             KeySource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| AuthError::Keys(format!("cannot read `{}`: {e}", path.display())))?,
@@ -119,11 +125,19 @@ impl Authenticator {
     }
 
     fn stale(&self) -> bool {
-        self.keys
-            .read()
+        let tried_recently = self
+            .last_try
+            .lock()
             .ok()
-            .and_then(|k| k.as_ref().map(|k| k.fetched.elapsed() > REFETCH_AFTER))
-            .unwrap_or(true)
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < REFETCH_AFTER);
+        !tried_recently
+            && self
+                .keys
+                .read()
+                .ok()
+                .and_then(|k| k.as_ref().map(|k| k.fetched.elapsed() > REFETCH_AFTER))
+                .unwrap_or(true)
     }
 
     /// The caller's user id (`sub`), or why the token is refused.

@@ -70,7 +70,12 @@ impl IntoResponse for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+        // Where the keys come from is the server's business, not the caller's.
+        let message = match e {
+            AuthError::Keys(_) => "cannot verify tokens right now".to_string(),
+            other => other.to_string(),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
     }
 }
 
@@ -226,6 +231,33 @@ impl Api {
         }
     }
 
+    /// Users ask only about themselves; a registered app (`Tre::Service::"<sub>"` in the
+    /// store, e.g. a Cognito app client using client credentials) asks about anyone.
+    async fn may_ask(self: &Arc<Self>, caller: &str, principals: &[String]) -> ApiResult<()> {
+        let me = format!("Tre::User::{}", Value::from(caller));
+        if principals.iter().all(|p| *p == me) {
+            return Ok(());
+        }
+        let caller = caller.to_string();
+        self.blocking(move |api| {
+            api.with_egress(|_| Ok(()))?;
+            let engine = api
+                .engine
+                .read()
+                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let service = tregov_engine::entities::uid_from_parts("Tre::Service", &caller)?;
+            if engine.graph().entities().get(&service).is_some() {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("`{caller}` may ask only about itself (`{me}`): only a registered `Tre::Service` asks about others"),
+                ))
+            }
+        })
+        .await
+    }
+
     fn hit(&self, point: &str) {
         if self.failpoint.as_deref() == Some(point) {
             eprintln!("tregov: failpoint `{point}` reached: exiting without cleanup");
@@ -284,9 +316,9 @@ impl Api {
     /// Does the request's pending S3 effect, if no other task of this process is, and returns
     /// the request as it is afterwards. A failure leaves the effect pending for the retry loop.
     async fn run_effect(self: &Arc<Self>, request: EgressRequest) -> EgressRequest {
-        let Some(effect) = request.pending else {
+        if request.pending.is_none() {
             return request;
-        };
+        }
         let Ok(store) = self.egress_store() else {
             return request;
         };
@@ -298,9 +330,30 @@ impl Api {
                 return request;
             }
         }
+        // The caller's copy may be stale (the retry loop lists requests, then works through
+        // them): act only on what the store says is pending now.
+        let id = request.id.clone();
+        let current = self
+            .blocking({
+                let id = id.clone();
+                move |api| api.with_egress(|flow| Ok(flow.get(&id)?))
+            })
+            .await;
+        let (request, effect) = match current {
+            Ok(Some(r)) => match r.pending {
+                Some(effect) => (r, effect),
+                None => {
+                    self.release(&id);
+                    return r;
+                }
+            },
+            _ => {
+                self.release(&id);
+                return request;
+            }
+        };
         let point = format!("egress-{}-copy", effect.as_str());
         let result = store.perform(&request, effect, &|| self.hit(&point)).await;
-        let id = request.id.clone();
         let outcome = match result {
             Ok(detail) => {
                 self.hit("egress-effect-done");
@@ -318,9 +371,7 @@ impl Api {
                 Ok(Some(request.clone()))
             }
         };
-        if let Ok(mut busy) = self.in_flight.lock() {
-            busy.remove(&id);
-        }
+        self.release(&id);
         match outcome {
             Ok(Some(r)) => r,
             _ => request,
@@ -328,15 +379,26 @@ impl Api {
     }
 }
 
+impl Api {
+    fn release(&self, id: &str) {
+        if let Ok(mut busy) = self.in_flight.lock() {
+            busy.remove(id);
+        }
+    }
+}
+
 /// Whether `user` may see `request`: its requester or submitter, a member of one of its
 /// review or download roles, an IT admin or an auditor.
 fn can_see(engine: &Engine, user: &str, request: &EgressRequest) -> bool {
-    if request.requester == user || request.submitted_by == user {
-        return true;
-    }
     let Ok(uid) = tregov_engine::entities::uid_from_parts("Tre::User", user) else {
         return false;
     };
+    if !is_active(engine, &uid) {
+        return false;
+    }
+    if request.requester == user || request.submitted_by == user {
+        return true;
+    }
     let Some(ancestors) = engine.graph().entities().ancestors(&uid) else {
         return false;
     };
@@ -348,6 +410,16 @@ fn can_see(engine: &Engine, user: &str, request: &EgressRequest) -> bool {
         || roles.contains("Auditor")
         || roles.contains(&request.download_role)
         || request.steps.iter().any(|s| roles.contains(s))
+}
+
+fn is_active(engine: &Engine, uid: &cedar_policy::EntityUid) -> bool {
+    engine
+        .graph()
+        .entities()
+        .get(uid)
+        .and_then(|e| e.attr("status"))
+        .and_then(|v| v.ok())
+        .is_some_and(|v| v.to_string() == "\"active\"")
 }
 
 #[derive(Deserialize)]
@@ -368,6 +440,11 @@ async fn submit(
 ) -> ApiResult<(StatusCode, Json<EgressRequest>)> {
     let user = api.caller(&headers).await?;
     let store = api.egress_store()?;
+    api.blocking({
+        let (user, workspace) = (user.clone(), body.workspace.clone());
+        move |api| api.with_egress(|flow| flow.may_submit(&user, &workspace))
+    })
+    .await?;
     let objects = store
         .pin(&body.workspace, body.files.as_deref())
         .await
@@ -496,17 +573,11 @@ async fn review(
             ))
         }
     };
-    // A request still being staged is staged first, so the reviewer sees the files.
-    if let Ok(Some(current)) = api
-        .blocking({
-            let id = id.clone();
-            move |api| api.with_egress(|flow| Ok(flow.get(&id)?))
-        })
-        .await
-    {
-        if current.pending.is_some() {
-            api.run_effect(current).await;
-        }
+    // A request the caller may not see does not exist for them; one still being staged is
+    // staged first, so the reviewer sees the files.
+    let current = visible(&api, user.clone(), id.clone()).await?;
+    if current.pending.is_some() {
+        api.run_effect(current).await;
     }
     let request = api
         .blocking(move |api| api.with_egress(|flow| flow.review(&user, &id, approve, body.reason)))
@@ -522,16 +593,9 @@ async fn download(
 ) -> ApiResult<Json<Value>> {
     let user = api.caller(&headers).await?;
     let store = api.egress_store()?;
-    if let Ok(Some(current)) = api
-        .blocking({
-            let id = id.clone();
-            move |api| api.with_egress(|flow| Ok(flow.get(&id)?))
-        })
-        .await
-    {
-        if current.pending.is_some() {
-            api.run_effect(current).await;
-        }
+    let current = visible(&api, user.clone(), id.clone()).await?;
+    if current.pending.is_some() {
+        api.run_effect(current).await;
     }
     let request = api
         .blocking(move |api| api.with_egress(|flow| flow.take_download(&user, &id)))
@@ -704,6 +768,8 @@ async fn is_authorized(
 ) -> ApiResult<Json<Value>> {
     let user = api.caller(&headers).await?;
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    api.may_ask(&user, std::slice::from_ref(&spec.principal))
+        .await?;
     let outcome = api
         .blocking(move |api| {
             api.with_egress(|_| Ok(()))?;
@@ -735,6 +801,24 @@ async fn batch_is_authorized(
             ),
         ));
     }
+    let principals: Vec<String> = body
+        .requests
+        .iter()
+        .map(|r| {
+            let t = r
+                .principal
+                .get("entityType")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let id = r
+                .principal
+                .get("entityId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            format!("{t}::{}", Value::from(id))
+        })
+        .collect();
+    api.may_ask(&user, &principals).await?;
     let results = api
         .blocking(move |api| {
             api.with_egress(|_| Ok(()))?;

@@ -190,11 +190,12 @@ impl EgressStore {
             }
             Effect::Publish => {
                 let mut copied = 0;
+                // From the pinned version itself, not the staged copy: what leaves is exactly
+                // what was submitted, whatever happened in the staging bucket since.
                 for o in &request.objects {
-                    let staged = Self::staged_key(request, o);
                     let done = self
                         .copy_once(
-                            (&self.config.staging_bucket, &staged, None),
+                            (&self.config.store_bucket, &o.key, Some(&o.version_id)),
                             (self.approved_bucket(), &Self::approved_key(request, o)),
                             request,
                             o,
@@ -219,19 +220,7 @@ impl EgressStore {
                 json!({"copied": copied, "objects": request.objects.len(), "bucket": self.approved_bucket()})
             }
             Effect::Unstage => {
-                let mut deleted = 0;
-                for o in &request.objects {
-                    let key = Self::staged_key(request, o);
-                    self.s3
-                        .delete_object()
-                        .bucket(&self.config.staging_bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .map_err(|e| describe("s3:DeleteObject", &e))?;
-                    deleted += 1;
-                    after_copy();
-                }
+                let deleted = self.unstage(request, after_copy).await?;
                 let reason = request
                     .reviews
                     .last()
@@ -250,6 +239,60 @@ impl EgressStore {
             }
         };
         Ok(detail)
+    }
+
+    /// Deletes every version (and delete marker) under the request's staging prefix: in a
+    /// versioned bucket a plain delete would only hide the rejected files.
+    async fn unstage(
+        &self,
+        request: &EgressRequest,
+        after_delete: &(dyn Fn() + Sync),
+    ) -> Result<usize, String> {
+        let prefix = format!("{}/{}/", request.workspace, request.id);
+        let mut deleted = 0;
+        // Each round deletes what one listing shows; a bucket that keeps showing objects after
+        // that many rounds is not being emptied, and the effect is retried later.
+        for _ in 0..1000 {
+            let page = self
+                .s3
+                .list_object_versions()
+                .bucket(&self.config.staging_bucket)
+                .prefix(&prefix)
+                .send()
+                .await
+                .map_err(|e| describe("s3:ListObjectVersions", &e))?;
+            let mut targets: Vec<(String, Option<String>)> = page
+                .versions()
+                .iter()
+                .filter_map(|v| {
+                    v.key()
+                        .map(|k| (k.to_string(), v.version_id().map(str::to_string)))
+                })
+                .collect();
+            targets.extend(page.delete_markers().iter().filter_map(|m| {
+                m.key()
+                    .map(|k| (k.to_string(), m.version_id().map(str::to_string)))
+            }));
+            if targets.is_empty() {
+                return Ok(deleted);
+            }
+            for (key, version) in targets {
+                self.s3
+                    .delete_object()
+                    .bucket(&self.config.staging_bucket)
+                    .key(&key)
+                    .set_version_id(version.filter(|v| v != "null"))
+                    .send()
+                    .await
+                    .map_err(|e| describe("s3:DeleteObject", &e))?;
+                deleted += 1;
+                after_delete();
+            }
+        }
+        Err(format!(
+            "`{}/{prefix}` still holds objects after deleting {deleted}",
+            self.config.staging_bucket
+        ))
     }
 
     /// Copies `from` to `to` unless `to` already holds this request's copy of the pinned

@@ -309,11 +309,12 @@ impl Engine {
     /// decision, such as an egress request as it would be after the transition asked for,
     /// and logs the decision with the slice it read (the extra entities included), so
     /// `why --replay` re-decides it exactly. `extra` wins over a stored entity of the same uid.
+    /// With `origin` `None` nothing is logged (a pre-check that a logged decision follows).
     pub fn decide_with(
         &self,
         spec: RequestSpec,
         extra: &[Value],
-        origin: &str,
+        origin: Option<&str>,
     ) -> Result<(ParsedRequest, DecisionOutcome)> {
         let request = self.parse(spec)?;
         let mut extra_uids = std::collections::HashSet::new();
@@ -349,7 +350,7 @@ impl Engine {
             &entities,
         );
         let mut outcome = outcome_from_response(&response, &self.bundle);
-        if let Some(log) = &self.log {
+        if let (Some(log), Some(origin)) = (&self.log, origin) {
             let mut record = self.decision_record(&request, &outcome, origin);
             record.insert("slice".into(), Value::Array(slice));
             let seqs = log.append(vec![record])?;

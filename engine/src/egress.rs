@@ -199,6 +199,7 @@ impl EgressRequest {
                 "uid": {"type": "Tre::EgressRequest", "id": self.id},
                 "attrs": {
                     "requester": user(&self.requester),
+                    "submitter": user(&self.submitted_by),
                     "workspace": {"__entity": {"type": "Tre::Workspace", "id": self.workspace}},
                     "project": {"__entity": {"type": "Tre::Project", "id": self.project}},
                     "status": status,
@@ -450,9 +451,46 @@ impl<'a> Egress<'a> {
                 outcome.log_seq,
                 json!({"version": request.version, "objects": objects, "requester": request.requester}),
             )?;
-            write(tx, &request)?;
+            insert(tx, &request)?;
             Ok(Ok(request))
         })
+    }
+
+    /// Whether `caller` may submit for `workspace` at all, decided (unlogged) before anything
+    /// is read from the workspace's egress store: nobody learns what another workspace holds.
+    pub fn may_submit(&self, caller: &str, workspace: &str) -> Result<(), EgressError> {
+        let (owner, project) = self.workspace_facts(workspace)?;
+        let now = crate::log::now_rfc3339();
+        let draft = EgressRequest {
+            id: "eg-precheck".into(),
+            version: 1,
+            workspace: workspace.to_string(),
+            project,
+            requester: owner,
+            submitted_by: caller.to_string(),
+            status: Status::InReview,
+            current_step: 1,
+            steps: self.settings.steps.clone(),
+            download_role: self.settings.download_role.clone(),
+            download_limit: self.settings.download_limit,
+            download_count: 0,
+            objects: Vec::new(),
+            reviews: Vec::new(),
+            note: None,
+            pending: None,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let outcome = self.decide_as(caller, "submitEgress", &draft, "DRAFT", None)?;
+        if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
+            // The logged decision, for the record.
+            let outcome = self.decide(caller, "submitEgress", &draft, "DRAFT")?;
+            return Err(denied(
+                &format!("`{caller}` may not submit egress for workspace `{workspace}`"),
+                outcome,
+            ));
+        }
+        Ok(())
     }
 
     /// Records one reviewer's decision at the current step.
@@ -671,6 +709,17 @@ impl<'a> Egress<'a> {
         request: &EgressRequest,
         status: &str,
     ) -> Result<DecisionOutcome> {
+        self.decide_as(caller, action, request, status, Some("egress"))
+    }
+
+    fn decide_as(
+        &self,
+        caller: &str,
+        action: &str,
+        request: &EgressRequest,
+        status: &str,
+        origin: Option<&str>,
+    ) -> Result<DecisionOutcome> {
         let spec = RequestSpec {
             principal: format!("Tre::User::{}", Value::from(caller)),
             action: format!("Tre::Action::{}", Value::from(action)),
@@ -679,7 +728,7 @@ impl<'a> Egress<'a> {
         };
         let (_, outcome) =
             self.engine
-                .decide_with(spec, &request.cedar_entities(status), "egress")?;
+                .decide_with(spec, &request.cedar_entities(status), origin)?;
         Ok(outcome)
     }
 
@@ -765,6 +814,24 @@ fn write(tx: &rusqlite::Transaction<'_>, request: &EgressRequest) -> Result<(), 
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, pending = excluded.pending,
            body = excluded.body",
+        params![
+            request.id,
+            request.workspace,
+            request.status.as_str(),
+            request.pending.map(Effect::as_str),
+            body,
+            request.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, request: &EgressRequest) -> Result<(), TxError> {
+    let body = serde_json::to_string(request)
+        .map_err(|e| TxError::Engine(EngineError::Request(e.to_string())))?;
+    tx.execute(
+        "INSERT INTO egress_requests (id, workspace, status, pending, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             request.id,
             request.workspace,
