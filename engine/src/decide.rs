@@ -441,7 +441,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec(p: &str, a: &str, r: &str) -> RequestSpec {
@@ -453,7 +453,8 @@ mod tests {
         }
     }
 
-    fn sample_engine(dir: &Path) -> Engine {
+    /// An engine over the sample TRE, with its store and log in `dir`.
+    pub(crate) fn sample_engine(dir: &Path) -> Engine {
         let bundle = PolicyBundle::embedded().expect("policies");
         let schema = bundle.schema.clone().expect("schema");
         let list = crate::entities::parse_entities_file(

@@ -807,31 +807,32 @@ fn read(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<EgressRequest
 }
 
 fn write(tx: &rusqlite::Transaction<'_>, request: &EgressRequest) -> Result<(), TxError> {
-    let body = serde_json::to_string(request)
-        .map_err(|e| TxError::Engine(EngineError::Request(e.to_string())))?;
-    tx.execute(
-        "INSERT INTO egress_requests (id, workspace, status, pending, body, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, pending = excluded.pending,
-           body = excluded.body",
-        params![
-            request.id,
-            request.workspace,
-            request.status.as_str(),
-            request.pending.map(Effect::as_str),
-            body,
-            request.created_at
-        ],
-    )?;
-    Ok(())
+    save(tx, request, true)
 }
 
+/// A new request: never over an existing one, however unlikely an id clash.
 fn insert(tx: &rusqlite::Transaction<'_>, request: &EgressRequest) -> Result<(), TxError> {
+    save(tx, request, false)
+}
+
+fn save(
+    tx: &rusqlite::Transaction<'_>,
+    request: &EgressRequest,
+    overwrite: bool,
+) -> Result<(), TxError> {
     let body = serde_json::to_string(request)
         .map_err(|e| TxError::Engine(EngineError::Request(e.to_string())))?;
+    let conflict = if overwrite {
+        " ON CONFLICT(id) DO UPDATE SET status = excluded.status, pending = excluded.pending,
+           body = excluded.body"
+    } else {
+        ""
+    };
     tx.execute(
-        "INSERT INTO egress_requests (id, workspace, status, pending, body, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &format!(
+            "INSERT INTO egress_requests (id, workspace, status, pending, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6){conflict}"
+        ),
         params![
             request.id,
             request.workspace,
@@ -918,25 +919,7 @@ mod tests {
         assert_eq!(entities[1]["attrs"]["index"], 2);
     }
 
-    fn sample_engine(dir: &std::path::Path) -> Engine {
-        let bundle = crate::PolicyBundle::embedded().expect("policies");
-        let schema = bundle.schema.clone().expect("schema");
-        let list = crate::entities::parse_entities_file(
-            "sample",
-            tregov_policies::SAMPLE_TRE_ENTITIES,
-            Some(&schema),
-        )
-        .expect("sample");
-        let mut engine = Engine::open(dir, bundle).expect("engine");
-        engine
-            .apply(&crate::StoreBatch {
-                upserts: list,
-                partition: "sample".into(),
-                ..Default::default()
-            })
-            .expect("import");
-        engine
-    }
+    use crate::decide::tests::sample_engine;
 
     fn files() -> Vec<PinnedObject> {
         vec![PinnedObject {
