@@ -599,6 +599,21 @@ fn a_rejection_at_either_step_removes_the_staged_copies_and_the_owner_resubmits(
     let (status, third) = submit(&server, "alice", WORKSPACE);
     assert_eq!(status, 201, "{third}");
     assert_eq!(third["version"], 3);
+    // Taken back by alice through the CLI: staged copies gone, the workspace free again.
+    let third_id = id_of(&third);
+    let out = bed.egress(
+        &server,
+        "alice",
+        &["withdraw", &third_id, "--reason", "wrong file"],
+    );
+    assert!(out.status.success(), "withdraw: {}", stderr(&out));
+    assert_eq!(server.settled(&third_id)["status"], "WITHDRAWN");
+    assert!(
+        bed.versions(STAGING).is_empty(),
+        "staged copies left: {:?}",
+        bed.versions(STAGING)
+    );
+    assert_eq!(submit(&server, "alice", WORKSPACE).0, 201);
     let (_, history) = server.call(
         "carol",
         "GET",

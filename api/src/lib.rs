@@ -10,7 +10,8 @@
 //! - `GET /v1/egress/requests[?status=&workspace=]` lists what the caller may see;
 //! - `GET /v1/egress/requests/{id}` and `/{id}/history` (the audit trail from the log);
 //! - `POST /v1/egress/requests/{id}/reviews` `{decision: "approve"|"reject", reason?}`;
-//! - `POST /v1/egress/requests/{id}/downloads` takes one download and returns presigned URLs.
+//! - `POST /v1/egress/requests/{id}/downloads` takes one download and returns presigned URLs;
+//! - `POST /v1/egress/requests/{id}/withdraw` `{reason?}` takes back a request in review.
 //!
 //! Authorization for other apps, shaped like Amazon Verified Permissions:
 //! `POST /v1/is-authorized` and `POST /v1/batch-is-authorized` (at most 30 requests).
@@ -185,6 +186,7 @@ impl Api {
             .route("/v1/egress/requests/{id}/history", get(history))
             .route("/v1/egress/requests/{id}/reviews", post(review))
             .route("/v1/egress/requests/{id}/downloads", post(download))
+            .route("/v1/egress/requests/{id}/withdraw", post(withdraw))
             .route("/v1/is-authorized", post(is_authorized))
             .route("/v1/batch-is-authorized", post(batch_is_authorized))
             .with_state(self.clone())
@@ -487,7 +489,7 @@ async fn list(
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("unknown status `{s}` (IN_REVIEW, APPROVED or REJECTED)"),
+                format!("unknown status `{s}` (IN_REVIEW, APPROVED, REJECTED or WITHDRAWN)"),
             )
         })?),
         None => None,
@@ -583,6 +585,28 @@ async fn review(
         .blocking(move |api| api.with_egress(|flow| flow.review(&user, &id, approve, body.reason)))
         .await?;
     api.hit("egress-reviewed");
+    Ok(Json(api.run_effect(request).await))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WithdrawBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn withdraw(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<WithdrawBody>>,
+) -> ApiResult<Json<EgressRequest>> {
+    let user = api.caller(&headers).await?;
+    visible(&api, user.clone(), id.clone()).await?;
+    let reason = body.and_then(|Json(b)| b.reason);
+    let request = api
+        .blocking(move |api| api.with_egress(|flow| flow.withdraw(&user, &id, reason)))
+        .await?;
     Ok(Json(api.run_effect(request).await))
 }
 

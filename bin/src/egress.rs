@@ -45,7 +45,7 @@ pub enum EgressCommand {
     },
     /// Requests you may see.
     List {
-        /// Only `IN_REVIEW`, `APPROVED` or `REJECTED`.
+        /// Only `IN_REVIEW`, `APPROVED`, `REJECTED` or `WITHDRAWN`.
         #[arg(long)]
         status: Option<String>,
         #[arg(long)]
@@ -66,6 +66,12 @@ pub enum EgressCommand {
     },
     /// Take one download of an approved request: presigned URLs for its files.
     Download { id: String },
+    /// Take back a request still in review (the requester, or an IT admin).
+    Withdraw {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// `tregov serve`: the API alone, without governing.
@@ -214,6 +220,11 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
             Some(
                 json!({"decision": if *approve { "approve" } else { "reject" }, "reason": reason}),
             ),
+        ),
+        EgressCommand::Withdraw { id, reason } => (
+            "POST",
+            format!("/v1/egress/requests/{}/withdraw", encode(id)),
+            Some(json!({"reason": reason})),
         ),
         EgressCommand::Download { id } => (
             "POST",

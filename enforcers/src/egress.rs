@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{MetadataDirective, ServerSideEncryption};
 use serde_json::{json, Value};
 use tregov_collectors::aws::Aws;
 use tregov_collectors::config::EgressConfig;
-use tregov_engine::egress::{Effect, EgressRequest, PinnedObject};
+use tregov_engine::egress::{Effect, EgressRequest, PinnedObject, Status};
 
 use crate::describe;
 
@@ -221,20 +221,29 @@ impl EgressStore {
             }
             Effect::Unstage => {
                 let deleted = self.unstage(request, after_copy).await?;
-                let reason = request
-                    .reviews
-                    .last()
-                    .and_then(|r| r.reason.clone())
-                    .unwrap_or_default();
-                self.notify(
-                    &request.requester,
-                    &format!("egress request {} rejected", request.id),
-                    &format!(
-                        "Your egress request {} for workspace {} was rejected: {reason}. You may resubmit.",
-                        request.id, request.workspace
-                    ),
-                )
-                .await?;
+                let (subject, message) = if request.status == Status::Withdrawn {
+                    (
+                        format!("egress request {} withdrawn", request.id),
+                        format!(
+                            "Egress request {} for workspace {} was withdrawn; its staged copies are removed.",
+                            request.id, request.workspace
+                        ),
+                    )
+                } else {
+                    let reason = request
+                        .reviews
+                        .last()
+                        .and_then(|r| r.reason.clone())
+                        .unwrap_or_default();
+                    (
+                        format!("egress request {} rejected", request.id),
+                        format!(
+                            "Your egress request {} for workspace {} was rejected: {reason}. You may resubmit.",
+                            request.id, request.workspace
+                        ),
+                    )
+                };
+                self.notify(&request.requester, &subject, &message).await?;
                 json!({"deleted": deleted, "bucket": self.config.staging_bucket})
             }
         };

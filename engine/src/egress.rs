@@ -56,6 +56,8 @@ pub enum Status {
     InReview,
     Approved,
     Rejected,
+    /// Taken back by the requester (or an admin) before the last step decided.
+    Withdrawn,
 }
 
 impl Status {
@@ -64,6 +66,7 @@ impl Status {
             Status::InReview => "IN_REVIEW",
             Status::Approved => "APPROVED",
             Status::Rejected => "REJECTED",
+            Status::Withdrawn => "WITHDRAWN",
         }
     }
 
@@ -72,6 +75,7 @@ impl Status {
             "IN_REVIEW" => Some(Status::InReview),
             "APPROVED" => Some(Status::Approved),
             "REJECTED" => Some(Status::Rejected),
+            "WITHDRAWN" => Some(Status::Withdrawn),
             _ => None,
         }
     }
@@ -569,6 +573,47 @@ impl<'a> Egress<'a> {
         })
     }
 
+    /// Withdraws a request in review: its staged copies are removed (whatever staging had
+    /// done, including staging that cannot finish) and the workspace is free again.
+    pub fn withdraw(
+        &self,
+        caller: &str,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<EgressRequest, EgressError> {
+        self.transaction(|tx| {
+            let Some(mut request) = read(tx, id)? else {
+                return Ok(Err(EgressError::NotFound(id.to_string())));
+            };
+            let outcome =
+                match self.decide(caller, "withdrawEgress", &request, request.status.as_str()) {
+                    Ok(o) => o,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+            if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
+                return Ok(Err(denied(
+                    &format!(
+                        "`{caller}` may not withdraw request `{id}` ({})",
+                        request.status.as_str()
+                    ),
+                    outcome,
+                )));
+            }
+            request.status = Status::Withdrawn;
+            request.pending = Some(Effect::Unstage);
+            request.updated_at = crate::log::now_rfc3339();
+            self.log_event(
+                &request,
+                "withdrawn",
+                caller,
+                outcome.log_seq,
+                json!({"reason": reason}),
+            )?;
+            write(tx, &request)?;
+            Ok(Ok(request))
+        })
+    }
+
     /// Takes one download, atomically: the policy decides on the count as stored, and the
     /// count goes up in the same transaction, so concurrent callers are decided one by one.
     pub fn take_download(&self, caller: &str, id: &str) -> Result<EgressRequest, EgressError> {
@@ -1060,6 +1105,37 @@ mod tests {
         let again = flow.submit("alice", submission()).expect("resubmit");
         assert_eq!(again.version, 2);
         assert_ne!(again.id, r.id);
+    }
+
+    #[test]
+    fn a_request_stuck_in_staging_can_be_withdrawn_by_its_requester_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let settings = EgressSettings::default();
+        let flow = Egress::new(&engine, &settings).expect("egress");
+        let r = flow.submit("alice", submission()).expect("submit");
+        assert!(is_denied(flow.withdraw("carol", &r.id, None)));
+        let w = flow
+            .withdraw("alice", &r.id, Some("wrong files".into()))
+            .expect("withdraw");
+        assert_eq!(
+            (w.status, w.pending),
+            (Status::Withdrawn, Some(Effect::Unstage))
+        );
+        // A late staging worker finds nothing to record.
+        assert!(!flow
+            .complete_effect(&r.id, Effect::Stage, json!({}))
+            .expect("complete"));
+        assert!(
+            is_denied(flow.withdraw("alice", &r.id, None)),
+            "withdrawn twice"
+        );
+        flow.complete_effect(&r.id, Effect::Unstage, json!({}))
+            .expect("unstaged");
+        assert_eq!(
+            flow.submit("alice", submission()).expect("again").version,
+            2
+        );
     }
 
     #[test]
