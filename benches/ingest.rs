@@ -11,6 +11,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+// As in the `tregov` binary, whose collector this measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use tregov_benches::median;
 use tregov_collectors::cloudtrail_parse::parse_log_file;
 use tregov_collectors::testkit::{gzip_records, key, record, uuid, Lcg};

@@ -73,8 +73,11 @@ impl Store {
         let conn = Connection::open(&path).map_err(|e| store_err(&path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| store_err(&path, e))?;
+        // The same file as the event store: whichever opens it first fixes the page size, so
+        // both ask for the event store's 16 KiB (see `events::EventStore::open`).
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS entities (
                  uid TEXT PRIMARY KEY,
