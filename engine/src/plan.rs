@@ -410,14 +410,17 @@ struct Dataset {
 }
 
 /// A budget and one of its response decisions.
-type BudgetDecision = (EntityUid, Arc<Justification>);
+type BudgetDecision = (EntityUid, Arc<Verdict>);
 
 /// Per resource: the permissions wanted, the decisions behind them, the dataset.
-type Wanted<'a> = (BTreeSet<String>, &'a [Arc<Justification>], &'a EntityUid);
+type Wanted<'a> = (BTreeSet<String>, &'a [Arc<Verdict>], &'a EntityUid);
 
 struct Decider<'a> {
     engine: &'a Engine,
-    cache: HashMap<(EntityUid, &'static str, EntityUid), Arc<Justification>>,
+    cache: HashMap<(EntityUid, &'static str, EntityUid), Arc<Verdict>>,
+    /// Action uids, parsed once: Cedar parses a type name with its full grammar, which cost
+    /// more per decision than a quarter of the evaluation itself.
+    actions: HashMap<&'static str, Option<EntityUid>>,
     count: u64,
     warnings: Vec<String>,
 }
@@ -431,6 +434,7 @@ impl<'a> Decider<'a> {
         Self {
             engine,
             cache: HashMap::new(),
+            actions: HashMap::new(),
             count: 0,
             warnings: Vec::new(),
         }
@@ -438,13 +442,22 @@ impl<'a> Decider<'a> {
 
     /// A schema-checked request built from uids directly: planning asks hundreds of
     /// thousands of these, and parsing each from text would double the cost.
+    fn action(&mut self, action: &'static str) -> Option<EntityUid> {
+        self.actions
+            .entry(action)
+            .or_insert_with(|| action_uid(action))
+            .clone()
+    }
+
     fn request(
-        &self,
+        &mut self,
         principal: &EntityUid,
-        action: &str,
+        action: &'static str,
         resource: &EntityUid,
     ) -> std::result::Result<cedar_policy::Request, String> {
-        let action = action_uid(action).ok_or_else(|| format!("bad action `{action}`"))?;
+        let action = self
+            .action(action)
+            .ok_or_else(|| format!("bad action `{action}`"))?;
         cedar_policy::Request::new(
             principal.clone(),
             action,
@@ -460,73 +473,94 @@ impl<'a> Decider<'a> {
         principal: &EntityUid,
         action: &'static str,
         resource: &EntityUid,
-    ) -> Arc<Justification> {
+    ) -> Arc<Verdict> {
         let key = (principal.clone(), action, resource.clone());
-        if let Some(j) = self.cache.get(&key) {
-            return j.clone();
+        if let Some(v) = self.cache.get(&key) {
+            return v.clone();
         }
-        let spec = RequestSpec {
-            principal: principal.to_string(),
-            action: format!("Tre::Action::\"{action}\""),
-            resource: resource.to_string(),
-            context: json!({}),
-        };
-        let j = match self.request(principal, action, resource) {
+        let (decision, reasons, errors) = match self.request(principal, action, resource) {
             Ok(request) => {
                 self.count += 1;
-                let outcome = self
-                    .engine
-                    .decide_request(&request, action_uid(action).as_ref());
-                if !outcome.errors.is_empty() {
+                let action_uid = self.action(action);
+                let outcome = self.engine.decide_request(&request, action_uid.as_ref());
+                let errors: Vec<String> = outcome
+                    .errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.policy, e.message))
+                    .collect();
+                if !errors.is_empty() {
                     self.warnings.push(format!(
-                        "`{action}` for `{}` on `{}` had policy errors; treated as unknown: {}",
-                        spec.principal,
-                        spec.resource,
-                        outcome
-                            .errors
-                            .iter()
-                            .map(|e| format!("{}: {}", e.policy, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
+                        "`{action}` for `{principal}` on `{resource}` had policy errors; treated as unknown: {}",
+                        errors.join("; ")
                     ));
                 }
-                Justification {
-                    request: spec,
-                    decision: outcome.decision,
-                    reasons: outcome.reasons,
-                    errors: outcome
-                        .errors
-                        .into_iter()
-                        .map(|e| format!("{}: {}", e.policy, e.message))
-                        .collect(),
-                    log_seq: None,
-                }
+                (outcome.decision, outcome.reasons, errors)
             }
             // A request the schema rejects is denied: never allow what cannot be asked.
             Err(e) => {
                 self.warnings.push(format!(
-                    "cannot ask `{action}` for `{}` on `{}`: {e}",
-                    spec.principal, spec.resource
+                    "cannot ask `{action}` for `{principal}` on `{resource}`: {e}"
                 ));
-                Justification {
-                    request: spec,
-                    decision: Decision::Deny,
-                    reasons: Vec::new(),
-                    errors: vec![format!("the request could not be asked: {e}")],
-                    log_seq: None,
-                }
+                (
+                    Decision::Deny,
+                    Vec::new(),
+                    vec![format!("the request could not be asked: {e}")],
+                )
             }
         };
-        let j = Arc::new(j);
-        self.cache.insert(key, j.clone());
-        j
+        let verdict = Arc::new(Verdict {
+            principal: principal.clone(),
+            action,
+            resource: resource.clone(),
+            decision,
+            reasons,
+            errors,
+        });
+        self.cache.insert(key, verdict.clone());
+        verdict
+    }
+}
+
+/// A decision as the planner keeps it: cheap to make (no text is built), turned into a
+/// `Justification` only for the few that justify an item.
+struct Verdict {
+    principal: EntityUid,
+    action: &'static str,
+    resource: EntityUid,
+    decision: Decision,
+    reasons: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Verdict {
+    fn allows(&self) -> bool {
+        self.decision == Decision::Allow && self.errors.is_empty()
+    }
+
+    fn denies(&self) -> bool {
+        self.decision == Decision::Deny && self.errors.is_empty()
+    }
+
+    fn justification(&self) -> Justification {
+        Justification {
+            request: RequestSpec {
+                principal: self.principal.to_string(),
+                action: format!("Tre::Action::\"{}\"", self.action),
+                resource: self.resource.to_string(),
+                context: json!({}),
+            },
+            decision: self.decision,
+            reasons: self.reasons.clone(),
+            errors: self.errors.clone(),
+            log_seq: None,
+        }
     }
 }
 
 /// Decisions are shared while planning (most never justify an item) and copied only into
 /// the items that need them.
-fn materialize<'a>(why: impl IntoIterator<Item = &'a Arc<Justification>>) -> Vec<Justification> {
-    why.into_iter().map(|j| (**j).clone()).collect()
+fn materialize<'a>(why: impl IntoIterator<Item = &'a Arc<Verdict>>) -> Vec<Justification> {
+    why.into_iter().map(|v| v.justification()).collect()
 }
 
 fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanItem {
@@ -655,8 +689,12 @@ pub fn plan_scoped(
      -> Vec<PlanItem> {
         let mut items = Vec::new();
         for &(role, owners) in roles {
+            // Decisions are reused within a role (its revocations re-ask what its grants
+            // asked); kept longer, hundreds of thousands of them cost more memory traffic
+            // than re-deciding the few that repeat.
+            decider.cache.clear();
             // dataset -> (read justification, write justification if written)
-            let mut desired: BTreeMap<EntityUid, (bool, Vec<Arc<Justification>>)> = BTreeMap::new();
+            let mut desired: BTreeMap<EntityUid, (bool, Vec<Arc<Verdict>>)> = BTreeMap::new();
             for owner in owners {
                 let mut candidates: BTreeSet<EntityUid> = open.iter().cloned().collect();
                 if let Some(groups) = entities.ancestors(owner) {
@@ -745,8 +783,8 @@ pub fn plan_scoped(
                 let reason = match dataset {
                     Some(d) => {
                         for owner in owners {
-                            why.push((*decider.decide(owner, "read", d)).clone());
-                            why.push((*decider.decide(owner, "write", d)).clone());
+                            why.push(decider.decide(owner, "read", d).justification());
+                            why.push(decider.decide(owner, "write", d).justification());
                         }
                         if owners.is_empty() {
                             format!("no live workspace uses the role; `{}` on dataset `{d}` is not justified", extra.join(", "))
@@ -896,7 +934,7 @@ pub fn plan_scoped(
                             mark,
                         },
                         format!("budget `{uid}` reached a notification threshold"),
-                        vec![(*notify).clone()],
+                        vec![notify.justification()],
                     )),
                     None => decider.warnings.push(format!(
                         "budget `{uid}` calls for a notification but project `{project_id}` has no `notify_topic`"
@@ -936,14 +974,14 @@ pub fn plan_scoped(
                         instance_id,
                     },
                     format!("budget `{uid}` reached the threshold for stopping workspaces"),
-                    vec![(*stop).clone()],
+                    vec![stop.justification()],
                 ));
             }
         }
     }
 
     for (project_id, (account, decisions)) in &deny_by_project {
-        let breached: Vec<&(EntityUid, Arc<Justification>)> =
+        let breached: Vec<&(EntityUid, Arc<Verdict>)> =
             decisions.iter().filter(|(_, d)| d.allows()).collect();
         // Lifted only when every budget of the project is known to be back under.
         let all_under = decisions.iter().all(|(_, d)| d.denies());
