@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use cedar_policy::{Entity, EntityUid, EvalResult};
+use cedar_policy::{Entity, EntityTypeName, EntityUid, EvalResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -417,10 +417,16 @@ type Wanted<'a> = (BTreeSet<String>, &'a [Arc<Verdict>], &'a EntityUid);
 
 struct Decider<'a> {
     engine: &'a Engine,
-    cache: HashMap<(EntityUid, &'static str, EntityUid), Arc<Verdict>>,
     /// Action uids, parsed once: Cedar parses a type name with its full grammar, which cost
     /// more per decision than a quarter of the evaluation itself.
     actions: HashMap<&'static str, Option<EntityUid>>,
+    /// Request shapes (action, principal type, resource type) checked against the schema.
+    checked: Vec<(
+        &'static str,
+        EntityTypeName,
+        EntityTypeName,
+        std::result::Result<(), String>,
+    )>,
     count: u64,
     warnings: Vec<String>,
 }
@@ -433,8 +439,8 @@ impl<'a> Decider<'a> {
     fn new(engine: &'a Engine) -> Self {
         Self {
             engine,
-            cache: HashMap::new(),
             actions: HashMap::new(),
+            checked: Vec::new(),
             count: 0,
             warnings: Vec::new(),
         }
@@ -452,20 +458,41 @@ impl<'a> Decider<'a> {
     fn request(
         &mut self,
         principal: &EntityUid,
-        action: &'static str,
+        action_name: &'static str,
         resource: &EntityUid,
     ) -> std::result::Result<cedar_policy::Request, String> {
         let action = self
-            .action(action)
-            .ok_or_else(|| format!("bad action `{action}`"))?;
-        cedar_policy::Request::new(
+            .action(action_name)
+            .ok_or_else(|| format!("bad action `{action_name}`"))?;
+        // The schema check of a request depends only on the action, the two entity types and
+        // the (always empty) context: it is made once per combination, and its answer, pass
+        // or fail, stands for every request of that shape. (The uids themselves are those of
+        // stored entities, which the store validated against the schema when they came in.)
+        let shape = self.checked.iter().find(|(a, p, r, _)| {
+            *a == action_name && p == principal.type_name() && r == resource.type_name()
+        });
+        let schema = match shape {
+            Some((_, _, _, Ok(()))) => None,
+            Some((_, _, _, Err(e))) => return Err(e.clone()),
+            None => self.engine.bundle().schema.as_ref(),
+        };
+        let request = cedar_policy::Request::new(
             principal.clone(),
             action,
             resource.clone(),
             cedar_policy::Context::empty(),
-            self.engine.bundle().schema.as_ref(),
+            schema,
         )
-        .map_err(|e| crate::decide::error_chain(&e))
+        .map_err(|e| crate::decide::error_chain(&e));
+        if schema.is_some() {
+            self.checked.push((
+                action_name,
+                principal.type_name().clone(),
+                resource.type_name().clone(),
+                request.as_ref().map(|_| ()).map_err(Clone::clone),
+            ));
+        }
+        request
     }
 
     fn decide(
@@ -474,10 +501,6 @@ impl<'a> Decider<'a> {
         action: &'static str,
         resource: &EntityUid,
     ) -> Arc<Verdict> {
-        let key = (principal.clone(), action, resource.clone());
-        if let Some(v) = self.cache.get(&key) {
-            return v.clone();
-        }
         let (decision, reasons, errors) = match self.request(principal, action, resource) {
             Ok(request) => {
                 self.count += 1;
@@ -508,16 +531,14 @@ impl<'a> Decider<'a> {
                 )
             }
         };
-        let verdict = Arc::new(Verdict {
+        Arc::new(Verdict {
             principal: principal.clone(),
             action,
             resource: resource.clone(),
             decision,
             reasons,
             errors,
-        });
-        self.cache.insert(key, verdict.clone());
-        verdict
+        })
     }
 }
 
@@ -662,6 +683,8 @@ pub fn plan_scoped(
     }
     workspaces.sort_by_key(|e| e.uid());
     budgets.sort_by_key(|e| e.uid());
+    open.sort();
+    let open_set: BTreeSet<&EntityUid> = open.iter().collect();
 
     // Governed principals: every workspace role, and every role tagged as a workspace's.
     let mut role_owners: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
@@ -682,38 +705,37 @@ pub fn plan_scoped(
         }
     }
 
-    // Data access, one role at a time; the roles are shared out over the cores, each worker
-    // with its own decision cache.
+    // Data access, one role at a time; the roles are shared out over the cores.
     let plan_roles = |roles: &[(&String, &BTreeSet<EntityUid>)],
                       decider: &mut Decider|
      -> Vec<PlanItem> {
         let mut items = Vec::new();
         for &(role, owners) in roles {
-            // Decisions are reused within a role (its revocations re-ask what its grants
-            // asked); kept longer, hundreds of thousands of them cost more memory traffic
-            // than re-deciding the few that repeat.
-            decider.cache.clear();
             // dataset -> (read justification, write justification if written)
             let mut desired: BTreeMap<EntityUid, (bool, Vec<Arc<Verdict>>)> = BTreeMap::new();
             for owner in owners {
-                let mut candidates: BTreeSet<EntityUid> = open.iter().cloned().collect();
+                // Open Data is every user's candidate; the rest come from the owner's groups,
+                // their own studies, and what the role holds now (that is how stale grants are
+                // revoked). Open Data is walked as is rather than copied into each owner's set.
+                let mut others: BTreeSet<&EntityUid> = BTreeSet::new();
                 if let Some(groups) = entities.ancestors(owner) {
                     for g in groups {
                         if let Some(ds) = by_group.get(g) {
-                            candidates.extend(ds.iter().cloned());
+                            others.extend(ds.iter());
                         }
                     }
                 }
                 if let Some(ds) = by_owner.get(owner) {
-                    candidates.extend(ds.iter().cloned());
+                    others.extend(ds.iter());
                 }
-                // What the role holds now is decided too: that is how stale grants are revoked.
                 for (_, resource) in actual.held_by(role) {
                     if let Some(d) = by_resource.get(resource) {
-                        candidates.insert(d.clone());
+                        others.insert(d);
                     }
                 }
-                for d in candidates {
+                others.retain(|d| !open_set.contains(d));
+                for d in open.iter().chain(others) {
+                    let d = d.clone();
                     let read = decider.decide(owner, "read", &d);
                     // An errored decision grants nothing (and so revokes what is held).
                     if !read.allows() {
