@@ -728,7 +728,9 @@ impl<'a> Egress<'a> {
     }
 
     /// The request's history from the decision log: its workflow events and the decisions
-    /// about it, in log order.
+    /// about it, in log order. The entity slices the decisions read stay in the log (`tregov
+    /// log show SEQ`, `why --replay SEQ`): they hold other people's attributes, which a
+    /// requester or reviewer reading the history has no need to see.
     pub fn history(&self, id: &str) -> Result<Vec<Value>> {
         let Some(log) = self.engine.log() else {
             return Ok(Vec::new());
@@ -743,6 +745,12 @@ impl<'a> Egress<'a> {
                     || (r.get("kind").and_then(Value::as_str) == Some("decision")
                         && r.pointer("/request/resource").and_then(Value::as_str)
                             == Some(resource.as_str()))
+            })
+            .map(|mut r| {
+                if let Some(obj) = r.as_object_mut() {
+                    obj.remove("slice");
+                }
+                r
             })
             .collect())
     }
