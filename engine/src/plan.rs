@@ -402,7 +402,6 @@ fn type_is(uid: &EntityUid, name: &str) -> bool {
 }
 
 struct Dataset {
-    uid: EntityUid,
     resource: Value,
     bucket: String,
     prefix: String,
@@ -668,7 +667,6 @@ pub fn plan_scoped(
             datasets.insert(
                 uid.clone(),
                 Dataset {
-                    uid,
                     resource,
                     bucket,
                     prefix,
@@ -841,7 +839,7 @@ pub fn plan_scoped(
                 ));
                 continue;
             };
-            let mut statements = Vec::new();
+            let mut allowed = Vec::new();
             let mut why = Vec::new();
             for (d, (write, j)) in &desired {
                 let Some(ds) = datasets.get(d) else { continue };
@@ -849,8 +847,9 @@ pub fn plan_scoped(
                     continue;
                 }
                 why.extend(j.iter());
-                statements.extend(s3_statements(ds, *write));
+                allowed.push((ds, *write));
             }
+            let statements = s3_statements(&allowed);
             let current = actual
                 .roles
                 .get(role)
@@ -869,6 +868,13 @@ pub fn plan_scoped(
                 }
             } else {
                 let document = json!({"Version": "2012-10-17", "Statement": statements});
+                let size = document.to_string().len();
+                if size > IAM_INLINE_POLICY_LIMIT {
+                    decider.warnings.push(format!(
+                        "`{role}`: the S3 policy for {} dataset(s) is {size} characters, over IAM's {IAM_INLINE_POLICY_LIMIT}-character inline limit; putting it will fail",
+                        allowed.len()
+                    ));
+                }
                 if current != Some(&document) {
                     items.push(item(
                         Change::PutRolePolicy {
@@ -1148,27 +1154,51 @@ pub fn plan_scoped(
     }
 }
 
-fn s3_statements(ds: &Dataset, write: bool) -> Vec<Value> {
-    // Sids must be alphanumeric and unique: the readable part alone could collide (`t_1`,
-    // `t1`), so a digest of the dataset id follows it.
-    let id = ds.uid.id().unescaped();
-    let readable: String = id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(40)
+/// IAM's limit on a role's inline policies, in characters (whitespace not counted).
+const IAM_INLINE_POLICY_LIMIT: usize = 10_240;
+
+/// The S3 statements for the datasets a role may use: one read statement and one write
+/// statement naming every object prefix, and one list statement per bucket with its
+/// prefixes as `s3:prefix` conditions. Grouped, each further dataset costs two short strings
+/// rather than three statements, which keeps roles with many studies under IAM's size limit.
+fn s3_statements(allowed: &[(&Dataset, bool)]) -> Vec<Value> {
+    let objects = |ds: &Dataset| format!("arn:aws:s3:::{}/{}*", ds.bucket, ds.prefix);
+    let read: BTreeSet<String> = allowed.iter().map(|(ds, _)| objects(ds)).collect();
+    let write: BTreeSet<String> = allowed
+        .iter()
+        .filter(|(_, w)| *w)
+        .map(|(ds, _)| objects(ds))
         .collect();
-    let sid = format!("{readable}{}", &crate::log::sha256_hex(id.as_bytes())[..8]);
-    let objects = format!("arn:aws:s3:::{}/{}*", ds.bucket, ds.prefix);
-    let mut out = vec![
-        json!({"Sid": format!("Read{sid}"), "Effect": "Allow",
-            "Action": ["s3:GetObject*"], "Resource": [objects]}),
-        json!({"Sid": format!("List{sid}"), "Effect": "Allow",
-            "Action": ["s3:ListBucket"], "Resource": [format!("arn:aws:s3:::{}", ds.bucket)],
-            "Condition": {"StringLike": {"s3:prefix": [format!("{}*", ds.prefix)]}}}),
-    ];
-    if write {
-        out.push(json!({"Sid": format!("Write{sid}"), "Effect": "Allow",
-            "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": [objects]}));
+    let mut by_bucket: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (ds, _) in allowed {
+        by_bucket
+            .entry(ds.bucket.as_str())
+            .or_default()
+            .insert(format!("{}*", ds.prefix));
+    }
+    let mut out = Vec::new();
+    if !read.is_empty() {
+        out.push(json!({"Sid": "TregovRead", "Effect": "Allow",
+            "Action": ["s3:GetObject*"], "Resource": read}));
+    }
+    if !write.is_empty() {
+        out.push(json!({"Sid": "TregovWrite", "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": write}));
+    }
+    for (bucket, prefixes) in by_bucket {
+        // Sids must be alphanumeric: the bucket name's letters and a digest keep them unique.
+        let readable: String = bucket
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(40)
+            .collect();
+        let sid = format!(
+            "TregovList{readable}{}",
+            &crate::log::sha256_hex(bucket.as_bytes())[..8]
+        );
+        out.push(json!({"Sid": sid, "Effect": "Allow",
+            "Action": ["s3:ListBucket"], "Resource": [format!("arn:aws:s3:::{bucket}")],
+            "Condition": {"StringLike": {"s3:prefix": prefixes}}}));
     }
     out
 }
@@ -1187,6 +1217,51 @@ mod tests {
     use super::*;
     use crate::entities::{parse_entities_file, EntityGraph};
     use crate::PolicyBundle;
+
+    fn dataset(bucket: &str, prefix: &str) -> Dataset {
+        Dataset {
+            resource: Value::Null,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            max_write: true,
+        }
+    }
+
+    #[test]
+    fn s3_access_is_grouped_so_a_role_with_many_studies_stays_under_the_iam_limit() {
+        let studies: Vec<Dataset> = (0..150)
+            .map(|i| {
+                dataset(
+                    if i % 2 == 0 { "tre-open" } else { "tre-lake" },
+                    &format!("db{i}/t/"),
+                )
+            })
+            .collect();
+        let allowed: Vec<(&Dataset, bool)> =
+            studies.iter().map(|d| (d, d.prefix == "db1/t/")).collect();
+        let statements = s3_statements(&allowed);
+        // Read, write, and a list statement per bucket.
+        assert_eq!(statements.len(), 4);
+        assert_eq!(
+            statements[0]["Resource"].as_array().map(Vec::len),
+            Some(150)
+        );
+        assert_eq!(
+            statements[1]["Resource"],
+            json!(["arn:aws:s3:::tre-lake/db1/t/*"])
+        );
+        assert!(statements[2..]
+            .iter()
+            .all(|s| s["Condition"]["StringLike"]["s3:prefix"]
+                .as_array()
+                .is_some_and(|p| p.len() == 75)));
+        let document = json!({"Version": "2012-10-17", "Statement": statements});
+        assert!(
+            document.to_string().len() <= IAM_INLINE_POLICY_LIMIT,
+            "{}",
+            document.to_string().len()
+        );
+    }
 
     const ALICE_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-alice-ec2";
     const BOB_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-bob-notebook";
