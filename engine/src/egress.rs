@@ -974,6 +974,14 @@ mod tests {
 
     use crate::decide::tests::sample_engine;
 
+    /// Runs `body` against the egress workflow over a fresh sample TRE.
+    fn with_flow(settings: EgressSettings, body: impl FnOnce(&Egress<'_>)) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let flow = Egress::new(&engine, &settings).expect("egress");
+        body(&flow);
+    }
+
     fn files() -> Vec<PinnedObject> {
         vec![PinnedObject {
             key: "ws-alice-ec2/results.csv".into(),
@@ -1002,194 +1010,183 @@ mod tests {
 
     #[test]
     fn a_request_passes_both_steps_in_order_and_is_downloaded_once() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
-        let settings = EgressSettings::default();
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        let r = flow.submit("alice", submission()).expect("submit");
-        assert_eq!(
-            (r.status, r.current_step, r.pending),
-            (Status::InReview, 1, Some(Effect::Stage))
-        );
-        staged(&flow, &r.id);
-        // Research IT cannot jump the queue.
-        assert!(is_denied(flow.review("dave", &r.id, true, None)));
-        let r = flow
-            .review("carol", &r.id, true, None)
-            .expect("IG approves");
-        assert_eq!((r.current_step, r.pending), (2, Some(Effect::NotifyStep)));
-        flow.complete_effect(&r.id, Effect::NotifyStep, json!({}))
-            .expect("notified");
-        let r = flow
-            .review("dave", &r.id, true, None)
-            .expect("RIT approves");
-        assert_eq!(
-            (r.status, r.pending),
-            (Status::Approved, Some(Effect::Publish))
-        );
-        assert!(matches!(
-            flow.take_download("gina", &r.id),
-            Err(EgressError::Conflict(_))
-        ));
-        flow.complete_effect(&r.id, Effect::Publish, json!({}))
-            .expect("published");
-        // Only the download role downloads; the limit is exact.
-        assert!(is_denied(flow.take_download("alice", &r.id)));
-        assert_eq!(
-            flow.take_download("gina", &r.id)
-                .expect("first")
-                .download_count,
-            1
-        );
-        assert!(is_denied(flow.take_download("gina", &r.id)));
-        let history = flow.history(&r.id).expect("history");
-        let events: Vec<&str> = history
-            .iter()
-            .filter_map(|h| h.get("event").and_then(Value::as_str))
-            .collect();
-        assert_eq!(
-            events,
-            [
-                "submitted",
-                "stage",
-                "approved-step",
-                "notify-step",
-                "approved",
-                "publish",
-                "download"
-            ]
-        );
+        with_flow(EgressSettings::default(), |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            assert_eq!(
+                (r.status, r.current_step, r.pending),
+                (Status::InReview, 1, Some(Effect::Stage))
+            );
+            staged(flow, &r.id);
+            // Research IT cannot jump the queue.
+            assert!(is_denied(flow.review("dave", &r.id, true, None)));
+            let r = flow
+                .review("carol", &r.id, true, None)
+                .expect("IG approves");
+            assert_eq!((r.current_step, r.pending), (2, Some(Effect::NotifyStep)));
+            flow.complete_effect(&r.id, Effect::NotifyStep, json!({}))
+                .expect("notified");
+            let r = flow
+                .review("dave", &r.id, true, None)
+                .expect("RIT approves");
+            assert_eq!(
+                (r.status, r.pending),
+                (Status::Approved, Some(Effect::Publish))
+            );
+            assert!(matches!(
+                flow.take_download("gina", &r.id),
+                Err(EgressError::Conflict(_))
+            ));
+            flow.complete_effect(&r.id, Effect::Publish, json!({}))
+                .expect("published");
+            // Only the download role downloads; the limit is exact.
+            assert!(is_denied(flow.take_download("alice", &r.id)));
+            assert_eq!(
+                flow.take_download("gina", &r.id)
+                    .expect("first")
+                    .download_count,
+                1
+            );
+            assert!(is_denied(flow.take_download("gina", &r.id)));
+            let history = flow.history(&r.id).expect("history");
+            let events: Vec<&str> = history
+                .iter()
+                .filter_map(|h| h.get("event").and_then(Value::as_str))
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    "submitted",
+                    "stage",
+                    "approved-step",
+                    "notify-step",
+                    "approved",
+                    "publish",
+                    "download"
+                ]
+            );
+        });
     }
 
     #[test]
     fn the_requester_never_reviews_and_one_person_never_approves_two_steps() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
-        let settings = EgressSettings::default();
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        // rita holds both review roles.
-        let r = flow.submit("alice", submission()).expect("submit");
-        staged(&flow, &r.id);
-        flow.review("rita", &r.id, true, None)
-            .expect("rita approves step 1");
-        let second = flow.review("rita", &r.id, true, None);
-        let Err(EgressError::Denied { outcome, .. }) = second else {
-            panic!("rita approved twice: {second:?}");
-        };
-        assert_eq!(outcome.reasons, ["egress-one-person-one-step"]);
-        assert!(outcome.log_seq.is_some(), "the denial is in the log");
+        with_flow(EgressSettings::default(), |flow| {
+            // rita holds both review roles.
+            let r = flow.submit("alice", submission()).expect("submit");
+            staged(flow, &r.id);
+            flow.review("rita", &r.id, true, None)
+                .expect("rita approves step 1");
+            let second = flow.review("rita", &r.id, true, None);
+            let Err(EgressError::Denied { outcome, .. }) = second else {
+                panic!("rita approved twice: {second:?}");
+            };
+            assert_eq!(outcome.reasons, ["egress-one-person-one-step"]);
+            assert!(outcome.log_seq.is_some(), "the denial is in the log");
+        });
     }
 
     #[test]
     fn a_rejection_needs_a_reason_ends_the_request_and_lets_the_owner_resubmit() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
-        let settings = EgressSettings::default();
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        let r = flow.submit("alice", submission()).expect("submit");
-        assert!(matches!(
-            flow.submit("alice", submission()),
-            Err(EgressError::Conflict(_))
-        ));
-        staged(&flow, &r.id);
-        assert!(matches!(
-            flow.review("carol", &r.id, false, None),
-            Err(EgressError::Invalid(_))
-        ));
-        let r = flow
-            .review("carol", &r.id, false, Some("identifiable data".into()))
-            .expect("reject");
-        assert_eq!(
-            (r.status, r.pending),
-            (Status::Rejected, Some(Effect::Unstage))
-        );
-        // Still cleaning up: no resubmission until the staged copies are gone.
-        assert!(matches!(
-            flow.submit("alice", submission()),
-            Err(EgressError::Conflict(_))
-        ));
-        flow.complete_effect(&r.id, Effect::Unstage, json!({}))
-            .expect("unstaged");
-        let again = flow.submit("alice", submission()).expect("resubmit");
-        assert_eq!(again.version, 2);
-        assert_ne!(again.id, r.id);
+        with_flow(EgressSettings::default(), |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            assert!(matches!(
+                flow.submit("alice", submission()),
+                Err(EgressError::Conflict(_))
+            ));
+            staged(flow, &r.id);
+            assert!(matches!(
+                flow.review("carol", &r.id, false, None),
+                Err(EgressError::Invalid(_))
+            ));
+            let r = flow
+                .review("carol", &r.id, false, Some("identifiable data".into()))
+                .expect("reject");
+            assert_eq!(
+                (r.status, r.pending),
+                (Status::Rejected, Some(Effect::Unstage))
+            );
+            // Still cleaning up: no resubmission until the staged copies are gone.
+            assert!(matches!(
+                flow.submit("alice", submission()),
+                Err(EgressError::Conflict(_))
+            ));
+            flow.complete_effect(&r.id, Effect::Unstage, json!({}))
+                .expect("unstaged");
+            let again = flow.submit("alice", submission()).expect("resubmit");
+            assert_eq!(again.version, 2);
+            assert_ne!(again.id, r.id);
+        });
     }
 
     #[test]
     fn a_request_stuck_in_staging_can_be_withdrawn_by_its_requester_only() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
-        let settings = EgressSettings::default();
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        let r = flow.submit("alice", submission()).expect("submit");
-        assert!(is_denied(flow.withdraw("carol", &r.id, None)));
-        let w = flow
-            .withdraw("alice", &r.id, Some("wrong files".into()))
-            .expect("withdraw");
-        assert_eq!(
-            (w.status, w.pending),
-            (Status::Withdrawn, Some(Effect::Unstage))
-        );
-        // A late staging worker finds nothing to record.
-        assert!(!flow
-            .complete_effect(&r.id, Effect::Stage, json!({}))
-            .expect("complete"));
-        assert!(
-            is_denied(flow.withdraw("alice", &r.id, None)),
-            "withdrawn twice"
-        );
-        flow.complete_effect(&r.id, Effect::Unstage, json!({}))
-            .expect("unstaged");
-        assert_eq!(
-            flow.submit("alice", submission()).expect("again").version,
-            2
-        );
+        with_flow(EgressSettings::default(), |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            assert!(is_denied(flow.withdraw("carol", &r.id, None)));
+            let w = flow
+                .withdraw("alice", &r.id, Some("wrong files".into()))
+                .expect("withdraw");
+            assert_eq!(
+                (w.status, w.pending),
+                (Status::Withdrawn, Some(Effect::Unstage))
+            );
+            // A late staging worker finds nothing to record.
+            assert!(!flow
+                .complete_effect(&r.id, Effect::Stage, json!({}))
+                .expect("complete"));
+            assert!(
+                is_denied(flow.withdraw("alice", &r.id, None)),
+                "withdrawn twice"
+            );
+            flow.complete_effect(&r.id, Effect::Unstage, json!({}))
+                .expect("unstaged");
+            assert_eq!(
+                flow.submit("alice", submission()).expect("again").version,
+                2
+            );
+        });
     }
 
     #[test]
     fn only_the_owner_or_an_admin_submits_and_always_for_the_owner() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
-        let settings = EgressSettings::default();
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        assert!(is_denied(flow.submit("bob", submission())));
-        let by_admin = flow.submit("erin", submission()).expect("admin submits");
-        assert_eq!(
-            (by_admin.requester.as_str(), by_admin.submitted_by.as_str()),
-            ("alice", "erin")
-        );
+        with_flow(EgressSettings::default(), |flow| {
+            assert!(is_denied(flow.submit("bob", submission())));
+            let by_admin = flow.submit("erin", submission()).expect("admin submits");
+            assert_eq!(
+                (by_admin.requester.as_str(), by_admin.submitted_by.as_str()),
+                ("alice", "erin")
+            );
+        });
     }
 
     #[test]
     fn concurrent_downloads_take_exactly_the_limit() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = sample_engine(dir.path());
         let settings = EgressSettings {
             download_limit: 3,
             ..Default::default()
         };
-        let flow = Egress::new(&engine, &settings).expect("egress");
-        let r = flow.submit("alice", submission()).expect("submit");
-        staged(&flow, &r.id);
-        flow.review("carol", &r.id, true, None).expect("IG");
-        flow.review("dave", &r.id, true, None).expect("RIT");
-        flow.complete_effect(&r.id, Effect::Publish, json!({}))
-            .expect("published");
-        let granted = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..50 {
-                s.spawn(|| {
-                    if flow.take_download("gina", &r.id).is_ok() {
-                        granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                });
-            }
+        with_flow(settings, |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            staged(flow, &r.id);
+            flow.review("carol", &r.id, true, None).expect("IG");
+            flow.review("dave", &r.id, true, None).expect("RIT");
+            flow.complete_effect(&r.id, Effect::Publish, json!({}))
+                .expect("published");
+            let granted = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..50 {
+                    s.spawn(|| {
+                        if flow.take_download("gina", &r.id).is_ok() {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            assert_eq!(granted.into_inner(), 3);
+            assert_eq!(
+                flow.get(&r.id).expect("get").expect("some").download_count,
+                3
+            );
         });
-        assert_eq!(granted.into_inner(), 3);
-        assert_eq!(
-            flow.get(&r.id).expect("get").expect("some").download_count,
-            3
-        );
     }
 
     #[test]
