@@ -413,26 +413,11 @@ impl<'a> Egress<'a> {
             )?;
             let now = crate::log::now_rfc3339();
             let id = new_request_id(&submission.workspace, caller, &now, earlier);
-            let request = EgressRequest {
-                id,
-                version: earlier + 1,
-                workspace: submission.workspace.clone(),
-                project: project.clone(),
-                requester: owner.clone(),
-                submitted_by: caller.to_string(),
-                status: Status::InReview,
-                current_step: 1,
-                steps: self.settings.steps.clone(),
-                download_role: self.settings.download_role.clone(),
-                download_limit: self.settings.download_limit,
-                download_count: 0,
-                objects: submission.objects.clone(),
-                reviews: Vec::new(),
-                note: submission.note.clone(),
-                pending: Some(Effect::Stage),
-                created_at: now.clone(),
-                updated_at: now,
-            };
+            let mut request = self.draft(id, &submission.workspace, project.clone(), owner.clone(), caller);
+            request.version = earlier + 1;
+            request.objects = submission.objects.clone();
+            request.note = submission.note.clone();
+            request.pending = Some(Effect::Stage);
             let outcome = match self.decide(caller, "submitEgress", &request, "DRAFT") {
                 Ok(o) => o,
                 Err(e) => return Ok(Err(e.into())),
@@ -460,13 +445,18 @@ impl<'a> Egress<'a> {
         })
     }
 
-    /// Whether `caller` may submit for `workspace` at all, decided (unlogged) before anything
-    /// is read from the workspace's egress store: nobody learns what another workspace holds.
-    pub fn may_submit(&self, caller: &str, workspace: &str) -> Result<(), EgressError> {
-        let (owner, project) = self.workspace_facts(workspace)?;
+    /// A request entering review at step 1 under the configured settings, with no files yet.
+    fn draft(
+        &self,
+        id: String,
+        workspace: &str,
+        project: String,
+        owner: String,
+        caller: &str,
+    ) -> EgressRequest {
         let now = crate::log::now_rfc3339();
-        let draft = EgressRequest {
-            id: "eg-precheck".into(),
+        EgressRequest {
+            id,
             version: 1,
             workspace: workspace.to_string(),
             project,
@@ -484,7 +474,14 @@ impl<'a> Egress<'a> {
             pending: None,
             created_at: now.clone(),
             updated_at: now,
-        };
+        }
+    }
+
+    /// Whether `caller` may submit for `workspace` at all, decided (unlogged) before anything
+    /// is read from the workspace's egress store: nobody learns what another workspace holds.
+    pub fn may_submit(&self, caller: &str, workspace: &str) -> Result<(), EgressError> {
+        let (owner, project) = self.workspace_facts(workspace)?;
+        let draft = self.draft("eg-precheck".into(), workspace, project, owner, caller);
         let outcome = self.decide_as(caller, "submitEgress", &draft, "DRAFT", None)?;
         if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
             // The logged decision, for the record.
