@@ -155,8 +155,6 @@ impl Api {
             ),
             None => (EgressSettings::default(), None),
         };
-        // Creates the egress table before the first request needs it.
-        Egress::new(&engine, &settings).map_err(|e| e.to_string())?;
         Ok(Arc::new(Self {
             engine: RwLock::new(engine),
             settings,

@@ -298,7 +298,8 @@ fn event_record(
     m
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS egress_requests (
+/// The egress table, created with the rest of the store (`Store::open`).
+pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS egress_requests (
     id TEXT PRIMARY KEY,
     workspace TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -342,9 +343,6 @@ impl<'a> Egress<'a> {
         let store = engine
             .store()
             .ok_or_else(|| EngineError::Request("egress needs the entity store".into()))?;
-        store
-            .with_conn(|c| c.execute_batch(SCHEMA))
-            .map_err(|e| store_err(store, e))?;
         Ok(Self {
             engine,
             store,

@@ -115,6 +115,8 @@ impl Store {
              CREATE INDEX IF NOT EXISTS parked_status ON parked(status);",
         )
         .map_err(|e| store_err(&path, e))?;
+        conn.execute_batch(crate::egress::SCHEMA)
+            .map_err(|e| store_err(&path, e))?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
