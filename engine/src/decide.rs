@@ -111,6 +111,12 @@ pub struct DecisionOutcome {
 }
 
 impl DecisionOutcome {
+    /// Allowed with every policy evaluated: Cedar skips a policy that errors, so an Allow
+    /// with errors may be an Allow a failing `forbid` would have stopped.
+    pub fn allows(&self) -> bool {
+        self.decision == Decision::Allow && self.errors.is_empty()
+    }
+
     /// Where each determining policy lives (file, line, annotations).
     pub fn determining<'a>(&self, bundle: &'a PolicyBundle) -> Vec<&'a PolicyMeta> {
         self.reasons

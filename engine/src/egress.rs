@@ -15,7 +15,8 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::decide::{Decision, DecisionOutcome, Engine, RequestSpec};
+use crate::decide::{DecisionOutcome, Engine, RequestSpec};
+use crate::entities::uid_from_parts;
 use crate::error::{EngineError, Result};
 use crate::store::Store;
 
@@ -352,7 +353,7 @@ impl<'a> Egress<'a> {
 
     /// The owner and project of a workspace, from the entity store.
     pub fn workspace_facts(&self, workspace: &str) -> Result<(String, String), EgressError> {
-        let uid = crate::entities::uid_from_parts("Tre::Workspace", workspace)?;
+        let uid = uid_from_parts("Tre::Workspace", workspace)?;
         let entity = self
             .engine
             .graph()
@@ -416,16 +417,12 @@ impl<'a> Egress<'a> {
             request.objects = submission.objects.clone();
             request.note = submission.note.clone();
             request.pending = Some(Effect::Stage);
-            let outcome = match self.decide(caller, "submitEgress", &request, "DRAFT") {
+            let outcome = match self.permitted(caller, "submitEgress", &request, "DRAFT", || {
+                format!("`{caller}` may not submit egress for workspace `{}`", request.workspace)
+            }) {
                 Ok(o) => o,
-                Err(e) => return Ok(Err(e.into())),
+                Err(e) => return Ok(Err(e)),
             };
-            if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
-                return Ok(Err(denied(
-                    &format!("`{caller}` may not submit egress for workspace `{}`", request.workspace),
-                    outcome,
-                )));
-            }
             let objects: Vec<Value> = request
                 .objects
                 .iter()
@@ -481,7 +478,7 @@ impl<'a> Egress<'a> {
         let (owner, project) = self.workspace_facts(workspace)?;
         let draft = self.draft("eg-precheck".into(), workspace, project, owner, caller);
         let outcome = self.decide_as(caller, "submitEgress", &draft, "DRAFT", None)?;
-        if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
+        if !outcome.allows() {
             // The logged decision, for the record.
             let outcome = self.decide(caller, "submitEgress", &draft, "DRAFT")?;
             return Err(denied(
@@ -520,18 +517,15 @@ impl<'a> Egress<'a> {
                     "request `{id}` is still being staged for review; try again shortly"
                 ))));
             }
-            let outcome = match self.decide(caller, "reviewEgress", &request, "IN_REVIEW") {
-                Ok(o) => o,
-                Err(e) => return Ok(Err(e.into())),
-            };
             let step = request.current_step;
             let role = request.current_role().unwrap_or_default().to_string();
-            if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
-                return Ok(Err(denied(
-                    &format!("`{caller}` may not review request `{id}` at step {step} ({role})"),
-                    outcome,
-                )));
-            }
+            let outcome =
+                match self.permitted(caller, "reviewEgress", &request, "IN_REVIEW", || {
+                    format!("`{caller}` may not review request `{id}` at step {step} ({role})")
+                }) {
+                    Ok(o) => o,
+                    Err(e) => return Ok(Err(e)),
+                };
             let now = crate::log::now_rfc3339();
             request.reviews.push(Review {
                 step,
@@ -580,20 +574,13 @@ impl<'a> Egress<'a> {
             let Some(mut request) = read(tx, id)? else {
                 return Ok(Err(EgressError::NotFound(id.to_string())));
             };
-            let outcome =
-                match self.decide(caller, "withdrawEgress", &request, request.status.as_str()) {
-                    Ok(o) => o,
-                    Err(e) => return Ok(Err(e.into())),
-                };
-            if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
-                return Ok(Err(denied(
-                    &format!(
-                        "`{caller}` may not withdraw request `{id}` ({})",
-                        request.status.as_str()
-                    ),
-                    outcome,
-                )));
-            }
+            let status = request.status.as_str();
+            let outcome = match self.permitted(caller, "withdrawEgress", &request, status, || {
+                format!("`{caller}` may not withdraw request `{id}` ({status})")
+            }) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
             request.status = Status::Withdrawn;
             request.pending = Some(Effect::Unstage);
             request.updated_at = crate::log::now_rfc3339();
@@ -621,19 +608,13 @@ impl<'a> Egress<'a> {
                     "request `{id}` is approved but its files are still being published; try again shortly"
                 ))));
             }
-            let outcome = match self.decide(caller, "downloadEgress", &request, request.status.as_str()) {
+            let (used, limit) = (request.download_count, request.download_limit);
+            let outcome = match self.permitted(caller, "downloadEgress", &request, request.status.as_str(), || {
+                format!("`{caller}` may not download request `{id}` ({used} of {limit} downloads used)")
+            }) {
                 Ok(o) => o,
-                Err(e) => return Ok(Err(e.into())),
+                Err(e) => return Ok(Err(e)),
             };
-            if outcome.decision != Decision::Allow || !outcome.errors.is_empty() {
-                return Ok(Err(denied(
-                    &format!(
-                        "`{caller}` may not download request `{id}` ({} of {} downloads used)",
-                        request.download_count, request.download_limit
-                    ),
-                    outcome,
-                )));
-            }
             request.download_count += 1;
             request.updated_at = crate::log::now_rfc3339();
             self.log_event(
@@ -730,7 +711,7 @@ impl<'a> Egress<'a> {
         let Some(log) = self.engine.log() else {
             return Ok(Vec::new());
         };
-        let resource = format!("Tre::EgressRequest::{}", Value::from(id));
+        let resource = uid_from_parts("Tre::EgressRequest", id)?.to_string();
         Ok(log
             .records()?
             .into_iter()
@@ -760,6 +741,23 @@ impl<'a> Egress<'a> {
         self.decide_as(caller, action, request, status, Some("egress"))
     }
 
+    /// The logged decision, when it allows; otherwise the denial, explained by `refusal`.
+    fn permitted(
+        &self,
+        caller: &str,
+        action: &str,
+        request: &EgressRequest,
+        status: &str,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<DecisionOutcome, EgressError> {
+        let outcome = self.decide(caller, action, request, status)?;
+        if outcome.allows() {
+            Ok(outcome)
+        } else {
+            Err(denied(&refusal(), outcome))
+        }
+    }
+
     fn decide_as(
         &self,
         caller: &str,
@@ -769,9 +767,9 @@ impl<'a> Egress<'a> {
         origin: Option<&str>,
     ) -> Result<DecisionOutcome> {
         let spec = RequestSpec {
-            principal: format!("Tre::User::{}", Value::from(caller)),
-            action: format!("Tre::Action::{}", Value::from(action)),
-            resource: format!("Tre::EgressRequest::{}", Value::from(request.id.as_str())),
+            principal: uid_from_parts("Tre::User", caller)?.to_string(),
+            action: uid_from_parts("Tre::Action", action)?.to_string(),
+            resource: uid_from_parts("Tre::EgressRequest", &request.id)?.to_string(),
             context: Value::Object(Map::new()),
         };
         let (_, outcome) =
