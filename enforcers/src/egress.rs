@@ -166,46 +166,28 @@ impl EgressStore {
     ) -> Result<Value, String> {
         let detail = match effect {
             Effect::Stage => {
-                let mut copied = 0;
-                for o in &request.objects {
-                    let done = self
-                        .copy_once(
-                            (&self.config.store_bucket, &o.key, Some(&o.version_id)),
-                            (&self.config.staging_bucket, &Self::staged_key(request, o)),
-                            request,
-                            o,
-                        )
-                        .await?;
-                    if done {
-                        copied += 1;
-                        after_copy();
-                    }
-                }
+                let bucket = &self.config.staging_bucket;
+                let copied = self
+                    .copy_pinned(request, bucket, Self::staged_key, after_copy)
+                    .await?;
                 self.notify_role(request).await?;
-                json!({"copied": copied, "objects": request.objects.len(), "bucket": self.config.staging_bucket})
+                json!({"copied": copied, "objects": request.objects.len(), "bucket": bucket})
             }
             Effect::NotifyStep => {
                 self.notify_role(request).await?;
                 json!({"notified": request.current_role()})
             }
             Effect::Publish => {
-                let mut copied = 0;
                 // From the pinned version itself, not the staged copy: what leaves is exactly
                 // what was submitted, whatever happened in the staging bucket since.
-                for o in &request.objects {
-                    let done = self
-                        .copy_once(
-                            (&self.config.store_bucket, &o.key, Some(&o.version_id)),
-                            (self.approved_bucket(), &Self::approved_key(request, o)),
-                            request,
-                            o,
-                        )
-                        .await?;
-                    if done {
-                        copied += 1;
-                        after_copy();
-                    }
-                }
+                let copied = self
+                    .copy_pinned(
+                        request,
+                        self.approved_bucket(),
+                        Self::approved_key,
+                        after_copy,
+                    )
+                    .await?;
                 self.notify(
                     &request.requester,
                     &format!("egress request {} approved", request.id),
@@ -304,14 +286,35 @@ impl EgressStore {
         ))
     }
 
-    /// Copies `from` to `to` unless `to` already holds this request's copy of the pinned
-    /// version. Returns whether it copied.
+    /// Copies every pinned version to `bucket` under `key_of`, skipping copies already made;
+    /// returns how many it made.
+    async fn copy_pinned(
+        &self,
+        request: &EgressRequest,
+        bucket: &str,
+        key_of: fn(&EgressRequest, &PinnedObject) -> String,
+        after_copy: &(dyn Fn() + Sync),
+    ) -> Result<usize, String> {
+        let mut copied = 0;
+        for o in &request.objects {
+            if self
+                .copy_once(request, o, (bucket, &key_of(request, o)))
+                .await?
+            {
+                copied += 1;
+                after_copy();
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Copies the pinned version of `object` to `to` unless `to` already holds this request's
+    /// copy of it. Returns whether it copied.
     async fn copy_once(
         &self,
-        from: (&str, &str, Option<&str>),
-        to: (&str, &str),
         request: &EgressRequest,
         object: &PinnedObject,
+        to: (&str, &str),
     ) -> Result<bool, String> {
         match self.s3.head_object().bucket(to.0).key(to.1).send().await {
             Ok(head) => {
@@ -329,10 +332,12 @@ impl EgressStore {
                 }
             }
         }
-        let mut source = format!("{}/{}", from.0, encode_key(from.1));
-        if let Some(v) = from.2 {
-            source.push_str(&format!("?versionId={}", encode_key(v)));
-        }
+        let source = format!(
+            "{}/{}?versionId={}",
+            self.config.store_bucket,
+            encode_key(&object.key),
+            encode_key(&object.version_id)
+        );
         let mut copy = self
             .s3
             .copy_object()
