@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -234,17 +234,13 @@ impl Api {
     /// Users ask only about themselves; a registered app (`Tre::Service::"<sub>"` in the
     /// store, e.g. a Cognito app client using client credentials) asks about anyone.
     async fn may_ask(self: &Arc<Self>, caller: &str, principals: &[String]) -> ApiResult<()> {
-        let me = format!("Tre::User::{}", Value::from(caller));
+        let me = avp_uid("Tre::User", caller);
         if principals.iter().all(|p| *p == me) {
             return Ok(());
         }
         let caller = caller.to_string();
         self.blocking(move |api| {
-            api.with_egress(|_| Ok(()))?;
-            let engine = api
-                .engine
-                .read()
-                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let engine = api.engine()?;
             let service = tregov_engine::entities::uid_from_parts("Tre::Service", &caller)?;
             if engine.graph().entities().get(&service).is_some() {
                 Ok(())
@@ -265,19 +261,20 @@ impl Api {
         }
     }
 
+    /// The engine, brought up to date with the store first.
+    fn engine(&self) -> ApiResult<RwLockReadGuard<'_, Engine>> {
+        fn poisoned<E>(_: E) -> ApiError {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
+        }
+        self.engine.write().map_err(poisoned)?.refresh()?;
+        self.engine.read().map_err(poisoned)
+    }
+
     fn with_egress<T>(
         &self,
         f: impl FnOnce(&Egress<'_>) -> Result<T, EgressError>,
     ) -> ApiResult<T> {
-        {
-            let mut engine = self.engine.write().map_err(|_| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
-            })?;
-            engine.refresh()?;
-        }
-        let engine = self.engine.read().map_err(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
-        })?;
+        let engine = self.engine()?;
         let flow = Egress::new(&engine, &self.settings)?;
         Ok(f(&flow)?)
     }
@@ -494,14 +491,13 @@ async fn list(
     };
     let requests = api
         .blocking(move |api| {
-            let all = api.with_egress(|flow| Ok(flow.list(status, query.workspace.as_deref())?))?;
-            let engine = api.engine.read().map_err(|_| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
-            })?;
-            Ok(all
-                .into_iter()
-                .filter(|r| can_see(&engine, &user, r))
-                .collect::<Vec<_>>())
+            api.with_egress(|flow| {
+                Ok(flow
+                    .list(status, query.workspace.as_deref())?
+                    .into_iter()
+                    .filter(|r| can_see(flow.engine(), &user, r))
+                    .collect::<Vec<_>>())
+            })
         })
         .await?;
     Ok(Json(json!({ "requests": requests })))
@@ -510,17 +506,11 @@ async fn list(
 /// The request, if the caller may see it (a request they may not see does not exist for them).
 async fn visible(api: &Arc<Api>, user: String, id: String) -> ApiResult<EgressRequest> {
     api.blocking(move |api| {
-        let found = api.with_egress(|flow| Ok(flow.get(&id)?))?;
-        let engine = api.engine.read().map_err(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
-        })?;
-        match found {
-            Some(r) if can_see(&engine, &user, &r) => Ok(r),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no egress request `{id}`"),
-            )),
-        }
+        let found = api
+            .with_egress(|flow| Ok(flow.get(&id)?.filter(|r| can_see(flow.engine(), &user, r))))?;
+        found.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no egress request `{id}`"))
+        })
     })
     .await
 }
@@ -737,9 +727,13 @@ fn avp_value(v: &Value) -> Result<Value, String> {
     })
 }
 
+/// An entity named by type and id, as request text (`Tre::User::"alice"`).
+fn avp_uid(entity_type: &str, id: &str) -> String {
+    format!("{entity_type}::{}", Value::from(id))
+}
+
 fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
     let _ = &request.policy_store_id;
-    let uid = |t: &str, id: &str| format!("{t}::{}", Value::from(id));
     let context = match &request.context {
         None => Value::Object(Map::new()),
         Some(AvpContext {
@@ -764,9 +758,9 @@ fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
         }
     };
     Ok(RequestSpec {
-        principal: uid(&request.principal.entity_type, &request.principal.entity_id),
-        action: uid(&request.action.action_type, &request.action.action_id),
-        resource: uid(&request.resource.entity_type, &request.resource.entity_id),
+        principal: avp_uid(&request.principal.entity_type, &request.principal.entity_id),
+        action: avp_uid(&request.action.action_type, &request.action.action_id),
+        resource: avp_uid(&request.resource.entity_type, &request.resource.entity_id),
         context,
     })
 }
@@ -794,10 +788,7 @@ async fn is_authorized(
         .await?;
     let outcome = api
         .blocking(move |api| {
-            api.with_egress(|_| Ok(()))?;
-            let engine = api.engine.read().map_err(|_| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned")
-            })?;
+            let engine = api.engine()?;
             let request = engine
                 .parse(spec)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -827,27 +818,19 @@ async fn batch_is_authorized(
         .requests
         .iter()
         .map(|r| {
-            let t = r
-                .principal
-                .get("entityType")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let id = r
-                .principal
-                .get("entityId")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            format!("{t}::{}", Value::from(id))
+            let field = |name| {
+                r.principal
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            avp_uid(field("entityType"), field("entityId"))
         })
         .collect();
     api.may_ask(&user, &principals).await?;
     let results = api
         .blocking(move |api| {
-            api.with_egress(|_| Ok(()))?;
-            let engine = api
-                .engine
-                .read()
-                .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "engine lock poisoned"))?;
+            let engine = api.engine()?;
             let mut parsed = Vec::new();
             let mut slots = Vec::new();
             for item in &body.requests {

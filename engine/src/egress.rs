@@ -351,6 +351,11 @@ impl<'a> Egress<'a> {
         })
     }
 
+    /// The engine the workflow decides with.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
     /// The owner and project of a workspace, from the entity store.
     pub fn workspace_facts(&self, workspace: &str) -> Result<(String, String), EgressError> {
         let uid = uid_from_parts("Tre::Workspace", workspace)?;
