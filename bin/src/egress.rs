@@ -270,6 +270,21 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// A string field (or, for a `/`-path, a nested one), `-` when absent.
+fn text<'a>(v: &'a Value, field: &str) -> &'a str {
+    let found = if field.starts_with('/') {
+        v.pointer(field)
+    } else {
+        v.get(field)
+    };
+    found.and_then(Value::as_str).unwrap_or("-")
+}
+
+/// The elements of an array field (none when absent).
+fn list<'a>(v: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(field).and_then(Value::as_array).into_iter().flatten()
+}
+
 fn summary(r: &Value) -> String {
     let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
     let pending = r
@@ -321,41 +336,25 @@ fn print_text(command: &EgressCommand, answer: &Value) {
         EgressCommand::Show { .. } => {
             let request = answer.get("request").cloned().unwrap_or(Value::Null);
             println!("{}", summary(&request));
-            for o in request
-                .get("objects")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for o in list(&request, "objects") {
                 println!(
                     "  file {}  version {}  {} bytes",
-                    o.get("key").and_then(Value::as_str).unwrap_or("-"),
-                    o.get("versionId").and_then(Value::as_str).unwrap_or("-"),
+                    text(o, "key"),
+                    text(o, "versionId"),
                     o.get("size").and_then(Value::as_i64).unwrap_or(0)
                 );
             }
             println!("history (decision log):");
-            for h in answer
-                .get("history")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for h in list(answer, "history") {
                 let seq = h.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                let time = h.get("time").and_then(Value::as_str).unwrap_or("-");
+                let time = text(h, "time");
                 match h.get("kind").and_then(Value::as_str) {
                     Some("decision") => println!(
                         "  #{seq} {time}  decision {} {} by {}: {} ({})",
-                        h.pointer("/request/action")
-                            .and_then(Value::as_str)
-                            .unwrap_or("-"),
-                        h.pointer("/request/resource")
-                            .and_then(Value::as_str)
-                            .unwrap_or("-"),
-                        h.pointer("/request/principal")
-                            .and_then(Value::as_str)
-                            .unwrap_or("-"),
-                        h.get("decision").and_then(Value::as_str).unwrap_or("-"),
+                        text(h, "/request/action"),
+                        text(h, "/request/resource"),
+                        text(h, "/request/principal"),
+                        text(h, "decision"),
                         h.get("reasons")
                             .and_then(Value::as_array)
                             .map(|r| r
@@ -368,9 +367,9 @@ fn print_text(command: &EgressCommand, answer: &Value) {
                     ),
                     _ => println!(
                         "  #{seq} {time}  {} by {} -> {}{}",
-                        h.get("event").and_then(Value::as_str).unwrap_or("-"),
-                        h.get("actor").and_then(Value::as_str).unwrap_or("-"),
-                        h.get("status").and_then(Value::as_str).unwrap_or("-"),
+                        text(h, "event"),
+                        text(h, "actor"),
+                        text(h, "status"),
                         h.get("reason")
                             .and_then(Value::as_str)
                             .map(|r| format!("  reason: {r}"))
@@ -383,7 +382,7 @@ fn print_text(command: &EgressCommand, answer: &Value) {
             println!(
                 "download {} of request {} ({} left); URLs expire in {} s:",
                 answer.get("download").and_then(Value::as_i64).unwrap_or(0),
-                answer.get("request").and_then(Value::as_str).unwrap_or("-"),
+                text(answer, "request"),
                 answer
                     .get("downloadsLeft")
                     .and_then(Value::as_i64)
@@ -393,17 +392,8 @@ fn print_text(command: &EgressCommand, answer: &Value) {
                     .and_then(Value::as_u64)
                     .unwrap_or(0)
             );
-            for f in answer
-                .get("files")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                println!(
-                    "  {}\n    {}",
-                    f.get("key").and_then(Value::as_str).unwrap_or("-"),
-                    f.get("url").and_then(Value::as_str).unwrap_or("-")
-                );
+            for f in list(answer, "files") {
+                println!("  {}\n    {}", text(f, "key"), text(f, "url"));
             }
         }
         _ => println!("{}", summary(answer)),
