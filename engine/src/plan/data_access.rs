@@ -1,0 +1,408 @@
+//! Data access, one governed role at a time: the datasets its owners may use, the Lake
+//! Formation grants and revokes that make its permissions match, and its S3 inline policy.
+//! The roles are shared out over the cores, each worker with its own `Decider`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cedar_policy::{Entities, EntityUid};
+use serde_json::{json, Value};
+
+use crate::decide::Engine;
+
+use super::actual::ActualState;
+use super::decider::{item, materialize, Decider, Verdict};
+use super::index::{Dataset, GraphIndex};
+use super::s3::{s3_statements, IAM_INLINE_POLICY_LIMIT};
+use super::{
+    role_key, role_parts, Change, Inputs, Justification, PlanItem, DATA_ACCESS_POLICY,
+    READ_PERMISSIONS, WRITE_PERMISSIONS,
+};
+
+/// A governed role and the owners of its live workspaces.
+#[derive(Clone, Copy)]
+struct Role<'r> {
+    arn: &'r String,
+    owners: &'r BTreeSet<EntityUid>,
+}
+
+/// What a role's owners may do with one dataset, and the decisions that say so.
+struct Access {
+    write: bool,
+    why: Vec<Arc<Verdict>>,
+}
+
+/// Per resource: the permissions wanted, the decisions behind them, the dataset.
+struct Wanted<'d> {
+    perms: BTreeSet<String>,
+    why: &'d [Arc<Verdict>],
+    dataset: &'d EntityUid,
+}
+
+/// What one worker planned: its items, how many decisions it took, its warnings.
+struct WorkerOutput {
+    items: Vec<PlanItem>,
+    decisions: u64,
+    warnings: Vec<String>,
+}
+
+/// Plans data access for every governed role in `scope` (all of them without one), adding
+/// the workers' decision counts and warnings to `decider`'s.
+pub(super) fn plan_data_access(
+    inputs: &Inputs,
+    scope: Option<&BTreeSet<String>>,
+    decider: &mut Decider,
+) -> Vec<PlanItem> {
+    let planner = RolePlanner {
+        entities: inputs.entities,
+        index: inputs.index,
+        actual: inputs.actual,
+        open_set: inputs.index.open.iter().collect(),
+    };
+    let roles: Vec<Role> = inputs
+        .index
+        .role_owners
+        .iter()
+        .filter(|(role, _)| scope.is_none_or(|s| role_key(role).is_some_and(|k| s.contains(&k))))
+        .map(|(arn, owners)| Role { arn, owners })
+        .collect();
+    let mut items = Vec::new();
+    for part in fan_out(inputs.engine, &planner, &roles) {
+        items.extend(part.items);
+        decider.count += part.decisions;
+        decider.warnings.extend(part.warnings);
+    }
+    items
+}
+
+/// Data access, one role at a time; the roles are shared out over the cores. The parts come
+/// back in the roles' order, so the plan does not depend on the number of cores.
+fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<WorkerOutput> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = roles.len().div_ceil(workers).max(32);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = roles
+            .chunks(chunk.max(1))
+            .map(|part| {
+                s.spawn(move || {
+                    let mut worker = Decider::new(engine);
+                    let items = planner.plan_roles(part, &mut worker);
+                    WorkerOutput {
+                        items,
+                        decisions: worker.count,
+                        warnings: worker.warnings,
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// What every worker shares: read only, so the workers need no locks.
+struct RolePlanner<'a> {
+    entities: &'a Entities,
+    index: &'a GraphIndex<'a>,
+    actual: &'a ActualState,
+    /// Open Data, to keep it out of each owner's other candidates.
+    open_set: BTreeSet<&'a EntityUid>,
+}
+
+impl<'a> RolePlanner<'a> {
+    fn plan_roles(&self, roles: &[Role], decider: &mut Decider) -> Vec<PlanItem> {
+        let mut items = Vec::new();
+        for &role in roles {
+            let desired = self.desired_access(role, decider);
+            self.lf_changes_for_role(role, &desired, decider, &mut items);
+            items.extend(self.role_policy_change(role.arn, &desired, decider));
+        }
+        items
+    }
+
+    /// Per dataset: whether the role's owners may write it (reading is implied), and the
+    /// decisions that justify it. Datasets no owner may read are left out.
+    fn desired_access(&self, role: Role, decider: &mut Decider) -> BTreeMap<EntityUid, Access> {
+        let mut desired: BTreeMap<EntityUid, Access> = BTreeMap::new();
+        for owner in role.owners {
+            // Open Data is every user's candidate; the rest come from the owner's groups,
+            // their own studies, and what the role holds now (that is how stale grants are
+            // revoked). Open Data is walked as is rather than copied into each owner's set.
+            let others = self.candidate_datasets(role.arn, owner);
+            for d in self.index.open.iter().chain(others) {
+                let d = d.clone();
+                let read = decider.decide(owner, "read", &d);
+                // An errored decision grants nothing (and so revokes what is held).
+                if !read.allows() {
+                    continue;
+                }
+                // A read-only dataset is never written whatever the policies say, so its
+                // write decision could not change the plan.
+                let writable = self.index.datasets.get(&d).is_some_and(|x| x.max_write);
+                let write = writable.then(|| decider.decide(owner, "write", &d));
+                let entry = desired.entry(d).or_insert(Access {
+                    write: false,
+                    why: Vec::new(),
+                });
+                entry.why.push(read);
+                if let Some(write) = write.filter(|w| w.allows()) {
+                    entry.write = true;
+                    entry.why.push(write);
+                }
+            }
+        }
+        desired
+    }
+
+    /// The candidates for `owner` on `role` other than Open Data: the datasets of the
+    /// owner's access groups, their own studies, and the datasets the role holds now.
+    fn candidate_datasets(&self, role: &str, owner: &EntityUid) -> BTreeSet<&'a EntityUid> {
+        let index = self.index;
+        let mut others: BTreeSet<&EntityUid> = BTreeSet::new();
+        if let Some(groups) = self.entities.ancestors(owner) {
+            for g in groups {
+                if let Some(ds) = index.by_group.get(g) {
+                    others.extend(ds.iter());
+                }
+            }
+        }
+        if let Some(ds) = index.by_owner.get(owner) {
+            others.extend(ds.iter());
+        }
+        for (_, resource) in self.actual.held_by(role) {
+            if let Some(d) = index.by_resource.get(resource) {
+                others.insert(d);
+            }
+        }
+        others.retain(|d| !self.open_set.contains(d));
+        others
+    }
+
+    /// Lake Formation: grants missing, and everything held that is not desired.
+    fn lf_changes_for_role(
+        &self,
+        role: Role,
+        desired: &BTreeMap<EntityUid, Access>,
+        decider: &mut Decider,
+        items: &mut Vec<PlanItem>,
+    ) {
+        let wanted = self.wanted_permissions(desired);
+        self.lf_grants(role.arn, &wanted, items);
+        self.lf_revokes(role, &wanted, decider, items);
+    }
+
+    /// Per canonical resource JSON: the permissions the desired access calls for.
+    fn wanted_permissions<'d>(
+        &self,
+        desired: &'d BTreeMap<EntityUid, Access>,
+    ) -> BTreeMap<String, Wanted<'d>> {
+        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
+        for (d, access) in desired {
+            let Some(ds) = self.index.datasets.get(d) else {
+                continue;
+            };
+            let mut perms: BTreeSet<String> =
+                READ_PERMISSIONS.iter().map(|p| p.to_string()).collect();
+            if access.write {
+                perms.extend(WRITE_PERMISSIONS.iter().map(|p| p.to_string()));
+            }
+            let why = access.why.as_slice();
+            wanted.insert(
+                ds.resource.to_string(),
+                Wanted {
+                    perms,
+                    why,
+                    dataset: d,
+                },
+            );
+        }
+        wanted
+    }
+
+    /// Grants of the wanted permissions the role does not hold yet.
+    fn lf_grants(&self, role: &str, wanted: &BTreeMap<String, Wanted>, items: &mut Vec<PlanItem>) {
+        for (resource_key, w) in wanted {
+            let held = self
+                .actual
+                .lf
+                .get(&(role.to_string(), resource_key.clone()))
+                .map(|h| &h.0);
+            let missing: Vec<String> = w
+                .perms
+                .iter()
+                .filter(|p| !held.is_some_and(|h| h.contains(*p)))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+                items.push(item(
+                    Change::LfGrant {
+                        principal: role.to_string(),
+                        resource,
+                        permissions: missing.clone(),
+                    },
+                    format!(
+                        "policies allow `{}` on dataset `{}`",
+                        missing.join(", "),
+                        w.dataset
+                    ),
+                    materialize(w.why.iter()),
+                ));
+            }
+        }
+    }
+
+    /// Revokes of everything the role holds that is not wanted, grant options included.
+    fn lf_revokes(
+        &self,
+        role: Role,
+        wanted: &BTreeMap<String, Wanted>,
+        decider: &mut Decider,
+        items: &mut Vec<PlanItem>,
+    ) {
+        for ((_, resource_key), (held, grantable)) in self.actual.held_by_with(role.arn) {
+            let allowed = wanted.get(resource_key).map(|w| &w.perms);
+            let extra: Vec<String> = held
+                .iter()
+                .filter(|p| !allowed.is_some_and(|a| a.contains(*p)))
+                .cloned()
+                .collect();
+            // Workspace roles never pass grants on.
+            let extra_grantable: Vec<String> = grantable.iter().cloned().collect();
+            if extra.is_empty() && extra_grantable.is_empty() {
+                continue;
+            }
+            let (reason, why) = self.revoke_reason(role, resource_key, &extra, decider);
+            let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+            items.push(item(
+                Change::LfRevoke {
+                    principal: role.arn.clone(),
+                    resource,
+                    permissions: extra,
+                    permissions_with_grant_option: extra_grantable,
+                },
+                reason,
+                why,
+            ));
+        }
+    }
+
+    /// Why `extra` is revoked on a resource, and the decisions that deny it.
+    fn revoke_reason(
+        &self,
+        role: Role,
+        resource_key: &str,
+        extra: &[String],
+        decider: &mut Decider,
+    ) -> (String, Vec<Justification>) {
+        let Some(d) = self.index.by_resource.get(resource_key) else {
+            return (
+                "the resource is not a governed dataset; no policy can allow it".to_string(),
+                Vec::new(),
+            );
+        };
+        let mut why = Vec::new();
+        for owner in role.owners {
+            why.push(decider.decide(owner, "read", d).justification());
+            why.push(decider.decide(owner, "write", d).justification());
+        }
+        let reason = if role.owners.is_empty() {
+            format!(
+                "no live workspace uses the role; `{}` on dataset `{d}` is not justified",
+                extra.join(", ")
+            )
+        } else {
+            format!(
+                "no policy allows `{}` on dataset `{d}` for the workspace owner",
+                extra.join(", ")
+            )
+        };
+        (reason, why)
+    }
+
+    /// S3 side: the role's inline policy mirrors the Lake Formation grants.
+    fn role_policy_change(
+        &self,
+        role: &String,
+        desired: &BTreeMap<EntityUid, Access>,
+        decider: &mut Decider,
+    ) -> Option<PlanItem> {
+        let Some((account, _)) = role_parts(role) else {
+            decider.warnings.push(format!(
+                "`{role}` is not an IAM role ARN; no role policy planned"
+            ));
+            return None;
+        };
+        let (allowed, why) = self.s3_datasets(desired);
+        let statements = s3_statements(&allowed);
+        let current = self
+            .actual
+            .roles
+            .get(role)
+            .and_then(|r| r["inlinePolicies"].get(DATA_ACCESS_POLICY));
+        if statements.is_empty() {
+            return current.is_some().then(|| {
+                item(
+                    Change::DeleteRolePolicy {
+                        account: account.to_string(),
+                        role_arn: role.clone(),
+                        policy_name: DATA_ACCESS_POLICY.into(),
+                    },
+                    "no policy allows the role any dataset".into(),
+                    Vec::new(),
+                )
+            });
+        }
+        let document = json!({"Version": "2012-10-17", "Statement": statements});
+        let size = document.to_string().len();
+        if size > IAM_INLINE_POLICY_LIMIT {
+            decider.warnings.push(format!(
+                "`{role}`: the S3 policy for {} dataset(s) is {size} characters, over IAM's {IAM_INLINE_POLICY_LIMIT}-character inline limit; putting it will fail",
+                allowed.len()
+            ));
+        }
+        (current != Some(&document)).then(|| {
+            item(
+                Change::PutRolePolicy {
+                    account: account.to_string(),
+                    role_arn: role.clone(),
+                    policy_name: DATA_ACCESS_POLICY.into(),
+                    document,
+                },
+                format!(
+                    "S3 access to the {} dataset(s) the policies allow",
+                    desired.len()
+                ),
+                materialize(why),
+            )
+        })
+    }
+
+    /// The desired datasets that live in S3, each with whether it is written, and the
+    /// decisions behind them all.
+    fn s3_datasets<'d>(
+        &self,
+        desired: &'d BTreeMap<EntityUid, Access>,
+    ) -> (Vec<(&'a Dataset, bool)>, Vec<&'d Arc<Verdict>>) {
+        let mut allowed = Vec::new();
+        let mut why = Vec::new();
+        for (d, access) in desired {
+            let Some(ds) = self.index.datasets.get(d) else {
+                continue;
+            };
+            if ds.bucket.is_empty() {
+                continue;
+            }
+            why.extend(access.why.iter());
+            allowed.push((ds, access.write));
+        }
+        (allowed, why)
+    }
+}

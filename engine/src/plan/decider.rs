@@ -1,0 +1,197 @@
+//! Deciding while planning: the `Decider` asks Cedar with requests built from uids (one per
+//! worker thread, with its own caches and counts), keeps each answer as a cheap shared
+//! `Verdict`, and turns the few that justify a change into `Justification`s on a `PlanItem`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cedar_policy::{EntityTypeName, EntityUid};
+use serde_json::json;
+
+use crate::decide::{Decision, Engine, RequestSpec};
+
+use super::{Change, Justification, PlanItem};
+
+pub(super) struct Decider<'a> {
+    engine: &'a Engine,
+    /// Action uids, parsed once: Cedar parses a type name with its full grammar, which cost
+    /// more per decision than a quarter of the evaluation itself.
+    actions: HashMap<&'static str, Option<EntityUid>>,
+    /// Request shapes (action, principal type, resource type) checked against the schema.
+    checked: Vec<(
+        &'static str,
+        EntityTypeName,
+        EntityTypeName,
+        std::result::Result<(), String>,
+    )>,
+    pub(super) count: u64,
+    pub(super) warnings: Vec<String>,
+}
+
+fn action_uid(action: &str) -> Option<EntityUid> {
+    crate::entities::uid_from_parts("Tre::Action", action).ok()
+}
+
+impl<'a> Decider<'a> {
+    pub(super) fn new(engine: &'a Engine) -> Self {
+        Self {
+            engine,
+            actions: HashMap::new(),
+            checked: Vec::new(),
+            count: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A schema-checked request built from uids directly: planning asks hundreds of
+    /// thousands of these, and parsing each from text would double the cost.
+    fn action(&mut self, action: &'static str) -> Option<EntityUid> {
+        self.actions
+            .entry(action)
+            .or_insert_with(|| action_uid(action))
+            .clone()
+    }
+
+    fn request(
+        &mut self,
+        principal: &EntityUid,
+        action_name: &'static str,
+        resource: &EntityUid,
+    ) -> std::result::Result<cedar_policy::Request, String> {
+        let action = self
+            .action(action_name)
+            .ok_or_else(|| format!("bad action `{action_name}`"))?;
+        // The schema check of a request depends only on the action, the two entity types and
+        // the (always empty) context: it is made once per combination, and its answer, pass
+        // or fail, stands for every request of that shape. (The uids themselves are those of
+        // stored entities, which the store validated against the schema when they came in.)
+        let shape = self.checked.iter().find(|(a, p, r, _)| {
+            *a == action_name && p == principal.type_name() && r == resource.type_name()
+        });
+        let schema = match shape {
+            Some((_, _, _, Ok(()))) => None,
+            Some((_, _, _, Err(e))) => return Err(e.clone()),
+            None => self.engine.bundle().schema.as_ref(),
+        };
+        let request = cedar_policy::Request::new(
+            principal.clone(),
+            action,
+            resource.clone(),
+            cedar_policy::Context::empty(),
+            schema,
+        )
+        .map_err(|e| crate::decide::error_chain(&e));
+        if schema.is_some() {
+            self.checked.push((
+                action_name,
+                principal.type_name().clone(),
+                resource.type_name().clone(),
+                request.as_ref().map(|_| ()).map_err(Clone::clone),
+            ));
+        }
+        request
+    }
+
+    pub(super) fn decide(
+        &mut self,
+        principal: &EntityUid,
+        action: &'static str,
+        resource: &EntityUid,
+    ) -> Arc<Verdict> {
+        let (decision, reasons, errors) = match self.request(principal, action, resource) {
+            Ok(request) => {
+                self.count += 1;
+                let action_uid = self.action(action);
+                let outcome = self.engine.decide_request(&request, action_uid.as_ref());
+                let errors: Vec<String> = outcome
+                    .errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.policy, e.message))
+                    .collect();
+                if !errors.is_empty() {
+                    self.warnings.push(format!(
+                        "`{action}` for `{principal}` on `{resource}` had policy errors; treated as unknown: {}",
+                        errors.join("; ")
+                    ));
+                }
+                (outcome.decision, outcome.reasons, errors)
+            }
+            // A request the schema rejects is denied: never allow what cannot be asked.
+            Err(e) => {
+                self.warnings.push(format!(
+                    "cannot ask `{action}` for `{principal}` on `{resource}`: {e}"
+                ));
+                (
+                    Decision::Deny,
+                    Vec::new(),
+                    vec![format!("the request could not be asked: {e}")],
+                )
+            }
+        };
+        Arc::new(Verdict {
+            principal: principal.clone(),
+            action,
+            resource: resource.clone(),
+            decision,
+            reasons,
+            errors,
+        })
+    }
+}
+
+/// A decision as the planner keeps it: cheap to make (no text is built), turned into a
+/// `Justification` only for the few that justify an item.
+pub(super) struct Verdict {
+    principal: EntityUid,
+    action: &'static str,
+    resource: EntityUid,
+    decision: Decision,
+    pub(super) reasons: Vec<String>,
+    pub(super) errors: Vec<String>,
+}
+
+impl Verdict {
+    pub(super) fn allows(&self) -> bool {
+        self.decision == Decision::Allow && self.errors.is_empty()
+    }
+
+    pub(super) fn denies(&self) -> bool {
+        self.decision == Decision::Deny && self.errors.is_empty()
+    }
+
+    pub(super) fn justification(&self) -> Justification {
+        Justification {
+            request: RequestSpec {
+                principal: self.principal.to_string(),
+                action: format!("Tre::Action::\"{}\"", self.action),
+                resource: self.resource.to_string(),
+                context: json!({}),
+            },
+            decision: self.decision,
+            reasons: self.reasons.clone(),
+            errors: self.errors.clone(),
+            log_seq: None,
+        }
+    }
+}
+
+/// Decisions are shared while planning (most never justify an item) and copied only into
+/// the items that need them.
+pub(super) fn materialize<'a>(
+    why: impl IntoIterator<Item = &'a Arc<Verdict>>,
+) -> Vec<Justification> {
+    why.into_iter().map(|v| v.justification()).collect()
+}
+
+/// A plan item, its id derived from the change alone: the same change always has the same
+/// id, whatever the reason or decisions behind it.
+pub(super) fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanItem {
+    let canonical = serde_json::to_vec(&change).unwrap_or_default();
+    let id = crate::log::sha256_hex(&canonical)[..12].to_string();
+    PlanItem {
+        id,
+        change,
+        reason,
+        decisions,
+    }
+}

@@ -1,0 +1,160 @@
+//! The entity graph indexed once per plan: datasets by access group, owner and Lake
+//! Formation resource, the Open Data list, workspaces, budgets, and the governed roles with
+//! their owners. Every phase reads this index instead of walking the graph again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cedar_policy::{Entities, Entity, EntityUid};
+use serde_json::Value;
+
+use super::actual::ActualState;
+use super::attrs::{attr_string, attr_uid, type_is};
+use super::lf_table_resource;
+
+/// A governed dataset as planning needs it.
+pub(super) struct Dataset {
+    /// Its Lake Formation resource, in the collectors' JSON form.
+    pub(super) resource: Value,
+    /// Its S3 bucket; empty when its location is not an S3 URL (no S3 access is planned).
+    pub(super) bucket: String,
+    /// Its object prefix in the bucket, empty or ending in `/`.
+    pub(super) prefix: String,
+    /// Whether it may be written at all (`maxAccess` is `readwrite`).
+    pub(super) max_write: bool,
+}
+
+/// The graph, indexed for planning.
+pub(super) struct GraphIndex<'a> {
+    pub(super) datasets: BTreeMap<EntityUid, Dataset>,
+    /// Access group -> the datasets it is an admin, reader or writer group of.
+    pub(super) by_group: HashMap<EntityUid, Vec<EntityUid>>,
+    /// User -> the `my` datasets (their own studies) they own.
+    pub(super) by_owner: HashMap<EntityUid, Vec<EntityUid>>,
+    /// Canonical Lake Formation resource JSON -> dataset.
+    pub(super) by_resource: HashMap<String, EntityUid>,
+    /// The Open Data datasets, sorted.
+    pub(super) open: Vec<EntityUid>,
+    /// Sorted by uid.
+    pub(super) workspaces: Vec<&'a Entity>,
+    /// Sorted by uid.
+    pub(super) budgets: Vec<&'a Entity>,
+    /// Governed principals: every workspace role, and every role tagged as a workspace's,
+    /// with the owners of its live workspaces.
+    pub(super) role_owners: BTreeMap<String, BTreeSet<EntityUid>>,
+}
+
+impl<'a> GraphIndex<'a> {
+    /// Indexes the graph once: datasets by access group, owner and category; workspaces.
+    /// Datasets that cannot be planned on are reported in `warnings`.
+    pub(super) fn build(
+        entities: &'a Entities,
+        actual: &ActualState,
+        warnings: &mut Vec<String>,
+    ) -> Self {
+        let mut index = Self {
+            datasets: BTreeMap::new(),
+            by_group: HashMap::new(),
+            by_owner: HashMap::new(),
+            by_resource: HashMap::new(),
+            open: Vec::new(),
+            workspaces: Vec::new(),
+            budgets: Vec::new(),
+            role_owners: BTreeMap::new(),
+        };
+        for e in entities.iter() {
+            let uid = e.uid();
+            if type_is(&uid, "Tre::Dataset") {
+                index.add_dataset(e, uid, warnings);
+            } else if type_is(&uid, "Tre::Workspace") {
+                index.workspaces.push(e);
+            } else if type_is(&uid, "Tre::Budget") {
+                index.budgets.push(e);
+            }
+        }
+        index.workspaces.sort_by_key(|e| e.uid());
+        index.budgets.sort_by_key(|e| e.uid());
+        index.open.sort();
+        index.role_owners = governed_roles(&index.workspaces, actual);
+        index
+    }
+
+    fn add_dataset(&mut self, e: &Entity, uid: EntityUid, warnings: &mut Vec<String>) {
+        let (Some(database), Some(location)) =
+            (attr_string(e, "database"), attr_string(e, "location"))
+        else {
+            return;
+        };
+        let table = attr_string(e, "table");
+        let resource = lf_table_resource(&database, table.as_deref());
+        let (bucket, prefix) = s3_location(&uid, &location, warnings);
+        for group in ["admins", "readers", "writers"] {
+            if let Some(g) = attr_uid(e, group) {
+                self.by_group.entry(g).or_default().push(uid.clone());
+            }
+        }
+        match attr_string(e, "category").as_deref() {
+            Some("open") => self.open.push(uid.clone()),
+            Some("my") => {
+                if let Some(owner) = attr_uid(e, "owner") {
+                    self.by_owner.entry(owner).or_default().push(uid.clone());
+                }
+            }
+            _ => {}
+        }
+        self.by_resource.insert(resource.to_string(), uid.clone());
+        self.datasets.insert(
+            uid,
+            Dataset {
+                resource,
+                bucket,
+                prefix,
+                max_write: attr_string(e, "maxAccess").as_deref() == Some("readwrite"),
+            },
+        );
+    }
+}
+
+/// A dataset's `s3://bucket/prefix` location as (bucket, prefix ending in `/`), or empty
+/// strings, with a warning, when it is not an S3 URL.
+fn s3_location(uid: &EntityUid, location: &str, warnings: &mut Vec<String>) -> (String, String) {
+    match location.strip_prefix("s3://") {
+        // A prefix without its trailing `/` would also match its siblings
+        // (`cohort*` covers `cohort_pii/`).
+        Some(rest) => match rest.split_once('/') {
+            Some((b, p)) if p.is_empty() || p.ends_with('/') => (b.to_string(), p.to_string()),
+            Some((b, p)) => (b.to_string(), format!("{p}/")),
+            None => (rest.to_string(), String::new()),
+        },
+        None => {
+            warnings.push(format!(
+                "dataset `{uid}`: location `{location}` is not an s3:// URL; no S3 access planned"
+            ));
+            (String::new(), String::new())
+        }
+    }
+}
+
+/// Governed principals: every workspace role, and every role tagged as a workspace's.
+fn governed_roles(
+    workspaces: &[&Entity],
+    actual: &ActualState,
+) -> BTreeMap<String, BTreeSet<EntityUid>> {
+    let mut role_owners: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
+    for w in workspaces {
+        let Some(role) = attr_string(w, "roleArn") else {
+            continue;
+        };
+        let entry = role_owners.entry(role).or_default();
+        if attr_string(w, "status").as_deref() != Some("terminated") {
+            if let Some(owner) = attr_uid(w, "owner") {
+                entry.insert(owner);
+            }
+        }
+    }
+    for (arn, role) in &actual.roles {
+        if role["tags"].get("tre:workspace").is_some() {
+            role_owners.entry(arn.clone()).or_default();
+        }
+    }
+    role_owners
+}

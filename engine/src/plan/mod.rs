@@ -1,0 +1,379 @@
+//! Planning: from the entities, the Cedar decisions and the actual state the collectors
+//! recorded, the changes that bring AWS to what the policies allow. Pure: no AWS, no clock,
+//! no log writes (`Plan::record` logs the decisions that justify the items, separately).
+//!
+//! Candidates come from the entity graph: a workspace role is only checked against the
+//! datasets its owner's access groups, ownership or Open Data reach, plus whatever it holds
+//! now (so anything unexplained is decided, and revoked).
+//!
+//! This module holds the public types and the entry points; each phase of a plan lives in
+//! its own submodule: the graph indexed once (`index`), data access per role
+//! (`data_access`, with the S3 statements in `s3`), budget responses (`budgets`) and backup
+//! tags (`backup`).
+
+mod actual;
+mod attrs;
+mod backup;
+mod budgets;
+mod data_access;
+mod decider;
+mod index;
+mod s3;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cedar_policy::Entities;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::decide::{Decision, Engine, RequestSpec};
+use crate::error::Result;
+
+pub use actual::ActualState;
+
+use decider::Decider;
+use index::GraphIndex;
+
+/// The inline policy on a workspace role that gives it the S3 side of its data access.
+pub const DATA_ACCESS_POLICY: &str = "tregov-data-access";
+/// The inline policy on a project's environment-management role that stops new workspaces.
+pub const BUDGET_DENY_POLICY: &str = "tregov-budget-deny";
+/// The observed kind under which enforcers remember notifications already sent.
+pub const NOTIFICATION_KIND: &str = "notification";
+
+pub const READ_PERMISSIONS: [&str; 2] = ["DESCRIBE", "SELECT"];
+pub const WRITE_PERMISSIONS: [&str; 3] = ["ALTER", "DELETE", "INSERT"];
+
+/// Inputs that are not entities: deployment facts from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSettings {
+    /// The account whose Lake Formation holds the datasets.
+    pub datalake_account: String,
+    /// Per project id: the account id.
+    pub project_accounts: BTreeMap<String, String>,
+    /// Per project id: the role Service Catalog provisions workspaces through.
+    pub environment_roles: BTreeMap<String, String>,
+    /// Per project id: the SNS topic for budget notifications.
+    pub notify_topics: BTreeMap<String, String>,
+    /// The tag the admins' AWS Backup plan selects resources on.
+    pub backup_tag: (String, String),
+    /// The budget period notifications are counted in (e.g. `2026-11`), chosen by the caller
+    /// so planning stays free of the clock.
+    pub period: String,
+}
+
+/// One change to AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    /// Lake Formation grant of all these permissions to one principal on one resource.
+    #[serde(rename_all = "camelCase")]
+    LfGrant {
+        principal: String,
+        resource: Value,
+        permissions: Vec<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    LfRevoke {
+        principal: String,
+        resource: Value,
+        permissions: Vec<String>,
+        permissions_with_grant_option: Vec<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    PutRolePolicy {
+        account: String,
+        role_arn: String,
+        policy_name: String,
+        document: Value,
+    },
+    #[serde(rename_all = "camelCase")]
+    DeleteRolePolicy {
+        account: String,
+        role_arn: String,
+        policy_name: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StopWorkspace {
+        account: String,
+        workspace: String,
+        /// `ec2` or `sagemaker`.
+        workspace_kind: String,
+        instance_id: String,
+    },
+    /// Sets (or, with `remove`, removes) the backup tag on a workspace's resources.
+    #[serde(rename_all = "camelCase")]
+    TagBackup {
+        account: String,
+        workspace: String,
+        workspace_kind: String,
+        /// EC2 instance and volume ids, or the notebook's ARN.
+        resources: Vec<String>,
+        key: String,
+        value: String,
+        remove: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Notify {
+        account: String,
+        topic_arn: String,
+        subject: String,
+        message: String,
+        /// Remembered once sent, so the same notification is not sent twice in a period.
+        mark: String,
+    },
+}
+
+impl Change {
+    /// The resource the change is about, for filtering and explanations.
+    pub fn target(&self) -> String {
+        match self {
+            Change::LfGrant {
+                principal,
+                resource,
+                ..
+            }
+            | Change::LfRevoke {
+                principal,
+                resource,
+                ..
+            } => format!("{principal} on {}", resource_label(resource)),
+            Change::PutRolePolicy {
+                role_arn,
+                policy_name,
+                ..
+            }
+            | Change::DeleteRolePolicy {
+                role_arn,
+                policy_name,
+                ..
+            } => format!("{role_arn} policy {policy_name}"),
+            Change::StopWorkspace { workspace, .. } | Change::TagBackup { workspace, .. } => {
+                format!("workspace {workspace}")
+            }
+            Change::Notify { topic_arn, .. } => topic_arn.clone(),
+        }
+    }
+
+    /// The enforcer that applies it.
+    pub fn enforcer(&self) -> &'static str {
+        match self {
+            Change::LfGrant { .. } | Change::LfRevoke { .. } => "lakeformation",
+            Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => "iam",
+            Change::StopWorkspace { .. } => "compute",
+            Change::TagBackup { .. } => "tagging",
+            Change::Notify { .. } => "sns",
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Change::LfGrant { .. } => "grant",
+            Change::LfRevoke { .. } => "revoke",
+            Change::PutRolePolicy { .. } => "put-role-policy",
+            Change::DeleteRolePolicy { .. } => "delete-role-policy",
+            Change::StopWorkspace { .. } => "stop",
+            Change::TagBackup { remove: false, .. } => "tag",
+            Change::TagBackup { remove: true, .. } => "untag",
+            Change::Notify { .. } => "notify",
+        }
+    }
+}
+
+/// A decision a plan item rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Justification {
+    pub request: RequestSpec,
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    /// Policies that failed to evaluate (or why the request could not be asked). A decision
+    /// with errors never causes a change but the closed one: it grants nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<String>,
+    /// Where the decision was logged, once `Plan::record` has logged it.
+    #[serde(rename = "logSeq", skip_serializing_if = "Option::is_none", default)]
+    pub log_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// Stable: the same change always has the same id.
+    pub id: String,
+    pub change: Change,
+    pub reason: String,
+    pub decisions: Vec<Justification>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    #[serde(rename = "policyVersion")]
+    pub policy_version: String,
+    pub items: Vec<PlanItem>,
+    /// What could not be planned and why (missing settings, malformed observations).
+    pub warnings: Vec<String>,
+    /// How many Cedar decisions the plan took.
+    pub decisions: u64,
+}
+
+impl Justification {
+    /// Allowed, with every policy evaluated: the only answer that grants or triggers.
+    pub fn allows(&self) -> bool {
+        self.decision == Decision::Allow && self.errors.is_empty()
+    }
+
+    /// Denied, with every policy evaluated: the only answer that lifts a protective response.
+    pub fn denies(&self) -> bool {
+        self.decision == Decision::Deny && self.errors.is_empty()
+    }
+}
+
+impl Plan {
+    /// Logs every justifying decision (once per distinct request) and stamps the items with
+    /// the log sequence numbers, so `tregov why` can explain any change later.
+    pub fn record(&mut self, engine: &Engine, origin: &str) -> Result<()> {
+        let mut unique: Vec<RequestSpec> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for item in &self.items {
+            for j in &item.decisions {
+                let key = request_key(&j.request);
+                if let std::collections::hash_map::Entry::Vacant(slot) = index.entry(key) {
+                    slot.insert(unique.len());
+                    unique.push(j.request.clone());
+                }
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let parsed = unique
+            .into_iter()
+            .map(|spec| engine.parse(spec))
+            .collect::<Result<Vec<_>>>()?;
+        let outcomes = engine.decide_batch_logged(&parsed, origin)?;
+        for item in &mut self.items {
+            for j in &mut item.decisions {
+                if let Some(&i) = index.get(&request_key(&j.request)) {
+                    j.log_seq = outcomes.get(i).and_then(|o| o.log_seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+fn request_key(spec: &RequestSpec) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        spec.principal, spec.action, spec.resource, spec.context
+    )
+}
+
+/// The canonical Lake Formation resource of a dataset, in the collectors' JSON form.
+pub fn lf_table_resource(database: &str, table: Option<&str>) -> Value {
+    match table {
+        Some(t) => json!({"table": {"database": database, "name": t, "wildcard": false}}),
+        None => json!({"table": {"database": database, "name": null, "wildcard": true}}),
+    }
+}
+
+fn resource_label(resource: &Value) -> String {
+    if let Some(t) = resource.get("table") {
+        let db = t["database"].as_str().unwrap_or("?");
+        return match t["name"].as_str() {
+            Some(n) => format!("table {db}.{n}"),
+            None => format!("all tables of {db}"),
+        };
+    }
+    if let Some(d) = resource.get("database") {
+        return format!("database {}", d["name"].as_str().unwrap_or("?"));
+    }
+    resource.to_string()
+}
+
+/// `arn:aws:iam::<account>:role/<path/><name>` -> (account, name).
+pub fn role_parts(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (_, _, service, _, account, rest) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if service != "iam" || !rest.starts_with("role/") {
+        return None;
+    }
+    Some((account, rest.rsplit('/').next()?))
+}
+
+/// `<account>/<role name>` of a role ARN: the same role whatever its path.
+pub fn role_key(arn: &str) -> Option<String> {
+    role_parts(arn).map(|(account, name)| format!("{account}/{name}"))
+}
+
+/// Computes the plan. Deterministic: the same store, policies and settings give the same
+/// items in the same order, and nothing already in the desired state is planned.
+pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> Plan {
+    plan_scoped(engine, actual, settings, None)
+}
+
+/// Like `plan`, with data access planned only for the workspace roles in `scope`
+/// (`<account>/<role name>`, see `role_key`):
+/// the daemon's fast path, when the trail names the roles an out-of-band change touched.
+/// Budgets and backups, which are cheap, are always planned in full.
+pub fn plan_scoped(
+    engine: &Engine,
+    actual: &ActualState,
+    settings: &PlanSettings,
+    scope: Option<&BTreeSet<String>>,
+) -> Plan {
+    let entities = engine.graph().entities();
+    let mut decider = Decider::new(engine);
+    let index = GraphIndex::build(entities, actual, &mut decider.warnings);
+    let inputs = Inputs {
+        engine,
+        entities,
+        index: &index,
+        actual,
+        settings,
+    };
+    let mut items = data_access::plan_data_access(&inputs, scope, &mut decider);
+    budgets::plan_budgets(&inputs, &mut decider, &mut items);
+    backup::plan_backups(&inputs, &mut decider, &mut items);
+    sort_and_dedup(&mut items);
+    Plan {
+        policy_version: engine.bundle().version.clone(),
+        items,
+        warnings: decider.warnings,
+        decisions: decider.count,
+    }
+}
+
+/// What every phase reads: the graph and its index, the actual state, the settings.
+struct Inputs<'a> {
+    engine: &'a Engine,
+    entities: &'a Entities,
+    index: &'a GraphIndex<'a>,
+    actual: &'a ActualState,
+    settings: &'a PlanSettings,
+}
+
+/// A plan's items in order: by enforcer, then target, then id. The sort is stable, so of
+/// two items for the same change the one planned first is kept.
+fn sort_and_dedup(items: &mut Vec<PlanItem>) {
+    items.sort_by(|a, b| {
+        (a.change.enforcer(), a.change.target(), &a.id).cmp(&(
+            b.change.enforcer(),
+            b.change.target(),
+            &b.id,
+        ))
+    });
+    items.dedup_by(|a, b| a.id == b.id);
+}

@@ -1,0 +1,505 @@
+//! Plans of the sample TRE, end to end: what is granted, revoked, denied, stopped and
+//! tagged, and that an applied plan leaves nothing to plan.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use super::budgets::budget_deny_document;
+use super::*;
+use crate::decide::{Decision, Engine};
+use crate::entities::{parse_entities_file, EntityGraph};
+use crate::store::Observed;
+use crate::PolicyBundle;
+
+const ALICE_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-alice-ec2";
+const BOB_ROLE: &str = "arn:aws:iam::111111111111:role/swb-ws-bob-notebook";
+const ENV_ROLE: &str = "arn:aws:iam::111111111111:role/swb-env-mgmt";
+
+/// The sample TRE, with `edit` applied to its entities JSON first.
+fn engine_with(edit: impl FnOnce(&mut Vec<Value>)) -> Engine {
+    let bundle = PolicyBundle::embedded().expect("policies");
+    let schema = bundle.schema.clone().expect("schema");
+    let mut json: Vec<Value> =
+        serde_json::from_str(tregov_policies::SAMPLE_TRE_ENTITIES).expect("sample");
+    edit(&mut json);
+    let text = serde_json::to_string(&json).expect("json");
+    let list = parse_entities_file("sample", &text, Some(&schema)).expect("entities");
+    let graph = EntityGraph::from_entities(&list, Some(&schema)).expect("graph");
+    Engine::in_memory(bundle, graph)
+}
+
+fn entity<'a>(json: &'a mut [Value], kind: &str, id: &str) -> &'a mut Value {
+    json.iter_mut()
+        .find(|e| e["uid"]["type"] == kind && e["uid"]["id"] == id)
+        .expect("entity in sample")
+}
+
+fn settings() -> PlanSettings {
+    PlanSettings {
+        datalake_account: "999999999999".into(),
+        project_accounts: [
+            ("proj-genomics".to_string(), "111111111111".to_string()),
+            ("proj-cardio".to_string(), "222222222222".to_string()),
+        ]
+        .into(),
+        environment_roles: [("proj-genomics".to_string(), ENV_ROLE.to_string())].into(),
+        notify_topics: [(
+            "proj-genomics".to_string(),
+            "arn:aws:sns:eu-west-2:111111111111:budget".to_string(),
+        )]
+        .into(),
+        backup_tag: ("tregov:backup".into(), "enabled".into()),
+        period: "2026-11".into(),
+    }
+}
+
+fn observed_instances() -> Vec<Observed> {
+    vec![
+        Observed {
+            kind: "ec2-instance".into(),
+            key: "111111111111/i-0a1b2c3d4e5f60001".into(),
+            body: json!({"instanceId": "i-0a1b2c3d4e5f60001", "state": "running",
+                "tags": {"backup": "true"}, "volumes": ["vol-1"]}),
+        },
+        Observed {
+            kind: "iam-role".into(),
+            key: ENV_ROLE.into(),
+            body: json!({"name": "swb-env-mgmt", "tags": {}, "inlinePolicies": {}}),
+        },
+    ]
+}
+
+/// The observed state once every item of `plan` took effect: what the collectors would
+/// report after a successful apply.
+fn observed_after(plan: &Plan, mut observed: Vec<Observed>) -> Vec<Observed> {
+    for item in &plan.items {
+        match &item.change {
+            Change::LfGrant {
+                principal,
+                resource,
+                permissions,
+            } => grant_observed(&mut observed, principal, resource, permissions),
+            Change::LfRevoke {
+                principal,
+                resource,
+                permissions,
+                ..
+            } => revoke_observed(&mut observed, principal, resource, permissions),
+            Change::PutRolePolicy {
+                role_arn,
+                policy_name,
+                document,
+                ..
+            } => {
+                if !observed.iter().any(|o| &o.key == role_arn) {
+                    observed.push(Observed {
+                        kind: "iam-role".into(),
+                        key: role_arn.clone(),
+                        body: json!({"tags": {}, "inlinePolicies": {}}),
+                    });
+                }
+                let o = observed
+                    .iter_mut()
+                    .find(|o| &o.key == role_arn)
+                    .expect("role");
+                o.body["inlinePolicies"][policy_name] = document.clone();
+            }
+            Change::DeleteRolePolicy {
+                role_arn,
+                policy_name,
+                ..
+            } => {
+                if let Some(o) = observed.iter_mut().find(|o| &o.key == role_arn) {
+                    if let Some(m) = o.body["inlinePolicies"].as_object_mut() {
+                        m.remove(policy_name);
+                    }
+                }
+            }
+            Change::TagBackup {
+                resources,
+                key,
+                value,
+                remove,
+                ..
+            } => {
+                for o in observed.iter_mut() {
+                    if o.body["instanceId"]
+                        .as_str()
+                        .is_some_and(|i| resources.iter().any(|r| r == i))
+                    {
+                        if *remove {
+                            o.body["tags"].as_object_mut().expect("tags").remove(key);
+                        } else {
+                            o.body["tags"][key] = json!(value);
+                        }
+                    }
+                }
+            }
+            Change::Notify { mark, .. } => observed.push(Observed {
+                kind: NOTIFICATION_KIND.into(),
+                key: mark.clone(),
+                body: json!({}),
+            }),
+            Change::StopWorkspace { .. } => {}
+        }
+    }
+    observed
+}
+
+/// A grant as the collectors would see it once applied.
+fn grant_observed(
+    observed: &mut Vec<Observed>,
+    principal: &str,
+    resource: &Value,
+    permissions: &[String],
+) {
+    let key = format!("{principal}|{resource}");
+    match observed.iter_mut().find(|o| o.key == key) {
+        Some(o) => {
+            let mut all: BTreeSet<String> =
+                serde_json::from_value(o.body["permissions"].clone()).expect("perms");
+            all.extend(permissions.iter().cloned());
+            o.body["permissions"] = json!(all);
+        }
+        None => observed.push(Observed {
+            kind: "lf-permission".into(),
+            key,
+            body: json!({"principal": principal, "resource": resource,
+                "permissions": permissions, "permissionsWithGrantOption": []}),
+        }),
+    }
+}
+
+/// A revoke as the collectors would see it once applied: emptied grants disappear.
+fn revoke_observed(
+    observed: &mut Vec<Observed>,
+    principal: &str,
+    resource: &Value,
+    permissions: &[String],
+) {
+    let key = format!("{principal}|{resource}");
+    if let Some(o) = observed.iter_mut().find(|o| o.key == key) {
+        let all: BTreeSet<String> =
+            serde_json::from_value(o.body["permissions"].clone()).expect("p");
+        let left: Vec<&String> = all.iter().filter(|p| !permissions.contains(p)).collect();
+        o.body["permissions"] = json!(left);
+        o.body["permissionsWithGrantOption"] = json!([]);
+    }
+    observed.retain(|o| {
+        o.kind != "lf-permission"
+            || o.body["permissions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    });
+}
+
+fn grants_of(plan: &Plan, role: &str) -> Vec<(String, Vec<String>)> {
+    plan.items
+        .iter()
+        .filter_map(|i| match &i.change {
+            Change::LfGrant {
+                principal,
+                resource,
+                permissions,
+            } if principal == role => Some((resource_label(resource), permissions.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn all_permissions() -> Vec<String> {
+    ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[test]
+fn workspace_roles_get_exactly_what_the_policies_allow_their_owners() {
+    let engine = engine_with(|_| {});
+    let plan = plan(&engine, &ActualState::default(), &settings());
+    let alice = grants_of(&plan, ALICE_ROLE);
+    assert_eq!(
+        alice,
+        vec![
+            (
+                "table genomics.alice_scratch".to_string(),
+                all_permissions()
+            ),
+            ("table genomics.gwas_2024".to_string(), all_permissions()),
+            (
+                "table open.census_2021".to_string(),
+                vec!["DESCRIBE".into(), "SELECT".into()]
+            ),
+        ],
+        "gwas-2024 (writer), alice-scratch (her own study), census (open data)"
+    );
+    // Bob reads gwas-2024 and ukb-cardio (reader lists) and Open Data; never writes.
+    let bob = grants_of(&plan, BOB_ROLE);
+    assert!(
+        bob.iter()
+            .all(|(_, p)| p == &vec!["DESCRIBE".to_string(), "SELECT".to_string()]),
+        "{bob:?}"
+    );
+    // Every grant rests on an allowing decision.
+    for item in &plan.items {
+        if let Change::LfGrant { .. } = item.change {
+            assert!(item.decisions.iter().any(|j| j.decision == Decision::Allow));
+        }
+    }
+}
+
+#[test]
+fn a_plan_applied_leaves_nothing_to_plan() {
+    let engine = engine_with(|_| {});
+    let first = plan(
+        &engine,
+        &ActualState::from_observed(&observed_instances()),
+        &settings(),
+    );
+    assert!(!first.is_empty());
+    let after = observed_after(&first, observed_instances());
+    let second = plan(&engine, &ActualState::from_observed(&after), &settings());
+    assert_eq!(second.items, vec![], "second plan must be empty");
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let engine = engine_with(|_| {});
+    let actual = ActualState::from_observed(&observed_instances());
+    assert_eq!(
+        plan(&engine, &actual, &settings()),
+        plan(&engine, &actual, &settings())
+    );
+}
+
+#[test]
+fn an_unexplained_grant_is_revoked_with_the_decision_that_denies_it() {
+    let engine = engine_with(|_| {});
+    let resource = lf_table_resource("cardio", Some("ukb_cardio"));
+    let observed = vec![Observed {
+        kind: "lf-permission".into(),
+        key: format!("{ALICE_ROLE}|{resource}"),
+        body: json!({"principal": ALICE_ROLE, "resource": resource,
+            "permissions": ["SELECT"], "permissionsWithGrantOption": ["SELECT"]}),
+    }];
+    let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+    let revoke = plan
+        .items
+        .iter()
+        .find(
+            |i| matches!(&i.change, Change::LfRevoke { principal, .. } if principal == ALICE_ROLE),
+        )
+        .expect("revoke planned");
+    match &revoke.change {
+        Change::LfRevoke {
+            permissions,
+            permissions_with_grant_option,
+            ..
+        } => {
+            assert_eq!(permissions, &vec!["SELECT".to_string()]);
+            assert_eq!(permissions_with_grant_option, &vec!["SELECT".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(revoke
+        .decisions
+        .iter()
+        .any(|j| j.decision == Decision::Deny
+            && j.request.resource == "Tre::Dataset::\"ukb-cardio\""));
+}
+
+#[test]
+fn a_grant_on_something_that_is_not_a_dataset_is_revoked() {
+    let engine = engine_with(|_| {});
+    let resource = json!({"database": {"name": "finance"}});
+    let observed = vec![Observed {
+        kind: "lf-permission".into(),
+        key: format!("{BOB_ROLE}|{resource}"),
+        body: json!({"principal": BOB_ROLE, "resource": resource,
+            "permissions": ["DESCRIBE"], "permissionsWithGrantOption": []}),
+    }];
+    let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+    assert!(plan.items.iter().any(|i| matches!(&i.change,
+        Change::LfRevoke { principal, resource: r, .. } if principal == BOB_ROLE && r == &resource)));
+}
+
+#[test]
+fn an_owner_who_becomes_inactive_loses_every_grant_and_the_role_policy() {
+    let before = engine_with(|_| {});
+    let granted = observed_after(
+        &plan(&before, &ActualState::default(), &settings()),
+        Vec::new(),
+    );
+    let engine = engine_with(|json| {
+        entity(json, "Tre::User", "alice")["attrs"]["status"] = json!("inactive");
+    });
+    let plan = plan(&engine, &ActualState::from_observed(&granted), &settings());
+    let for_alice: Vec<&str> = plan
+        .items
+        .iter()
+        .filter(|i| i.change.target().starts_with(ALICE_ROLE))
+        .map(|i| i.change.verb())
+        .collect();
+    assert_eq!(
+        for_alice,
+        vec!["delete-role-policy", "revoke", "revoke", "revoke"]
+    );
+}
+
+#[test]
+fn a_budget_breach_denies_and_stops_and_raising_the_budget_lifts_the_deny() {
+    let breached = engine_with(|json| {
+        entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+    });
+    let plan1 = plan(
+        &breached,
+        &ActualState::from_observed(&observed_instances()),
+        &settings(),
+    );
+    let verbs: Vec<(&str, String)> = plan1
+        .items
+        .iter()
+        .filter(|i| {
+            !matches!(i.change.enforcer(), "lakeformation" | "tagging")
+                && !i.change.target().contains("tregov-data-access")
+        })
+        .map(|i| (i.change.verb(), i.change.target()))
+        .collect();
+    assert!(
+        verbs.contains(&(
+            "put-role-policy",
+            format!("{ENV_ROLE} policy {BUDGET_DENY_POLICY}")
+        )),
+        "{verbs:?}"
+    );
+    assert!(
+        verbs.contains(&("stop", "workspace ws-alice-ec2".into())),
+        "{verbs:?}"
+    );
+    assert!(
+        verbs.contains(&("stop", "workspace ws-bob-notebook".into())),
+        "{verbs:?}"
+    );
+    assert!(
+        verbs.contains(&("notify", "arn:aws:sns:eu-west-2:111111111111:budget".into())),
+        "{verbs:?}"
+    );
+
+    let after = observed_after(&plan1, observed_instances());
+    let raised = engine_with(|json| {
+        entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+        entity(json, "Tre::Budget", "proj-genomics")["attrs"]["limitCents"] = json!(2_000_000);
+    });
+    let plan2 = plan(&raised, &ActualState::from_observed(&after), &settings());
+    let budget: Vec<&str> = plan2
+        .items
+        .iter()
+        .filter(|i| i.change.target().contains(BUDGET_DENY_POLICY) || i.change.verb() == "notify")
+        .map(|i| i.change.verb())
+        .collect();
+    assert_eq!(
+        budget,
+        vec!["delete-role-policy"],
+        "the deny is lifted; the notification is not repeated"
+    );
+}
+
+#[test]
+fn backup_tags_follow_opt_in_and_policy() {
+    let engine = engine_with(|_| {});
+    let plan1 = plan(
+        &engine,
+        &ActualState::from_observed(&observed_instances()),
+        &settings(),
+    );
+    let tag = plan1
+        .items
+        .iter()
+        .find(|i| i.change.verb() == "tag")
+        .expect("alice opted in on an approved type");
+    match &tag.change {
+        Change::TagBackup { resources, .. } => {
+            assert_eq!(
+                resources,
+                &vec!["i-0a1b2c3d4e5f60001".to_string(), "vol-1".to_string()]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let tagged = observed_after(&plan1, observed_instances());
+    let opted_out = engine_with(|json| {
+        entity(json, "Tre::Workspace", "ws-alice-ec2")["attrs"]["backupOptIn"] = json!(false);
+    });
+    let plan2 = plan(
+        &opted_out,
+        &ActualState::from_observed(&tagged),
+        &settings(),
+    );
+    assert!(plan2.items.iter().any(|i| i.change.verb() == "untag"));
+}
+
+#[test]
+fn a_forbid_that_fails_to_evaluate_grants_nothing() {
+    // Cedar skips an erroring forbid, so the permits win: Allow, with an error.
+    let mut sources = crate::policies::embedded_sources();
+    sources.push(crate::PolicySource {
+        name: "broken.cedar".into(),
+        text: "@id(\"overflowing-forbid\")\nforbid (principal, action == Tre::Action::\"read\", resource)\nwhen { 9223372036854775807 + 1 > 0 };\n".into(),
+    });
+    let bundle = PolicyBundle::from_sources(Some(crate::policies::embedded_schema()), sources)
+        .expect("policies");
+    let sample = engine_with(|_| {});
+    let engine = Engine::in_memory(bundle, sample.graph().clone());
+    let plan = plan(&engine, &ActualState::default(), &settings());
+    assert_eq!(grants_of(&plan, ALICE_ROLE), vec![], "{:#?}", plan.items);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("overflowing-forbid")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn one_budget_over_its_threshold_keeps_the_deny_whatever_the_project_s_other_budgets_say() {
+    let engine = engine_with(|json| {
+        entity(json, "Tre::Budget", "proj-genomics")["attrs"]["actualCents"] = json!(1_000_000);
+        let mut second = entity(json, "Tre::Budget", "proj-genomics").clone();
+        second["uid"]["id"] = json!("proj-genomics/compute");
+        second["attrs"]["actualCents"] = json!(0);
+        json.push(second);
+    });
+    for observed in [observed_instances(), {
+        let mut o = observed_instances();
+        o[1].body["inlinePolicies"][BUDGET_DENY_POLICY] = budget_deny_document();
+        o
+    }] {
+        let present = observed[1].body["inlinePolicies"]
+            .get(BUDGET_DENY_POLICY)
+            .is_some();
+        let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+        let deny: Vec<&str> = plan
+            .items
+            .iter()
+            .filter(|i| i.change.target().contains(BUDGET_DENY_POLICY))
+            .map(|i| i.change.verb())
+            .collect();
+        let expected: Vec<&str> = if present {
+            vec![]
+        } else {
+            vec!["put-role-policy"]
+        };
+        assert_eq!(deny, expected);
+    }
+}
+
+#[test]
+fn role_arns_split_into_account_and_name() {
+    assert_eq!(
+        role_parts("arn:aws:iam::111111111111:role/a/b/swb-ws"),
+        Some(("111111111111", "swb-ws"))
+    );
+    assert_eq!(role_parts("arn:aws:s3:::bucket"), None);
+}
