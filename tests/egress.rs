@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tregov_api::client::ApiClient;
+use tregov_tests::jwt::{fixture, token, token_with, AUDIENCE, ISSUER};
 use tregov_tests::moto::Moto;
-use tregov_tests::{stderr, stdout, workspace_root, Tre};
+use tregov_tests::{stderr, stdout, Tre};
 
 const STORE: &str = "tre-egress-store";
 const STAGING: &str = "tre-egress-staging";
 const APPROVED: &str = "tre-egress-approved";
-const ISSUER: &str = "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_tregovtest";
-const AUDIENCE: &str = "tregov-egress-app";
 const WORKSPACE: &str = "ws-alice";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -24,32 +23,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures/jwt").join(name)
-}
-
-/// A token as the identity provider would sign it, `exp` seconds from now.
-fn token_with(key: &str, sub: &str, audience: &str, exp: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("tregov-test-1".into());
-    let pem = std::fs::read(fixture(key)).expect("key");
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
-    jsonwebtoken::encode(
-        &header,
-        &json!({"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + exp, "token_use": "id"}),
-        &key,
-    )
-    .expect("token")
-}
-
-fn token(sub: &str) -> String {
-    token_with("signing.pem", sub, AUDIENCE, 600)
 }
 
 fn role(id: &str) -> Value {

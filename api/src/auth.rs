@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use tregov_collectors::config::AuthConfig;
+use tregov_config::AuthConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

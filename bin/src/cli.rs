@@ -1,241 +1,21 @@
-//! Commands and their wiring to the engine.
+//! Each command wired to the libraries that do its work: policies, decisions, the store and
+//! the log here; collecting, governing and the API in their own files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
-use tregov_engine::decide::{outcome_from_response, DecisionOutcome, ParsedRequest};
-use tregov_engine::entities::{entities_from_slice, parse_entities_file, parse_uid, EntityGraph};
-use tregov_engine::explain::explain;
+use tregov_engine::entities::parse_uid;
+use tregov_engine::governor::Mode;
 use tregov_engine::log::DecisionLog;
 use tregov_engine::policies::{format_policies, read_policy_dir};
-use tregov_engine::testfile;
-use tregov_engine::{Decision, Engine, EngineError, PolicyBundle, RequestSpec, Result, StoreBatch};
+use tregov_engine::{demo, replay, testfile};
+use tregov_engine::{Decision, DecisionOutcome, Engine, EngineError, PolicyBundle, RequestSpec};
+use tregov_engine::{Result, StoreBatch};
+use tregov_render::{decision as show, log as show_log};
 
-use crate::output::{self, Format};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "tregov",
-    version,
-    about = "Policy-as-code governance for Trusted Research Environments on AWS",
-    long_about = "tregov decides who may do what in a Trusted Research Environment with Cedar \
-                  policies, explains every decision, and keeps a tamper-evident record of them.\n\n\
-                  Exit codes: 0 ok / allow, 2 deny, 3 invalid input, 1 any other failure."
-)]
-pub struct Cli {
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
-    pub output: Format,
-
-    /// Directory of the entity store and decision log.
-    #[arg(
-        long,
-        global = true,
-        env = "TREGOV_DATA_DIR",
-        default_value = ".tregov"
-    )]
-    pub data_dir: PathBuf,
-
-    /// Policies directory (a schema and `.cedar` files). Default: `./policies` when it has a
-    /// schema, else the policies built into tregov.
-    #[arg(long, global = true, env = "TREGOV_POLICIES")]
-    pub policies: Option<PathBuf>,
-
-    /// The configuration file (see `examples/tregov.toml`).
-    #[arg(
-        long,
-        global = true,
-        env = "TREGOV_CONFIG",
-        default_value = "tregov.toml"
-    )]
-    pub config: PathBuf,
-
-    /// More log output on stderr (-v info, -vv debug); `TREGOV_LOG` overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Validate the policies against the schema in strict mode.
-    Validate,
-    /// Format policy files with Cedar's formatter.
-    Fmt {
-        /// Report files that are not formatted instead of rewriting them.
-        #[arg(long)]
-        check: bool,
-    },
-    /// Run policy tests (Cedar integration-test JSON format).
-    Test {
-        /// Test files, or directories searched for them. Default: `policies/tests/`.
-        paths: Vec<PathBuf>,
-    },
-    /// Decide a request.
-    Authorize(DecideArgs),
-    /// Decide a request and explain it: the policies that made it and what would have to
-    /// change.
-    Why {
-        #[command(flatten)]
-        args: DecideArgs,
-        /// Re-evaluate the logged decision SEQ with its own policy version and entity slice.
-        #[arg(long, value_name = "SEQ", conflicts_with_all = ["principal", "action", "resource", "context", "entities"])]
-        replay: Option<u64>,
-    },
-    /// The entity store.
-    #[command(subcommand)]
-    Entities(EntitiesCommand),
-    /// The decision log.
-    #[command(subcommand)]
-    Log(LogCommand),
-    /// Load the default policies and a sample TRE into the store and explain a few decisions.
-    Demo,
-    /// The configuration file.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Collect AWS state (CloudTrail events) into the store.
-    Collect {
-        /// One pass, then exit (default: keep collecting every `--interval` seconds).
-        #[arg(long)]
-        once: bool,
-        /// Seconds between passes.
-        #[arg(long, default_value_t = 60)]
-        interval: u64,
-    },
-    /// The collected CloudTrail events.
-    #[command(subcommand)]
-    Events(EventsCommand),
-    /// What each collector did on its last run.
-    Status,
-    /// What would change in AWS to match the policies, each change with the decisions behind
-    /// it. With `--policies NEW_DIR`: the impact of a proposed policy change.
-    Plan,
-    /// Collect, plan and apply the changes (Lake Formation, IAM, workspaces, tags, SNS).
-    Apply {
-        /// Apply without asking.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Govern continuously: collect, plan and apply; reload policies when they change.
-    Daemon {
-        /// Plan and log, never apply.
-        #[arg(long)]
-        dry_run: bool,
-        /// Park plan items until an admin runs `tregov approve ID`.
-        #[arg(long, conflicts_with = "dry_run")]
-        require_approval: bool,
-    },
-    /// Approve a parked plan item (the daemon applies it on its next pass).
-    Approve { id: String },
-    /// Reject a parked plan item.
-    Reject {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Plan items parked by `daemon --require-approval`, with their status.
-    Parked,
-    /// Serve the HTTP API (`[api]`, `[auth]`): egress and `is-authorized`, without governing.
-    Serve,
-    /// Data egress requests, through the HTTP API with a bearer token.
-    Egress(crate::egress::EgressArgs),
-    /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
-    Observed {
-        /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
-        #[arg(long)]
-        kind: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
-    /// Check the configuration file; name any bad key with its line.
-    Check,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct EventFilterArgs {
-    /// Events at or after this time (RFC 3339, e.g. `2026-11-01T00:00:00Z`).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Events whose principal (ARN or id) contains this text.
-    #[arg(long)]
-    pub principal: Option<String>,
-    /// Events with exactly this name (e.g. `PutRolePolicy`).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Events of this account.
-    #[arg(long)]
-    pub account: Option<String>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EventsCommand {
-    /// How many events match.
-    Count(EventFilterArgs),
-    /// The matching events, oldest first (with `--output json`, one object per line).
-    List {
-        #[command(flatten)]
-        filter: EventFilterArgs,
-        /// At most this many.
-        #[arg(long)]
-        limit: Option<u64>,
-    },
-}
-
-#[derive(Args, Debug)]
-pub struct DecideArgs {
-    /// The principal, e.g. `Tre::User::"alice"`.
-    #[arg(long)]
-    pub principal: Option<String>,
-    /// The action, e.g. `Tre::Action::"read"`.
-    #[arg(long)]
-    pub action: Option<String>,
-    /// The resource, e.g. `Tre::Dataset::"gwas-2024"`.
-    #[arg(long)]
-    pub resource: Option<String>,
-    /// The context: a JSON object, or `@FILE`.
-    #[arg(long)]
-    pub context: Option<String>,
-    /// Decide over this entities file instead of the store (nothing is logged).
-    #[arg(long)]
-    pub entities: Option<PathBuf>,
-    /// Schema for `--entities` mode (default: the policies directory's own schema).
-    #[arg(long)]
-    pub schema: Option<PathBuf>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EntitiesCommand {
-    /// Validate an entities-JSON file against the schema and write it to the store.
-    Import {
-        file: PathBuf,
-        /// Replace every entity previously imported into this partition.
-        #[arg(long)]
-        replace: bool,
-        /// The partition the entities belong to.
-        #[arg(long, default_value = "manual")]
-        partition: String,
-    },
-    /// Print every stored entity as an entities-JSON array.
-    Export,
-    /// Print one stored entity.
-    Get { uid: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum LogCommand {
-    /// Check the hash chain; name the first bad record.
-    Verify,
-    /// Print one record, or every record.
-    Show { seq: Option<u64> },
-    /// Print the last sequence number and hash, to keep outside the TRE.
-    Head,
-}
+use crate::args::{Cli, Command, ConfigCommand, DecideArgs, EntitiesCommand, LogCommand};
+use crate::output::{print_json, Format};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
@@ -243,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         data_dir: cli.data_dir.clone(),
         policies: cli.policies.clone(),
     };
+    let (out, config, data) = (ctx.output, &cli.config, &ctx.data_dir);
     match cli.command {
         Command::Validate => ctx.validate(),
         Command::Fmt { check } => ctx.fmt(check),
@@ -255,50 +36,42 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Entities(cmd) => ctx.entities(cmd),
         Command::Log(cmd) => ctx.log(cmd),
         Command::Demo => ctx.demo(),
-        Command::Config(ConfigCommand::Check) => {
-            crate::collect::config_check(&ctx.output, &cli.config)
+        Command::Config(ConfigCommand::Check) => crate::collect::config_check(out, config),
+        Command::Collect { once, interval } => {
+            crate::collect::collect(out, config, data, &ctx.bundle()?, once, interval)
         }
-        Command::Collect { once, interval } => crate::collect::collect(
-            ctx.output,
-            &cli.config,
-            &ctx.data_dir,
-            &ctx.bundle()?,
-            once,
-            interval,
-        ),
-        Command::Plan => {
-            crate::govern::plan_command(ctx.output, &cli.config, &ctx.data_dir, ctx.bundle()?)
-        }
+        Command::Plan => crate::govern::plan_command(out, config, data, ctx.bundle()?),
         Command::Apply { yes } => {
-            crate::govern::apply_command(ctx.output, &cli.config, &ctx.data_dir, ctx.bundle()?, yes)
+            crate::govern::apply_command(out, config, data, ctx.bundle()?, yes)
         }
-        Command::Approve { id } => {
-            crate::govern::decide_parked_command(&ctx.data_dir, &id, true, None)
+        Command::Approve { ids, reason, api } => {
+            crate::egress::decide_parked(out, config, api, &ids, true, reason)
         }
-        Command::Reject { id, reason } => {
-            crate::govern::decide_parked_command(&ctx.data_dir, &id, false, reason.as_deref())
+        Command::Reject { ids, reason, api } => {
+            crate::egress::decide_parked(out, config, api, &ids, false, reason)
         }
-        Command::Parked => crate::govern::parked_command(ctx.output, &ctx.data_dir),
-        Command::Serve => crate::egress::serve_command(&cli.config, &ctx.data_dir, ctx.bundle()?),
-        Command::Egress(args) => crate::egress::egress_command(ctx.output, &cli.config, args),
+        Command::Parked => crate::govern::parked_command(out, data),
+        Command::Serve => crate::egress::serve_command(config, data, ctx.bundle()?),
+        Command::Egress(args) => crate::egress::egress_command(out, config, args),
         Command::Daemon {
             dry_run,
             require_approval,
-        } => crate::govern::daemon_command(
-            &cli.config,
-            &ctx.data_dir,
-            ctx.bundle()?,
-            crate::govern::DaemonOptions {
-                dry_run,
-                require_approval,
+        } => {
+            let mode = match (dry_run, require_approval) {
+                (true, _) => Mode::DryRun,
+                (_, true) => Mode::RequireApproval,
+                _ => Mode::Enforce,
+            };
+            let options = crate::govern::GovernOptions {
+                mode,
+                origin: "daemon",
                 policies_dir: ctx.policies_dir(),
-            },
-        ),
-        Command::Events(cmd) => crate::collect::events(ctx.output, &ctx.data_dir, cmd),
-        Command::Status => crate::collect::status(ctx.output, &ctx.data_dir),
-        Command::Observed { kind } => {
-            crate::collect::observed(ctx.output, &ctx.data_dir, kind.as_deref())
+            };
+            crate::govern::daemon_command(config, data, ctx.gated_bundle()?, options)
         }
+        Command::Events(cmd) => crate::collect::events(out, data, cmd),
+        Command::Status => crate::collect::status(out, data),
+        Command::Observed { kind } => crate::collect::observed(out, data, kind.as_deref()),
     }
 }
 
@@ -332,27 +105,36 @@ impl Ctx {
         }
     }
 
+    /// The policies through the gate a reload passes (their tests too): what governs must
+    /// pass it from the first decision on.
+    fn gated_bundle(&self) -> Result<PolicyBundle> {
+        match self.policies_dir() {
+            Some(dir) => tregov_engine::policy_gate::load_gated(&dir),
+            None => PolicyBundle::embedded(),
+        }
+    }
+
     fn validate(&self) -> Result<ExitCode> {
         let bundle = self.bundle()?;
         if self.json() {
-            output::print_json(&json!({
+            print_json(&json!({
                 "valid": true,
                 "policies": bundle.meta.len(),
                 "files": bundle.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 "warnings": bundle.warnings,
                 "policySetVersion": bundle.version,
             }));
-        } else {
-            for w in &bundle.warnings {
-                println!("{w}");
-            }
-            println!(
-                "ok: {} policies in {} files validate in strict mode (policy set {})",
-                bundle.meta.len(),
-                bundle.sources.len(),
-                &bundle.version[..12]
-            );
+            return Ok(ExitCode::SUCCESS);
         }
+        for w in &bundle.warnings {
+            println!("{w}");
+        }
+        println!(
+            "ok: {} policies in {} files validate in strict mode (policy set {})",
+            bundle.meta.len(),
+            bundle.sources.len(),
+            tregov_render::short_version(&bundle.version)
+        );
         Ok(ExitCode::SUCCESS)
     }
 
@@ -368,43 +150,30 @@ impl Ctx {
         for src in &sources {
             let pretty = format_policies(&src.name, &src.text)?;
             if pretty != src.text {
-                if check {
-                    unformatted.push(src.name.clone());
-                } else {
+                if !check {
                     std::fs::write(&src.name, &pretty)
                         .map_err(|e| EngineError::io(&src.name, e))?;
-                    unformatted.push(src.name.clone());
                 }
+                unformatted.push(src.name.clone());
             }
         }
+        let verdict = if check { "not formatted" } else { "formatted" };
         if self.json() {
-            output::print_json(&json!({ "check": check, "files": unformatted }));
+            print_json(&json!({ "check": check, "files": unformatted }));
+        } else if unformatted.is_empty() {
+            println!("ok: {} files formatted", sources.len());
         } else {
-            for f in &unformatted {
-                println!(
-                    "{}: {}",
-                    f,
-                    if check { "not formatted" } else { "formatted" }
-                );
-            }
-            if unformatted.is_empty() {
-                println!("ok: {} files formatted", sources.len());
-            }
+            unformatted.iter().for_each(|f| println!("{f}: {verdict}"));
         }
-        Ok(if check && !unformatted.is_empty() {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        })
+        Ok(exit(!check || unformatted.is_empty()))
     }
 
     fn test(&self, paths: Vec<PathBuf>) -> Result<ExitCode> {
         let paths = if paths.is_empty() {
             let dir = self
                 .policies_dir()
-                .map(|d| d.join("tests"))
-                .unwrap_or_else(|| PathBuf::from("policies/tests"));
-            vec![dir]
+                .unwrap_or_else(|| PathBuf::from("policies"));
+            vec![dir.join("tests")]
         } else {
             paths
         };
@@ -412,224 +181,57 @@ impl Ctx {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let report = testfile::run_all(&files, workers);
         if self.json() {
-            output::print_json(&json!(report));
+            print_json(&json!(report));
         } else {
-            for f in &report.failures {
-                println!("FAIL {f}");
-            }
+            report.failures.iter().for_each(|f| println!("FAIL {f}"));
             println!("{} passed, {} failed", report.passed, report.failed);
         }
-        Ok(if report.failed == 0 && report.files > 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
-    }
-
-    fn request_spec(args: &DecideArgs) -> Result<RequestSpec> {
-        let context = match &args.context {
-            None => json!({}),
-            Some(text) => {
-                let (name, body) = match text.strip_prefix('@') {
-                    Some(file) => (
-                        file.to_string(),
-                        std::fs::read_to_string(file).map_err(|e| EngineError::io(file, e))?,
-                    ),
-                    None => ("--context".to_string(), text.clone()),
-                };
-                serde_json::from_str(&body).map_err(|e| {
-                    EngineError::Request(format!(
-                        "`{name}` is not JSON: {e} (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    ))
-                })?
-            }
-        };
-        let required = |v: &Option<String>, name: &str| {
-            v.clone()
-                .ok_or_else(|| EngineError::Request(format!("`--{name}` is required")))
-        };
-        Ok(RequestSpec {
-            principal: required(&args.principal, "principal")?,
-            action: required(&args.action, "action")?,
-            resource: required(&args.resource, "resource")?,
-            context,
-        })
+        Ok(exit(report.failed == 0 && report.files > 0))
     }
 
     fn decide(&self, args: DecideArgs, explain_it: bool) -> Result<ExitCode> {
-        let spec = Self::request_spec(&args)?;
+        let spec = request_spec(&args)?;
         let engine = match &args.entities {
-            Some(entities_path) => {
-                // Files mode: `--policies` may be one file or a directory.
+            // Files mode, as the Cedar CLI decides: `--policies` may be one file.
+            Some(entities) => {
                 let bundle = match &self.policies {
                     Some(p) => PolicyBundle::load_path(p, args.schema.as_deref())?,
                     None => self.bundle()?,
                 };
-                let text = std::fs::read_to_string(entities_path)
-                    .map_err(|e| EngineError::io(entities_path, e))?;
-                let list = parse_entities_file(
-                    &entities_path.display().to_string(),
-                    &text,
-                    bundle.schema.as_ref(),
-                )?;
-                let graph = EntityGraph::from_entities(&list, bundle.schema.as_ref())?;
-                Engine::in_memory(bundle, graph)
+                Engine::over_file(bundle, entities)?
             }
             None => Engine::open_existing(&self.data_dir, self.bundle()?)?,
         };
         let request = engine.parse(spec)?;
-        let outcome =
-            engine.decide_logged(&request, if explain_it { "why" } else { "authorize" })?;
+        let origin = if explain_it { "why" } else { "authorize" };
+        let outcome = engine.decide_logged(&request, origin)?;
+        let bundle = engine.bundle();
         if explain_it {
-            let expl = explain(
-                &outcome,
-                &request.request,
-                engine.graph().entities(),
-                engine.bundle(),
-            );
-            if self.json() {
-                output::print_json(&output::explanation_json(&outcome, &expl, engine.bundle()));
-            } else {
-                output::print_explanation_text(&outcome, &expl);
+            let entities = engine.graph().entities();
+            let expl =
+                tregov_engine::explain::explain(&outcome, &request.request, entities, bundle);
+            match self.output {
+                Format::Json => print_json(&show::explanation_json(&outcome, &expl, bundle)),
+                Format::Text => print!("{}", show::explanation_text(&outcome, &expl)),
             }
-        } else if self.json() {
-            output::print_json(&output::decision_json(&outcome, engine.bundle()));
         } else {
-            output::print_decision_text(&outcome, engine.bundle());
+            match self.output {
+                Format::Json => print_json(&show::decision_json(&outcome, bundle)),
+                Format::Text => print!("{}", show::decision_text(&outcome, bundle)),
+            }
         }
         Ok(decision_exit(&outcome))
     }
 
     fn replay(&self, seq: u64) -> Result<ExitCode> {
         let log = DecisionLog::open(&self.data_dir)?;
-        let record = log.record(seq)?;
-        if record.get("kind").and_then(Value::as_str) != Some("decision") {
-            return Err(EngineError::Request(format!(
-                "record {seq} is not a decision"
-            )));
+        let current = self.bundle().ok();
+        let replayed = replay::replay(&log, seq, current.as_ref())?;
+        match self.output {
+            Format::Json => print_json(&show_log::replay_json(&replayed)),
+            Format::Text => print!("{}", show_log::replay_text(&replayed)),
         }
-        let version = record
-            .get("policyVersion")
-            .and_then(Value::as_str)
-            .ok_or_else(|| EngineError::Request(format!("record {seq} has no policy version")))?;
-        let stored = log.load_policies(version)?;
-        let bundle = PolicyBundle::from_sources(stored.schema.clone(), stored.sources.clone())?;
-        let spec: RequestSpec = serde_json::from_value(
-            record.get("request").cloned().unwrap_or(Value::Null),
-        )
-        .map_err(|e| EngineError::Request(format!("record {seq} has no readable request: {e}")))?;
-        let slice: Vec<Value> = record
-            .get("slice")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let entities = entities_from_slice(&slice, bundle.schema.as_ref())?;
-        let request = ParsedRequest::parse(spec.clone(), &bundle)?;
-        let response =
-            cedar_policy::Authorizer::new().is_authorized(&request.request, &bundle.set, &entities);
-        let mut outcome = outcome_from_response(&response, &bundle);
-        outcome.log_seq = Some(seq);
-        let logged_decision = record.get("decision").and_then(Value::as_str).unwrap_or("");
-        let logged_reasons = string_set(record.get("reasons"));
-        let logged_errors: std::collections::BTreeSet<String> = record
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.get("policy").and_then(Value::as_str).map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut differences = Vec::new();
-        if logged_decision != outcome.decision.to_string() {
-            differences.push(format!(
-                "decision was {logged_decision}, replays as {}",
-                outcome.decision
-            ));
-        }
-        let reasons: std::collections::BTreeSet<String> = outcome.reasons.iter().cloned().collect();
-        if logged_reasons != reasons {
-            differences.push(format!(
-                "reasons were {logged_reasons:?}, replay gives {reasons:?}"
-            ));
-        }
-        let errors: std::collections::BTreeSet<String> =
-            outcome.errors.iter().map(|e| e.policy.clone()).collect();
-        if logged_errors != errors {
-            differences.push(format!(
-                "errors were {logged_errors:?}, replay gives {errors:?}"
-            ));
-        }
-        let reproduces = differences.is_empty();
-        let expl = explain(&outcome, &request.request, &entities, &bundle);
-        // What today's policies would say about the same request and slice.
-        let current = self.bundle().ok().and_then(|current| {
-            let req = ParsedRequest::parse(spec.clone(), &current).ok()?;
-            let ents = entities_from_slice(&slice, current.schema.as_ref()).ok()?;
-            let resp =
-                cedar_policy::Authorizer::new().is_authorized(&req.request, &current.set, &ents);
-            Some(outcome_from_response(&resp, &current))
-        });
-        if self.json() {
-            let mut v = output::explanation_json(&outcome, &expl, &bundle);
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("replayOf".into(), json!(seq));
-                obj.insert("reproduces".into(), json!(reproduces));
-                obj.insert("differences".into(), json!(differences));
-                obj.insert("request".into(), json!(spec));
-                if let Some(c) = &current {
-                    obj.insert(
-                        "currentPolicies".into(),
-                        json!({"policySetVersion": c.policy_version, "decision": c.decision.to_string(), "reasons": c.reasons}),
-                    );
-                }
-            }
-            output::print_json(&v);
-        } else {
-            println!(
-                "replaying record {seq}: {} {} {}",
-                spec.principal, spec.action, spec.resource
-            );
-            println!(
-                "logged at {} under policy set {}",
-                record.get("time").and_then(Value::as_str).unwrap_or("?"),
-                version
-            );
-            if reproduces {
-                println!("reproduces: yes ({} again)", outcome.decision);
-            } else {
-                println!("reproduces: NO");
-                for d in &differences {
-                    println!("  {d}");
-                }
-            }
-            println!();
-            output::print_explanation_text(&outcome, &expl);
-            if let Some(c) = current {
-                println!();
-                if c.policy_version == outcome.policy_version {
-                    println!("the current policy set is the same version");
-                } else {
-                    println!(
-                        "with the current policy set ({}): {}{}",
-                        c.policy_version,
-                        c.decision,
-                        if c.reasons.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" by {}", c.reasons.join(", "))
-                        }
-                    );
-                }
-            }
-        }
-        Ok(if reproduces {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+        Ok(exit(replayed.reproduces()))
     }
 
     fn entities(&self, cmd: EntitiesCommand) -> Result<ExitCode> {
@@ -645,57 +247,44 @@ impl Ctx {
                     .clone()
                     .ok_or_else(|| EngineError::Request("importing needs a schema".into()))?;
                 let text = std::fs::read_to_string(&file).map_err(|e| EngineError::io(&file, e))?;
-                let list = parse_entities_file(&file.display().to_string(), &text, Some(&schema))?;
+                let name = file.display().to_string();
+                let upserts =
+                    tregov_engine::entities::parse_entities_file(&name, &text, Some(&schema))?;
                 let store = tregov_engine::Store::open(&self.data_dir)?;
-                let outcome = store.apply(
-                    &StoreBatch {
-                        upserts: list,
-                        deletes: Vec::new(),
-                        partition,
-                        replace_partition: replace,
-                    },
-                    &schema,
-                )?;
-                if self.json() {
-                    output::print_json(&json!(outcome));
-                } else {
-                    println!(
-                        "imported `{}`: {} inserted, {} updated, {} unchanged, {} deleted (store revision {})",
-                        file.display(),
-                        outcome.inserted,
-                        outcome.updated,
-                        outcome.unchanged,
-                        outcome.deleted,
-                        outcome.revision
-                    );
+                let batch = StoreBatch {
+                    upserts,
+                    deletes: Vec::new(),
+                    partition,
+                    replace_partition: replace,
+                };
+                let o = store.apply(&batch, &schema)?;
+                match self.output {
+                    Format::Json => print_json(&json!(o)),
+                    Format::Text => println!(
+                        "imported `{name}`: {} inserted, {} updated, {} unchanged, {} deleted (store revision {})",
+                        o.inserted, o.updated, o.unchanged, o.deleted, o.revision
+                    ),
                 }
-                Ok(ExitCode::SUCCESS)
             }
             EntitiesCommand::Export => {
                 let store = tregov_engine::Store::open_existing(&self.data_dir)?;
-                let bodies = store.all_bodies()?;
-                let values: Vec<Value> = bodies
+                let values: Vec<Value> = store
+                    .all_bodies()?
                     .iter()
                     .filter_map(|b| serde_json::from_str(b).ok())
                     .collect();
-                output::print_json(&Value::Array(values));
-                Ok(ExitCode::SUCCESS)
+                print_json(&Value::Array(values));
             }
             EntitiesCommand::Get { uid } => {
                 let uid = parse_uid(&uid)?;
                 let store = tregov_engine::Store::open_existing(&self.data_dir)?;
-                match store.get(&uid)? {
-                    Some(body) => {
-                        let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                        output::print_json(&v);
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    None => Err(EngineError::Request(format!(
-                        "no entity `{uid}` in the store"
-                    ))),
-                }
+                let body = store.get(&uid)?.ok_or_else(|| {
+                    EngineError::Request(format!("no entity `{uid}` in the store"))
+                })?;
+                print_json(&serde_json::from_str(&body).unwrap_or(Value::String(body)));
             }
         }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn log(&self, cmd: LogCommand) -> Result<ExitCode> {
@@ -703,180 +292,79 @@ impl Ctx {
         match cmd {
             LogCommand::Verify => {
                 let report = log.verify()?;
-                if self.json() {
-                    output::print_json(&json!(report));
-                } else if let Some(bad) = &report.first_bad {
-                    println!(
-                        "log verification FAILED after {} good records",
-                        report.records
-                    );
-                    println!(
-                        "first bad record: {}{}: {}",
-                        bad.seq,
-                        if bad.segment.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({} line {})", bad.segment, bad.line)
-                        },
-                        bad.problem
-                    );
-                } else {
-                    println!(
-                        "ok: {} records, hash chain intact{}",
-                        report.records,
-                        report
-                            .head
-                            .as_ref()
-                            .map(|h| format!(", head {} {}", h.seq, h.hash))
-                            .unwrap_or_default()
-                    );
-                    if report.unanchored_tail > 0 {
-                        println!(
-                            "note: {} record(s) after HEAD (a crash between append and HEAD update); they chain correctly",
-                            report.unanchored_tail
-                        );
-                    }
+                match self.output {
+                    Format::Json => print_json(&json!(report)),
+                    Format::Text => print!("{}", show_log::verify_text(&report)),
                 }
-                Ok(if report.ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
+                return Ok(exit(report.ok));
             }
-            LogCommand::Show { seq: Some(seq) } => {
-                output::print_json(&log.record(seq)?);
-                Ok(ExitCode::SUCCESS)
-            }
+            LogCommand::Show { seq: Some(seq) } => print_json(&log.record(seq)?),
             LogCommand::Show { seq: None } => {
                 for r in log.records()? {
-                    if self.json() {
-                        println!("{r}");
-                    } else {
-                        println!(
-                            "{:>6} {} {} {} {} {} -> {} {}",
-                            r.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                            r.get("time").and_then(Value::as_str).unwrap_or(""),
-                            r.get("kind").and_then(Value::as_str).unwrap_or(""),
-                            r.pointer("/request/principal")
-                                .and_then(Value::as_str)
-                                .unwrap_or(""),
-                            r.pointer("/request/action")
-                                .and_then(Value::as_str)
-                                .unwrap_or(""),
-                            r.pointer("/request/resource")
-                                .and_then(Value::as_str)
-                                .unwrap_or(""),
-                            r.get("decision").and_then(Value::as_str).unwrap_or(""),
-                            string_set(r.get("reasons"))
-                                .into_iter()
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        );
+                    match self.output {
+                        Format::Json => println!("{r}"),
+                        Format::Text => println!("{}", show_log::record_line(&r)),
                     }
                 }
-                Ok(ExitCode::SUCCESS)
             }
             LogCommand::Head => {
                 let head = log.head()?;
-                if self.json() {
-                    output::print_json(&json!(head));
-                } else {
-                    match head {
-                        Some(h) => println!("{} {}", h.seq, h.hash),
-                        None => println!("empty log"),
-                    }
+                match (self.output, head) {
+                    (Format::Json, head) => print_json(&json!(head)),
+                    (Format::Text, Some(h)) => println!("{} {}", h.seq, h.hash),
+                    (Format::Text, None) => println!("empty log"),
                 }
-                Ok(ExitCode::SUCCESS)
             }
         }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn demo(&self) -> Result<ExitCode> {
-        let bundle = self.bundle()?;
-        let schema = bundle
-            .schema
-            .clone()
-            .ok_or_else(|| EngineError::Request("the demo needs a schema".into()))?;
-        let list = parse_entities_file(
-            "examples/sample-tre.entities.json",
-            tregov_policies::SAMPLE_TRE_ENTITIES,
-            Some(&schema),
-        )?;
-        let mut engine = Engine::open(&self.data_dir, bundle)?;
-        let imported = engine.apply(&StoreBatch {
-            upserts: list,
-            deletes: Vec::new(),
-            partition: "demo".into(),
-            replace_partition: true,
-        })?;
-        let requests: Vec<Value> = serde_json::from_str(tregov_policies::DEMO_REQUESTS)
-            .map_err(|e| EngineError::Request(format!("demo requests: {e}")))?;
-        if !self.json() {
-            println!("tregov demo: the default TRE policies over a sample TRE");
-            println!(
-                "  policies: {} policies, policy set {}",
-                engine.bundle().meta.len(),
-                engine.bundle().version
-            );
-            println!(
-                "  store: {} ({} entities; {} new, {} updated this run)",
-                self.data_dir.display(),
-                engine.graph().len(),
-                imported.inserted,
-                imported.updated
-            );
-        }
-        let mut results = Vec::new();
-        for r in requests {
-            let title = r
-                .get("title")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let spec: RequestSpec = serde_json::from_value(r)
-                .map_err(|e| EngineError::Request(format!("demo request: {e}")))?;
-            let request = engine.parse(spec.clone())?;
-            let outcome = engine.decide_logged(&request, "demo")?;
-            let expl = explain(
-                &outcome,
-                &request.request,
-                engine.graph().entities(),
-                engine.bundle(),
-            );
-            if self.json() {
-                let mut v = output::explanation_json(&outcome, &expl, engine.bundle());
-                if let Some(obj) = v.as_object_mut() {
-                    obj.insert("title".into(), json!(title));
-                    obj.insert("request".into(), json!(spec));
-                }
-                results.push(v);
-            } else {
-                println!();
-                println!("━━ {title}");
-                println!(
-                    "   tregov why --principal '{}' --action '{}' --resource '{}'{}",
-                    spec.principal,
-                    spec.action,
-                    spec.resource,
-                    if spec.context.as_object().is_some_and(|o| !o.is_empty()) {
-                        format!(" --context '{}'", spec.context)
-                    } else {
-                        String::new()
-                    }
-                );
-                print_indented_explanation(&outcome, &expl);
-            }
-        }
+        let mut engine = Engine::open(&self.data_dir, self.bundle()?)?;
+        let imported = demo::load_sample(&mut engine)?;
+        let decisions = demo::decide_all(&engine)?;
         let verify = engine.log().map(|l| l.verify()).transpose()?;
         if self.json() {
-            output::print_json(&json!({"decisions": results, "log": verify}));
-        } else if let Some(v) = verify {
-            println!();
+            let results: Vec<Value> = decisions
+                .iter()
+                .map(|d| {
+                    let mut v = show::explanation_json(&d.outcome, &d.explanation, engine.bundle());
+                    v["title"] = json!(d.title);
+                    v["request"] = json!(d.spec);
+                    v
+                })
+                .collect();
+            print_json(&json!({"decisions": results, "log": verify}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("tregov demo: the default TRE policies over a sample TRE");
+        let bundle = engine.bundle();
+        println!(
+            "  policies: {} policies, policy set {}",
+            bundle.meta.len(),
+            bundle.version
+        );
+        println!(
+            "  store: {} ({} entities; {} new, {} updated this run)",
+            self.data_dir.display(),
+            engine.graph().len(),
+            imported.inserted,
+            imported.updated
+        );
+        for d in &decisions {
+            println!("\n━━ {}\n   tregov why {}", d.title, why_args(&d.spec));
+            print!(
+                "{}",
+                show::indented_explanation_text(&d.outcome, &d.explanation)
+            );
+        }
+        if let Some(v) = verify {
+            let chain = if v.ok { "intact" } else { "BROKEN" };
+            let dir = self.data_dir.join("log");
             println!(
-                "decision log: {} records under {}, hash chain {}",
+                "\ndecision log: {} records under {}, hash chain {chain}",
                 v.records,
-                self.data_dir.join("log").display(),
-                if v.ok { "intact" } else { "BROKEN" }
+                dir.display()
             );
             println!(
                 "next: `tregov log show`, `tregov why --replay {}`, `tregov log verify`",
@@ -887,60 +375,37 @@ impl Ctx {
     }
 }
 
-fn print_indented_explanation(
-    outcome: &DecisionOutcome,
-    expl: &tregov_engine::explain::Explanation,
-) {
-    println!("   → {}  {}", outcome.decision, expl.summary);
-    let shown = expl
-        .permits
-        .iter()
-        .chain(expl.forbids.iter())
-        .filter(|p| p.applied || !p.failed_conditions.is_empty());
-    for p in shown {
-        if p.applied {
-            println!(
-                "     ● {} `{}` ({}:{})",
-                p.effect,
-                p.id,
-                output::short_path(&p.file),
-                p.line
-            );
-        } else if p.effect == "permit" && outcome.decision == Decision::Deny {
-            println!("     ○ permit `{}` did not apply:", p.id);
-            for c in &p.failed_conditions {
-                let values = c
-                    .operands
-                    .iter()
-                    .map(|o| format!("{} = {}", o.expression, o.value))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                println!(
-                    "         {}{}",
-                    c.needed,
-                    if values.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({values})")
-                    }
-                );
-            }
-        }
-    }
-    if let Some(seq) = outcome.log_seq {
-        println!("     logged as record {seq}");
-    }
+/// A request as the arguments of `tregov why`.
+fn why_args(spec: &RequestSpec) -> String {
+    let context = match spec.context.as_object() {
+        Some(o) if !o.is_empty() => format!(" --context '{}'", spec.context),
+        _ => String::new(),
+    };
+    format!(
+        "--principal '{}' --action '{}' --resource '{}'{context}",
+        spec.principal, spec.action, spec.resource
+    )
 }
 
-fn string_set(v: Option<&Value>) -> std::collections::BTreeSet<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+fn request_spec(args: &DecideArgs) -> Result<RequestSpec> {
+    let required = |v: &Option<String>, name: &str| {
+        v.clone()
+            .ok_or_else(|| EngineError::Request(format!("`--{name}` is required")))
+    };
+    RequestSpec::from_text(
+        required(&args.principal, "principal")?,
+        required(&args.action, "action")?,
+        required(&args.resource, "resource")?,
+        args.context.as_deref(),
+    )
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn decision_exit(outcome: &DecisionOutcome) -> ExitCode {

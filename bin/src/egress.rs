@@ -10,14 +10,17 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use tregov_api::client::ApiClient;
 use tregov_api::Api;
-use tregov_collectors::aws::Aws;
-use tregov_collectors::config::Config;
+use tregov_config::aws::Aws;
+use tregov_config::Config;
 use tregov_engine::{EngineError, PolicyBundle, Result};
+
+use tregov_render::egress::{answer_text, Answer};
 
 use crate::output::Format;
 
-#[derive(Args, Debug)]
-pub struct EgressArgs {
+/// Where the API is and who is calling it.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
     /// The tregov API, e.g. `http://127.0.0.1:9465`. Default: `[api] listen` of the
     /// configuration.
     #[arg(long, env = "TREGOV_API", global = true)]
@@ -25,6 +28,39 @@ pub struct EgressArgs {
     /// Bearer token (an OIDC JWT from the TRE's identity provider).
     #[arg(long, env = "TREGOV_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+}
+
+impl ApiArgs {
+    /// A client for the API, with the caller's token.
+    fn client(&self, config_path: &Path) -> Result<ApiClient> {
+        let base = match &self.api {
+            Some(api) => api.clone(),
+            None => {
+                let config = Config::load(config_path)?;
+                let listen = config.api.map(|a| a.listen).ok_or_else(|| {
+                    EngineError::Request(
+                        "no API address: pass `--api URL`, set `TREGOV_API`, or configure `[api] listen`"
+                            .into(),
+                    )
+                })?;
+                format!("http://{listen}")
+            }
+        };
+        let token = self
+            .token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                EngineError::Request("no token: pass `--token` or set `TREGOV_TOKEN`".into())
+            })?;
+        Ok(ApiClient::new(&base, &token))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EgressArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(subcommand)]
     pub command: EgressCommand,
 }
@@ -140,7 +176,22 @@ pub async fn spawn_in_daemon(
 async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| EngineError::Request(format!("cannot listen on `{listen}`: {e}")))
+        .map_err(|e| EngineError::System(format!("cannot listen on `{listen}`: {e}")))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` until the process ends; the
+/// address it bound.
+pub async fn serve_ops(
+    listen: &str,
+    metrics: Arc<tregov_engine::metrics::Metrics>,
+) -> Result<String> {
+    let listener = bind(listen).await?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tokio::spawn(tregov_api::ops::serve(listener, metrics));
+    Ok(bound)
 }
 
 async fn shutdown_signal() {
@@ -157,23 +208,7 @@ async fn shutdown_signal() {
 
 /// `tregov egress ...`.
 pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> Result<ExitCode> {
-    let base = match args.api {
-        Some(api) => api,
-        None => {
-            let config = Config::load(config_path)?;
-            let listen = config.api.map(|a| a.listen).ok_or_else(|| {
-                EngineError::Request(
-                    "no API address: pass `--api URL`, set `TREGOV_API`, or configure `[api] listen`"
-                        .into(),
-                )
-            })?;
-            format!("http://{listen}")
-        }
-    };
-    let token = args.token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-        EngineError::Request("no token: pass `--token` or set `TREGOV_TOKEN`".into())
-    })?;
-    let client = ApiClient::new(&base, &token);
+    let client = args.api.client(config_path)?;
     let (method, path, body) = match &args.command {
         EgressCommand::Submit {
             workspace,
@@ -232,30 +267,86 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
             None,
         ),
     };
-    let (status, answer) = crate::collect::runtime()?
-        .block_on(client.call(method, &path, body.as_ref()))
-        .map_err(EngineError::Request)?;
-    if !(200..300).contains(&status) {
-        let message = answer
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| answer.to_string());
-        match output {
-            Format::Json => println!("{}", json!({"status": status, "answer": answer})),
-            Format::Text => eprintln!("tregov: HTTP {status}: {message}"),
-        }
-        return Ok(ExitCode::from(match status {
-            401 | 403 => 2,
-            400 | 404 | 409 | 422 => 3,
-            _ => 1,
-        }));
-    }
+    let answer = match call(output, &client, method, &path, body.as_ref())? {
+        Ok(answer) => answer,
+        Err(code) => return Ok(code),
+    };
+    let kind = match &args.command {
+        EgressCommand::List { .. } => Answer::List,
+        EgressCommand::Show { .. } => Answer::Show,
+        EgressCommand::Download { .. } => Answer::Download,
+        _ => Answer::Request,
+    };
     match output {
         Format::Json => println!("{answer}"),
-        Format::Text => print_text(&args.command, &answer),
+        Format::Text => print!("{}", answer_text(kind, &answer)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One API call. A refusal is printed here and comes back as its exit code: 2 refused
+/// (401, 403), 3 the request was wrong (400, 404, 409, 422), 1 anything else.
+fn call(
+    output: Format,
+    client: &ApiClient,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<std::result::Result<Value, ExitCode>> {
+    let (status, answer) = crate::collect::runtime()?
+        .block_on(client.call(method, path, body))
+        .map_err(EngineError::System)?;
+    if (200..300).contains(&status) {
+        return Ok(Ok(answer));
+    }
+    let message = answer
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| answer.to_string());
+    match output {
+        Format::Json => println!("{}", json!({"status": status, "answer": answer})),
+        Format::Text => eprintln!("tregov: HTTP {status}: {message}"),
+    }
+    Ok(Err(ExitCode::from(match status {
+        401 | 403 => 2,
+        400 | 404 | 409 | 422 => 3,
+        _ => 1,
+    })))
+}
+
+/// `tregov approve | reject ID...`: each through the API, as the token's subject.
+pub fn decide_parked(
+    output: Format,
+    config_path: &Path,
+    api: ApiArgs,
+    ids: &[String],
+    approve: bool,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    let client = api.client(config_path)?;
+    let verb = if approve { "approve" } else { "reject" };
+    let mut code = ExitCode::SUCCESS;
+    for id in ids {
+        let path = format!("/v1/parked/{}/{verb}", encode(id));
+        match call(
+            output,
+            &client,
+            "POST",
+            &path,
+            Some(&json!({"reason": reason})),
+        )? {
+            Ok(answer) if output == Format::Json => println!("{answer}"),
+            Ok(answer) => println!(
+                "{}: `{id}` ({}, by {})",
+                answer["status"].as_str().unwrap_or(verb),
+                answer["kind"].as_str().unwrap_or("plan-item"),
+                answer["decidedBy"].as_str().unwrap_or("?")
+            ),
+            Err(refused) => code = refused,
+        }
+    }
+    Ok(code)
 }
 
 fn encode(s: &str) -> String {
@@ -268,134 +359,4 @@ fn encode(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A string field (or, for a `/`-path, a nested one), `-` when absent.
-fn text<'a>(v: &'a Value, field: &str) -> &'a str {
-    let found = if field.starts_with('/') {
-        v.pointer(field)
-    } else {
-        v.get(field)
-    };
-    found.and_then(Value::as_str).unwrap_or("-")
-}
-
-/// The elements of an array field (none when absent).
-fn list<'a>(v: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(field).and_then(Value::as_array).into_iter().flatten()
-}
-
-fn summary(r: &Value) -> String {
-    let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    let pending = r
-        .get("pending")
-        .and_then(Value::as_str)
-        .map(|p| format!(" (pending: {p})"))
-        .unwrap_or_default();
-    let step = match s("status").as_str() {
-        "IN_REVIEW" => {
-            let idx = r.get("currentStep").and_then(Value::as_u64).unwrap_or(1) as usize;
-            let role = r
-                .pointer(&format!("/steps/{}", idx.saturating_sub(1)))
-                .and_then(Value::as_str)
-                .unwrap_or("-");
-            format!(" step {idx} ({role})")
-        }
-        _ => String::new(),
-    };
-    format!(
-        "{}  v{}  {}{step}{pending}  workspace {}  requester {}  {} file(s)  downloads {}/{}",
-        s("id"),
-        r.get("version").and_then(Value::as_i64).unwrap_or(1),
-        s("status"),
-        s("workspace"),
-        s("requester"),
-        r.get("objects")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len),
-        r.get("downloadCount").and_then(Value::as_i64).unwrap_or(0),
-        r.get("downloadLimit").and_then(Value::as_i64).unwrap_or(0),
-    )
-}
-
-fn print_text(command: &EgressCommand, answer: &Value) {
-    match command {
-        EgressCommand::List { .. } => {
-            let list = answer
-                .get("requests")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if list.is_empty() {
-                println!("no egress requests");
-            }
-            for r in &list {
-                println!("{}", summary(r));
-            }
-        }
-        EgressCommand::Show { .. } => {
-            let request = answer.get("request").cloned().unwrap_or(Value::Null);
-            println!("{}", summary(&request));
-            for o in list(&request, "objects") {
-                println!(
-                    "  file {}  version {}  {} bytes",
-                    text(o, "key"),
-                    text(o, "versionId"),
-                    o.get("size").and_then(Value::as_i64).unwrap_or(0)
-                );
-            }
-            println!("history (decision log):");
-            for h in list(answer, "history") {
-                let seq = h.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                let time = text(h, "time");
-                match h.get("kind").and_then(Value::as_str) {
-                    Some("decision") => println!(
-                        "  #{seq} {time}  decision {} {} by {}: {} ({})",
-                        text(h, "/request/action"),
-                        text(h, "/request/resource"),
-                        text(h, "/request/principal"),
-                        text(h, "decision"),
-                        h.get("reasons")
-                            .and_then(Value::as_array)
-                            .map(|r| r
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(", "))
-                            .filter(|r| !r.is_empty())
-                            .unwrap_or_else(|| "no policy permits it".into())
-                    ),
-                    _ => println!(
-                        "  #{seq} {time}  {} by {} -> {}{}",
-                        text(h, "event"),
-                        text(h, "actor"),
-                        text(h, "status"),
-                        h.get("reason")
-                            .and_then(Value::as_str)
-                            .map(|r| format!("  reason: {r}"))
-                            .unwrap_or_default()
-                    ),
-                }
-            }
-        }
-        EgressCommand::Download { .. } => {
-            println!(
-                "download {} of request {} ({} left); URLs expire in {} s:",
-                answer.get("download").and_then(Value::as_i64).unwrap_or(0),
-                text(answer, "request"),
-                answer
-                    .get("downloadsLeft")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0),
-                answer
-                    .get("expiresInSeconds")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            );
-            for f in list(answer, "files") {
-                println!("  {}\n    {}", text(f, "key"), text(f, "url"));
-            }
-        }
-        _ => println!("{}", summary(answer)),
-    }
 }

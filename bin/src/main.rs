@@ -1,5 +1,6 @@
 //! The `tregov` command line: argument parsing and output only; the engine does the work.
 
+mod args;
 mod cli;
 mod collect;
 mod egress;
@@ -17,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Bad arguments are invalid input (exit 3), never confused with a deny (exit 2).
-    let args = match cli::Cli::try_parse() {
+    let args = match args::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => {
             let code = if e.use_stderr() { 3 } else { 0 };

@@ -3,43 +3,63 @@
 
 use cedar_policy::{Entity, Schema};
 use serde_json::json;
-use tregov_engine::store::Store;
+use tregov_config::aws::Aws;
+use tregov_config::Config;
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
+use tregov_engine::events::ObservationKind;
 
-use crate::aws::Aws;
-use crate::config::Config;
-use crate::{CollectError, RunReport};
+use crate::CollectError;
 
-pub const PARTITION: &str = "budgets";
+pub struct Budgets {
+    config: Config,
+    aws: Aws,
+}
 
-pub async fn collect_budgets(
-    config: &Config,
-    aws: &Aws,
-    store: &Store,
-    schema: &Schema,
-) -> Result<Option<RunReport>, CollectError> {
-    if config.projects.is_empty() {
-        return Ok(None);
+impl Budgets {
+    pub fn new(config: &Config, aws: &Aws) -> Self {
+        Self {
+            config: config.clone(),
+            aws: aws.clone(),
+        }
     }
-    let thresholds = config.budgets.clone().unwrap_or_default();
-    let mut report = RunReport::new("budgets");
-    let mut entities = Vec::new();
-    let mut complete = true;
-    let read = |p| read_account(aws, p, &thresholds, schema);
-    for (found, errors, ok) in crate::per_project(config, read).await {
-        entities.extend(found);
-        report.errors.extend(errors);
-        complete &= ok;
+}
+
+impl Collector for Budgets {
+    fn source(&self) -> Source {
+        Source::Budgets
     }
-    report.items = entities.len() as u64;
-    store.write_listing(PARTITION, entities, complete, schema)?;
-    Ok(Some(report))
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[ObservationKind::BudgetChange]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let thresholds = self.config.budgets.clone().unwrap_or_default();
+            let mut report = RunReport::new(Source::Budgets);
+            let mut listing = Listing {
+                complete: true,
+                ..Default::default()
+            };
+            let read = |p| read_account(&self.aws, p, &thresholds, ctx.schema);
+            for (found, errors, ok) in crate::per_project(&self.config, read).await {
+                listing.entities.extend(found);
+                report.errors.extend(errors);
+                listing.complete &= ok;
+            }
+            if let Err(e) = ctx.write(Source::Budgets, listing, &mut report) {
+                report.fail(e);
+            }
+            report
+        })
+    }
 }
 
 /// One account's budgets as entities, the problems met, and whether the listing completed.
 async fn read_account(
     aws: &Aws,
-    project: &crate::config::ProjectConfig,
-    thresholds: &crate::config::BudgetThresholds,
+    project: &tregov_config::ProjectConfig,
+    thresholds: &tregov_config::BudgetThresholds,
     schema: &Schema,
 ) -> (Vec<Entity>, Vec<String>, bool) {
     let mut entities = Vec::new();

@@ -12,21 +12,43 @@ use std::sync::Arc;
 use futures::stream::{self, StreamExt};
 use tregov_engine::events::{EventStore, FileBatch};
 
-use crate::aws::Aws;
-use crate::cloudtrail_parse::parse_log_file;
-use crate::config::{CloudTrailConfig, Config};
-use crate::{CollectError, Progress, RunReport};
+use tregov_config::aws::Aws;
+use tregov_config::{CloudTrailConfig, Config};
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Progress, RunReport, Source};
+use tregov_engine::events::ObservationKind;
 
-pub struct CloudTrailCollector {
+use crate::cloudtrail_parse::parse_log_file;
+use crate::CollectError;
+
+pub struct CloudTrail {
     config: CloudTrailConfig,
     accounts: Vec<String>,
     s3: aws_sdk_s3::Client,
-    store: Arc<EventStore>,
     concurrency: usize,
 }
 
-impl CloudTrailCollector {
-    pub async fn build(config: &Config, aws: &Aws, store: Arc<EventStore>) -> Option<Self> {
+impl Collector for CloudTrail {
+    fn source(&self) -> Source {
+        Source::CloudTrail
+    }
+
+    /// The trail is what the others answer to.
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            match self.read(ctx.events, ctx.progress).await {
+                Ok(report) => report,
+                Err(e) => RunReport::failed(Source::CloudTrail, e),
+            }
+        })
+    }
+}
+
+impl CloudTrail {
+    pub async fn build(config: &Config, aws: &Aws) -> Option<Self> {
         let ct = config.cloudtrail.clone()?;
         let sdk = aws.for_role(ct.role_arn.as_deref()).await;
         Some(Self {
@@ -37,7 +59,6 @@ impl CloudTrailCollector {
                 .map(|p| p.account_id.clone())
                 .collect(),
             config: ct,
-            store,
             concurrency: config.concurrency,
         })
     }
@@ -104,19 +125,24 @@ impl CloudTrailCollector {
         ))
     }
 
-    pub async fn run(&self, progress: &dyn Progress) -> Result<RunReport, CollectError> {
-        let mut report = RunReport::new("cloudtrail");
+    /// Reads every log file not read yet into `store`.
+    pub async fn read(
+        &self,
+        store: &Arc<EventStore>,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, CollectError> {
+        let mut report = RunReport::new(Source::CloudTrail);
         let mut prefixes = Vec::new();
         for account in &self.accounts {
             match self.region_prefixes(account).await {
                 Ok(p) => prefixes.extend(p),
-                Err(e) => report.errors.push(e.to_string()),
+                Err(e) => report.fail(e),
             }
         }
         // List every prefix, then read the files not read yet.
         let mut todo: Vec<(String, String, String)> = Vec::new();
         for prefix in &prefixes {
-            let checkpoint = self.store.checkpoint(prefix)?;
+            let checkpoint = store.checkpoint(prefix)?;
             let mut req = self
                 .s3
                 .list_objects_v2()
@@ -130,9 +156,7 @@ impl CloudTrailCollector {
                 let page = match page {
                     Ok(p) => p,
                     Err(e) => {
-                        report
-                            .errors
-                            .push(CollectError::aws("s3:ListObjectsV2", prefix, e).to_string());
+                        report.fail(CollectError::aws("s3:ListObjectsV2", prefix, e));
                         break;
                     }
                 };
@@ -140,7 +164,7 @@ impl CloudTrailCollector {
                     let (Some(key), etag) = (obj.key(), obj.e_tag().unwrap_or_default()) else {
                         continue;
                     };
-                    if self.store.file_etag(key)?.as_deref() == Some(etag) {
+                    if store.file_etag(key)?.as_deref() == Some(etag) {
                         continue;
                     }
                     todo.push((prefix.clone(), key.to_string(), etag.to_string()));
@@ -152,7 +176,7 @@ impl CloudTrailCollector {
         // (up to `WRITE_BATCH_EVENTS` events, each file with its read mark) in one transaction.
         let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<ParsedFile>(64);
         let writer = {
-            let store = self.store.clone();
+            let store = store.clone();
             std::thread::Builder::new()
                 .name("tregov-trail-writer".into())
                 .spawn(move || write_batches(&store, &parsed_rx))
@@ -186,7 +210,7 @@ impl CloudTrailCollector {
                     }
                     done.insert((f.prefix, f.key));
                 }
-                Err(e) => report.errors.push(e.to_string()),
+                Err(e) => report.fail(e),
             }
         }
         // The checkpoint moves to the last key read under each prefix.
@@ -195,10 +219,10 @@ impl CloudTrailCollector {
             last.insert(prefix, key);
         }
         for (prefix, key) in last {
-            self.store.advance_checkpoint(&prefix, &key)?;
+            store.advance_checkpoint(&prefix, &key)?;
         }
         for prefix in &prefixes {
-            for (key, error) in self.store.file_errors()? {
+            for (key, error) in store.file_errors()? {
                 if key.starts_with(prefix.as_str())
                     && !report.errors.iter().any(|e| e.contains(&key))
                 {
@@ -208,8 +232,6 @@ impl CloudTrailCollector {
                 }
             }
         }
-        self.store
-            .record_run("cloudtrail", report.items, &report.errors)?;
         Ok(report)
     }
 

@@ -11,18 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tregov_engine::events::StoredEvent;
-
-/// Governance-relevant kinds of change, recognised from event source and name.
-pub mod observation {
-    pub const IAM_ROLE_CHANGE: &str = "iam-role-change";
-    pub const LAKEFORMATION_GRANT: &str = "lakeformation-grant";
-    pub const LAKEFORMATION_REVOKE: &str = "lakeformation-revoke";
-    pub const WORKSPACE_LIFECYCLE: &str = "workspace-lifecycle";
-    pub const EGRESS_STORE_WRITE: &str = "egress-store-write";
-    pub const BUDGET_CHANGE: &str = "budget-change";
-    pub const TRAIL_CHANGE: &str = "trail-change";
-}
+use tregov_engine::events::{ObservationKind, StoredEvent};
 
 #[derive(Deserialize)]
 struct LogFile<'a> {
@@ -200,7 +189,7 @@ fn to_event(
         // Records that change governed state are kept inline for the planner; every record
         // stays readable from its file, which is stored as delivered.
         raw: observation.map(|_| raw.get().to_string()),
-        observation: observation.map(String::from),
+        observation,
         target,
         record_index: index,
     }
@@ -213,8 +202,8 @@ fn classify(
     request: Option<&RawValue>,
     response: Option<&RawValue>,
     egress_bucket: Option<&str>,
-) -> (Option<&'static str>, Option<String>) {
-    use observation::*;
+) -> (Option<ObservationKind>, Option<String>) {
+    use ObservationKind::*;
     let kind = match (source, name) {
         (
             "iam.amazonaws.com",
@@ -227,12 +216,12 @@ fn classify(
             | "UpdateAssumeRolePolicy"
             | "TagRole"
             | "UntagRole",
-        ) => IAM_ROLE_CHANGE,
+        ) => IamRoleChange,
         ("lakeformation.amazonaws.com", "GrantPermissions" | "BatchGrantPermissions") => {
-            LAKEFORMATION_GRANT
+            LakeformationGrant
         }
         ("lakeformation.amazonaws.com", "RevokePermissions" | "BatchRevokePermissions") => {
-            LAKEFORMATION_REVOKE
+            LakeformationRevoke
         }
         (
             "ec2.amazonaws.com",
@@ -244,7 +233,7 @@ fn classify(
             | "StartNotebookInstance"
             | "StopNotebookInstance"
             | "DeleteNotebookInstance",
-        ) => WORKSPACE_LIFECYCLE,
+        ) => WorkspaceLifecycle,
         (
             "s3.amazonaws.com",
             "PutObject"
@@ -252,14 +241,12 @@ fn classify(
             | "DeleteObject"
             | "DeleteObjects"
             | "CompleteMultipartUpload",
-        ) => EGRESS_STORE_WRITE,
-        ("budgets.amazonaws.com", "CreateBudget" | "UpdateBudget" | "DeleteBudget") => {
-            BUDGET_CHANGE
-        }
+        ) => EgressStoreWrite,
+        ("budgets.amazonaws.com", "CreateBudget" | "UpdateBudget" | "DeleteBudget") => BudgetChange,
         (
             "cloudtrail.amazonaws.com",
             "StopLogging" | "StartLogging" | "DeleteTrail" | "UpdateTrail" | "PutEventSelectors",
-        ) => TRAIL_CHANGE,
+        ) => TrailChange,
         _ => return (None, None),
     };
     let req: Value = request
@@ -267,8 +254,8 @@ fn classify(
         .unwrap_or(Value::Null);
     let str_at = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(String::from);
     let target = match kind {
-        IAM_ROLE_CHANGE => str_at(&req, "/roleName"),
-        LAKEFORMATION_GRANT | LAKEFORMATION_REVOKE => {
+        IamRoleChange => str_at(&req, "/roleName"),
+        LakeformationGrant | LakeformationRevoke => {
             str_at(&req, "/principal/dataLakePrincipalIdentifier").or_else(|| {
                 let entries = req.get("entries").and_then(Value::as_array)?;
                 let ids: Vec<String> = entries
@@ -278,7 +265,7 @@ fn classify(
                 (!ids.is_empty()).then(|| ids.join(","))
             })
         }
-        WORKSPACE_LIFECYCLE => str_at(&req, "/notebookInstanceName").or_else(|| {
+        WorkspaceLifecycle => str_at(&req, "/notebookInstanceName").or_else(|| {
             let from = |v: &Value| -> Option<String> {
                 let items = v.pointer("/instancesSet/items").and_then(Value::as_array)?;
                 let ids: Vec<String> = items
@@ -294,7 +281,7 @@ fn classify(
                 from(&resp)
             })
         }),
-        EGRESS_STORE_WRITE => {
+        EgressStoreWrite => {
             let bucket = str_at(&req, "/bucketName");
             match (bucket, egress_bucket) {
                 (Some(b), Some(egress)) if b == egress => {
@@ -304,9 +291,8 @@ fn classify(
                 _ => return (None, None),
             }
         }
-        BUDGET_CHANGE => str_at(&req, "/budgetName").or_else(|| str_at(&req, "/budget/budgetName")),
-        TRAIL_CHANGE => str_at(&req, "/name"),
-        _ => None,
+        BudgetChange => str_at(&req, "/budgetName").or_else(|| str_at(&req, "/budget/budgetName")),
+        TrailChange => str_at(&req, "/name"),
     };
     (Some(kind), target)
 }
@@ -374,10 +360,7 @@ mod tests {
         let json = r#"{"Records":[{"eventID":"g","eventSource":"lakeformation.amazonaws.com","eventName":"GrantPermissions",
             "requestParameters":{"principal":{"dataLakePrincipalIdentifier":"arn:aws:iam::111111111111:role/x"},"permissions":["SELECT"]}}]}"#;
         let e = &parse_log_json(KEY, json, None).expect("parse")[0];
-        assert_eq!(
-            e.observation.as_deref(),
-            Some(observation::LAKEFORMATION_GRANT)
-        );
+        assert_eq!(e.observation, Some(ObservationKind::LakeformationGrant));
         assert_eq!(
             e.target.as_deref(),
             Some("arn:aws:iam::111111111111:role/x")

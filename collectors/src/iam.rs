@@ -2,44 +2,63 @@
 //! (documents decoded from the URL encoding IAM returns them in), as observed state.
 
 use serde_json::{json, Value};
-use tregov_engine::store::{Observed, Store};
+use tregov_config::aws::Aws;
+use tregov_config::Config;
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
+use tregov_engine::events::ObservationKind;
+use tregov_engine::store::Observed;
 
-use crate::aws::Aws;
-use crate::config::Config;
-use crate::{CollectError, RunReport};
+use crate::CollectError;
 
-pub const PARTITION: &str = "iam";
+pub struct Iam {
+    config: Config,
+    aws: Aws,
+}
 
-pub async fn collect_iam(
-    config: &Config,
-    aws: &Aws,
-    store: &Store,
-) -> Result<Option<RunReport>, CollectError> {
-    if config.projects.is_empty() {
-        return Ok(None);
+impl Iam {
+    pub fn new(config: &Config, aws: &Aws) -> Self {
+        Self {
+            config: config.clone(),
+            aws: aws.clone(),
+        }
     }
-    let mut report = RunReport::new("iam");
-    let mut observed = Vec::new();
-    for (roles, errors) in crate::per_project(config, |p| read_account(aws, p)).await {
-        observed.extend(roles);
-        report.errors.extend(errors);
+}
+
+impl Collector for Iam {
+    fn source(&self) -> Source {
+        Source::Iam
     }
-    report.items = observed.len() as u64;
-    // An account that could not be listed keeps what was seen of it before.
-    if report.errors.is_empty() {
-        store.replace_observed(PARTITION, &observed)?;
-    } else {
-        let mut previous = store.observed(Some("iam-role"))?;
-        previous.retain(|p| !observed.iter().any(|o| o.key == p.key));
-        previous.extend(observed);
-        store.replace_observed(PARTITION, &previous)?;
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[ObservationKind::IamRoleChange]
     }
-    Ok(Some(report))
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let mut report = RunReport::new(Source::Iam);
+            let mut listing = Listing {
+                complete: true,
+                ..Default::default()
+            };
+            for (roles, errors) in
+                crate::per_project(&self.config, |p| read_account(&self.aws, p)).await
+            {
+                // An account that could not be listed keeps what was seen of it before.
+                listing.complete &= errors.is_empty();
+                listing.observed.extend(roles);
+                report.errors.extend(errors);
+            }
+            if let Err(e) = ctx.write(Source::Iam, listing, &mut report) {
+                report.fail(e);
+            }
+            report
+        })
+    }
 }
 
 async fn read_account(
     aws: &Aws,
-    project: &crate::config::ProjectConfig,
+    project: &tregov_config::ProjectConfig,
 ) -> (Vec<Observed>, Vec<String>) {
     let mut observed = Vec::new();
     let mut errors = Vec::new();

@@ -1,32 +1,58 @@
 //! The `[identity]` entities file: people, roles and project memberships, as the identity
 //! provider or SWB exports them. Each pass re-reads it and replaces the `identity` partition,
-//! so edits to the file (and removals from it) reach the store.
+//! so edits to the file (and removals from it) reach the store; a file that does not parse
+//! or validate changes nothing, and one that lost most of its people is held back.
 
-use cedar_policy::Schema;
+use std::path::PathBuf;
+
+use tregov_config::IdentityConfig;
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
 use tregov_engine::entities::parse_entities_file;
-use tregov_engine::store::{BatchOutcome, Store};
+use tregov_engine::events::ObservationKind;
 
-use crate::config::Config;
-use crate::{CollectError, RunReport};
+pub struct Identity {
+    path: PathBuf,
+}
 
-pub const PARTITION: &str = "identity";
+impl Identity {
+    pub fn new(config: &IdentityConfig) -> Self {
+        Self {
+            path: config.entities.clone(),
+        }
+    }
 
-pub fn collect_identity(
-    config: &Config,
-    store: &Store,
-    schema: &Schema,
-) -> Result<Option<(RunReport, BatchOutcome)>, CollectError> {
-    let Some(identity) = &config.identity else {
-        return Ok(None);
-    };
-    let path = &identity.entities;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CollectError::Io(format!("cannot read `{}`: {e}", path.display())))?;
-    // A bad file changes nothing: the last good identities stay in force.
-    let entities = parse_entities_file(&path.display().to_string(), &text, Some(schema))?;
-    let mut report = RunReport::new("identity");
-    report.items = entities.len() as u64;
-    report.files = 1;
-    let outcome = store.write_listing(PARTITION, entities, true, schema)?;
-    Ok(Some((report, outcome)))
+    fn read(&self, ctx: &CollectContext<'_>, report: &mut RunReport) -> tregov_engine::Result<()> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| tregov_engine::EngineError::io(&self.path, e))?;
+        let entities =
+            parse_entities_file(&self.path.display().to_string(), &text, Some(ctx.schema))?;
+        report.files = 1;
+        let listing = Listing {
+            entities,
+            complete: true,
+            ..Default::default()
+        };
+        ctx.write(Source::Identity, listing, report)
+    }
+}
+
+impl Collector for Identity {
+    fn source(&self) -> Source {
+        Source::Identity
+    }
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let mut report = RunReport::new(Source::Identity);
+            if let Err(e) = self.read(ctx, &mut report) {
+                // A bad file changes nothing: the last good identities stay in force.
+                report.fail(e);
+            }
+            report
+        })
+    }
 }

@@ -1,17 +1,15 @@
 //! Collectors: read AWS and identity state into the tregov store.
 //!
-//! Every collector has the same shape: its part of `tregov.toml` (a config struct), a pure
-//! `validate` (in `Config::validate`), and `build`, which makes the AWS clients; `run` does a
-//! full pass and records what it did for `tregov status`.
+//! Every collector implements the engine's `collect::Collector`: built from its part of
+//! `tregov.toml` by `build` (the configuration was validated already), it says which trail
+//! observations it answers, and `run` does a full read and writes it through
+//! `CollectContext::write`, which guards the store against listings that shrank too far.
 
-#[cfg(feature = "aws")]
-pub mod aws;
 #[cfg(feature = "aws")]
 pub mod budgets;
 #[cfg(feature = "aws")]
 pub mod cloudtrail;
 pub mod cloudtrail_parse;
-pub mod config;
 #[cfg(feature = "aws")]
 pub mod datalake;
 #[cfg(feature = "aws")]
@@ -25,18 +23,56 @@ pub mod trails;
 #[cfg(feature = "aws")]
 pub mod workspaces;
 
-use serde::Serialize;
+#[cfg(feature = "aws")]
+pub use build::build;
+
+#[cfg(feature = "aws")]
+mod build {
+    use tregov_config::aws::Aws;
+    use tregov_config::Config;
+    use tregov_engine::collect::Collector;
+
+    /// Every collector the configuration calls for, in the order a full pass runs them:
+    /// what others refer to (projects, people) first, the trail last.
+    pub async fn build(config: &Config, aws: &Aws) -> Vec<Box<dyn Collector>> {
+        let mut out: Vec<Box<dyn Collector>> = Vec::new();
+        let has_projects = !config.projects.is_empty();
+        if has_projects {
+            out.push(Box::new(crate::projects::Projects::new(config)));
+        }
+        if let Some(identity) = &config.identity {
+            out.push(Box::new(crate::identity::Identity::new(identity)));
+        }
+        if has_projects {
+            out.push(Box::new(crate::trails::Trails::new(config, aws)));
+        }
+        if let Some(dl) = &config.datalake {
+            out.push(Box::new(crate::datalake::DataLake::new(config, dl, aws)));
+        }
+        if has_projects {
+            out.push(Box::new(crate::iam::Iam::new(config, aws)));
+            out.push(Box::new(crate::budgets::Budgets::new(config, aws)));
+            out.push(Box::new(crate::workspaces::Workspaces::new(config, aws)));
+        }
+        if let Some(ct) = crate::cloudtrail::CloudTrail::build(config, aws).await {
+            out.push(Box::new(ct));
+        }
+        out
+    }
+}
 
 /// Runs `read` for every configured project, at most `concurrency` at once.
 #[cfg(feature = "aws")]
-pub async fn per_project<'a, T, F, Fut>(config: &'a config::Config, read: F) -> Vec<T>
+pub async fn per_project<'a, T, F, Fut>(config: &'a tregov_config::Config, read: F) -> Vec<T>
 where
-    F: Fn(&'a config::ProjectConfig) -> Fut,
+    F: Fn(&'a tregov_config::ProjectConfig) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     use futures::stream::{self, StreamExt};
-    stream::iter(config.projects.iter())
-        .map(read)
+    // The futures are made before the first await, so the boxed future of a collector's run
+    // holds no closure (which would make it not `Send` for every lifetime).
+    let reads: Vec<Fut> = config.projects.iter().map(read).collect();
+    stream::iter(reads)
         .buffer_unordered(config.concurrency.max(1))
         .collect()
         .await
@@ -60,47 +96,6 @@ where
             _ => return Ok(pages),
         }
     }
-}
-
-/// What one collector run did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub collector: String,
-    /// Items written (for CloudTrail: new events).
-    pub items: u64,
-    /// Files (or pages) read.
-    pub files: u64,
-    /// Events read, new or not.
-    pub events_read: u64,
-    pub errors: Vec<String>,
-}
-
-impl RunReport {
-    pub fn new(collector: &str) -> Self {
-        Self {
-            collector: collector.to_string(),
-            items: 0,
-            files: 0,
-            events_read: 0,
-            errors: Vec::new(),
-        }
-    }
-}
-
-/// Progress of a long pass, for a progress bar or log lines.
-pub trait Progress: Sync {
-    fn start(&self, total: u64);
-    fn advance(&self);
-    fn finish(&self);
-}
-
-/// No progress output.
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn start(&self, _: u64) {}
-    fn advance(&self) {}
-    fn finish(&self) {}
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -128,4 +123,22 @@ impl CollectError {
             message: tregov_engine::decide::error_chain(&e),
         }
     }
+}
+
+/// Entities JSON to entities, each checked against the schema; a bad one is reported and
+/// left out. One malformed item does not make the listing incomplete: if it did, one bad
+/// table would hold back every change resting on the collector.
+pub fn entities_from_json(
+    values: Vec<(String, serde_json::Value)>,
+    schema: &cedar_policy::Schema,
+    report: &mut tregov_engine::collect::RunReport,
+) -> Vec<cedar_policy::Entity> {
+    let mut out = Vec::with_capacity(values.len());
+    for (what, value) in values {
+        match cedar_policy::Entity::from_json_value(value, Some(schema)) {
+            Ok(e) => out.push(e),
+            Err(e) => report.errors.push(format!("{what}: {e}")),
+        }
+    }
+    out
 }

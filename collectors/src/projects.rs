@@ -2,38 +2,65 @@
 //! workspace and budget belongs to. A project another source already describes (the identity
 //! file, with its backup settings) is left to that source.
 
-use cedar_policy::{Entity, Schema};
 use serde_json::json;
-use tregov_engine::store::{BatchOutcome, Store};
+use tregov_config::{Config, ProjectConfig};
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
+use tregov_engine::events::ObservationKind;
 
-use crate::config::Config;
-use crate::CollectError;
+pub struct Projects {
+    projects: Vec<ProjectConfig>,
+}
 
-pub const PARTITION: &str = "config-projects";
-
-pub fn collect_projects(
-    config: &Config,
-    store: &Store,
-    schema: &Schema,
-) -> Result<BatchOutcome, CollectError> {
-    let mut entities = Vec::new();
-    for p in &config.projects {
-        let uid = tregov_engine::entities::uid_from_parts("Tre::Project", &p.id)?;
-        if store
-            .partition_of(&uid)?
-            .is_some_and(|owner| owner != PARTITION)
-        {
-            continue;
+impl Projects {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            projects: config.projects.clone(),
         }
-        let value = json!({
-            "uid": {"type": "Tre::Project", "id": p.id},
-            "attrs": {"accountId": p.account_id},
-            "parents": []
-        });
-        entities.push(
-            Entity::from_json_value(value, Some(schema))
-                .map_err(|e| CollectError::Io(format!("project `{}`: {e}", p.id)))?,
-        );
     }
-    Ok(store.write_listing(PARTITION, entities, true, schema)?)
+
+    fn read(&self, ctx: &CollectContext<'_>, report: &mut RunReport) -> tregov_engine::Result<()> {
+        let mut values = Vec::new();
+        for p in &self.projects {
+            let uid = tregov_engine::entities::uid_from_parts("Tre::Project", &p.id)?;
+            let owner = ctx.store.partition_of(&uid)?;
+            if owner.is_some_and(|owner| owner != Source::Projects.name()) {
+                continue;
+            }
+            values.push((
+                format!("project `{}`", p.id),
+                json!({
+                    "uid": {"type": "Tre::Project", "id": p.id},
+                    "attrs": {"accountId": p.account_id},
+                    "parents": []
+                }),
+            ));
+        }
+        let entities = crate::entities_from_json(values, ctx.schema, report);
+        let listing = Listing {
+            entities,
+            complete: true,
+            ..Default::default()
+        };
+        ctx.write(Source::Projects, listing, report)
+    }
+}
+
+impl Collector for Projects {
+    fn source(&self) -> Source {
+        Source::Projects
+    }
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let mut report = RunReport::new(Source::Projects);
+            if let Err(e) = self.read(ctx, &mut report) {
+                report.fail(e);
+            }
+            report
+        })
+    }
 }

@@ -2,44 +2,84 @@
 //! as `Tre::Trail` entities policies can use: a TRE whose audit trail stopped is not one to
 //! grant anything in.
 
-use cedar_policy::{Entity, Schema};
+use cedar_policy::Entity;
 use serde_json::json;
-use tregov_engine::store::{BatchOutcome, Store};
+use tregov_config::aws::Aws;
+use tregov_config::{Config, ProjectConfig};
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
+use tregov_engine::events::ObservationKind;
 
-use crate::aws::Aws;
-use crate::config::{Config, ProjectConfig};
-use crate::{CollectError, RunReport};
+use crate::CollectError;
 
-pub const PARTITION: &str = "cloudtrail-trails";
+pub struct Trails {
+    config: Config,
+    aws: Aws,
+}
 
-/// Reads every project account's trails and replaces the `Tre::Trail` entities with them.
-pub async fn collect_trails(
-    config: &Config,
-    aws: &Aws,
-    store: &Store,
-    schema: &Schema,
-) -> Result<(RunReport, BatchOutcome), CollectError> {
-    let mut report = RunReport::new("trails");
-    let mut entities = Vec::new();
-    let mut failed_accounts = false;
-    for (found, errors, ok) in crate::per_project(config, |p| read_account(aws, p, schema)).await {
-        entities.extend(found);
-        report.errors.extend(errors);
-        failed_accounts |= !ok;
+impl Trails {
+    pub fn new(config: &Config, aws: &Aws) -> Self {
+        Self {
+            config: config.clone(),
+            aws: aws.clone(),
+        }
     }
-    report.items = entities.len() as u64;
-    let outcome = store.write_listing(PARTITION, entities, !failed_accounts, schema)?;
-    Ok((report, outcome))
+
+    async fn read(
+        &self,
+        ctx: &CollectContext<'_>,
+        report: &mut RunReport,
+    ) -> tregov_engine::Result<()> {
+        let mut listing = Listing {
+            complete: true,
+            ..Default::default()
+        };
+        let read = |p| read_account(&self.aws, p, ctx.schema);
+        for account in crate::per_project(&self.config, read).await {
+            listing.entities.extend(account.entities);
+            report.errors.extend(account.errors);
+            listing.complete &= account.complete;
+        }
+        ctx.write(Source::Trails, listing, report)
+    }
+}
+
+impl Collector for Trails {
+    fn source(&self) -> Source {
+        Source::Trails
+    }
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[ObservationKind::TrailChange]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let mut report = RunReport::new(Source::Trails);
+            if let Err(e) = self.read(ctx, &mut report).await {
+                report.fail(e);
+            }
+            report
+        })
+    }
 }
 
 /// One account's trails, the problems met, and whether the listing completed.
+struct AccountTrails {
+    entities: Vec<Entity>,
+    errors: Vec<String>,
+    complete: bool,
+}
+
 async fn read_account(
     aws: &Aws,
     project: &ProjectConfig,
-    schema: &Schema,
-) -> (Vec<Entity>, Vec<String>, bool) {
-    let mut entities = Vec::new();
-    let mut errors = Vec::new();
+    schema: &cedar_policy::Schema,
+) -> AccountTrails {
+    let mut out = AccountTrails {
+        entities: Vec::new(),
+        errors: Vec::new(),
+        complete: true,
+    };
     let sdk = aws.for_role(project.role_arn.as_deref()).await;
     let client = aws_sdk_cloudtrail::Client::new(&sdk);
     let trails = match client
@@ -50,10 +90,11 @@ async fn read_account(
     {
         Ok(t) => t,
         Err(e) => {
-            errors.push(
+            out.errors.push(
                 CollectError::aws("cloudtrail:DescribeTrails", &project.account_id, e).to_string(),
             );
-            return (entities, errors, false);
+            out.complete = false;
+            return out;
         }
     };
     for trail in trails.trail_list() {
@@ -64,7 +105,8 @@ async fn read_account(
             Ok(s) => s.is_logging().unwrap_or(false),
             Err(e) => {
                 // Unknown is reported as not logging: fail closed.
-                errors.push(CollectError::aws("cloudtrail:GetTrailStatus", arn, e).to_string());
+                out.errors
+                    .push(CollectError::aws("cloudtrail:GetTrailStatus", arn, e).to_string());
                 false
             }
         };
@@ -82,9 +124,9 @@ async fn read_account(
             "parents": []
         });
         match Entity::from_json_value(value, Some(schema)) {
-            Ok(e) => entities.push(e),
-            Err(e) => errors.push(format!("trail `{arn}`: {e}")),
+            Ok(e) => out.entities.push(e),
+            Err(e) => out.errors.push(format!("trail `{arn}`: {e}")),
         }
     }
-    (entities, errors, true)
+    out
 }

@@ -9,60 +9,69 @@
 
 use std::collections::BTreeMap;
 
-use cedar_policy::{Entity, Schema};
 use serde_json::{json, Value};
-use tregov_engine::store::{Observed, Store};
+use tregov_config::aws::Aws;
+use tregov_config::{Config, ProjectConfig};
+use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
+use tregov_engine::events::ObservationKind;
+use tregov_engine::store::Observed;
 
-use crate::aws::Aws;
-use crate::config::{Config, ProjectConfig};
-use crate::{CollectError, RunReport};
-
-pub const PARTITION: &str = "workspaces";
-pub const BACKUP_PARTITION: &str = "backup";
+use crate::CollectError;
 
 /// What one project account holds.
 #[derive(Default)]
 struct AccountState {
     workspaces: Vec<Value>,
     observed: Vec<Observed>,
-    backup: Vec<Observed>,
     errors: Vec<String>,
 }
 
-pub async fn collect_workspaces(
-    config: &Config,
-    aws: &Aws,
-    store: &Store,
-    schema: &Schema,
-) -> Result<Option<RunReport>, CollectError> {
-    if config.projects.is_empty() {
-        return Ok(None);
-    }
-    let states: Vec<AccountState> = crate::per_project(config, |p| read_account(aws, p)).await;
-    let mut report = RunReport::new("workspaces");
-    let mut entities = Vec::new();
-    let mut observed = Vec::new();
-    let mut backup = Vec::new();
-    for state in states {
-        report.errors.extend(state.errors);
-        observed.extend(state.observed);
-        backup.extend(state.backup);
-        for value in state.workspaces {
-            let id = value["uid"]["id"].as_str().unwrap_or_default().to_string();
-            match Entity::from_json_value(value, Some(schema)) {
-                Ok(e) => entities.push(e),
-                Err(e) => report.errors.push(format!("workspace `{id}`: {e}")),
-            }
+pub struct Workspaces {
+    config: Config,
+    aws: Aws,
+}
+
+impl Workspaces {
+    pub fn new(config: &Config, aws: &Aws) -> Self {
+        Self {
+            config: config.clone(),
+            aws: aws.clone(),
         }
     }
-    report.items = (entities.len() + observed.len() + backup.len()) as u64;
-    let complete = report.errors.is_empty();
-    store.write_listing(PARTITION, entities, complete, schema)?;
-    if complete {
-        store.replace_observed(PARTITION, &observed)?;
-        store.replace_observed(BACKUP_PARTITION, &backup)?;
+}
+
+impl Collector for Workspaces {
+    fn source(&self) -> Source {
+        Source::Workspaces
     }
-    Ok(Some(report))
+
+    fn answers(&self) -> &'static [ObservationKind] {
+        &[ObservationKind::WorkspaceLifecycle]
+    }
+
+    fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
+        Box::pin(async move {
+            let states: Vec<AccountState> =
+                crate::per_project(&self.config, |p| read_account(&self.aws, p)).await;
+            let mut report = RunReport::new(Source::Workspaces);
+            let mut values = Vec::new();
+            let mut listing = Listing::default();
+            for state in states {
+                report.errors.extend(state.errors);
+                listing.observed.extend(state.observed);
+                for value in state.workspaces {
+                    let id = value["uid"]["id"].as_str().unwrap_or_default().to_string();
+                    values.push((format!("workspace `{id}`"), value));
+                }
+            }
+            listing.complete = report.errors.is_empty();
+            listing.entities = crate::entities_from_json(values, ctx.schema, &mut report);
+            if let Err(e) = ctx.write(Source::Workspaces, listing, &mut report) {
+                report.fail(e);
+            }
+            report
+        })
+    }
 }
 
 fn tags_map<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
@@ -212,7 +221,7 @@ async fn read_account(aws: &Aws, project: &ProjectConfig) -> AccountState {
         Ok(out) => {
             for v in out.backup_vault_list() {
                 let name = v.backup_vault_name().unwrap_or_default();
-                state.backup.push(Observed {
+                state.observed.push(Observed {
                     kind: "backup-vault".into(),
                     key: format!("{}/{name}", project.account_id),
                     body: json!({"project": project.id, "name": name, "arn": v.backup_vault_arn(),
@@ -255,7 +264,7 @@ async fn read_account(aws: &Aws, project: &ProjectConfig) -> AccountState {
                         Vec::new()
                     }
                 };
-                state.backup.push(Observed {
+                state.observed.push(Observed {
                     kind: "backup-plan".into(),
                     key: format!("{}/{id}", project.account_id),
                     body: json!({"project": project.id, "id": id, "name": p.backup_plan_name(), "rules": rules}),

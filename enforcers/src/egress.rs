@@ -10,8 +10,8 @@ use std::time::Duration;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{MetadataDirective, ServerSideEncryption};
 use serde_json::{json, Value};
-use tregov_collectors::aws::Aws;
-use tregov_collectors::config::EgressConfig;
+use tregov_config::aws::Aws;
+use tregov_config::EgressConfig;
 use tregov_engine::egress::{Effect, EgressRequest, PinnedObject, Status};
 
 use crate::describe;

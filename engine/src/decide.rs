@@ -39,6 +39,43 @@ pub struct RequestSpec {
     pub context: Value,
 }
 
+impl RequestSpec {
+    /// A request as a command line gives it: uids as text, and a context that is a JSON
+    /// object or `@FILE` naming one (absent: empty).
+    pub fn from_text(
+        principal: String,
+        action: String,
+        resource: String,
+        context: Option<&str>,
+    ) -> Result<Self> {
+        let context = match context {
+            None => empty_context(),
+            Some(text) => {
+                let (name, body) = match text.strip_prefix('@') {
+                    Some(file) => (
+                        file.to_string(),
+                        std::fs::read_to_string(file).map_err(|e| EngineError::io(file, e))?,
+                    ),
+                    None => ("--context".to_string(), text.to_string()),
+                };
+                serde_json::from_str(&body).map_err(|e| {
+                    EngineError::Request(format!(
+                        "`{name}` is not JSON: {e} (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                })?
+            }
+        };
+        Ok(Self {
+            principal,
+            action,
+            resource,
+            context,
+        })
+    }
+}
+
 fn empty_context() -> Value {
     Value::Object(Map::new())
 }
@@ -147,6 +184,15 @@ impl Engine {
             log: None,
             authorizer: Authorizer::new(),
         }
+    }
+
+    /// An engine over an entities file (no store, no log), as the Cedar CLI decides.
+    pub fn over_file(bundle: PolicyBundle, entities: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(entities).map_err(|e| EngineError::io(entities, e))?;
+        let name = entities.display().to_string();
+        let list = crate::entities::parse_entities_file(&name, &text, bundle.schema.as_ref())?;
+        let graph = EntityGraph::from_entities(&list, bundle.schema.as_ref())?;
+        Ok(Self::in_memory(bundle, graph))
     }
 
     /// An engine over the store in `data_dir` (created if missing); its decisions are
@@ -322,6 +368,45 @@ impl Engine {
         extra: &[Value],
         origin: Option<&str>,
     ) -> Result<(ParsedRequest, DecisionOutcome)> {
+        let (request, mut outcome, slice) = self.decide_over(spec, extra)?;
+        if let (Some(log), Some(origin)) = (&self.log, origin) {
+            let mut record = self.decision_record(&request, &outcome, origin);
+            record.insert("slice".into(), Value::Array(slice));
+            let seqs = log.append(vec![record])?;
+            outcome.log_seq = seqs.first().copied();
+        }
+        Ok((request, outcome))
+    }
+
+    /// `decide_with` for several requests, logged in one durable append.
+    pub fn decide_many_with(
+        &self,
+        asks: Vec<(RequestSpec, Vec<Value>)>,
+        origin: &str,
+    ) -> Result<Vec<DecisionOutcome>> {
+        let mut outcomes = Vec::with_capacity(asks.len());
+        let mut records = Vec::with_capacity(asks.len());
+        for (spec, extra) in asks {
+            let (request, outcome, slice) = self.decide_over(spec, &extra)?;
+            let mut record = self.decision_record(&request, &outcome, origin);
+            record.insert("slice".into(), Value::Array(slice));
+            records.push(record);
+            outcomes.push(outcome);
+        }
+        if let Some(log) = &self.log {
+            for (o, seq) in outcomes.iter_mut().zip(log.append(records)?) {
+                o.log_seq = Some(seq);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// The decision over the store plus `extra`, with the slice it read.
+    fn decide_over(
+        &self,
+        spec: RequestSpec,
+        extra: &[Value],
+    ) -> Result<(ParsedRequest, DecisionOutcome, Vec<Value>)> {
         let request = self.parse(spec)?;
         let mut extra_uids = std::collections::HashSet::new();
         let mut seeds: Vec<EntityUid> = vec![
@@ -355,14 +440,8 @@ impl Engine {
             self.bundle.policies_for(&request.action),
             &entities,
         );
-        let mut outcome = outcome_from_response(&response, &self.bundle);
-        if let (Some(log), Some(origin)) = (&self.log, origin) {
-            let mut record = self.decision_record(&request, &outcome, origin);
-            record.insert("slice".into(), Value::Array(slice));
-            let seqs = log.append(vec![record])?;
-            outcome.log_seq = seqs.first().copied();
-        }
-        Ok((request, outcome))
+        let outcome = outcome_from_response(&response, &self.bundle);
+        Ok((request, outcome, slice))
     }
 
     /// The log record of a decision (without sequence, time and hashes).

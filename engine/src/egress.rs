@@ -19,6 +19,7 @@ use crate::decide::{DecisionOutcome, Engine, RequestSpec};
 use crate::entities::uid_from_parts;
 use crate::error::{EngineError, Result};
 use crate::store::Store;
+use crate::workflow::{denied, WorkflowError};
 
 /// The workflow as an admin configured it (`[egress]` in `tregov.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +213,7 @@ impl EgressRequest {
                     "approvals": approvals,
                     "approvers": approvers,
                     "downloadRole": {"__entity": {"type": "Tre::Role", "id": self.download_role}},
+                    "reviewRoles": self.steps.iter().map(|r| json!({"__entity": {"type": "Tre::Role", "id": r}})).collect::<Vec<_>>(),
                     "downloadCount": self.download_count,
                     "downloadLimit": self.download_limit,
                     "version": self.version,
@@ -230,50 +232,8 @@ impl EgressRequest {
     }
 }
 
-/// Why a transition did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum EgressError {
-    #[error("no egress request `{0}`")]
-    NotFound(String),
-    /// The policies said no; the decision is in the log.
-    #[error("denied by policy: {message}")]
-    Denied {
-        message: String,
-        outcome: Box<DecisionOutcome>,
-    },
-    /// The request is not in a state where this makes sense.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-}
-
-fn denied(what: &str, outcome: DecisionOutcome) -> EgressError {
-    let why = if outcome.reasons.is_empty() {
-        "no policy permits it".to_string()
-    } else {
-        format!("determined by {}", outcome.reasons.join(", "))
-    };
-    let errors = if outcome.errors.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; policy errors: {}",
-            outcome
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.policy, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    };
-    EgressError::Denied {
-        message: format!("{what} ({why}{errors})"),
-        outcome: Box::new(outcome),
-    }
-}
+/// The origin of the workflow's decisions in the log: what a request's history shows.
+const EGRESS_ORIGIN: &str = "egress";
 
 /// A workflow event, as written to the decision log next to the decision that allowed it.
 fn event_record(
@@ -357,16 +317,16 @@ impl<'a> Egress<'a> {
     }
 
     /// The owner and project of a workspace, from the entity store.
-    pub fn workspace_facts(&self, workspace: &str) -> Result<(String, String), EgressError> {
+    pub fn workspace_facts(&self, workspace: &str) -> Result<(String, String), WorkflowError> {
         let uid = uid_from_parts("Tre::Workspace", workspace)?;
         let entity = self
             .engine
             .graph()
             .entities()
             .get(&uid)
-            .ok_or_else(|| EgressError::NotFound(format!("workspace `{workspace}`")))?;
+            .ok_or_else(|| WorkflowError::NotFound(format!("workspace `{workspace}`")))?;
         let json = entity.to_json_value().map_err(|e| {
-            EgressError::Invalid(format!("workspace `{workspace}` is unreadable: {e}"))
+            WorkflowError::Invalid(format!("workspace `{workspace}` is unreadable: {e}"))
         })?;
         let attr_id = |name: &str| {
             json.pointer(&format!("/attrs/{name}"))
@@ -375,7 +335,7 @@ impl<'a> Egress<'a> {
         };
         match (attr_id("owner"), attr_id("project")) {
             (Some(owner), Some(project)) => Ok((owner, project)),
-            _ => Err(EgressError::Invalid(format!(
+            _ => Err(WorkflowError::Invalid(format!(
                 "workspace `{workspace}` has no owner or project"
             ))),
         }
@@ -387,9 +347,9 @@ impl<'a> Egress<'a> {
         &self,
         caller: &str,
         submission: Submission,
-    ) -> Result<EgressRequest, EgressError> {
+    ) -> Result<EgressRequest, WorkflowError> {
         if submission.objects.is_empty() {
-            return Err(EgressError::Invalid(format!(
+            return Err(WorkflowError::Invalid(format!(
                 "workspace `{}` has no files in its egress store",
                 submission.workspace
             )));
@@ -405,7 +365,7 @@ impl<'a> Egress<'a> {
                 )
                 .optional()?;
             if let Some(open) = open {
-                return Ok(Err(EgressError::Conflict(format!(
+                return Ok(Err(WorkflowError::Conflict(format!(
                     "workspace `{}` already has request `{open}` in review: it must be decided first",
                     submission.workspace
                 ))));
@@ -479,7 +439,7 @@ impl<'a> Egress<'a> {
 
     /// Whether `caller` may submit for `workspace` at all, decided (unlogged) before anything
     /// is read from the workspace's egress store: nobody learns what another workspace holds.
-    pub fn may_submit(&self, caller: &str, workspace: &str) -> Result<(), EgressError> {
+    pub fn may_submit(&self, caller: &str, workspace: &str) -> Result<(), WorkflowError> {
         let (owner, project) = self.workspace_facts(workspace)?;
         let draft = self.draft("eg-precheck".into(), workspace, project, owner, caller);
         let outcome = self.decide_as(caller, "submitEgress", &draft, "DRAFT", None)?;
@@ -501,24 +461,24 @@ impl<'a> Egress<'a> {
         id: &str,
         approve: bool,
         reason: Option<String>,
-    ) -> Result<EgressRequest, EgressError> {
+    ) -> Result<EgressRequest, WorkflowError> {
         if !approve && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-            return Err(EgressError::Invalid(
+            return Err(WorkflowError::Invalid(
                 "a rejection needs a reason (`--reason`)".into(),
             ));
         }
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(EgressError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(id.to_string())));
             };
             if request.status != Status::InReview {
-                return Ok(Err(EgressError::Conflict(format!(
+                return Ok(Err(WorkflowError::Conflict(format!(
                     "request `{id}` is {}: there is nothing to review",
                     request.status.as_str()
                 ))));
             }
             if request.pending == Some(Effect::Stage) {
-                return Ok(Err(EgressError::Conflict(format!(
+                return Ok(Err(WorkflowError::Conflict(format!(
                     "request `{id}` is still being staged for review; try again shortly"
                 ))));
             }
@@ -574,10 +534,10 @@ impl<'a> Egress<'a> {
         caller: &str,
         id: &str,
         reason: Option<String>,
-    ) -> Result<EgressRequest, EgressError> {
+    ) -> Result<EgressRequest, WorkflowError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(EgressError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(id.to_string())));
             };
             let status = request.status.as_str();
             let outcome = match self.permitted(caller, "withdrawEgress", &request, status, || {
@@ -603,13 +563,13 @@ impl<'a> Egress<'a> {
 
     /// Takes one download, atomically: the policy decides on the count as stored, and the
     /// count goes up in the same transaction, so concurrent callers are decided one by one.
-    pub fn take_download(&self, caller: &str, id: &str) -> Result<EgressRequest, EgressError> {
+    pub fn take_download(&self, caller: &str, id: &str) -> Result<EgressRequest, WorkflowError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(EgressError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(id.to_string())));
             };
             if request.status == Status::Approved && request.pending.is_some() {
-                return Ok(Err(EgressError::Conflict(format!(
+                return Ok(Err(WorkflowError::Conflict(format!(
                     "request `{id}` is approved but its files are still being published; try again shortly"
                 ))));
             }
@@ -640,10 +600,10 @@ impl<'a> Egress<'a> {
         id: &str,
         effect: Effect,
         detail: Value,
-    ) -> Result<bool, EgressError> {
+    ) -> Result<bool, WorkflowError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(EgressError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(id.to_string())));
             };
             if request.pending != Some(effect) {
                 return Ok(Ok(false));
@@ -723,7 +683,10 @@ impl<'a> Egress<'a> {
             .filter(|r| {
                 (r.get("kind").and_then(Value::as_str) == Some("egress")
                     && r.get("request").and_then(Value::as_str) == Some(id))
+                    // The workflow's own decisions: not views of it, nor what other apps
+                    // asked `is-authorized` about it.
                     || (r.get("kind").and_then(Value::as_str) == Some("decision")
+                        && r.get("origin").and_then(Value::as_str) == Some(EGRESS_ORIGIN)
                         && r.pointer("/request/resource").and_then(Value::as_str)
                             == Some(resource.as_str()))
             })
@@ -736,6 +699,52 @@ impl<'a> Egress<'a> {
             .collect())
     }
 
+    /// The requests `caller` may see (a `viewEgress` decision each, logged in one append):
+    /// a request they may not see does not exist for them.
+    pub fn visible(
+        &self,
+        caller: &str,
+        requests: Vec<EgressRequest>,
+    ) -> Result<Vec<EgressRequest>> {
+        if requests.is_empty() {
+            return Ok(requests);
+        }
+        let asks = requests
+            .iter()
+            .map(|r| {
+                let status = r.status.as_str();
+                Ok((
+                    self.spec(caller, "viewEgress", r)?,
+                    r.cedar_entities(status),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outcomes = self.engine.decide_many_with(asks, "egress-view")?;
+        Ok(requests
+            .into_iter()
+            .zip(outcomes)
+            .filter(|(_, o)| o.allows())
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// The request `id`, if `caller` may see it.
+    pub fn get_visible(&self, caller: &str, id: &str) -> Result<Option<EgressRequest>> {
+        let Some(request) = self.get(id)? else {
+            return Ok(None);
+        };
+        Ok(self.visible(caller, vec![request])?.pop())
+    }
+
+    fn spec(&self, caller: &str, action: &str, request: &EgressRequest) -> Result<RequestSpec> {
+        Ok(RequestSpec {
+            principal: uid_from_parts("Tre::User", caller)?.to_string(),
+            action: uid_from_parts("Tre::Action", action)?.to_string(),
+            resource: uid_from_parts("Tre::EgressRequest", &request.id)?.to_string(),
+            context: Value::Object(Map::new()),
+        })
+    }
+
     fn decide(
         &self,
         caller: &str,
@@ -743,7 +752,7 @@ impl<'a> Egress<'a> {
         request: &EgressRequest,
         status: &str,
     ) -> Result<DecisionOutcome> {
-        self.decide_as(caller, action, request, status, Some("egress"))
+        self.decide_as(caller, action, request, status, Some(EGRESS_ORIGIN))
     }
 
     /// The logged decision, when it allows; otherwise the denial, explained by `refusal`.
@@ -754,7 +763,7 @@ impl<'a> Egress<'a> {
         request: &EgressRequest,
         status: &str,
         refusal: impl FnOnce() -> String,
-    ) -> Result<DecisionOutcome, EgressError> {
+    ) -> Result<DecisionOutcome, WorkflowError> {
         let outcome = self.decide(caller, action, request, status)?;
         if outcome.allows() {
             Ok(outcome)
@@ -771,12 +780,7 @@ impl<'a> Egress<'a> {
         status: &str,
         origin: Option<&str>,
     ) -> Result<DecisionOutcome> {
-        let spec = RequestSpec {
-            principal: uid_from_parts("Tre::User", caller)?.to_string(),
-            action: uid_from_parts("Tre::Action", action)?.to_string(),
-            resource: uid_from_parts("Tre::EgressRequest", &request.id)?.to_string(),
-            context: Value::Object(Map::new()),
-        };
+        let spec = self.spec(caller, action, request)?;
         let (_, outcome) =
             self.engine
                 .decide_with(spec, &request.cedar_entities(status), origin)?;
@@ -807,8 +811,8 @@ impl<'a> Egress<'a> {
     /// `Ok(Ok(_))`.
     fn transaction<T>(
         &self,
-        body: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Result<T, EgressError>, TxError>,
-    ) -> Result<T, EgressError> {
+        body: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Result<T, WorkflowError>, TxError>,
+    ) -> Result<T, WorkflowError> {
         let outcome = self.store.with_conn_mut(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             match body(&tx) {
@@ -818,12 +822,12 @@ impl<'a> Egress<'a> {
                 }
                 Ok(Err(e)) => Ok(Err(e)),
                 Err(TxError::Sql(e)) => Err(e),
-                Err(TxError::Engine(e)) => Ok(Err(EgressError::Engine(e))),
+                Err(TxError::Engine(e)) => Ok(Err(WorkflowError::Engine(e))),
             }
         });
         match outcome {
             Ok(r) => r,
-            Err(e) => Err(EgressError::Engine(store_err(self.store, e))),
+            Err(e) => Err(WorkflowError::Engine(store_err(self.store, e))),
         }
     }
 }
@@ -1002,8 +1006,8 @@ mod tests {
             .expect("staged");
     }
 
-    fn is_denied(r: Result<EgressRequest, EgressError>) -> bool {
-        matches!(r, Err(EgressError::Denied { .. }))
+    fn is_denied(r: Result<EgressRequest, WorkflowError>) -> bool {
+        matches!(r, Err(WorkflowError::Denied { .. }))
     }
 
     #[test]
@@ -1032,7 +1036,7 @@ mod tests {
             );
             assert!(matches!(
                 flow.take_download("gina", &r.id),
-                Err(EgressError::Conflict(_))
+                Err(WorkflowError::Conflict(_))
             ));
             flow.complete_effect(&r.id, Effect::Publish, json!({}))
                 .expect("published");
@@ -1074,7 +1078,7 @@ mod tests {
             flow.review("rita", &r.id, true, None)
                 .expect("rita approves step 1");
             let second = flow.review("rita", &r.id, true, None);
-            let Err(EgressError::Denied { outcome, .. }) = second else {
+            let Err(WorkflowError::Denied { outcome, .. }) = second else {
                 panic!("rita approved twice: {second:?}");
             };
             assert_eq!(outcome.reasons, ["egress-one-person-one-step"]);
@@ -1088,12 +1092,12 @@ mod tests {
             let r = flow.submit("alice", submission()).expect("submit");
             assert!(matches!(
                 flow.submit("alice", submission()),
-                Err(EgressError::Conflict(_))
+                Err(WorkflowError::Conflict(_))
             ));
             staged(flow, &r.id);
             assert!(matches!(
                 flow.review("carol", &r.id, false, None),
-                Err(EgressError::Invalid(_))
+                Err(WorkflowError::Invalid(_))
             ));
             let r = flow
                 .review("carol", &r.id, false, Some("identifiable data".into()))
@@ -1105,7 +1109,7 @@ mod tests {
             // Still cleaning up: no resubmission until the staged copies are gone.
             assert!(matches!(
                 flow.submit("alice", submission()),
-                Err(EgressError::Conflict(_))
+                Err(WorkflowError::Conflict(_))
             ));
             flow.complete_effect(&r.id, Effect::Unstage, json!({}))
                 .expect("unstaged");

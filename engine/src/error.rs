@@ -90,6 +90,12 @@ pub enum EngineError {
     #[error("decision log at `{path}`: {message}")]
     #[diagnostic(code(tregov::log))]
     Log { path: String, message: String },
+
+    /// The machine failed tregov (cannot bind, cannot start the runtime, cannot watch): not
+    /// the caller's input.
+    #[error("{0}")]
+    #[diagnostic(code(tregov::system))]
+    System(String),
 }
 
 impl EngineError {
@@ -104,6 +110,18 @@ impl EngineError {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
             ),
             _ => false,
+        }
+    }
+
+    /// The error on one line, every problem of a set included: for log fields, where a
+    /// rendered diagnostic would spread over many lines.
+    pub fn one_line(&self) -> String {
+        match self {
+            EngineError::Invalid(p) => {
+                let each: Vec<String> = p.problems.iter().map(ToString::to_string).collect();
+                format!("{}: {}", p.summary, each.join("; "))
+            }
+            other => other.to_string(),
         }
     }
 

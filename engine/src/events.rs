@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::collect::RunReport;
 use crate::error::{EngineError, Result};
 
 /// One event as stored: the fields tregov queries, plus the record as delivered.
@@ -38,9 +39,9 @@ pub struct StoredEvent {
     pub region: String,
     #[serde(rename = "sourceFile")]
     pub source_file: String,
-    /// The governance-relevant kind of change, if any (see `Observation`).
+    /// The governance-relevant kind of change, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub observation: Option<String>,
+    pub observation: Option<ObservationKind>,
     /// What the change was made to (role name, instance id, LF resource, S3 key...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -53,10 +54,59 @@ pub struct StoredEvent {
     pub raw: Option<String>,
 }
 
+/// A kind of governed change the trail can show, recognised from an event's source and name.
+/// Stored as its kebab-case name; the collectors that re-read after each kind say so
+/// themselves (`collect::Collector::answers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObservationKind {
+    IamRoleChange,
+    LakeformationGrant,
+    LakeformationRevoke,
+    WorkspaceLifecycle,
+    EgressStoreWrite,
+    BudgetChange,
+    TrailChange,
+}
+
+impl ObservationKind {
+    pub const ALL: [ObservationKind; 7] = [
+        ObservationKind::IamRoleChange,
+        ObservationKind::LakeformationGrant,
+        ObservationKind::LakeformationRevoke,
+        ObservationKind::WorkspaceLifecycle,
+        ObservationKind::EgressStoreWrite,
+        ObservationKind::BudgetChange,
+        ObservationKind::TrailChange,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObservationKind::IamRoleChange => "iam-role-change",
+            ObservationKind::LakeformationGrant => "lakeformation-grant",
+            ObservationKind::LakeformationRevoke => "lakeformation-revoke",
+            ObservationKind::WorkspaceLifecycle => "workspace-lifecycle",
+            ObservationKind::EgressStoreWrite => "egress-store-write",
+            ObservationKind::BudgetChange => "budget-change",
+            ObservationKind::TrailChange => "trail-change",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ObservationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A governed change recorded in the trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObservedChange {
-    pub kind: String,
+    pub kind: ObservationKind,
     pub account: String,
     /// What it changed, when the record said (role name, principal ARNs, instance ids...).
     pub target: Option<String>,
@@ -90,6 +140,13 @@ pub struct CollectorStatus {
     pub last_run: Option<String>,
     pub items: u64,
     pub errors: Vec<String>,
+    /// Whether the last run read everything it lists (no account or page failed).
+    pub complete: bool,
+    /// Why the last listing was held back rather than replacing what the store holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// When a run last completed and was written whole.
+    pub last_complete: Option<String>,
 }
 
 pub struct EventStore {
@@ -233,6 +290,7 @@ impl EventStore {
              );",
         )
         .map_err(|e| err(&path, e))?;
+        add_run_columns(&conn).map_err(|e| err(&path, e))?;
         if earlier_layout {
             migrate_v1(&conn).map_err(|e| err(&path, e))?;
             tracing::info!(path = %path.display(), "events moved to the hash-keyed layout");
@@ -338,7 +396,7 @@ impl EventStore {
                         e.region,
                         file_id,
                         e.record_index as i64,
-                        e.observation,
+                        e.observation.map(ObservationKind::as_str),
                         e.target,
                         e.raw,
                         key
@@ -384,17 +442,28 @@ impl EventStore {
                  ORDER BY observation, account, target",
             )
             .map_err(|e| err(&self.path, e))?;
-        let changes = stmt
+        let rows = stmt
             .query_map(params![file_id], |r| {
-                Ok(ObservedChange {
-                    kind: r.get(0)?,
-                    account: r.get(1)?,
-                    target: r.get(2)?,
-                })
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
             })
             .map_err(|e| err(&self.path, e))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| err(&self.path, e))?;
+        // A kind this version does not know (written by a newer one) governs nothing here.
+        let changes = rows
+            .into_iter()
+            .filter_map(|(kind, account, target)| {
+                Some(ObservedChange {
+                    kind: ObservationKind::parse(&kind)?,
+                    account,
+                    target,
+                })
+            })
+            .collect();
         drop(stmt);
         drop(conn);
         Ok((changes, self.last_file_id()?.max(file_id)))
@@ -488,7 +557,10 @@ impl EventStore {
                     region: r.get(6)?,
                     source_file: r.get(7)?,
                     record_index: r.get::<_, i64>(8)?.max(0) as u64,
-                    observation: r.get(9)?,
+                    observation: r
+                        .get::<_, Option<String>>(9)?
+                        .as_deref()
+                        .and_then(ObservationKind::parse),
                     target: r.get(10)?,
                     raw: r.get(11)?,
                 })
@@ -498,17 +570,26 @@ impl EventStore {
             .map_err(|e| err(&self.path, e))
     }
 
-    pub fn record_run(&self, collector: &str, items: u64, errors: &[String]) -> Result<()> {
+    /// Records what a collector's run did, for `tregov status` and the lag metric.
+    pub fn record_run(&self, report: &RunReport) -> Result<()> {
         let conn = self.conn()?;
+        let now = crate::log::now_rfc3339();
         conn.execute(
-            "INSERT INTO collector_runs (collector, last_run, items, errors) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO collector_runs (collector, last_run, items, errors, complete, held,
+               last_complete)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?7 THEN ?2 END)
              ON CONFLICT(collector) DO UPDATE SET last_run = excluded.last_run,
-               items = excluded.items, errors = excluded.errors",
+               items = excluded.items, errors = excluded.errors, complete = excluded.complete,
+               held = excluded.held,
+               last_complete = COALESCE(excluded.last_complete, collector_runs.last_complete)",
             params![
-                collector,
-                crate::log::now_rfc3339(),
-                items as i64,
-                serde_json::to_string(errors).unwrap_or_else(|_| "[]".into())
+                report.collector,
+                now,
+                report.items as i64,
+                serde_json::to_string(&report.errors).unwrap_or_else(|_| "[]".into()),
+                report.complete,
+                report.held,
+                !report.degraded(),
             ],
         )
         .map_err(|e| err(&self.path, e))?;
@@ -519,7 +600,8 @@ impl EventStore {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
-                "SELECT collector, last_run, items, errors FROM collector_runs ORDER BY collector",
+                "SELECT collector, last_run, items, errors, complete, held, last_complete
+                 FROM collector_runs ORDER BY collector",
             )
             .map_err(|e| err(&self.path, e))?;
         let rows = stmt
@@ -530,6 +612,9 @@ impl EventStore {
                     last_run: r.get(1)?,
                     items: r.get::<_, i64>(2)?.max(0) as u64,
                     errors: serde_json::from_str(&errors).unwrap_or_default(),
+                    complete: r.get(4)?,
+                    held: r.get(5)?,
+                    last_complete: r.get(6)?,
                 })
             })
             .map_err(|e| err(&self.path, e))?;
@@ -582,6 +667,26 @@ impl EventFilter {
 }
 
 /// Whether `events` exists in its first layout (keyed by the `eventID` text).
+/// The columns `collector_runs` gained after its first layout (stores of that layout keep
+/// their rows; the new columns start unknown).
+fn add_run_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('collector_runs')")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (name, ddl) in [
+        ("complete", "complete INTEGER NOT NULL DEFAULT 1"),
+        ("held", "held TEXT"),
+        ("last_complete", "last_complete TEXT"),
+    ] {
+        if !columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE collector_runs ADD COLUMN {ddl};"))?;
+        }
+    }
+    Ok(())
+}
+
 fn events_table_lacks_key(conn: &Connection) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('events')")?;
     let columns = stmt

@@ -1,18 +1,30 @@
 //! tregov's pure core: the TRE entity store, Cedar decisions with explanations, and the
 //! tamper-evident decision log. Nothing here talks to AWS.
 
+pub mod approval;
+pub mod collect;
 pub mod decide;
+pub mod demo;
 pub mod egress;
+pub mod enforce;
 pub mod entities;
 pub mod error;
 pub mod events;
 pub mod explain;
+pub mod governor;
 pub mod log;
+pub mod metrics;
 pub mod plan;
 pub mod policies;
+pub mod policy_gate;
 pub mod position;
+pub mod reconcile;
+pub mod replay;
+pub mod safety;
+pub mod shared;
 pub mod store;
 pub mod testfile;
+pub mod workflow;
 
 pub use decide::{Decision, DecisionOutcome, Engine, PolicyError, RequestSpec};
 pub use error::{EngineError, Result};

@@ -67,8 +67,8 @@ pub enum Naming {
 }
 
 impl PolicyBundle {
-    /// Reads `tre.cedarschema` (or the only `.cedarschema` file) and every `.cedar` file of
-    /// `dir`, sorted by name.
+    /// Reads `tre.cedarschema` (or the only `.cedarschema` file) and every `.cedar` file
+    /// under `dir` (subdirectories included, `tests/` not), sorted by path.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let (schema, sources) = read_policy_dir(dir)?;
         Self::from_sources(Some(schema), sources)
@@ -186,22 +186,9 @@ pub fn read_policy_dir(dir: &Path) -> Result<(PolicySource, Vec<PolicySource>)> 
 fn read_policy_dir_optional_schema(
     dir: &Path,
 ) -> Result<(Option<PolicySource>, Vec<PolicySource>)> {
-    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
     let mut cedar_files = Vec::new();
     let mut schema_files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| EngineError::io(dir, e))?;
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.ends_with(".cedar") {
-            cedar_files.push(path);
-        } else if name.ends_with(".cedarschema") {
-            schema_files.push(path);
-        }
-    }
+    walk_policy_dir(dir, true, &mut cedar_files, &mut schema_files)?;
     cedar_files.sort();
     schema_files.sort();
     let schema_path = schema_files
@@ -230,6 +217,40 @@ fn read_policy_dir_optional_schema(
     }
     Ok((schema, sources))
 }
+
+/// The policy and schema files under `dir`, in every subdirectory: what a watcher of the
+/// directory sees change is what is loaded, so a file moved into a subdirectory still
+/// decides. Skipped: hidden entries, and the top-level `tests/` directory (policy tests hold
+/// deliberately broken policies of their own).
+fn walk_policy_dir(
+    dir: &Path,
+    top: bool,
+    cedar_files: &mut Vec<std::path::PathBuf>,
+    schema_files: &mut Vec<std::path::PathBuf>,
+) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            if !(top && name == POLICY_TESTS_DIR) {
+                walk_policy_dir(&path, false, cedar_files, schema_files)?;
+            }
+        } else if name.ends_with(".cedar") {
+            cedar_files.push(path);
+        } else if name.ends_with(".cedarschema") {
+            schema_files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The directory of a policies directory that holds its policy tests.
+pub const POLICY_TESTS_DIR: &str = "tests";
 
 pub fn read_source(path: &Path) -> Result<PolicySource> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;

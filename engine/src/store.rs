@@ -117,6 +117,7 @@ impl Store {
         .map_err(|e| store_err(&path, e))?;
         conn.execute_batch(crate::egress::SCHEMA)
             .map_err(|e| store_err(&path, e))?;
+        add_parked_kind(&conn).map_err(|e| store_err(&path, e))?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -357,18 +358,98 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a collector's observed state: a complete listing replaces the partition, an
+    /// incomplete one only adds and updates.
+    pub fn write_observed(
+        &self,
+        partition: &str,
+        items: &[Observed],
+        complete: bool,
+    ) -> Result<()> {
+        if complete {
+            return self.replace_observed(partition, items).map(|_| ());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| store_err(&self.path, e))?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO observed (kind, key, body, partition, observed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body,
+                       partition = excluded.partition, observed_at = excluded.observed_at",
+                )
+                .map_err(|e| store_err(&self.path, e))?;
+            let now = crate::log::now_rfc3339();
+            for item in items {
+                put.execute(params![
+                    item.kind,
+                    item.key,
+                    item.body.to_string(),
+                    partition,
+                    now
+                ])
+                .map_err(|e| store_err(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| store_err(&self.path, e))
+    }
+
+    /// The size of `partition`'s last good (complete, accepted) listing.
+    pub fn listing_baseline(&self, partition: &str) -> Result<Option<u64>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            params![format!("listing-size/{partition}")],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map(|v| v.and_then(|v| v.parse().ok()))
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    pub fn set_listing_baseline(&self, partition: &str, size: u64) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![format!("listing-size/{partition}"), size.to_string()],
+        )
+        .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Pending parked items whose id starts with `prefix` lapse (`expired`): what they waited
+    /// for is no longer needed.
+    pub fn expire_pending(&self, prefix: &str) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE parked SET status = 'expired', decided_at = ?2
+             WHERE status = 'pending' AND substr(item, 1, length(?1)) = ?1",
+            params![prefix, crate::log::now_rfc3339()],
+        )
+        .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
     /// Parks a plan item for approval and returns its status: `pending`, `approved` or
     /// `rejected`. An item applied (or expired) before and planned again is the same change
     /// needed again, so it waits for a new approval; a rejection stands until an admin
     /// approves.
-    pub fn park(&self, item: &str, body: &serde_json::Value) -> Result<String> {
+    pub fn park(&self, item: &str, kind: ParkedKind, body: &serde_json::Value) -> Result<String> {
         let conn = self.conn()?;
         conn.execute(
-            "INSERT INTO parked (item, body, status, parked_at) VALUES (?1, ?2, 'pending', ?3)
+            "INSERT INTO parked (item, body, status, parked_at, kind)
+             VALUES (?1, ?2, 'pending', ?3, ?4)
              ON CONFLICT(item) DO UPDATE SET status = 'pending', body = excluded.body,
                parked_at = excluded.parked_at, decided_by = NULL, decided_at = NULL, note = NULL
              WHERE parked.status IN ('applied', 'expired')",
-            params![item, body.to_string(), crate::log::now_rfc3339()],
+            params![
+                item,
+                body.to_string(),
+                crate::log::now_rfc3339(),
+                kind.as_str()
+            ],
         )
         .map_err(|e| store_err(&self.path, e))?;
         conn.query_row(
@@ -412,31 +493,51 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Whether an admin approved a parked item that has not been applied yet (checked at
-    /// every daemon poll, so one indexed question rather than the whole list).
-    pub fn has_approved(&self) -> Result<bool> {
+    /// The kinds of parked item an admin approved that have not been acted on yet (checked
+    /// at every daemon poll, so one indexed question rather than the whole list).
+    pub fn approved_kinds(&self) -> Result<BTreeSet<ParkedKind>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT kind FROM parked WHERE status = 'approved'")
+            .map_err(|e| store_err(&self.path, e))?;
+        let kinds = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| store_err(&self.path, e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| store_err(&self.path, e))?;
+        Ok(kinds.iter().filter_map(|k| ParkedKind::parse(k)).collect())
+    }
+
+    /// How many parked items wait for a decision.
+    pub fn pending_count(&self) -> Result<u64> {
         let conn = self.conn()?;
         conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM parked WHERE status = 'approved')",
+            "SELECT COUNT(*) FROM parked WHERE status = 'pending'",
             [],
-            |r| r.get(0),
+            |r| r.get::<_, i64>(0),
         )
+        .map(|n| n.max(0) as u64)
         .map_err(|e| store_err(&self.path, e))
     }
 
-    /// Approvals of items no longer planned lapse (`expired`): the world changed since.
-    pub fn expire_approvals_except(&self, planned: &[&str]) -> Result<()> {
+    /// Parked plan items a full plan no longer has lapse (`expired`), approved or not: the
+    /// world changed since, and an approval given for it must not apply to what comes next.
+    pub fn expire_unplanned(&self, planned: &[&str]) -> Result<()> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare("SELECT item FROM parked WHERE status = 'approved'")
+            .prepare(
+                "SELECT item FROM parked
+                 WHERE status IN ('pending', 'approved') AND kind = 'plan-item'",
+            )
             .map_err(|e| store_err(&self.path, e))?;
-        let approved = stmt
+        let waiting = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| store_err(&self.path, e))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| store_err(&self.path, e))?;
         drop(stmt);
-        for item in approved.iter().filter(|a| !planned.contains(&a.as_str())) {
+        let planned: std::collections::HashSet<&str> = planned.iter().copied().collect();
+        for item in waiting.iter().filter(|a| !planned.contains(a.as_str())) {
             conn.execute(
                 "UPDATE parked SET status = 'expired', decided_at = ?2 WHERE item = ?1",
                 params![item, crate::log::now_rfc3339()],
@@ -446,36 +547,46 @@ impl Store {
         Ok(())
     }
 
-    /// Parked items: (item, status, body, decided_by, note), oldest first.
-    #[allow(clippy::type_complexity)]
-    pub fn parked(
-        &self,
-    ) -> Result<
-        Vec<(
-            String,
-            String,
-            serde_json::Value,
-            Option<String>,
-            Option<String>,
-        )>,
-    > {
+    /// One parked item: (status, body), if there is one.
+    pub fn parked_item(&self, item: &str) -> Result<Option<(String, serde_json::Value)>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT status, body FROM parked WHERE item = ?1",
+            params![item],
+            |r| {
+                let body: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                ))
+            },
+        )
+        .optional()
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// Parked items, oldest first.
+    pub fn parked(&self) -> Result<Vec<ParkedItem>> {
         let conn = self.conn()?;
         let map = |e| store_err(&self.path, e);
         let mut stmt = conn
             .prepare(
-                "SELECT item, status, body, decided_by, note FROM parked ORDER BY parked_at, item",
+                "SELECT item, status, body, decided_by, note, kind FROM parked
+                 ORDER BY parked_at, item",
             )
             .map_err(map)?;
         let rows = stmt
             .query_map([], |r| {
                 let body: String = r.get(2)?;
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-                    r.get(3)?,
-                    r.get(4)?,
-                ))
+                let kind: String = r.get(5)?;
+                Ok(ParkedItem {
+                    item: r.get(0)?,
+                    status: r.get(1)?,
+                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                    decided_by: r.get(3)?,
+                    note: r.get(4)?,
+                    kind: ParkedKind::parse(&kind).unwrap_or(ParkedKind::PlanItem),
+                })
             })
             .map_err(map)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
@@ -650,6 +761,60 @@ pub fn canonical_body(e: &Entity) -> Result<String> {
     }
     serde_json::to_string(&json)
         .map_err(|err| EngineError::Request(format!("entity `{uid}`: {err}")))
+}
+
+/// A change held back for an admin's decision.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedItem {
+    pub item: String,
+    pub kind: ParkedKind,
+    /// `pending`, `approved`, `rejected`, `applied` or `expired`.
+    pub status: String,
+    /// The plan item (or listing) as it was parked.
+    #[serde(rename = "planItem")]
+    pub body: serde_json::Value,
+    pub decided_by: Option<String>,
+    pub note: Option<String>,
+}
+
+/// What a parked item is: a plan item to apply once approved, or a smaller collector
+/// listing to accept as the new baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParkedKind {
+    PlanItem,
+    AcceptListing,
+}
+
+impl ParkedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkedKind::PlanItem => "plan-item",
+            ParkedKind::AcceptListing => "accept-listing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ParkedKind::PlanItem, ParkedKind::AcceptListing]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Stores made before parked items had kinds: every row was a plan item.
+fn add_parked_kind(conn: &Connection) -> rusqlite::Result<()> {
+    let has_kind: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('parked') WHERE name = 'kind')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_kind {
+        conn.execute_batch(
+            "ALTER TABLE parked ADD COLUMN kind TEXT NOT NULL DEFAULT 'plan-item';",
+        )?;
+    }
+    Ok(())
 }
 
 fn read_revision(conn: &Connection) -> rusqlite::Result<u64> {

@@ -2,7 +2,9 @@
 //! data directory, with helpers to read its JSON output.
 
 pub use tregov_collectors::testkit as cloudtrail;
+pub mod governed;
 pub mod http;
+pub mod jwt;
 pub mod moto;
 
 use std::path::{Path, PathBuf};
@@ -157,4 +159,25 @@ pub fn copy_policies(to: &Path) -> PathBuf {
         }
     }
     dst
+}
+
+/// `copy_policies`, with the policy tests (`policies/tests/`) beside them: the gate a reload
+/// passes runs them.
+pub fn copy_policies_with_tests(to: &Path) -> PathBuf {
+    let dst = copy_policies(to);
+    copy_tree(&workspace_root().join("policies/tests"), &dst.join("tests"));
+    dst
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let p = entry.expect("entry").path();
+        let target = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).expect("copy");
+        }
+    }
 }

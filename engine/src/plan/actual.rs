@@ -12,9 +12,28 @@ use super::NOTIFICATION_KIND;
 /// A principal's Lake Formation permissions on one resource: (permissions, grantable).
 pub(super) type Held = (BTreeSet<String>, BTreeSet<String>);
 
+/// The observed kinds planning reads, as the collectors write them.
+pub mod kind {
+    pub const LF_PERMISSION: &str = "lf-permission";
+    /// A data lake administrator (from the data lake settings).
+    pub const LF_ADMIN: &str = "lf-admin";
+    /// The principal tregov itself acts as (`sts:GetCallerIdentity`).
+    pub const OWN_PRINCIPAL: &str = "tregov-principal";
+    pub const IAM_ROLE: &str = "iam-role";
+    pub const EC2_INSTANCE: &str = "ec2-instance";
+    pub const SAGEMAKER_NOTEBOOK: &str = "sagemaker-notebook";
+    /// A Lake Formation grant tregov itself made (recorded when it applies one).
+    pub const TREGOV_GRANT: &str = "tregov-grant";
+}
+
 /// What the collectors saw, indexed for planning.
 #[derive(Debug, Default)]
 pub struct ActualState {
+    /// Principals never planned for revocation that AWS itself names (the data lake
+    /// administrators, tregov's own principal), as `principal_key`s.
+    pub(super) protected: BTreeSet<String>,
+    /// (principal, canonical resource JSON) of the grants tregov made.
+    pub(super) made: BTreeSet<(String, String)>,
     /// (principal, canonical resource JSON) -> (permissions, grantable permissions).
     pub(super) lf: BTreeMap<(String, String), Held>,
     /// Role ARN -> the role as observed.
@@ -31,14 +50,22 @@ impl ActualState {
         let mut s = Self::default();
         for o in items {
             match o.kind.as_str() {
-                "lf-permission" => s.add_lf_permission(o),
-                "iam-role" => {
+                kind::LF_PERMISSION => s.add_lf_permission(o),
+                kind::LF_ADMIN | kind::OWN_PRINCIPAL => {
+                    s.protected.insert(principal_key(&o.key));
+                }
+                kind::TREGOV_GRANT => {
+                    let principal = o.body["principal"].as_str().unwrap_or_default();
+                    s.made
+                        .insert((principal.to_string(), o.body["resource"].to_string()));
+                }
+                kind::IAM_ROLE => {
                     s.roles.insert(o.key.clone(), o.body.clone());
                 }
-                "ec2-instance" => {
+                kind::EC2_INSTANCE => {
                     s.ec2.insert(o.key.clone(), o.body.clone());
                 }
-                "sagemaker-notebook" => {
+                kind::SAGEMAKER_NOTEBOOK => {
                     s.notebooks.insert(o.key.clone(), o.body.clone());
                 }
                 NOTIFICATION_KIND => {
@@ -69,6 +96,19 @@ impl ActualState {
         entry.1.extend(set("permissionsWithGrantOption"));
     }
 
+    /// What revoking `principal`'s grant on `resource` takes away: a grant tregov made, or
+    /// one nothing explains.
+    pub(super) fn revokes(&self, principal: &str, resource: &str) -> super::Revokes {
+        if self
+            .made
+            .contains(&(principal.to_string(), resource.to_string()))
+        {
+            super::Revokes::Granted
+        } else {
+            super::Revokes::Unexplained
+        }
+    }
+
     /// What `principal` holds, by resource, without scanning everyone else's grants.
     pub(super) fn held_by<'a>(
         &'a self,
@@ -84,5 +124,45 @@ impl ActualState {
         self.lf
             .range((principal.to_string(), String::new())..)
             .take_while(move |((p, _), _)| p == principal)
+    }
+}
+
+/// A principal as protection compares it: a role by account and name whatever its path, and
+/// an assumed-role session as the role it assumed; anything else as written.
+pub fn principal_key(principal: &str) -> String {
+    if let Some(key) = super::role_key(principal) {
+        return key;
+    }
+    // arn:aws:sts::<account>:assumed-role/<role>/<session>
+    let mut parts = principal.splitn(6, ':');
+    let (service, account, rest) = (parts.nth(2), parts.nth(1), parts.next());
+    if let (Some("sts"), Some(account), Some(rest)) = (service, account, rest) {
+        if let Some(role) = rest
+            .strip_prefix("assumed-role/")
+            .and_then(|r| r.split('/').next())
+        {
+            return format!("{account}/{role}");
+        }
+    }
+    principal.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::principal_key;
+
+    #[test]
+    fn a_role_is_the_same_principal_whatever_its_path_or_session() {
+        let key = "111111111111/etl";
+        assert_eq!(principal_key("arn:aws:iam::111111111111:role/etl"), key);
+        assert_eq!(principal_key("arn:aws:iam::111111111111:role/svc/etl"), key);
+        assert_eq!(
+            principal_key("arn:aws:sts::111111111111:assumed-role/etl/tregov"),
+            key
+        );
+        assert_eq!(
+            principal_key("IAM_ALLOWED_PRINCIPALS"),
+            "IAM_ALLOWED_PRINCIPALS"
+        );
     }
 }

@@ -13,9 +13,9 @@ use crate::decide::Engine;
 use super::actual::ActualState;
 use super::decider::{item, materialize, Decider, Verdict};
 use super::index::{Dataset, GraphIndex};
-use super::s3::{s3_statements, IAM_INLINE_POLICY_LIMIT};
+use super::s3::{narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
 use super::{
-    role_key, role_parts, Change, Inputs, Justification, PlanItem, DATA_ACCESS_POLICY,
+    role_key, role_parts, Change, Inputs, Justification, PlanItem, Revokes, DATA_ACCESS_POLICY,
     READ_PERMISSIONS, WRITE_PERMISSIONS,
 };
 
@@ -122,7 +122,10 @@ impl<'a> RolePlanner<'a> {
         for &role in roles {
             let desired = self.desired_access(role, decider);
             self.lf_changes_for_role(role, &desired, decider, &mut items);
-            items.extend(self.role_policy_change(role.arn, &desired, decider));
+            items.extend(
+                self.role_policy_change(role.arn, &desired, decider)
+                    .map(|i| i.affecting(role.owners)),
+            );
         }
         items
     }
@@ -194,7 +197,7 @@ impl<'a> RolePlanner<'a> {
         items: &mut Vec<PlanItem>,
     ) {
         let wanted = self.wanted_permissions(desired);
-        self.lf_grants(role.arn, &wanted, items);
+        self.lf_grants(role, &wanted, items);
         self.lf_revokes(role, &wanted, decider, items);
     }
 
@@ -227,12 +230,12 @@ impl<'a> RolePlanner<'a> {
     }
 
     /// Grants of the wanted permissions the role does not hold yet.
-    fn lf_grants(&self, role: &str, wanted: &BTreeMap<String, Wanted>, items: &mut Vec<PlanItem>) {
+    fn lf_grants(&self, role: Role, wanted: &BTreeMap<String, Wanted>, items: &mut Vec<PlanItem>) {
         for (resource_key, w) in wanted {
             let held = self
                 .actual
                 .lf
-                .get(&(role.to_string(), resource_key.clone()))
+                .get(&(role.arn.clone(), resource_key.clone()))
                 .map(|h| &h.0);
             let missing: Vec<String> = w
                 .perms
@@ -242,19 +245,22 @@ impl<'a> RolePlanner<'a> {
                 .collect();
             if !missing.is_empty() {
                 let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
-                items.push(item(
-                    Change::LfGrant {
-                        principal: role.to_string(),
-                        resource,
-                        permissions: missing.clone(),
-                    },
-                    format!(
-                        "policies allow `{}` on dataset `{}`",
-                        missing.join(", "),
-                        w.dataset
-                    ),
-                    materialize(w.why.iter()),
-                ));
+                items.push(
+                    item(
+                        Change::LfGrant {
+                            principal: role.arn.clone(),
+                            resource,
+                            permissions: missing.clone(),
+                        },
+                        format!(
+                            "policies allow `{}` on dataset `{}`",
+                            missing.join(", "),
+                            w.dataset
+                        ),
+                        materialize(w.why.iter()),
+                    )
+                    .affecting(role.owners),
+                );
             }
         }
     }
@@ -281,16 +287,20 @@ impl<'a> RolePlanner<'a> {
             }
             let (reason, why) = self.revoke_reason(role, resource_key, &extra, decider);
             let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
-            items.push(item(
-                Change::LfRevoke {
-                    principal: role.arn.clone(),
-                    resource,
-                    permissions: extra,
-                    permissions_with_grant_option: extra_grantable,
-                },
-                reason,
-                why,
-            ));
+            items.push(
+                item(
+                    Change::LfRevoke {
+                        principal: role.arn.clone(),
+                        resource,
+                        permissions: extra,
+                        permissions_with_grant_option: extra_grantable,
+                    },
+                    reason,
+                    why,
+                )
+                .revoking(self.actual.revokes(role.arn, resource_key))
+                .affecting(role.owners),
+            );
         }
     }
 
@@ -358,6 +368,7 @@ impl<'a> RolePlanner<'a> {
                     "no policy allows the role any dataset".into(),
                     Vec::new(),
                 )
+                .revoking(Revokes::Granted)
             });
         }
         let document = json!({"Version": "2012-10-17", "Statement": statements});
@@ -368,6 +379,11 @@ impl<'a> RolePlanner<'a> {
                 allowed.len()
             ));
         }
+        // The policy is tregov's own: narrowing it takes away access tregov granted.
+        let narrower = match current.is_some_and(|c| narrows(c, &document)) {
+            true => Revokes::Granted,
+            false => Revokes::Nothing,
+        };
         (current != Some(&document)).then(|| {
             item(
                 Change::PutRolePolicy {
@@ -382,6 +398,7 @@ impl<'a> RolePlanner<'a> {
                 ),
                 materialize(why),
             )
+            .revoking(narrower)
         })
     }
 

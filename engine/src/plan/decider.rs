@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::decide::{Decision, Engine, RequestSpec};
 
-use super::{Change, Justification, PlanItem};
+use super::{Change, Justification, PlanItem, Revokes};
 
 pub(super) struct Decider<'a> {
     engine: &'a Engine,
@@ -183,15 +183,24 @@ pub(super) fn materialize<'a>(
     why.into_iter().map(|v| v.justification()).collect()
 }
 
-/// A plan item, its id derived from the change alone: the same change always has the same
-/// id, whatever the reason or decisions behind it.
+/// A plan item (see `PlanItem::new`).
 pub(super) fn item(change: Change, reason: String, decisions: Vec<Justification>) -> PlanItem {
-    let canonical = serde_json::to_vec(&change).unwrap_or_default();
-    let id = crate::log::sha256_hex(&canonical)[..12].to_string();
-    PlanItem {
-        id,
-        change,
-        reason,
-        decisions,
+    PlanItem::new(change, reason, decisions)
+}
+
+impl PlanItem {
+    /// Marks the item as one that takes access away.
+    pub(super) fn revoking(mut self, revokes: Revokes) -> Self {
+        self.revokes = revokes;
+        self
+    }
+
+    /// Names the users whose access the item alters.
+    pub(super) fn affecting<'u>(mut self, users: impl IntoIterator<Item = &'u EntityUid>) -> Self {
+        self.affects = users
+            .into_iter()
+            .map(|u| u.id().unescaped().to_string())
+            .collect();
+        self
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cedar_policy::{Entities, Entity, EntityUid};
 use serde_json::Value;
 
-use super::actual::ActualState;
+use super::actual::{principal_key, ActualState};
 use super::attrs::{attr_string, attr_uid, type_is};
 use super::lf_table_resource;
 
@@ -49,6 +49,7 @@ impl<'a> GraphIndex<'a> {
     pub(super) fn build(
         entities: &'a Entities,
         actual: &ActualState,
+        protected: &Protected,
         warnings: &mut Vec<String>,
     ) -> Self {
         let mut index = Self {
@@ -74,7 +75,7 @@ impl<'a> GraphIndex<'a> {
         index.workspaces.sort_by_key(|e| e.uid());
         index.budgets.sort_by_key(|e| e.uid());
         index.open.sort();
-        index.role_owners = governed_roles(&index.workspaces, actual);
+        index.role_owners = governed_roles(&index.workspaces, actual, protected, warnings);
         index
     }
 
@@ -134,10 +135,14 @@ fn s3_location(uid: &EntityUid, location: &str, warnings: &mut Vec<String>) -> (
     }
 }
 
-/// Governed principals: every workspace role, and every role tagged as a workspace's.
+/// Governed principals: every workspace role, and every role tagged as a workspace's, but
+/// never a protected one (a workspace pointing at the lake admin role does not make it
+/// governed).
 fn governed_roles(
     workspaces: &[&Entity],
     actual: &ActualState,
+    protected: &Protected,
+    warnings: &mut Vec<String>,
 ) -> BTreeMap<String, BTreeSet<EntityUid>> {
     let mut role_owners: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
     for w in workspaces {
@@ -156,5 +161,30 @@ fn governed_roles(
             role_owners.entry(arn.clone()).or_default();
         }
     }
+    role_owners.retain(|role, _| {
+        let keep = !protected.contains(role);
+        if !keep {
+            warnings.push(format!(
+                "`{role}` is a protected principal (a data lake administrator, tregov's own role or one in `[datalake] protected_principals`) but a workspace names it: its grants are not planned"
+            ));
+        }
+        keep
+    });
     role_owners
+}
+
+/// The principals whose grants are never planned for revocation: those the settings name
+/// and those the actual state names (data lake administrators, tregov's own principal).
+pub(super) struct Protected(BTreeSet<String>);
+
+impl Protected {
+    pub(super) fn new(settings: &BTreeSet<String>, actual: &ActualState) -> Self {
+        let mut keys: BTreeSet<String> = settings.iter().map(|p| principal_key(p)).collect();
+        keys.extend(actual.protected.iter().cloned());
+        Self(keys)
+    }
+
+    pub(super) fn contains(&self, principal: &str) -> bool {
+        self.0.contains(&principal_key(principal))
+    }
 }

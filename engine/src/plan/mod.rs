@@ -17,6 +17,7 @@ mod backup;
 mod budgets;
 mod data_access;
 mod decider;
+mod foreign;
 mod index;
 mod s3;
 #[cfg(test)]
@@ -28,13 +29,14 @@ use cedar_policy::Entities;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::collect::Source;
 use crate::decide::{Decision, Engine, RequestSpec};
 use crate::error::Result;
 
-pub use actual::ActualState;
+pub use actual::{kind, ActualState};
 
 use decider::Decider;
-use index::GraphIndex;
+use index::{GraphIndex, Protected};
 
 /// The inline policy on a workspace role that gives it the S3 side of its data access.
 pub const DATA_ACCESS_POLICY: &str = "tregov-data-access";
@@ -62,6 +64,10 @@ pub struct PlanSettings {
     /// The budget period notifications are counted in (e.g. `2026-11`), chosen by the caller
     /// so planning stays free of the clock.
     pub period: String,
+    /// Principals whose grants are never planned for revocation, whatever the policies say:
+    /// `[datalake] protected_principals` and the roles tregov itself assumes. (The data lake
+    /// administrators and the principal tregov runs as come from the actual state.)
+    pub protected_principals: BTreeSet<String>,
 }
 
 /// One change to AWS.
@@ -168,6 +174,29 @@ impl Change {
         }
     }
 
+    /// The collectors whose facts the change rests on: while any of them is degraded (failed,
+    /// incomplete, or held back by the shrink limit), the change waits for a whole pass.
+    pub fn depends_on(&self) -> &'static [Source] {
+        use Source::*;
+        const ACCESS: &[Source] = &[Projects, Identity, Trails, DataLake, Iam, Workspaces];
+        const BUDGET_DENY: &[Source] = &[Projects, Budgets, Iam];
+        match self {
+            Change::PutRolePolicy { policy_name, .. }
+            | Change::DeleteRolePolicy { policy_name, .. }
+                if policy_name == BUDGET_DENY_POLICY =>
+            {
+                BUDGET_DENY
+            }
+            Change::LfGrant { .. }
+            | Change::LfRevoke { .. }
+            | Change::PutRolePolicy { .. }
+            | Change::DeleteRolePolicy { .. } => ACCESS,
+            Change::StopWorkspace { .. } => &[Projects, Budgets, Workspaces],
+            Change::TagBackup { .. } => &[Projects, Identity, Workspaces],
+            Change::Notify { .. } => &[Projects, Budgets],
+        }
+    }
+
     pub fn verb(&self) -> &'static str {
         match self {
             Change::LfGrant { .. } => "grant",
@@ -204,6 +233,14 @@ pub struct PlanItem {
     pub change: Change,
     pub reason: String,
     pub decisions: Vec<Justification>,
+    /// Whether the change takes access away (a revoke, a narrower or deleted data-access
+    /// policy), and whose: what the blast-radius limits count.
+    #[serde(default, skip_serializing_if = "Revokes::is_nothing")]
+    pub revokes: Revokes,
+    /// The users whose access the change alters (the owners of the role's workspaces):
+    /// none of them may approve it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affects: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +252,53 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// How many Cedar decisions the plan took.
     pub decisions: u64,
+    /// How many Lake Formation grants tregov governs now (held by governed roles, or by
+    /// anyone not protected on a governed dataset): what revocations of grants tregov made
+    /// are a fraction of.
+    #[serde(rename = "governedGrants", default)]
+    pub governed_grants: u64,
+}
+
+/// What access a change takes away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Revokes {
+    #[default]
+    Nothing,
+    /// Access tregov itself granted (or its own data-access policy): losing it at scale is
+    /// the harm the fraction limit bounds.
+    Granted,
+    /// Access nothing explains (an out-of-band grant, one from before tregov): reverting it
+    /// is drift correction, bounded only by the count limit.
+    Unexplained,
+}
+
+impl Revokes {
+    pub fn is_nothing(&self) -> bool {
+        *self == Revokes::Nothing
+    }
+}
+
+impl PlanItem {
+    /// Whether applying it takes access away.
+    pub fn is_revoking(&self) -> bool {
+        !self.revokes.is_nothing()
+    }
+
+    /// A plan item, its id derived from the change alone: the same change always has the
+    /// same id, whatever the reason or decisions behind it.
+    pub fn new(change: Change, reason: String, decisions: Vec<Justification>) -> Self {
+        let canonical = serde_json::to_vec(&change).unwrap_or_default();
+        let id = crate::log::sha256_hex(&canonical)[..12].to_string();
+        Self {
+            id,
+            change,
+            reason,
+            decisions,
+            revokes: Revokes::Nothing,
+            affects: Vec::new(),
+        }
+    }
 }
 
 impl Justification {
@@ -336,15 +420,18 @@ pub fn plan_scoped(
 ) -> Plan {
     let entities = engine.graph().entities();
     let mut decider = Decider::new(engine);
-    let index = GraphIndex::build(entities, actual, &mut decider.warnings);
+    let protected = Protected::new(&settings.protected_principals, actual);
+    let index = GraphIndex::build(entities, actual, &protected, &mut decider.warnings);
     let inputs = Inputs {
         engine,
         entities,
         index: &index,
         actual,
         settings,
+        protected: &protected,
     };
     let mut items = data_access::plan_data_access(&inputs, scope, &mut decider);
+    items.extend(foreign::plan_foreign_grants(&inputs, scope));
     budgets::plan_budgets(&inputs, &mut decider, &mut items);
     backup::plan_backups(&inputs, &mut decider, &mut items);
     sort_and_dedup(&mut items);
@@ -353,6 +440,7 @@ pub fn plan_scoped(
         items,
         warnings: decider.warnings,
         decisions: decider.count,
+        governed_grants: foreign::governed_grants(&inputs),
     }
 }
 
@@ -363,6 +451,7 @@ struct Inputs<'a> {
     index: &'a GraphIndex<'a>,
     actual: &'a ActualState,
     settings: &'a PlanSettings,
+    protected: &'a Protected,
 }
 
 /// A plan's items in order: by enforcer, then target, then id. The sort is stable, so of

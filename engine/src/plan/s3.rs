@@ -56,6 +56,47 @@ pub(super) fn s3_statements(allowed: &[(&Dataset, bool)]) -> Vec<Value> {
     out
 }
 
+/// Whether `new` takes away anything `current` allows: an action on a resource, or a listed
+/// prefix, that only `current` has. A narrower data-access policy is a revocation.
+pub(super) fn narrows(current: &Value, new: &Value) -> bool {
+    let had = grants_of(current);
+    let has = grants_of(new);
+    had.difference(&has).next().is_some()
+}
+
+/// Every (action, resource) and (bucket, listed prefix) pair a policy document allows.
+fn grants_of(document: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    for statement in document["Statement"].as_array().into_iter().flatten() {
+        if statement["Effect"] != "Allow" {
+            continue;
+        }
+        let resources = strings(&statement["Resource"]);
+        let prefixes = strings(&statement["Condition"]["StringLike"]["s3:prefix"]);
+        for action in strings(&statement["Action"]) {
+            for resource in &resources {
+                if prefixes.is_empty() {
+                    out.insert(format!("{action} {resource}"));
+                }
+                for prefix in &prefixes {
+                    out.insert(format!("{action} {resource} {prefix}"));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +144,19 @@ mod tests {
             "{}",
             document.to_string().len()
         );
+    }
+
+    #[test]
+    fn a_policy_is_narrower_when_it_drops_a_prefix_and_wider_when_it_only_adds() {
+        let a = dataset("lake", "a/");
+        let b = dataset("lake", "b/");
+        let doc = |allowed: &[(&Dataset, bool)]| json!({"Version": "2012-10-17", "Statement": s3_statements(allowed)});
+        let both = doc(&[(&a, true), (&b, false)]);
+        let only_a = doc(&[(&a, true)]);
+        let a_read_only = doc(&[(&a, false), (&b, false)]);
+        assert!(narrows(&both, &only_a), "b dropped");
+        assert!(!narrows(&only_a, &both), "b added");
+        assert!(narrows(&both, &a_read_only), "writing a dropped");
+        assert!(!narrows(&both, &both));
     }
 }

@@ -51,8 +51,11 @@ fn settings() -> PlanSettings {
         .into(),
         backup_tag: ("tregov:backup".into(), "enabled".into()),
         period: "2026-11".into(),
+        protected_principals: [ETL_ROLE.to_string()].into(),
     }
 }
+
+const ETL_ROLE: &str = "arn:aws:iam::999999999999:role/tre-etl";
 
 fn observed_instances() -> Vec<Observed> {
     vec![
@@ -502,4 +505,110 @@ fn role_arns_split_into_account_and_name() {
         Some(("111111111111", "swb-ws"))
     );
     assert_eq!(role_parts("arn:aws:s3:::bucket"), None);
+}
+
+fn lf_grant_observed(principal: &str, resource: &Value) -> Observed {
+    Observed {
+        kind: "lf-permission".into(),
+        key: format!("{principal}|{resource}"),
+        body: json!({"principal": principal, "resource": resource,
+            "permissions": ["DESCRIBE", "SELECT"], "permissionsWithGrantOption": []}),
+    }
+}
+
+fn revoked_principals(plan: &Plan) -> Vec<&str> {
+    plan.items
+        .iter()
+        .filter_map(|i| match &i.change {
+            Change::LfRevoke { principal, .. } => Some(principal.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn protected_principals_are_never_planned_for_revocation_but_other_unknown_principals_are() {
+    let engine = engine_with(|_| {});
+    let gwas = lf_table_resource("genomics", Some("gwas_2024"));
+    let admin = "arn:aws:iam::999999999999:role/TREDataLakeAdminRole";
+    let tregov = "arn:aws:sts::999999999999:assumed-role/tregov/session";
+    let stranger = "arn:aws:iam::111111111111:role/not-a-workspace";
+    let observed = vec![
+        lf_grant_observed(admin, &gwas),
+        lf_grant_observed(ETL_ROLE, &gwas),
+        lf_grant_observed("arn:aws:iam::999999999999:role/tregov", &gwas),
+        lf_grant_observed(stranger, &gwas),
+        Observed {
+            kind: "lf-admin".into(),
+            key: admin.into(),
+            body: json!({"principal": admin}),
+        },
+        Observed {
+            kind: "tregov-principal".into(),
+            key: tregov.into(),
+            body: json!({"arn": tregov}),
+        },
+    ];
+    let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+    assert_eq!(
+        revoked_principals(&plan),
+        vec![stranger],
+        "{:#?}",
+        plan.items
+    );
+    let revoke = plan
+        .items
+        .iter()
+        .find(|i| i.change.verb() == "revoke")
+        .expect("revoke");
+    assert_eq!(revoke.revokes, Revokes::Unexplained);
+    assert!(
+        revoke.reason.contains("not a workspace role"),
+        "{}",
+        revoke.reason
+    );
+    assert_eq!(
+        plan.governed_grants, 1,
+        "only the stranger's grant is governed"
+    );
+}
+
+#[test]
+fn a_workspace_that_names_a_protected_role_does_not_make_it_governed() {
+    let engine = engine_with(|json| {
+        entity(json, "Tre::Workspace", "ws-alice-ec2")["attrs"]["roleArn"] = json!(ETL_ROLE);
+    });
+    let cardio = lf_table_resource("cardio", Some("ukb_cardio"));
+    let observed = vec![lf_grant_observed(ETL_ROLE, &cardio)];
+    let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+    assert!(grants_of(&plan, ETL_ROLE).is_empty());
+    assert!(revoked_principals(&plan).is_empty());
+    assert!(plan
+        .warnings
+        .iter()
+        .any(|w| w.contains("protected principal")));
+}
+
+#[test]
+fn revocations_are_marked_and_every_data_access_item_names_the_owners_it_affects() {
+    let before = engine_with(|_| {});
+    let granted = observed_after(
+        &plan(&before, &ActualState::default(), &settings()),
+        Vec::new(),
+    );
+    let engine = engine_with(|json| {
+        entity(json, "Tre::User", "alice")["attrs"]["status"] = json!("inactive");
+    });
+    let plan = plan(&engine, &ActualState::from_observed(&granted), &settings());
+    let alice: Vec<&PlanItem> = plan
+        .items
+        .iter()
+        .filter(|i| i.change.target().starts_with(ALICE_ROLE))
+        .collect();
+    assert!(!alice.is_empty());
+    for item in alice {
+        assert!(item.is_revoking(), "{item:#?}");
+        assert_eq!(item.affects, vec!["alice".to_string()], "{item:#?}");
+    }
+    assert!(plan.governed_grants >= 3, "{}", plan.governed_grants);
 }

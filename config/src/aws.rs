@@ -4,7 +4,7 @@
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_types::region::Region;
 
-use crate::config::Config;
+use crate::Config;
 
 /// The shared base configuration every client is built from.
 #[derive(Clone, Debug)]

@@ -1,0 +1,320 @@
+//! Authorization for other TRE apps, shaped like Amazon Verified Permissions:
+//! `POST /v1/is-authorized` and `POST /v1/batch-is-authorized` (at most 30 requests), with
+//! AVP's field names (principal, action, resource, `contextMap` or `cedarJson`; decision,
+//! determining policies, errors). tregov decides over its own store: caller-supplied
+//! `entities` are refused. A user asks only about themselves; an app registered as
+//! `Tre::Service::"<sub>"` (e.g. a Cognito client-credentials client) asks about anyone.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tregov_engine::RequestSpec;
+
+use crate::{Api, ApiError, ApiResult};
+
+pub(crate) fn routes() -> axum::Router<Arc<Api>> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/v1/is-authorized", post(is_authorized))
+        .route("/v1/batch-is-authorized", post(batch_is_authorized))
+}
+
+impl Api {
+    /// Users ask only about themselves; a registered app (`Tre::Service::"<sub>"` in the
+    /// store) asks about anyone.
+    async fn may_ask(self: &Arc<Self>, caller: &str, principals: &[String]) -> ApiResult<()> {
+        let me = avp_uid("Tre::User", caller);
+        if principals.iter().all(|p| *p == me) {
+            return Ok(());
+        }
+        let caller = caller.to_string();
+        self.blocking(move |_, engine| {
+            let service = tregov_engine::entities::uid_from_parts("Tre::Service", &caller)?;
+            if engine.graph().entities().get(&service).is_some() {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("`{caller}` may ask only about itself (`{me}`): only a registered `Tre::Service` asks about others"),
+                ))
+            }
+        })
+        .await
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpEntity {
+    entity_type: String,
+    entity_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpAction {
+    action_type: String,
+    action_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpContext {
+    #[serde(default)]
+    context_map: Option<Map<String, Value>>,
+    #[serde(default)]
+    cedar_json: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpRequest {
+    #[serde(default)]
+    policy_store_id: Option<String>,
+    principal: AvpEntity,
+    action: AvpAction,
+    resource: AvpEntity,
+    #[serde(default)]
+    context: Option<AvpContext>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpBatch {
+    #[serde(default)]
+    policy_store_id: Option<String>,
+    requests: Vec<AvpBatchItem>,
+}
+
+#[derive(Deserialize, serde::Serialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AvpBatchItem {
+    principal: Value,
+    action: Value,
+    resource: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    context: Option<Value>,
+}
+
+/// AVP's typed attribute values as Cedar entities-JSON values.
+fn avp_value(v: &Value) -> Result<Value, String> {
+    let Some((kind, inner)) = v
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+    else {
+        return Err(format!(
+            "`{v}` is not an attribute value like {{\"string\": \"...\"}}"
+        ));
+    };
+    Ok(match kind.as_str() {
+        "string" | "long" | "boolean" => inner.clone(),
+        "entityIdentifier" => {
+            let e: AvpEntity = serde_json::from_value(inner.clone()).map_err(|e| e.to_string())?;
+            json!({"__entity": {"type": e.entity_type, "id": e.entity_id}})
+        }
+        "set" => Value::Array(
+            inner
+                .as_array()
+                .ok_or("`set` must be an array")?
+                .iter()
+                .map(avp_value)
+                .collect::<Result<_, _>>()?,
+        ),
+        "record" => Value::Object(
+            inner
+                .as_object()
+                .ok_or("`record` must be an object")?
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), avp_value(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        "ipaddr" => json!({"__extn": {"fn": "ip", "arg": inner}}),
+        "decimal" => json!({"__extn": {"fn": "decimal", "arg": inner}}),
+        "datetime" => json!({"__extn": {"fn": "datetime", "arg": inner}}),
+        "duration" => json!({"__extn": {"fn": "duration", "arg": inner}}),
+        other => return Err(format!("unknown attribute value type `{other}`")),
+    })
+}
+
+/// An entity named by type and id, as request text (`Tre::User::"alice"`).
+fn avp_uid(entity_type: &str, id: &str) -> String {
+    format!("{entity_type}::{}", Value::from(id))
+}
+
+fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
+    let _ = &request.policy_store_id;
+    let context = match &request.context {
+        None => Value::Object(Map::new()),
+        Some(AvpContext {
+            context_map: Some(map),
+            cedar_json: None,
+        }) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        avp_value(v).map_err(|e| format!("context `{k}`: {e}"))?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        Some(AvpContext {
+            context_map: None,
+            cedar_json: Some(text),
+        }) => serde_json::from_str(text).map_err(|e| format!("`cedarJson`: {e}"))?,
+        Some(_) => {
+            return Err("`context` takes exactly one of `contextMap` and `cedarJson`".into())
+        }
+    };
+    Ok(RequestSpec {
+        principal: avp_uid(&request.principal.entity_type, &request.principal.entity_id),
+        action: avp_uid(&request.action.action_type, &request.action.action_id),
+        resource: avp_uid(&request.resource.entity_type, &request.resource.entity_id),
+        context,
+    })
+}
+
+fn avp_answer(outcome: &tregov_engine::DecisionOutcome) -> Value {
+    json!({
+        "decision": match outcome.decision {
+            tregov_engine::Decision::Allow => "ALLOW",
+            tregov_engine::Decision::Deny => "DENY",
+        },
+        "determiningPolicies": outcome.reasons.iter().map(|id| json!({"policyId": id})).collect::<Vec<_>>(),
+        "errors": outcome.errors.iter().map(|e| json!({"errorDescription": format!("{}: {}", e.policy, e.message)})).collect::<Vec<_>>(),
+        "logSeq": outcome.log_seq,
+    })
+}
+
+async fn is_authorized(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Json(body): Json<AvpRequest>,
+) -> ApiResult<Json<Value>> {
+    let user = api.caller(&headers).await?;
+    let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    api.may_ask(&user, std::slice::from_ref(&spec.principal))
+        .await?;
+    let outcome = api
+        .blocking(move |_, engine| {
+            let request = engine
+                .parse(spec)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            Ok(engine.decide_logged(&request, &format!("api:{user}"))?)
+        })
+        .await?;
+    Ok(Json(avp_answer(&outcome)))
+}
+
+async fn batch_is_authorized(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Json(body): Json<AvpBatch>,
+) -> ApiResult<Json<Value>> {
+    let user = api.caller(&headers).await?;
+    let _ = &body.policy_store_id;
+    if body.requests.is_empty() || body.requests.len() > 30 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`requests` takes 1 to 30 requests, not {}",
+                body.requests.len()
+            ),
+        ));
+    }
+    let principals: Vec<String> = body
+        .requests
+        .iter()
+        .map(|r| {
+            let field = |name| {
+                r.principal
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            avp_uid(field("entityType"), field("entityId"))
+        })
+        .collect();
+    api.may_ask(&user, &principals).await?;
+    let results = api
+        .blocking(move |_, engine| {
+            let mut parsed = Vec::new();
+            let mut slots = Vec::new();
+            for item in &body.requests {
+                let spec = serde_json::to_value(item)
+                    .and_then(serde_json::from_value::<AvpRequest>)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| avp_spec(&r))
+                    .and_then(|s| engine.parse(s).map_err(|e| e.to_string()));
+                match spec {
+                    Ok(p) => {
+                        slots.push(Ok(parsed.len()));
+                        parsed.push(p);
+                    }
+                    Err(e) => slots.push(Err(e)),
+                }
+            }
+            let outcomes = engine.decide_batch_logged(&parsed, &format!("api:{user}"))?;
+            Ok(body
+                .requests
+                .iter()
+                .zip(slots)
+                .map(|(item, slot)| {
+                    let mut answer = match slot {
+                        Ok(i) => avp_answer(&outcomes[i]),
+                        // Fail closed: a request tregov cannot read is denied, and says why.
+                        Err(e) => json!({"decision": "DENY", "determiningPolicies": [], "errors": [{"errorDescription": e}]}),
+                    };
+                    if let Some(obj) = answer.as_object_mut() {
+                        obj.insert("request".into(), serde_json::to_value(item).unwrap_or(Value::Null));
+                    }
+                    answer
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({ "results": results })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avp_attribute_values_become_cedar_json() {
+        let v = avp_value(&json!({"record": {
+            "who": {"entityIdentifier": {"entityType": "Tre::User", "entityId": "alice"}},
+            "ip": {"ipaddr": "10.0.0.1"},
+            "n": {"long": 3},
+            "tags": {"set": [{"string": "a"}]}
+        }}))
+        .expect("converts");
+        assert_eq!(
+            v["who"],
+            json!({"__entity": {"type": "Tre::User", "id": "alice"}})
+        );
+        assert_eq!(v["ip"], json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}}));
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["tags"], json!(["a"]));
+        assert!(avp_value(&json!({"float": 1.5})).is_err());
+    }
+
+    #[test]
+    fn an_avp_request_names_entities_with_quoted_ids() {
+        let request: AvpRequest = serde_json::from_value(json!({
+            "policyStoreId": "ps-1",
+            "principal": {"entityType": "Tre::User", "entityId": "al\"ice"},
+            "action": {"actionType": "Tre::Action", "actionId": "read"},
+            "resource": {"entityType": "Tre::Dataset", "entityId": "gwas"}
+        }))
+        .expect("parses");
+        let spec = avp_spec(&request).expect("spec");
+        assert_eq!(spec.principal, r#"Tre::User::"al\"ice""#);
+        assert_eq!(spec.action, r#"Tre::Action::"read""#);
+    }
+}

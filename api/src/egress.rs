@@ -1,0 +1,276 @@
+//! The data egress workflow's routes (all JSON):
+//! - `POST /v1/egress/requests` `{workspace, files?, note?}` submits (201);
+//! - `GET /v1/egress/requests[?status=&workspace=]` lists what the caller may see;
+//! - `GET /v1/egress/requests/{id}` and `/{id}/history` (the audit trail from the log);
+//! - `POST /v1/egress/requests/{id}/reviews` `{decision: "approve"|"reject", reason?}`;
+//! - `POST /v1/egress/requests/{id}/downloads` takes one download and returns presigned URLs;
+//! - `POST /v1/egress/requests/{id}/withdraw` `{reason?}` takes back a request in review.
+//!
+//! Seeing a request is a Cedar decision (`viewEgress`) like every transition: a request the
+//! caller may not see does not exist for them (404).
+
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tregov_enforcers::egress_effects::EffectRunner;
+use tregov_engine::egress::{Egress, EgressRequest, Status, Submission};
+use tregov_engine::workflow::WorkflowError;
+use tregov_engine::Engine;
+
+use crate::{Api, ApiError, ApiResult};
+
+pub(crate) fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/v1/egress/requests", post(submit).get(list))
+        .route("/v1/egress/requests/{id}", get(show))
+        .route("/v1/egress/requests/{id}/history", get(history))
+        .route("/v1/egress/requests/{id}/reviews", post(review))
+        .route("/v1/egress/requests/{id}/downloads", post(download))
+        .route("/v1/egress/requests/{id}/withdraw", post(withdraw))
+}
+
+impl Api {
+    fn effects(&self) -> ApiResult<&Arc<EffectRunner>> {
+        self.effects.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "egress is not configured (no `[egress]` section)",
+            )
+        })
+    }
+
+    /// Runs `f` over the egress workflow, off the async threads.
+    async fn flow<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Egress<'_>) -> Result<T, WorkflowError> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.blocking(move |api, engine: &Engine| {
+            let flow = Egress::new(engine, &api.settings)?;
+            Ok(f(&flow)?)
+        })
+        .await
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    workspace: String,
+    /// Keys (relative to the workspace's prefix, or full) to send; default: every file.
+    #[serde(default)]
+    files: Option<Vec<String>>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn submit(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Json(body): Json<SubmitBody>,
+) -> ApiResult<(StatusCode, Json<EgressRequest>)> {
+    let user = api.caller(&headers).await?;
+    let effects = api.effects()?.clone();
+    api.flow({
+        let (user, workspace) = (user.clone(), body.workspace.clone());
+        move |flow| flow.may_submit(&user, &workspace)
+    })
+    .await?;
+    let objects = effects
+        .store()
+        .pin(&body.workspace, body.files.as_deref())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))?;
+    let request = api
+        .flow(move |flow| {
+            flow.submit(
+                &user,
+                Submission {
+                    workspace: body.workspace,
+                    objects,
+                    note: body.note,
+                },
+            )
+        })
+        .await?;
+    effects.hit("egress-submitted");
+    let request = effects.run(request).await;
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    workspace: Option<String>,
+}
+
+async fn list(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let user = api.caller(&headers).await?;
+    let status = match &query.status {
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown status `{s}` (IN_REVIEW, APPROVED, REJECTED or WITHDRAWN)"),
+            )
+        })?),
+        None => None,
+    };
+    let requests = api
+        .flow(move |flow| {
+            let all = flow.list(status, query.workspace.as_deref())?;
+            Ok(flow.visible(&user, all)?)
+        })
+        .await?;
+    Ok(Json(json!({ "requests": requests })))
+}
+
+/// The request, if the caller may see it (a request they may not see does not exist for them).
+async fn visible(api: &Arc<Api>, user: String, id: String) -> ApiResult<EgressRequest> {
+    api.flow(move |flow| {
+        flow.get_visible(&user, &id)?
+            .ok_or_else(|| WorkflowError::NotFound(format!("egress request `{id}`")))
+    })
+    .await
+}
+
+async fn show(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<EgressRequest>> {
+    let user = api.caller(&headers).await?;
+    Ok(Json(visible(&api, user, id).await?))
+}
+
+async fn history(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let user = api.caller(&headers).await?;
+    let request = visible(&api, user, id.clone()).await?;
+    let history = api.flow(move |flow| Ok(flow.history(&id)?)).await?;
+    Ok(Json(json!({ "request": request, "history": history })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    /// `approve` or `reject`.
+    decision: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn review(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<ReviewBody>,
+) -> ApiResult<Json<EgressRequest>> {
+    let user = api.caller(&headers).await?;
+    let approve = match body.decision.to_ascii_lowercase().as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`decision` must be `approve` or `reject`, not `{other}`"),
+            ))
+        }
+    };
+    // A request the caller may not see does not exist for them; one still being staged is
+    // staged first, so the reviewer sees the files.
+    let effects = api.effects()?.clone();
+    let current = visible(&api, user.clone(), id.clone()).await?;
+    if current.pending.is_some() {
+        effects.run(current).await;
+    }
+    let request = api
+        .flow(move |flow| flow.review(&user, &id, approve, body.reason))
+        .await?;
+    effects.hit("egress-reviewed");
+    Ok(Json(effects.run(request).await))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WithdrawBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn withdraw(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<WithdrawBody>>,
+) -> ApiResult<Json<EgressRequest>> {
+    let user = api.caller(&headers).await?;
+    let effects = api.effects()?.clone();
+    visible(&api, user.clone(), id.clone()).await?;
+    let reason = body.and_then(|Json(b)| b.reason);
+    let request = api
+        .flow(move |flow| flow.withdraw(&user, &id, reason))
+        .await?;
+    Ok(Json(effects.run(request).await))
+}
+
+async fn download(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let user = api.caller(&headers).await?;
+    let effects = api.effects()?.clone();
+    let store = effects.store();
+    let current = visible(&api, user.clone(), id.clone()).await?;
+    if current.pending.is_some() {
+        effects.run(current).await;
+    }
+    let request = api.flow(move |flow| flow.take_download(&user, &id)).await?;
+    // The download is counted: the URLs are handed out only now.
+    let downloads = store.presign(&request).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "download {} of request `{}` was counted but its URLs could not be made: {e}",
+                request.download_count, request.id
+            ),
+        )
+    })?;
+    Ok(Json(json!({
+        "request": request.id,
+        "download": request.download_count,
+        "downloadsLeft": request.download_limit - request.download_count,
+        "expiresInSeconds": store.config().url_expiry_seconds,
+        "files": downloads,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_names_an_identity_is_refused() {
+        let forged = serde_json::from_value::<ReviewBody>(
+            json!({"decision": "approve", "reviewer": "carol"}),
+        );
+        assert!(forged.is_err());
+        let forged =
+            serde_json::from_value::<SubmitBody>(json!({"workspace": "ws", "requester": "alice"}));
+        assert!(forged.is_err());
+    }
+}

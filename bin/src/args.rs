@@ -1,0 +1,240 @@
+//! The command line's arguments: every command, flag and environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tregov",
+    version,
+    about = "Policy-as-code governance for Trusted Research Environments on AWS",
+    long_about = "tregov decides who may do what in a Trusted Research Environment with Cedar \
+                  policies, explains every decision, and keeps a tamper-evident record of them.\n\n\
+                  Exit codes: 0 ok / allow, 2 deny, 3 invalid input, 1 any other failure."
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// Directory of the entity store and decision log.
+    #[arg(
+        long,
+        global = true,
+        env = "TREGOV_DATA_DIR",
+        default_value = ".tregov"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Policies directory (a schema and `.cedar` files). Default: `./policies` when it has a
+    /// schema, else the policies built into tregov.
+    #[arg(long, global = true, env = "TREGOV_POLICIES")]
+    pub policies: Option<PathBuf>,
+
+    /// The configuration file (see `examples/tregov.toml`).
+    #[arg(
+        long,
+        global = true,
+        env = "TREGOV_CONFIG",
+        default_value = "tregov.toml"
+    )]
+    pub config: PathBuf,
+
+    /// More log output on stderr (-v info, -vv debug); `TREGOV_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the policies against the schema in strict mode.
+    Validate,
+    /// Format policy files with Cedar's formatter.
+    Fmt {
+        /// Report files that are not formatted instead of rewriting them.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run policy tests (Cedar integration-test JSON format).
+    Test {
+        /// Test files, or directories searched for them. Default: `policies/tests/`.
+        paths: Vec<PathBuf>,
+    },
+    /// Decide a request.
+    Authorize(DecideArgs),
+    /// Decide a request and explain it: the policies that made it and what would have to
+    /// change.
+    Why {
+        #[command(flatten)]
+        args: DecideArgs,
+        /// Re-evaluate the logged decision SEQ with its own policy version and entity slice.
+        #[arg(long, value_name = "SEQ", conflicts_with_all = ["principal", "action", "resource", "context", "entities"])]
+        replay: Option<u64>,
+    },
+    /// The entity store.
+    #[command(subcommand)]
+    Entities(EntitiesCommand),
+    /// The decision log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Load the default policies and a sample TRE into the store and explain a few decisions.
+    Demo,
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Collect AWS state (CloudTrail events) into the store.
+    Collect {
+        /// One pass, then exit (default: keep collecting every `--interval` seconds).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+    },
+    /// The collected CloudTrail events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// What each collector did on its last run.
+    Status,
+    /// What would change in AWS to match the policies, each change with the decisions behind
+    /// it. With `--policies NEW_DIR`: the impact of a proposed policy change.
+    Plan,
+    /// Collect, plan and apply the changes (Lake Formation, IAM, workspaces, tags, SNS).
+    Apply {
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Govern continuously: collect, plan and apply; reload policies when they change.
+    Daemon {
+        /// Plan and log, never apply.
+        #[arg(long)]
+        dry_run: bool,
+        /// Park plan items until an admin runs `tregov approve ID`.
+        #[arg(long, conflicts_with = "dry_run")]
+        require_approval: bool,
+    },
+    /// Approve parked changes, through the API with your token (the daemon applies them on
+    /// its next pass). Approving is a Cedar decision (`approvePlanItem`).
+    Approve {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// Reject parked changes, through the API with your token (`rejectPlanItem`).
+    Reject {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// Plan items parked by `daemon --require-approval`, with their status.
+    Parked,
+    /// Serve the HTTP API (`[api]`, `[auth]`): egress and `is-authorized`, without governing.
+    Serve,
+    /// Data egress requests, through the HTTP API with a bearer token.
+    Egress(crate::egress::EgressArgs),
+    /// Actual state the collectors observed (Lake Formation permissions, IAM roles, ...).
+    Observed {
+        /// Only this kind (`lf-permission`, `lf-location`, `lf-tag`, `glue-table`, `iam-role`).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration file; name any bad key with its line.
+    Check,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EventFilterArgs {
+    /// Events at or after this time (RFC 3339, e.g. `2026-11-01T00:00:00Z`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events whose principal (ARN or id) contains this text.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Events with exactly this name (e.g. `PutRolePolicy`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Events of this account.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// How many events match.
+    Count(EventFilterArgs),
+    /// The matching events, oldest first (with `--output json`, one object per line).
+    List {
+        #[command(flatten)]
+        filter: EventFilterArgs,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DecideArgs {
+    /// The principal, e.g. `Tre::User::"alice"`.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// The action, e.g. `Tre::Action::"read"`.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// The resource, e.g. `Tre::Dataset::"gwas-2024"`.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// The context: a JSON object, or `@FILE`.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Decide over this entities file instead of the store (nothing is logged).
+    #[arg(long)]
+    pub entities: Option<PathBuf>,
+    /// Schema for `--entities` mode (default: the policies directory's own schema).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EntitiesCommand {
+    /// Validate an entities-JSON file against the schema and write it to the store.
+    Import {
+        file: PathBuf,
+        /// Replace every entity previously imported into this partition.
+        #[arg(long)]
+        replace: bool,
+        /// The partition the entities belong to.
+        #[arg(long, default_value = "manual")]
+        partition: String,
+    },
+    /// Print every stored entity as an entities-JSON array.
+    Export,
+    /// Print one stored entity.
+    Get { uid: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// Check the hash chain; name the first bad record.
+    Verify,
+    /// Print one record, or every record.
+    Show { seq: Option<u64> },
+    /// Print the last sequence number and hash, to keep outside the TRE.
+    Head,
+}

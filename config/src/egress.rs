@@ -1,0 +1,90 @@
+//! `[egress]`: where researchers' results wait, where reviewers inspect them, where approved
+//! results go, and who reviews.
+
+use serde::Deserialize;
+
+use crate::key_path::KeyPath;
+use crate::validate::{check_not_empty, check_role_arn, Problems, Validate};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// The egress-store bucket: each workspace's files under `<workspaceId>/`. Versioning must
+    /// be on: requests pin object VersionIds.
+    pub store_bucket: String,
+    /// Where pinned versions are copied for reviewers to inspect, under
+    /// `<workspaceId>/<requestId>/`.
+    pub staging_bucket: String,
+    /// Where approved files go, under `approved_egress/<workspaceId>/<requestId>/`.
+    /// Default: the staging bucket.
+    #[serde(default)]
+    pub approved_bucket: Option<String>,
+    /// KMS key for SSE-KMS on staged and approved copies. Default: the buckets' own encryption.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Account holding the buckets, when its role must be assumed (`role_arn`).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// The ordered review steps, each a `Tre::Role` id. Default
+    /// `["InformationGovernance", "ResearchIT"]`.
+    #[serde(default = "default_egress_steps")]
+    pub steps: Vec<String>,
+    /// The `Tre::Role` whose members download approved files. Default `InformationGovernance`.
+    #[serde(default = "default_download_role")]
+    pub download_role: String,
+    /// Downloads allowed per request. Default 1.
+    #[serde(default = "default_download_limit")]
+    pub download_limit: i64,
+    /// Lifetime of a presigned download URL, in seconds. Default 3600.
+    #[serde(default = "default_url_expiry")]
+    pub url_expiry_seconds: u64,
+    /// SNS topic told of each step (message attribute `audience`: the role or the requester).
+    #[serde(default)]
+    pub notify_topic_arn: Option<String>,
+}
+
+fn default_egress_steps() -> Vec<String> {
+    vec!["InformationGovernance".into(), "ResearchIT".into()]
+}
+fn default_download_role() -> String {
+    "InformationGovernance".into()
+}
+fn default_download_limit() -> i64 {
+    1
+}
+fn default_url_expiry() -> u64 {
+    3600
+}
+
+impl EgressConfig {
+    /// What the workflow in the engine needs of this section.
+    pub fn settings(&self) -> tregov_engine::egress::EgressSettings {
+        tregov_engine::egress::EgressSettings {
+            steps: self.steps.clone(),
+            download_role: self.download_role.clone(),
+            download_limit: self.download_limit,
+        }
+    }
+}
+
+impl Validate for EgressConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        check_not_empty(&self.store_bucket, at.key("store_bucket"), problems);
+        check_not_empty(&self.staging_bucket, at.key("staging_bucket"), problems);
+        check_not_empty(&self.download_role, at.key("download_role"), problems);
+        problems.check(
+            !self.steps.is_empty() && self.steps.iter().all(|s| !s.trim().is_empty()),
+            at.key("steps"),
+            || "needs at least one non-empty role".into(),
+        );
+        problems.check(self.download_limit >= 1, at.key("download_limit"), || {
+            format!("must be at least 1, not {}", self.download_limit)
+        });
+        problems.check(
+            (60..=604_800).contains(&self.url_expiry_seconds),
+            at.key("url_expiry_seconds"),
+            || "must be 60..604800 (S3's presigning limit)".into(),
+        );
+        check_role_arn(self.role_arn.as_deref(), at.key("role_arn"), problems);
+    }
+}

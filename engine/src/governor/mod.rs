@@ -1,0 +1,200 @@
+//! tregov's reconciler: collect what AWS holds, plan what the policies allow, pass the plan
+//! through the blast-radius gate, apply what passes, and record every result. The daemon
+//! drives it with `reconcile::run`; `tregov apply` calls its steps once, with a prompt
+//! between planning and applying.
+//!
+//! Everything AWS-shaped comes in through the engine's own traits (`collect::Collector`,
+//! `enforce::Enforcer`), so the governor is tested here without AWS.
+
+mod apply;
+mod pass;
+mod reload;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::collect::{Collector, Progress, Quiet};
+use crate::decide::Engine;
+use crate::enforce::Enforcer;
+use crate::error::{EngineError, Result};
+use crate::events::EventStore;
+use crate::metrics::Metrics;
+use crate::plan::PlanSettings;
+use crate::policies::PolicyBundle;
+use crate::reconcile::{backoff, Action, Cause, Reconciler, Trigger};
+use crate::safety::{Approval, Limits};
+
+pub use apply::Applied;
+
+/// What the governor does with a plan that passes the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apply it.
+    Enforce,
+    /// Log it as planned; apply nothing.
+    DryRun,
+    /// Park every item until an admin approves it.
+    RequireApproval,
+}
+
+/// How the governor is set up: the deployment facts, the limits, the cadence.
+pub struct Settings {
+    pub plan: PlanSettings,
+    pub limits: Limits,
+    pub mode: Mode,
+    /// How often the trail is polled for new log files.
+    pub poll: Duration,
+    /// How often every collector is read again.
+    pub resync: Duration,
+    /// Recorded with every decision and result (`daemon`, `apply`).
+    pub origin: &'static str,
+    /// SNS topic told when a limit holds changes back.
+    pub alert_topic: Option<String>,
+    /// The policies directory to reload from, through the gate; `None`: fixed policies.
+    pub policies_dir: Option<PathBuf>,
+}
+
+/// Called with each policy set the governor starts deciding with (the API takes it too).
+pub type OnPolicies = Box<dyn Fn(&PolicyBundle) + Send>;
+
+pub struct Governor {
+    engine: Engine,
+    events: Arc<EventStore>,
+    collectors: Vec<Box<dyn Collector>>,
+    enforcers: Vec<Box<dyn Enforcer>>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    progress: Box<dyn Progress + Send>,
+    on_policies: Option<OnPolicies>,
+    /// The last policy set version tried, good or bad: a bad one is reported once.
+    policy_attempt: Option<String>,
+    /// The newest trail log file whose changes have been reconciled.
+    trail_mark: i64,
+    next_resync: Instant,
+    next_poll: Instant,
+    failures: u32,
+    /// The limits that are holding changes back now, so each alert goes out once.
+    tripped: BTreeSet<String>,
+}
+
+impl Governor {
+    pub fn new(
+        engine: Engine,
+        events: Arc<EventStore>,
+        collectors: Vec<Box<dyn Collector>>,
+        enforcers: Vec<Box<dyn Enforcer>>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        if engine.store().is_none() {
+            return Err(EngineError::Request(
+                "governing needs the entity store".into(),
+            ));
+        }
+        metrics.set_resync_period(settings.resync);
+        metrics.policies_loaded();
+        let trail_mark = events.last_file_id()?;
+        let now = Instant::now();
+        Ok(Self {
+            engine,
+            events,
+            collectors,
+            enforcers,
+            settings,
+            metrics,
+            progress: Box::new(Quiet),
+            on_policies: None,
+            policy_attempt: None,
+            trail_mark,
+            next_resync: now,
+            next_poll: now,
+            failures: 0,
+            tripped: BTreeSet::new(),
+        })
+    }
+
+    /// Progress output for long collector passes (a bar on a terminal).
+    pub fn with_progress(mut self, progress: Box<dyn Progress + Send>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn on_policies(mut self, f: OnPolicies) -> Self {
+        self.on_policies = Some(f);
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn approval(&self) -> Approval {
+        match self.settings.mode {
+            Mode::RequireApproval => Approval::Always,
+            Mode::Enforce | Mode::DryRun => Approval::WhenLimitsTrip,
+        }
+    }
+
+    /// When to look again: the next poll or resync, whichever is first.
+    fn next_action(&self) -> Action {
+        let next = self.next_poll.min(self.next_resync);
+        Action::requeue(next.saturating_duration_since(Instant::now()))
+    }
+
+    async fn handle(&mut self, trigger: Trigger) -> Result<()> {
+        match trigger {
+            Trigger::Resync => self.resync().await,
+            Trigger::Replan(cause) => {
+                if cause == Cause::Policies {
+                    self.reload_policies();
+                }
+                self.converge(None, None).await
+            }
+            Trigger::Trail(changes) => self.on_trail(changes, None).await,
+            Trigger::Scheduled(_) if Instant::now() >= self.next_resync => self.resync().await,
+            Trigger::Scheduled(_) => self.poll().await,
+        }
+    }
+}
+
+impl Reconciler for Governor {
+    type Error = EngineError;
+
+    fn reconcile(
+        &mut self,
+        trigger: Trigger,
+    ) -> crate::collect::BoxFuture<'_, std::result::Result<Action, EngineError>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let kind = trigger.kind();
+            let result = self.handle(trigger).await;
+            self.metrics
+                .reconciled(kind, result.is_ok(), started.elapsed());
+            if let Ok(pending) = self.store().and_then(|s| s.pending_count()) {
+                self.metrics.set_parked(pending);
+            }
+            result?;
+            self.failures = 0;
+            Ok(self.next_action())
+        })
+    }
+
+    /// Retries with exponential backoff from the poll interval, never waiting longer than a
+    /// resync period.
+    fn error_policy(&mut self, error: &EngineError, trigger: &Trigger) -> Action {
+        self.failures += 1;
+        let wait = backoff(self.failures, self.settings.poll, self.settings.resync);
+        tracing::error!(trigger = trigger.kind(), failures = self.failures, retry_in_s = wait.as_secs(), error = %error, "reconcile failed; nothing more applied this pass");
+        Action::requeue(wait)
+    }
+}

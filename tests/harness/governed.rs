@@ -1,0 +1,389 @@
+//! A small TRE governed end to end against the emulator: alice's EC2 workspace and role,
+//! studies in Glue, the organization trail's bucket, an identity file, a `tregov.toml`, and
+//! `tregov daemon` with its log lines as they come. Shared by the governance and safety
+//! tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_lakeformation::types::{DataLakePrincipal, Permission, Resource, TableResource};
+use serde_json::{json, Value};
+use tregov_collectors::testkit::{gzip_records, key};
+
+use crate::moto::Moto;
+use crate::Tre;
+
+/// moto's default account: what un-assumed test credentials act in.
+pub const ACCOUNT: &str = "123456789012";
+pub const BUCKET: &str = "tre-org-trail";
+pub const ORG: &str = "o-tre";
+
+/// alice's workspace role.
+pub fn role() -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/swb-ws-alice")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn tregov(tre: &Tre, moto: &Moto, config: &Path, args: &[&str]) -> Output {
+    tre.run_with(Some(moto), config, args)
+}
+
+/// alice: an active researcher, on the read-write list of `genomics/gwas_2024` when
+/// `writer`; ian: an active IT admin.
+pub fn identity(writer: bool) -> Value {
+    let mut parents = vec![
+        json!({"type": "Tre::Role", "id": "Researcher"}),
+        json!({"type": "Tre::Project", "id": "proj-genomics"}),
+    ];
+    if writer {
+        parents.push(json!({"type": "Tre::AccessGroup", "id": "genomics/gwas_2024#writers"}));
+    }
+    json!([
+        {"uid": {"type": "Tre::Role", "id": "Researcher"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Tre::Role", "id": "ITAdmin"}, "attrs": {}, "parents": []},
+        {"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "active"}, "parents": parents},
+        {"uid": {"type": "Tre::User", "id": "ian"}, "attrs": {"status": "active"},
+         "parents": [{"type": "Tre::Role", "id": "ITAdmin"}]},
+        {"uid": {"type": "Tre::WorkspaceType", "id": "ec2-linux-approved"},
+         "attrs": {"approved": true, "allowRoles": [{"__entity": {"type": "Tre::Role", "id": "Researcher"}}],
+                   "denyRoles": [], "backupAllowed": true}, "parents": []}
+    ])
+}
+
+/// Writes the identity file the configuration names.
+pub fn write_identity(tre: &Tre, identity: &Value) {
+    std::fs::write(tre.dir.path().join("identity.json"), identity.to_string()).expect("identity");
+}
+
+/// `tregov.toml` for the TRE: the trail polled every `poll_seconds`, and `extra` appended
+/// (a `[safety]` or `[api]` section, say).
+pub fn write_config(tre: &Tre, poll_seconds: u64, extra: &str) -> PathBuf {
+    let identity_path = tre.dir.path().join("identity.json");
+    if !identity_path.exists() {
+        write_identity(tre, &identity(true));
+    }
+    let path = tre.dir.path().join("tregov.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"max_attempts = 2
+[[projects]]
+id = "proj-genomics"
+account_id = "{ACCOUNT}"
+[datalake]
+account_id = "{ACCOUNT}"
+[identity]
+entities = "{}"
+[cloudtrail]
+bucket = "{BUCKET}"
+organization_id = "{ORG}"
+[daemon]
+poll_seconds = {poll_seconds}
+resync_seconds = 3600
+metrics_listen = "127.0.0.1:0"
+{extra}"#,
+            identity_path.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+pub fn table(db: &str, name: &str) -> Resource {
+    Resource::builder()
+        .table(
+            TableResource::builder()
+                .database_name(db)
+                .name(name)
+                .build()
+                .expect("table resource"),
+        )
+        .build()
+}
+
+/// A read-write study of proj-genomics: a Glue table with the TRE's parameters.
+pub async fn create_study(glue: &aws_sdk_glue::Client, db: &str, name: &str) {
+    let _ = glue
+        .create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name(db)
+                .build()
+                .expect("db"),
+        )
+        .send()
+        .await;
+    glue.create_table()
+        .database_name(db)
+        .table_input(
+            aws_sdk_glue::types::TableInput::builder()
+                .name(name)
+                .storage_descriptor(
+                    aws_sdk_glue::types::StorageDescriptor::builder()
+                        .location(format!("s3://tre-datalake/{db}/{name}/"))
+                        .build(),
+                )
+                .parameters("tre:project", "proj-genomics")
+                .parameters("tre:classification", "internal")
+                .parameters("tre:maxAccess", "readwrite")
+                .build()
+                .expect("table"),
+        )
+        .send()
+        .await
+        .expect("table");
+}
+
+/// Two studies of proj-genomics in Glue, alice's workspace role and EC2 workspace, and the
+/// organization trail's bucket.
+pub fn seed(moto: &Moto) {
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        let glue = aws_sdk_glue::Client::new(&sdk);
+        for (db, name) in [("genomics", "gwas_2024"), ("cardio", "ukb")] {
+            create_study(&glue, db, name).await;
+        }
+        moto.create_role("swb-ws-alice", &[("tre:workspace", "ws-alice-ec2")])
+            .await;
+        moto.run_instance(&[
+            ("tre:workspace", "ws-alice-ec2"),
+            ("tre:owner", "alice"),
+            ("tre:workspace-type", "ec2-linux-approved"),
+            ("backup", "true"),
+            ("tre:role-arn", &role()),
+        ])
+        .await;
+        moto.s3()
+            .await
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+    });
+}
+
+/// `principal`'s Lake Formation permissions, per table.
+pub fn lf_permissions_of(moto: &Moto, principal: &str) -> Vec<(String, Vec<String>)> {
+    runtime().block_on(async {
+        let lf = aws_sdk_lakeformation::Client::new(&moto.sdk_config().await);
+        let out = lf.list_permissions().send().await.expect("list");
+        let mut v: Vec<(String, Vec<String>)> = out
+            .principal_resource_permissions()
+            .iter()
+            .filter(|p| {
+                p.principal()
+                    .and_then(|p| p.data_lake_principal_identifier())
+                    == Some(principal)
+            })
+            .map(|p| {
+                let t = p.resource().and_then(|r| r.table());
+                let name = t
+                    .map(|t| format!("{}.{}", t.database_name(), t.name().unwrap_or("*")))
+                    .unwrap_or_default();
+                let mut perms: Vec<String> = p
+                    .permissions()
+                    .iter()
+                    .map(|x| x.as_str().to_string())
+                    .collect();
+                perms.sort();
+                (name, perms)
+            })
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        v.sort();
+        v
+    })
+}
+
+/// alice's workspace role's Lake Formation permissions, per table.
+pub fn lf_permissions(moto: &Moto) -> Vec<(String, Vec<String>)> {
+    lf_permissions_of(moto, &role())
+}
+
+pub fn all_permissions() -> Vec<String> {
+    ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Grants `principal` SELECT on `db.name` as an admin would, outside tregov.
+pub fn grant_select(moto: &Moto, principal: &str, db: &str, name: &str) {
+    runtime().block_on(async {
+        aws_sdk_lakeformation::Client::new(&moto.sdk_config().await)
+            .grant_permissions()
+            .principal(
+                DataLakePrincipal::builder()
+                    .data_lake_principal_identifier(principal)
+                    .build(),
+            )
+            .resource(table(db, name))
+            .permissions(Permission::Select)
+            .send()
+            .await
+            .expect("grant");
+    });
+}
+
+/// Someone grants alice's workspace role a table no policy allows; the trail records it.
+pub fn out_of_band_grant(moto: &Moto, n: u64) {
+    grant_select(moto, &role(), "cardio", "ukb");
+    runtime().block_on(async {
+        let (k, body) = grant_event_file(n);
+        moto.s3()
+            .await
+            .put_object()
+            .bucket(BUCKET)
+            .key(k)
+            .body(body.into())
+            .send()
+            .await
+            .expect("log file");
+    });
+}
+
+/// A CloudTrail log file recording a Lake Formation grant made outside tregov.
+fn grant_event_file(n: u64) -> (String, Vec<u8>) {
+    let now = time_now();
+    let day = &now[..10];
+    let record = json!({
+        "eventVersion": "1.08",
+        "eventID": format!("drift-{n}"),
+        "eventTime": now,
+        "eventSource": "lakeformation.amazonaws.com",
+        "eventName": "GrantPermissions",
+        "awsRegion": "us-east-1",
+        "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/Admin/mallory"), "accountId": ACCOUNT},
+        "requestParameters": {"principal": {"dataLakePrincipalIdentifier": role()},
+            "resource": {"table": {"databaseName": "cardio", "name": "ukb"}},
+            "permissions": ["SELECT"]}
+    });
+    (
+        key(Some(ORG), ACCOUNT, "us-east-1", day, n),
+        gzip_records(&[record]),
+    )
+}
+
+fn time_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A plain HTTP/1.1 GET; the whole response, status line and headers included.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// `tregov daemon` against the emulator, killed when dropped; its log lines as they come.
+pub struct Daemon {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub metrics_addr: String,
+}
+
+impl Daemon {
+    pub fn start(tre: &Tre, moto: &Moto, cfg: &Path, global: &[&str], args: &[&str]) -> Self {
+        let mut child = tre
+            .command(Some(moto), cfg, global)
+            .args(["-v", "daemon"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut daemon = Self {
+            child,
+            lines,
+            metrics_addr: String::new(),
+        };
+        let started = daemon.wait_for("serving /metrics", Duration::from_secs(60));
+        daemon.metrics_addr = started
+            .last()
+            .and_then(|l| l.split("http://").nth(1))
+            .expect("metrics address")
+            .trim()
+            .to_string();
+        daemon
+    }
+
+    /// The lines logged up to the first containing `needle`.
+    pub fn wait_for(&self, needle: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "`{needle}` not logged within {within:?}:\n{}",
+            seen.join("\n")
+        );
+    }
+
+    /// The URL of the API the daemon serves (`[api]`), once it says so.
+    pub fn api_url(&self, within: Duration) -> String {
+        let lines = self.wait_for("serving the API on", within);
+        let line = lines.last().cloned().unwrap_or_default();
+        let addr = line.split("http://").nth(1).expect("api address").trim();
+        format!("http://{addr}")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's `/metrics`.
+    pub fn metrics(&self) -> String {
+        http_get(&self.metrics_addr, "/metrics")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The decision log's records, parsed.
+pub fn log_records(tre: &Tre) -> Vec<Value> {
+    let shown = tre.run(&["--output", "json", "log", "show"]);
+    assert!(shown.status.success(), "{}", crate::stderr(&shown));
+    crate::stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect()
+}
