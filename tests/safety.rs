@@ -140,14 +140,16 @@ fn an_identity_export_replaced_by_an_empty_list_revokes_nothing_until_an_admin_a
         parked_lines.join("\n")
     );
     assert_eq!(lf_permissions(&moto).len(), 1, "still nothing revoked");
+    // The gauge is set when the reconcile ends, just after the trip is logged.
+    wait_until(
+        "the revoke and the role policy's removal wait",
+        Duration::from_secs(30),
+        || daemon.metrics().contains("tregov_parked_items 2"),
+    );
     let metrics = daemon.metrics();
     assert!(
         metrics.contains("tregov_safety_trips_total{reason=\"revoke_fraction\"} 1"),
         "{metrics}"
-    );
-    assert!(
-        metrics.contains("tregov_parked_items 2"),
-        "the revoke and the role policy's removal: {metrics}"
     );
 }
 

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -117,66 +116,60 @@ pub fn serve_command(
     bundle: PolicyBundle,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let api_config = config.api.clone().ok_or_else(|| {
-        EngineError::Request(format!(
+    if config.api.is_none() {
+        return Err(EngineError::Request(format!(
             "`{}` has no `[api]` section: nothing to serve",
             config_path.display()
-        ))
-    })?;
+        )));
+    }
     crate::collect::runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
-        let api = Api::build(&config, data_dir, bundle, &aws)
-            .await
-            .map_err(EngineError::Request)?;
-        let listener = bind(&api_config.listen).await?;
-        let bound = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        eprintln!("tregov: serving the API on http://{bound}");
-        tracing::info!(api = %bound, "API started");
-        let retry = Duration::from_secs(config.daemon.poll_seconds.max(1));
-        api.serve(listener, retry, shutdown_signal())
-            .await
-            .map_err(EngineError::Request)?;
+        let shutdown = crate::govern::shutdown_signal();
+        if let Some(served) = start_api(&config, data_dir, bundle, &aws, shutdown).await? {
+            let _ = served.1.await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Starts the API inside the daemon, when `[api]` is configured.
-pub async fn spawn_in_daemon(
+/// Starts the API, when `[api]` is configured, until `shutdown` resolves: the API (to share
+/// reloaded policies with) and the task serving it.
+pub async fn start_api(
     config: &Config,
     data_dir: &Path,
     bundle: PolicyBundle,
     aws: &Aws,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Option<Arc<Api>>> {
+) -> Result<Option<(Arc<Api>, tokio::task::JoinHandle<()>)>> {
     let Some(api_config) = &config.api else {
         return Ok(None);
     };
     let api = Api::build(config, data_dir, bundle, aws)
         .await
         .map_err(EngineError::Request)?;
-    let listener = bind(&api_config.listen).await?;
-    let bound = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    eprintln!("tregov daemon: serving the API on http://{bound}");
-    let retry = Duration::from_secs(config.daemon.poll_seconds.max(1));
+    let (listener, bound) = bind(&api_config.listen).await?;
+    eprintln!("tregov: serving the API on http://{bound}");
+    tracing::info!(api = %bound, "API started");
     let server = api.clone();
-    tokio::spawn(async move {
+    let retry = config.daemon.poll();
+    let task = tokio::spawn(async move {
         if let Err(e) = server.serve(listener, retry, shutdown).await {
             tracing::error!(error = %e, "API server stopped");
         }
     });
-    Ok(Some(api))
+    Ok(Some((api, task)))
 }
 
-async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
+/// A listener on `listen`, and the address it bound (a port `0` is chosen by the system).
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| EngineError::System(format!("cannot listen on `{listen}`: {e}")))
+        .map_err(|e| EngineError::System(format!("cannot listen on `{listen}`: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok((listener, bound))
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen` until the process ends; the
@@ -185,25 +178,9 @@ pub async fn serve_ops(
     listen: &str,
     metrics: Arc<tregov_engine::metrics::Metrics>,
 ) -> Result<String> {
-    let listener = bind(listen).await?;
-    let bound = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let (listener, bound) = bind(listen).await?;
     tokio::spawn(tregov_api::ops::serve(listener, metrics));
     Ok(bound)
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("stopping the API");
 }
 
 /// `tregov egress ...`.

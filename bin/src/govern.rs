@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tregov_config::aws::Aws;
 use tregov_config::Config;
+use tregov_engine::collect::Pass;
 use tregov_engine::events::EventStore;
 use tregov_engine::governor::{Governor, Mode, Settings};
 use tregov_engine::metrics::Metrics;
@@ -114,7 +115,7 @@ pub fn apply_command(
             .await?
             .with_progress(Box::new(crate::collect::CliProgress::new()));
         // Plans rest on the state of AWS now, not on the last collection.
-        governor.collect(None).await?;
+        governor.collect(Pass::Full).await?;
         let plan = governor.plan(None)?;
         if plan.items.is_empty() {
             print_plan(output, &governor, &plan)?;
@@ -192,10 +193,12 @@ pub fn daemon_command(
         eprintln!("tregov daemon: serving /metrics, /healthz and /readyz on http://{bound}");
         let aws = Aws::load(&config).await;
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = crate::egress::spawn_in_daemon(&config, data_dir, bundle.clone(), &aws, async {
+        let stopped = async {
             let _ = api_stopped.await;
-        })
-        .await?;
+        };
+        let api = crate::egress::start_api(&config, data_dir, bundle.clone(), &aws, stopped)
+            .await?
+            .map(|(api, _)| api);
         let mut governor = governor(&config, data_dir, bundle, &aws, options, metrics).await?;
         if let Some(api) = api {
             governor = governor.on_policies(Box::new(move |bundle| {
@@ -216,8 +219,8 @@ pub fn daemon_command(
     })
 }
 
-/// SIGTERM or SIGINT: the reconcile in flight finishes first.
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT: the reconcile (or request) in flight finishes first.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -273,25 +273,46 @@ fn acceptance_item(source: Source, size: u64) -> String {
     format!("{}{size}", acceptance_prefix(source))
 }
 
+/// Which collectors a pass runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Pass<'k> {
+    /// Every collector, in order.
+    Full,
+    /// The trail's own collector: what the daemon polls.
+    Trail,
+    /// The collectors that answer any of these trail observations.
+    Answering(&'k [ObservationKind]),
+}
+
+impl Pass<'_> {
+    fn includes(&self, collector: &dyn Collector) -> bool {
+        match self {
+            Pass::Full => true,
+            Pass::Trail => collector.source() == Source::CloudTrail,
+            Pass::Answering(kinds) => collector.answers().iter().any(|k| kinds.contains(k)),
+        }
+    }
+}
+
+/// Runs the collectors `pass` includes, in order, and records each run.
+pub async fn run_pass(
+    collectors: &[Box<dyn Collector>],
+    pass: Pass<'_>,
+    ctx: &CollectContext<'_>,
+) -> Vec<RunReport> {
+    let included = collectors
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|c| pass.includes(*c));
+    run_each(included, ctx).await
+}
+
 /// Runs every collector once, in order, and records each run.
 pub async fn full_pass(
     collectors: &[Box<dyn Collector>],
     ctx: &CollectContext<'_>,
 ) -> Vec<RunReport> {
-    run_each(collectors.iter().map(AsRef::as_ref), ctx).await
-}
-
-/// Runs the collectors that answer any of `kinds` (those the trail says changed).
-pub async fn targeted_pass(
-    collectors: &[Box<dyn Collector>],
-    kinds: &[ObservationKind],
-    ctx: &CollectContext<'_>,
-) -> Vec<RunReport> {
-    let wanted = collectors
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|c| c.answers().iter().any(|k| kinds.contains(k)));
-    run_each(wanted, ctx).await
+    run_pass(collectors, Pass::Full, ctx).await
 }
 
 async fn run_each<'c>(

@@ -56,60 +56,60 @@ impl Metrics {
         });
         registry.register(
             "tregov_reconcile_duration_seconds",
-            "Time one reconcile took, by trigger.",
+            "Time one reconcile took, by trigger",
             reconcile_seconds.clone(),
         );
         let reconciles = Family::<Labels2, Counter>::default();
         registry.register(
             "tregov_reconciles",
-            "Reconciles, by trigger and result.",
+            "Reconciles, by trigger and result",
             reconciles.clone(),
         );
         let decisions = Counter::default();
         registry.register(
             "tregov_decisions",
-            "Cedar decisions taken while planning.",
+            "Cedar decisions taken while planning",
             decisions.clone(),
         );
         let plan_items = Counter::default();
         registry.register(
             "tregov_plan_items",
-            "Plan items computed.",
+            "Plan items computed",
             plan_items.clone(),
         );
         let applies = Family::<Labels2, Counter>::default();
         registry.register(
             "tregov_applies",
-            "Plan items applied, by enforcer and result.",
+            "Plan items applied, by enforcer and result",
             applies.clone(),
         );
         let parked = Gauge::default();
         registry.register(
             "tregov_parked_items",
-            "Plan items waiting for an admin's approval.",
+            "Plan items waiting for an admin's approval",
             parked.clone(),
         );
         let safety_trips = Family::<Labels1, Counter>::default();
         registry.register(
             "tregov_safety_trips",
-            "Times a blast-radius limit held changes back, by reason.",
+            "Times a blast-radius limit held changes back, by reason",
             safety_trips.clone(),
         );
         let reloads = Counter::default();
         registry.register(
             "tregov_policy_reloads",
-            "Policy sets loaded after a change.",
+            "Policy sets loaded after a change",
             reloads.clone(),
         );
         let reload_failures = Counter::default();
         registry.register(
             "tregov_policy_reload_failures",
-            "Policy changes rejected (the last good set kept deciding).",
+            "Policy changes rejected (the last good set kept deciding)",
             reload_failures.clone(),
         );
         registry.register(
             "tregov_build",
-            "The tregov build serving these metrics.",
+            "The tregov build serving these metrics",
             Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
         );
         let lag = std::sync::Arc::new(CollectorLag::default());

@@ -191,35 +191,31 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn revoke(n: usize) -> PlanItem {
+    fn item(id: String, change: Change, revokes: Revokes) -> PlanItem {
         PlanItem {
-            id: format!("r{n}"),
-            change: Change::LfRevoke {
-                principal: format!("arn:aws:iam::111111111111:role/r{n}"),
-                resource: Value::Null,
-                permissions: vec!["SELECT".into()],
-                permissions_with_grant_option: vec![],
-            },
-            reason: "test".into(),
-            decisions: vec![],
-            revokes: Revokes::Granted,
-            affects: vec![],
+            revokes,
+            ..PlanItem::new(change, "test".into(), vec![])
         }
+        .with_id(id)
+    }
+
+    fn revoke(n: usize) -> PlanItem {
+        let change = Change::LfRevoke {
+            principal: format!("arn:aws:iam::111111111111:role/r{n}"),
+            resource: Value::Null,
+            permissions: vec!["SELECT".into()],
+            permissions_with_grant_option: vec![],
+        };
+        item(format!("r{n}"), change, Revokes::Granted)
     }
 
     fn grant(n: usize) -> PlanItem {
-        PlanItem {
-            id: format!("g{n}"),
-            change: Change::LfGrant {
-                principal: format!("arn:aws:iam::111111111111:role/g{n}"),
-                resource: Value::Null,
-                permissions: vec!["SELECT".into()],
-            },
-            reason: "test".into(),
-            decisions: vec![],
-            revokes: Revokes::Nothing,
-            affects: vec![],
-        }
+        let change = Change::LfGrant {
+            principal: format!("arn:aws:iam::111111111111:role/g{n}"),
+            resource: Value::Null,
+            permissions: vec!["SELECT".into()],
+        };
+        item(format!("g{n}"), change, Revokes::Nothing)
     }
 
     fn plan(items: Vec<PlanItem>, governed: u64) -> Plan {
@@ -238,32 +234,41 @@ mod tests {
         (dir, store)
     }
 
+    /// The gate with the default limits over a full plan, nothing degraded unless said.
+    fn gated(
+        store: &Store,
+        items: Vec<PlanItem>,
+        governed: u64,
+        degraded: &[(Source, &str)],
+    ) -> Gated {
+        let degraded = degraded
+            .iter()
+            .map(|(s, why)| (*s, why.to_string()))
+            .collect();
+        gate(
+            plan(items, governed),
+            &degraded,
+            &Limits::default(),
+            Approval::WhenLimitsTrip,
+            true,
+            store,
+        )
+        .expect("gate")
+    }
+
+    fn ids(items: &[PlanItem]) -> Vec<&str> {
+        items.iter().map(|i| i.id.as_str()).collect()
+    }
+
     #[test]
     fn revoking_more_than_the_fraction_parks_every_revocation_and_lets_grants_through() {
         let (_dir, store) = store();
-        let limits = Limits::default();
-        let items = vec![revoke(1), revoke(2), grant(1)];
-        let gated = gate(
-            plan(items, 10),
-            &BTreeMap::new(),
-            &limits,
-            Approval::WhenLimitsTrip,
-            true,
-            &store,
-        )
-        .expect("gate");
+        let gated = gated(&store, vec![revoke(1), revoke(2), grant(1)], 10, &[]);
         assert_eq!(
             gated.trip.as_ref().map(|t| t.reason),
             Some("revoke_fraction")
         );
-        assert_eq!(
-            gated
-                .apply
-                .iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["g1"]
-        );
+        assert_eq!(ids(&gated.apply), vec!["g1"]);
         assert_eq!(gated.parked.len(), 2);
         assert!(
             gated.parked[0].1.contains("2 of 10"),
@@ -275,15 +280,7 @@ mod tests {
     #[test]
     fn revoking_within_the_limits_applies_everything() {
         let (_dir, store) = store();
-        let gated = gate(
-            plan(vec![revoke(1), grant(1)], 10),
-            &BTreeMap::new(),
-            &Limits::default(),
-            Approval::WhenLimitsTrip,
-            true,
-            &store,
-        )
-        .expect("gate");
+        let gated = gated(&store, vec![revoke(1), grant(1)], 10, &[]);
         assert_eq!(gated.trip, None);
         assert_eq!(gated.apply.len(), 2);
     }
@@ -302,62 +299,54 @@ mod tests {
     }
 
     #[test]
+    fn reverting_drift_counts_against_the_item_limit_only() {
+        let drift = |n| PlanItem {
+            revokes: Revokes::Unexplained,
+            ..revoke(n)
+        };
+        let one = [drift(1)];
+        let refs: Vec<&PlanItem> = one.iter().collect();
+        assert_eq!(revocation_trip(&refs, 1, &Limits::default()), None);
+        let many: Vec<PlanItem> = (0..51).map(drift).collect();
+        let refs: Vec<&PlanItem> = many.iter().collect();
+        let trip = revocation_trip(&refs, 1000, &Limits::default()).expect("trip");
+        assert_eq!(trip.reason, "revoke_count");
+    }
+
+    #[test]
     fn an_approved_revocation_is_applied_even_while_the_limit_holds_the_rest() {
         let (_dir, store) = store();
-        let limits = Limits::default();
-        let run = || {
-            gate(
-                plan(vec![revoke(1), revoke(2)], 4),
-                &BTreeMap::new(),
-                &limits,
-                Approval::WhenLimitsTrip,
-                true,
-                &store,
-            )
-            .expect("gate")
-        };
+        let run = || gated(&store, vec![revoke(1), revoke(2)], 4, &[]);
         assert_eq!(run().parked.len(), 2);
         assert!(store
             .decide_parked("r1", "approved", "ian", None)
             .expect("decide"));
         let second = run();
-        assert_eq!(
-            second
-                .apply
-                .iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>(),
-            vec!["r1"]
-        );
+        assert_eq!(ids(&second.apply), vec!["r1"]);
         assert_eq!(second.parked.len(), 1);
     }
 
     #[test]
     fn changes_resting_on_a_degraded_collector_wait_and_others_do_not() {
         let (_dir, store) = store();
-        let mut notify = grant(9);
-        notify.change = Change::Notify {
-            account: "1".into(),
-            topic_arn: "t".into(),
-            subject: "s".into(),
-            message: "m".into(),
-            mark: "k".into(),
-        };
-        let degraded = BTreeMap::from([(Source::DataLake, "failed: denied".to_string())]);
-        let gated = gate(
-            plan(vec![grant(1), notify], 10),
-            &degraded,
-            &Limits::default(),
-            Approval::WhenLimitsTrip,
-            true,
-            &store,
-        )
-        .expect("gate");
+        let notify = item(
+            "n1".into(),
+            Change::Notify {
+                account: "1".into(),
+                topic_arn: "t".into(),
+                subject: "s".into(),
+                message: "m".into(),
+                mark: "k".into(),
+            },
+            Revokes::Nothing,
+        );
+        let degraded = [(Source::DataLake, "failed: denied")];
+        let gated = gated(&store, vec![grant(1), notify], 10, &degraded);
         assert_eq!(gated.deferred.len(), 1);
         assert!(gated.deferred[0].1.contains("`datalake` failed: denied"));
         assert_eq!(
-            gated.apply.len(),
-            1,
+            ids(&gated.apply),
+            vec!["n1"],
             "the notification rests on budgets only"
         );
     }
@@ -365,45 +354,9 @@ mod tests {
     #[test]
     fn a_parked_item_a_full_plan_no_longer_has_lapses() {
         let (_dir, store) = store();
-        let limits = Limits::default();
-        let first = gate(
-            plan(vec![revoke(1)], 1),
-            &BTreeMap::new(),
-            &limits,
-            Approval::WhenLimitsTrip,
-            true,
-            &store,
-        )
-        .expect("gate");
-        assert_eq!(first.parked.len(), 1);
-        gate(
-            plan(vec![], 1),
-            &BTreeMap::new(),
-            &limits,
-            Approval::WhenLimitsTrip,
-            true,
-            &store,
-        )
-        .expect("gate");
+        assert_eq!(gated(&store, vec![revoke(1)], 1, &[]).parked.len(), 1);
+        gated(&store, vec![], 1, &[]);
         let (status, _) = store.parked_item("r1").expect("read").expect("item");
         assert_eq!(status, "expired");
-    }
-
-    #[test]
-    fn reverting_drift_counts_against_the_item_limit_only() {
-        let mut drift = revoke(1);
-        drift.revokes = Revokes::Unexplained;
-        let items = [&drift];
-        assert_eq!(revocation_trip(&items, 1, &Limits::default()), None);
-        let many: Vec<PlanItem> = (0..51)
-            .map(|n| {
-                let mut r = revoke(n);
-                r.revokes = Revokes::Unexplained;
-                r
-            })
-            .collect();
-        let refs: Vec<&PlanItem> = many.iter().collect();
-        let trip = revocation_trip(&refs, 1000, &Limits::default()).expect("trip");
-        assert_eq!(trip.reason, "revoke_count");
     }
 }

@@ -177,8 +177,7 @@ impl Governor {
         self.tripped
             .retain(|k| !k.starts_with("revoke:") || *k == key);
         let description = trip.describe(&self.settings.limits);
-        self.metrics.safety_trip(trip.reason);
-        tracing::error!(reason = trip.reason, parked = parked.len(), "safety limit: {description}; the revocations wait for approval (tregov parked, tregov approve ID)");
+        // The record first: whoever reads the log line finds the record in place.
         if let Some(log) = self.engine.log() {
             let mut m = Map::new();
             m.insert("kind".into(), json!("safety"));
@@ -189,6 +188,8 @@ impl Governor {
             m.insert("parked".into(), json!(parked));
             log.append(vec![m])?;
         }
+        self.metrics.safety_trip(trip.reason);
+        tracing::error!(reason = trip.reason, parked = parked.len(), "safety limit: {description}; the revocations wait for approval (tregov parked, tregov approve ID)");
         if let Some(topic) = &self.settings.alert_topic {
             let alert = alert_item(topic, &description, parked.len(), &digest);
             if !self.already_sent(&alert)? {

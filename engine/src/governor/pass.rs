@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Instant;
 
-use crate::collect::{full_pass, targeted_pass, CollectContext, RunReport, Source};
+use crate::collect::{run_pass, CollectContext, Pass, RunReport, Source};
 use crate::error::{EngineError, Result};
 use crate::events::{ObservationKind, ObservedChange};
 use crate::plan::{plan_scoped, role_key, ActualState, Plan};
@@ -27,7 +27,7 @@ impl Governor {
         let now = Instant::now();
         self.next_resync = now + self.settings.resync;
         self.next_poll = now + self.settings.poll;
-        self.collect(None).await?;
+        self.collect(Pass::Full).await?;
         self.trail_mark = self.events.last_file_id()?.max(self.trail_mark);
         tracing::info!("resync done");
         self.converge(None, None).await
@@ -38,8 +38,7 @@ impl Governor {
     pub(super) async fn poll(&mut self) -> Result<()> {
         let detected = Instant::now();
         self.next_poll = detected + self.settings.poll;
-        let trail: Vec<ObservationKind> = Vec::new();
-        self.collect(Some(&trail)).await?;
+        self.collect(Pass::Trail).await?;
         let (changes, _) = self.events.observations_after(self.trail_mark)?;
         if !changes.is_empty() {
             return self.on_trail(changes, Some(detected)).await;
@@ -66,7 +65,7 @@ impl Governor {
         let kinds: BTreeSet<ObservationKind> = changes.iter().map(|c| c.kind).collect();
         tracing::info!(kinds = ?kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(), "out-of-band changes in the trail");
         let kinds: Vec<ObservationKind> = kinds.into_iter().collect();
-        let reports = self.collect(Some(&kinds)).await?;
+        let reports = self.collect(Pass::Answering(&kinds)).await?;
         let mark = self.events.last_file_id()?;
         self.converge(scope_of(&changes).as_ref(), detected).await?;
         if reports.iter().all(|r| !r.degraded()) {
@@ -75,9 +74,8 @@ impl Governor {
         Ok(())
     }
 
-    /// Runs every collector (`None`), or those answering `kinds` (the trail's own collector
-    /// when `kinds` is empty), and records what each did.
-    pub async fn collect(&mut self, kinds: Option<&[ObservationKind]>) -> Result<Vec<RunReport>> {
+    /// Runs the collectors `pass` includes and records what each did.
+    pub async fn collect(&mut self, pass: Pass<'_>) -> Result<Vec<RunReport>> {
         let schema = self
             .engine
             .bundle()
@@ -91,26 +89,7 @@ impl Governor {
             limits: &self.settings.limits,
             progress: &*self.progress,
         };
-        let reports = match kinds {
-            None => full_pass(&self.collectors, &ctx).await,
-            Some([]) => {
-                let trail: Vec<_> = self
-                    .collectors
-                    .iter()
-                    .filter(|c| c.source() == Source::CloudTrail)
-                    .collect();
-                let mut out = Vec::new();
-                for c in trail {
-                    let report = c.run(&ctx).await;
-                    if let Err(e) = self.events.record_run(&report) {
-                        tracing::error!(error = %e, "cannot record the trail's run");
-                    }
-                    out.push(report);
-                }
-                out
-            }
-            Some(kinds) => targeted_pass(&self.collectors, kinds, &ctx).await,
-        };
+        let reports = run_pass(&self.collectors, pass, &ctx).await;
         self.observe(&reports);
         Ok(reports)
     }

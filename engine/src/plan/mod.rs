@@ -280,6 +280,13 @@ impl Revokes {
 }
 
 impl PlanItem {
+    /// The same item under another id (tests that name their items).
+    #[cfg(test)]
+    pub(crate) fn with_id(mut self, id: String) -> Self {
+        self.id = id;
+        self
+    }
+
     /// Whether applying it takes access away.
     pub fn is_revoking(&self) -> bool {
         !self.revokes.is_nothing()
