@@ -37,6 +37,7 @@ fn batch_of<'a>(files: &'a [(&'a String, Vec<u8>, Vec<StoredEvent>)]) -> Vec<Fil
             body,
             events,
             error: None,
+            sha256: None,
         })
         .collect()
 }

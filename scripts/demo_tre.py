@@ -1,7 +1,9 @@
 """A small TRE in the AWS emulator for `scripts/demo`, driven with boto3 (installed with moto).
 
-  seed DIR     Glue studies, alice's workspace role and EC2 workspace, the trail bucket, and the
-               identity file DIR/identity.json
+  seed DIR     Glue studies under the registered data lake location, alice's workspace role and
+               EC2 workspace (running as the role through its instance profile), the trail
+               bucket, the identity file DIR/identity.json and the workspace registry
+               DIR/workspaces.json
   drift N      an out-of-band Lake Formation grant, and the CloudTrail log file that records it
   grants       Lake Formation permissions of alice's workspace role
   put KEY TEXT a file in the egress-store bucket (a researcher saving results to egress)
@@ -37,18 +39,31 @@ def seed(directory):
                                "tre:maxAccess": max_access},
             },
         )
-    client("iam").create_role(
+    client("lakeformation").register_resource(ResourceArn="arn:aws:s3:::tre-datalake",
+                                              UseServiceLinkedRole=True)
+    iam = client("iam")
+    iam.create_role(
         RoleName="swb-ws-alice",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         Tags=[{"Key": "tre:workspace", "Value": "ws-alice-ec2"}],
     )
+    profile = iam.create_instance_profile(InstanceProfileName="swb-ws-alice")["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName="swb-ws-alice", RoleName="swb-ws-alice")
     tags = {"tre:workspace": "ws-alice-ec2", "tre:owner": "alice",
             "tre:workspace-type": "ec2-linux-approved", "backup": "true", "tre:role-arn": ROLE}
-    client("ec2").run_instances(
+    instance = client("ec2").run_instances(
         ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+        IamInstanceProfile={"Arn": profile["Arn"]},
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
-    )
+    )["Instances"][0]["InstanceId"]
+    # What Service Workbench records when it provisions the workspace: the owner comes from
+    # here, never from the instance's tags.
+    registry = {"workspaces": [{"id": "ws-alice-ec2", "project": "proj-genomics", "owner": "alice",
+                                "workspaceType": "ec2-linux-approved", "kind": "ec2",
+                                "instance": instance}]}
+    with open(f"{directory}/workspaces.json", "w") as f:
+        json.dump(registry, f, indent=1)
     s3 = client("s3")
     s3.create_bucket(Bucket=BUCKET)
     # Egress: requests pin object versions, so the buckets are versioned.

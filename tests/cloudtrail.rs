@@ -352,3 +352,329 @@ fn a_bad_config_key_is_named_with_its_line() {
     assert!(err.contains("tregov.toml:4:"), "{err}");
     assert!(err.contains("role"), "{err}");
 }
+
+// ---- Digest files: CloudTrail you can verify ----------------------------------------------
+//
+// moto writes no digests (and has no `ListPublicKeys`): the tests write log files and a
+// digest chain signed with the TEST-ONLY key pair (`tests/fixtures/cloudtrail/`) in the
+// documented layout, and configure its public key.
+
+const ACCOUNT: &str = "111111111111";
+const REGION: &str = "eu-west-2";
+const DAY: &str = "2026-11-20";
+
+/// Three log files, one per hour, each listed by its own digest; the digests chained.
+struct Signed {
+    logs: Vec<String>,
+    digests: Vec<tregov_tests::cloudtrail::SignedDigest>,
+}
+
+fn log_records(hour: u64, claim: Option<&str>) -> Vec<Value> {
+    let mut rng = Lcg(hour);
+    (0..5)
+        .map(|i| {
+            let mut r = record(&mut rng, ACCOUNT, REGION, DAY, &format!("h{hour}-{i}"));
+            if let (Some(other), 0) = (claim, i) {
+                r["recipientAccountId"] = json!(other);
+            }
+            r
+        })
+        .collect()
+}
+
+async fn put_digest(s3: &aws_sdk_s3::Client, d: &tregov_tests::cloudtrail::SignedDigest) {
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&d.key)
+        .metadata("signature", &d.signature)
+        .metadata("signature-algorithm", "SHA256withRSA")
+        .body(d.body.clone().into())
+        .send()
+        .await
+        .expect("put digest");
+}
+
+/// Writes the log files, then (as CloudTrail does, an hour later each) the signed digests.
+fn seed_signed(moto: &Moto, claim: Option<&str>) -> Signed {
+    use tregov_tests::cloudtrail::{digest_key, signed_digest, uncompressed_sha256};
+    rt().block_on(async {
+        let s3 = moto.s3().await;
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+        let mut signed = Signed {
+            logs: Vec::new(),
+            digests: Vec::new(),
+        };
+        for hour in 1..=3u64 {
+            let body = gzip_records(&log_records(hour, claim.filter(|_| hour == 2)));
+            let log = key(Some(ORG), ACCOUNT, REGION, DAY, hour);
+            s3.put_object()
+                .bucket(BUCKET)
+                .key(&log)
+                .body(body.clone().into())
+                .send()
+                .await
+                .expect("put log");
+            let end = format!("{DAY}T{:02}:30:00Z", hour);
+            let dkey = digest_key(Some(ORG), ACCOUNT, REGION, "org-trail", &end);
+            let files = [(BUCKET, log.as_str(), uncompressed_sha256(&body))];
+            let digest = signed_digest(BUCKET, &dkey, &end, signed.digests.last(), &files);
+            put_digest(&s3, &digest).await;
+            signed.logs.push(log);
+            signed.digests.push(digest);
+        }
+        signed
+    })
+}
+
+fn signed_config(tre: &Tre) -> std::path::PathBuf {
+    let key = tregov_tests::workspace_root()
+        .join("tests/fixtures/cloudtrail/TEST-ONLY-digest-signing-key.pub.der");
+    let text = format!(
+        "max_attempts = 1\n[[projects]]\nid = \"proj\"\naccount_id = \"{ACCOUNT}\"\n\
+         [cloudtrail]\nbucket = \"{BUCKET}\"\norganization_id = \"{ORG}\"\n\
+         [[cloudtrail.public_keys]]\nfingerprint = \"{}\"\npath = \"{}\"\n",
+        tregov_tests::cloudtrail::TEST_KEY_FINGERPRINT,
+        key.display()
+    );
+    let path = tre.dir.path().join("tregov.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn collect_once(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> Value {
+    let out = tregov(tre, moto, cfg, &["--output", "json", "collect", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json_of(&out)["cloudtrail"].clone()
+}
+
+fn trail_status(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> Value {
+    json_of(&tregov(tre, moto, cfg, &["--output", "json", "status"]))["trail"].clone()
+}
+
+/// Each listed event's file and how it compared.
+fn verification_by_file(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> Vec<(String, String)> {
+    let listed = tregov(tre, moto, cfg, &["--output", "json", "events", "list"]);
+    stdout(&listed)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            let state = v["verification"].as_str().unwrap_or("").to_string();
+            assert_eq!(v["verified"], json!(state == "verified"), "{v}");
+            (v["sourceFile"].as_str().unwrap_or("").to_string(), state)
+        })
+        .collect()
+}
+
+fn anomalies(trail: &Value) -> Vec<(String, String)> {
+    trail["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .map(|a| {
+            let kind = a["kind"].as_str().unwrap_or("").to_string();
+            (kind, a["key"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn log_files_under_a_correctly_signed_digest_chain_are_verified_through_its_last_digest() {
+    let moto = Moto::start();
+    let signed = seed_signed(&moto, None);
+    let tre = Tre::new();
+    let cfg = signed_config(&tre);
+    let report = collect_once(&tre, &moto, &cfg);
+    assert_eq!(report["errors"], json!([]), "{report}");
+
+    let trail = trail_status(&tre, &moto, &cfg);
+    assert_eq!(trail["files"]["verified"], 3, "{trail}");
+    assert_eq!(anomalies(&trail), vec![]);
+    let chain = &trail["chains"][0];
+    assert_eq!(chain["account"], ACCOUNT);
+    assert_eq!(chain["region"], REGION);
+    assert_eq!(chain["verifiedThrough"], format!("{DAY}T03:30:00Z"));
+    let events = verification_by_file(&tre, &moto, &cfg);
+    assert_eq!(events.len(), 15);
+    assert!(events.iter().all(|(_, s)| s == "verified"), "{events:?}");
+
+    let text = stdout(&tregov(&tre, &moto, &cfg, &["status"]));
+    assert!(
+        text.contains(&format!("verified through {DAY}T03:30:00Z")),
+        "{text}"
+    );
+    assert!(!text.contains("TAMPERING"), "{text}");
+    assert_eq!(signed.logs.len(), 3);
+}
+
+#[test]
+fn a_log_file_changed_after_its_digest_was_written_is_reported_as_tampering() {
+    let moto = Moto::start();
+    let signed = seed_signed(&moto, None);
+    let tre = Tre::new();
+    let cfg = signed_config(&tre);
+    collect_once(&tre, &moto, &cfg);
+    // Someone with write access to the bucket rewrites the second hour's file.
+    let altered = &signed.logs[1];
+    rt().block_on(async {
+        let mut records = log_records(2, None);
+        records.truncate(3);
+        moto.s3()
+            .await
+            .put_object()
+            .bucket(BUCKET)
+            .key(altered)
+            .body(gzip_records(&records).into())
+            .send()
+            .await
+            .expect("rewrite");
+    });
+
+    let report = collect_once(&tre, &moto, &cfg);
+    assert!(report["errors"].to_string().contains("altered"), "{report}");
+    assert_eq!(
+        report["complete"],
+        json!(true),
+        "tampering never fails a pass"
+    );
+    let trail = trail_status(&tre, &moto, &cfg);
+    assert_eq!(
+        anomalies(&trail),
+        vec![("altered".to_string(), altered.clone())]
+    );
+    assert_eq!(
+        trail["chains"][0]["verifiedThrough"],
+        format!("{DAY}T01:30:00Z")
+    );
+    for (file, state) in verification_by_file(&tre, &moto, &cfg) {
+        let expected = if &file == altered {
+            "altered"
+        } else {
+            "verified"
+        };
+        assert_eq!(state, expected, "{file}");
+    }
+    let text = stdout(&tregov(&tre, &moto, &cfg, &["status"]));
+    assert!(text.contains("TAMPERING: altered"), "{text}");
+    let list = stdout(&tregov(&tre, &moto, &cfg, &["events", "list"]));
+    assert!(list.lines().any(|l| l.ends_with("[altered]")), "{list}");
+}
+
+#[test]
+fn a_log_file_deleted_before_or_after_it_was_read_is_reported_as_tampering() {
+    let moto = Moto::start();
+    let signed = seed_signed(&moto, None);
+    let delete = |key: &str| {
+        rt().block_on(async {
+            moto.s3()
+                .await
+                .delete_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .expect("delete");
+        })
+    };
+    let tre = Tre::new();
+    let cfg = signed_config(&tre);
+    // Deleted before tregov ever read it.
+    delete(&signed.logs[2]);
+    collect_once(&tre, &moto, &cfg);
+    let trail = trail_status(&tre, &moto, &cfg);
+    assert_eq!(
+        anomalies(&trail),
+        vec![("missing".to_string(), signed.logs[2].clone())]
+    );
+    assert_eq!(
+        trail["chains"][0]["verifiedThrough"],
+        format!("{DAY}T02:30:00Z")
+    );
+
+    // Deleted after it was read.
+    delete(&signed.logs[0]);
+    let report = collect_once(&tre, &moto, &cfg);
+    assert!(
+        report["errors"].to_string().contains(&signed.logs[0]),
+        "{report}"
+    );
+    let trail = trail_status(&tre, &moto, &cfg);
+    let found: BTreeSet<(String, String)> = anomalies(&trail).into_iter().collect();
+    let expected: BTreeSet<(String, String)> = [0, 2]
+        .iter()
+        .map(|&i| ("missing".to_string(), signed.logs[i].clone()))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(trail["chains"][0]["verifiedThrough"], Value::Null);
+    assert_eq!(trail["files"]["missing"], 2, "{trail}");
+    // Its events are kept, marked.
+    let events = verification_by_file(&tre, &moto, &cfg);
+    assert!(events
+        .iter()
+        .any(|(f, s)| f == &signed.logs[0] && s == "missing"));
+}
+
+#[test]
+fn a_deleted_digest_breaks_the_chain_and_is_reported_as_tampering() {
+    let moto = Moto::start();
+    let signed = seed_signed(&moto, None);
+    rt().block_on(async {
+        moto.s3()
+            .await
+            .delete_object()
+            .bucket(BUCKET)
+            .key(&signed.digests[1].key)
+            .send()
+            .await
+            .expect("delete");
+    });
+    let tre = Tre::new();
+    let cfg = signed_config(&tre);
+    collect_once(&tre, &moto, &cfg);
+    let trail = trail_status(&tre, &moto, &cfg);
+    assert_eq!(
+        anomalies(&trail),
+        vec![("broken-chain".to_string(), signed.digests[2].key.clone())]
+    );
+    assert_eq!(
+        trail["chains"][0]["verifiedThrough"],
+        format!("{DAY}T01:30:00Z")
+    );
+    // The second hour's file is no longer listed by any digest: unverified, not verified.
+    let events = verification_by_file(&tre, &moto, &cfg);
+    assert!(events
+        .iter()
+        .any(|(f, s)| f == &signed.logs[1] && s == "unverified"));
+}
+
+#[test]
+fn a_record_claiming_another_account_is_kept_under_its_key_paths_account_and_reported() {
+    let moto = Moto::start();
+    let signed = seed_signed(&moto, Some("999999999999"));
+    let tre = Tre::new();
+    let cfg = signed_config(&tre);
+    collect_once(&tre, &moto, &cfg);
+    let listed = tregov(&tre, &moto, &cfg, &["--output", "json", "events", "list"]);
+    let accounts: BTreeSet<String> = stdout(&listed)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            v["account"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    assert_eq!(accounts, BTreeSet::from([ACCOUNT.to_string()]));
+    let trail = trail_status(&tre, &moto, &cfg);
+    assert_eq!(
+        anomalies(&trail),
+        vec![(
+            "account-mismatch".to_string(),
+            format!("{}#h2-0", signed.logs[1])
+        )]
+    );
+    let text = stdout(&tregov(&tre, &moto, &cfg, &["status"]));
+    assert!(text.contains("anomaly: account-mismatch"), "{text}");
+    assert!(text.contains("999999999999"), "{text}");
+}

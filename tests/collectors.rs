@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tregov_tests::moto::Moto;
 use tregov_tests::{stderr, Tre};
 
@@ -391,21 +391,25 @@ fn budgets_become_budget_entities_that_decide_the_responses() {
 }
 
 #[test]
-fn tagged_instances_and_notebooks_become_workspaces_and_backup_plans_are_seen() {
+fn registered_instances_and_notebooks_become_workspaces_and_backup_plans_are_seen() {
     let moto = Moto::start();
-    runtime().block_on(async {
+    let instance = runtime().block_on(async {
         let sdk = moto.sdk_config().await;
-        moto.run_instance(&[
-            ("tre:workspace", "ws-alice-ec2"),
-            ("tre:owner", "alice"),
-            ("tre:workspace-type", "ec2-linux-approved"),
-            ("backup", "true"),
-            (
-                "tre:role-arn",
-                "arn:aws:iam::123456789012:role/swb-ws-alice",
-            ),
-        ])
-        .await;
+        moto.create_role("swb-ws-alice", &[]).await;
+        let profile = moto
+            .create_instance_profile("swb-ws-alice", "swb-ws-alice")
+            .await;
+        let instance = moto
+            .run_instance_as(
+                Some(&profile),
+                &[
+                    ("tre:workspace", "ws-alice-ec2"),
+                    ("tre:owner", "alice"),
+                    ("tre:workspace-type", "ec2-linux-approved"),
+                    ("backup", "true"),
+                ],
+            )
+            .await;
         // An instance that is not a TRE workspace.
         moto.run_instance(&[]).await;
         let sm = aws_sdk_sagemaker::Client::new(&sdk);
@@ -459,13 +463,23 @@ fn tagged_instances_and_notebooks_become_workspaces_and_backup_plans_are_seen() 
             .send()
             .await
             .expect("plan");
+        instance
     });
     let tre = Tre::new();
-    let cfg = project_config(&tre, "");
+    // As Service Workbench records them: the owners come from here, not from the tags.
+    let registry = json!({"workspaces": [
+        {"id": "ws-alice-ec2", "project": "proj-genomics", "owner": "alice",
+         "workspaceType": "ec2-linux-approved", "kind": "ec2", "instance": instance},
+        {"id": "ws-bob-notebook", "project": "proj-genomics", "owner": "bob",
+         "workspaceType": "sagemaker-notebook", "kind": "sagemaker", "instance": "bob-notebook"}
+    ]});
+    std::fs::write(tre.dir.path().join("workspaces.json"), registry.to_string()).expect("registry");
+    let cfg = project_config(&tre, "[workspaces]\nregistry = \"workspaces.json\"\n");
     let out = tregov(&tre, Some(&moto), &cfg, &["collect", "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let ec2 = entity(&tre, r#"Tre::Workspace::"ws-alice-ec2""#).expect("ec2 workspace");
+    assert_eq!(ec2["attrs"]["owner"]["__entity"]["id"], "alice");
     assert_eq!(ec2["attrs"]["kind"], "ec2");
     assert_eq!(ec2["attrs"]["status"], "running");
     assert_eq!(ec2["attrs"]["backupOptIn"], true);

@@ -62,7 +62,6 @@ fn people() -> Value {
         user("rachel", &["Researcher", "InformationGovernance"]),
         user("gina", &["InformationGovernance"]),
         workspace(WORKSPACE, "alice"),
-        {"uid": {"type": "Tre::Service", "id": "tre-portal"}, "attrs": {}, "parents": []},
         workspace("ws-rachel", "rachel"),
     ])
 }
@@ -175,6 +174,7 @@ download_limit = {download_limit}
 notify_topic_arn = "arn:aws:sns:us-east-1:123456789012:tre-egress"
 {kms}[api]
 listen = "127.0.0.1:0"
+services = ["tre-portal"]
 [auth]
 {keys}
 issuer = "{ISSUER}"
@@ -836,6 +836,54 @@ fn the_verified_permissions_shaped_endpoint_answers_with_the_determining_policie
     forged["entities"] = json!({"entityList": []});
     let (status, _) = server.call("tre-portal", "POST", "/v1/is-authorized", Some(forged));
     assert!((400..500).contains(&status));
+}
+
+#[test]
+fn what_other_apps_ask_about_an_egress_request_stays_out_of_its_history() {
+    let bed = Bed::new(1);
+    bed.put("ws-alice/a.csv", "a");
+    let server = bed.serve(None);
+    let (status, submitted) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{submitted}");
+    let id = id_of(&submitted);
+    let ask = |principal: &str, action: &str| {
+        json!({
+            "principal": {"entityType": "Tre::User", "entityId": principal},
+            "action": {"actionType": "Tre::Action", "actionId": action},
+            "resource": {"entityType": "Tre::EgressRequest", "entityId": id},
+        })
+    };
+    let mut asked = Vec::new();
+    for (caller, principal, action) in [
+        ("alice", "alice", "viewEgress"),
+        ("alice", "alice", "downloadEgress"),
+        ("tre-portal", "carol", "reviewEgress"),
+    ] {
+        let (status, answer) = server.call(
+            caller,
+            "POST",
+            "/v1/is-authorized",
+            Some(ask(principal, action)),
+        );
+        assert_eq!(status, 200, "{answer}");
+        asked.push(answer["logSeq"].as_u64().expect("logged"));
+    }
+    let (status, history) = server.call(
+        "alice",
+        "GET",
+        &format!("/v1/egress/requests/{id}/history"),
+        None,
+    );
+    assert_eq!(status, 200, "{history}");
+    let history = history["history"].as_array().expect("history");
+    assert!(!history.is_empty(), "the submission is there");
+    for entry in history {
+        assert_ne!(entry["kind"], "is-authorized", "{entry}");
+        assert!(
+            !asked.contains(&entry["seq"].as_u64().unwrap_or(0)),
+            "an is-authorized ask in the history: {entry}"
+        );
+    }
 }
 
 /// Kills the server at each step of the workflow in turn and restarts it: the request

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    all_permissions, create_study, http_get, identity, lf_permissions, log_records,
-    out_of_band_grant, runtime, seed, tregov, write_config, write_identity, Daemon, ACCOUNT,
+    create_study, http_get, identity, lf_permissions, log_records, out_of_band_grant, runtime,
+    seed, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -23,8 +23,8 @@ max_revoke_fraction = 1.0
 #[test]
 fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
     let moto = Moto::start();
-    seed(&moto);
     let tre = Tre::new();
+    seed(&moto, &tre);
     let cfg = write_config(&tre, 5, ONE_GRANT_TRE);
 
     let plan = tregov(&tre, &moto, &cfg, &["collect", "--once"]);
@@ -40,7 +40,7 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
         .collect();
     assert_eq!(
         verbs,
-        vec!["put-role-policy", "lf-grant", "tag-backup"],
+        vec!["put-role-policy", "lf-grant", "tag-workspace"],
         "{plan:#}"
     );
     // Every item names the logged decisions behind it.
@@ -62,7 +62,7 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
     );
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())]
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
     );
 
     let second = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
@@ -86,8 +86,8 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
 #[test]
 fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     let moto = Moto::start();
-    seed(&moto);
     let tre = Tre::new();
+    seed(&moto, &tre);
     let cfg = write_config(&tre, 1, ONE_GRANT_TRE);
     let policies = copy_policies(tre.dir.path());
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
@@ -108,7 +108,7 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     let reconciled = wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "the out-of-band grant is revoked and the allowed one kept"
     );
     // The drift-revert latency, poll interval excluded, as the daemon measured it.
@@ -130,7 +130,7 @@ fn the_daemon_revokes_an_out_of_band_lake_formation_grant_seen_in_the_trail() {
     wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "a rejected policy edit opens nothing"
     );
     let metrics = http_get(&metrics_addr, "/metrics");
@@ -247,7 +247,7 @@ fn applied_kinds(out: &Output) -> Vec<String> {
                 .map(|i| {
                     let c = &i["change"];
                     match c["kind"].as_str() {
-                        Some("tag-backup") if c["remove"] == true => "untag".to_string(),
+                        Some("tag-workspace") if c["remove"] == true => "untag".to_string(),
                         Some(k) => k.to_string(),
                         None => String::new(),
                     }
@@ -262,7 +262,8 @@ fn applied_kinds(out: &Output) -> Vec<String> {
 #[test]
 fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_follow_opt_in() {
     let moto = Moto::start();
-    seed(&moto);
+    let tre = Tre::new();
+    seed(&moto, &tre);
     let topic = runtime().block_on(async {
         let sdk = moto.sdk_config().await;
         aws_sdk_budgets::Client::new(&sdk)
@@ -283,7 +284,6 @@ fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_f
             .unwrap_or_default()
             .to_string()
     });
-    let tre = Tre::new();
     let cfg = write_config(&tre, 5, "");
     let text = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(
@@ -313,7 +313,7 @@ fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_f
             "put-role-policy",
             "put-role-policy",
             "stop-workspace",
-            "tag-backup"
+            "tag-workspace"
         ],
         "{}",
         stdout(&breach)
@@ -399,8 +399,8 @@ async fn instance_id(moto: &Moto) -> String {
 #[test]
 fn with_require_approval_a_revoke_waits_for_an_admin_who_approves_through_the_api() {
     let moto = Moto::start();
-    seed(&moto);
     let tre = Tre::new();
+    seed(&moto, &tre);
     let api = format!("[api]\nlisten = \"127.0.0.1:0\"\n{}", auth_section());
     let cfg = write_config(&tre, 1, &api);
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
@@ -441,7 +441,7 @@ fn with_require_approval_a_revoke_waits_for_an_admin_who_approves_through_the_ap
     daemon.wait_for("reconciled", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())]
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
     );
     let listed = tregov(&tre, &moto, &cfg, &["parked"]);
     assert!(
@@ -484,8 +484,8 @@ fn seed_studies(moto: &Moto, tre: &Tre, n: usize) {
 #[test]
 fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     let moto = Moto::start();
-    seed(&moto);
     let tre = Tre::new();
+    seed(&moto, &tre);
     let cfg = write_config(&tre, 5, "");
     seed_studies(&moto, &tre, 40);
 
@@ -528,7 +528,7 @@ fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     let held = lf_permissions(&moto);
     assert_eq!(held.len(), 41, "{held:?}");
     assert!(
-        held.iter().all(|(_, p)| p == &all_permissions()),
+        held.iter().all(|(_, p)| p == &writer_permissions()),
         "{held:?}"
     );
 

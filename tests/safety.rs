@@ -3,12 +3,13 @@
 //! tregov revoke at scale without an admin approving it; protected principals are never
 //! planned for revocation; approving goes through the API as a Cedar decision.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    all_permissions, create_study, grant_select, identity, lf_permissions, lf_permissions_of,
-    log_records, role, runtime, seed, tregov, write_config, write_identity, Daemon, ACCOUNT,
+    create_study, grant_select, identity, lf_permissions, lf_permissions_of, log_records, parked,
+    role, runtime, seed, tregov, wait_until, write_config, write_identity, writer_permissions,
+    Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -20,14 +21,14 @@ fn api_section() -> String {
 
 /// A governed TRE where alice's role holds what tregov granted her: all of gwas_2024.
 fn granted(moto: &Moto, extra: &str) -> (Tre, std::path::PathBuf) {
-    seed(moto);
     let tre = Tre::new();
+    seed(moto, &tre);
     let cfg = write_config(&tre, 1, extra);
     let out = tregov(&tre, moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
         lf_permissions(moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())]
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
     );
     (tre, cfg)
 }
@@ -35,37 +36,6 @@ fn granted(moto: &Moto, extra: &str) -> (Tre, std::path::PathBuf) {
 fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(out), stderr(out)))
-}
-
-/// The `tregov parked` rows as (item, status, change kind).
-fn parked(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> Vec<(String, String, String)> {
-    let out = tregov(tre, moto, cfg, &["--output", "json", "parked"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    stdout(&out)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("row");
-            (
-                v["item"].as_str().unwrap_or_default().to_string(),
-                v["status"].as_str().unwrap_or_default().to_string(),
-                v["planItem"]["change"]["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect()
-}
-
-fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what} within {within:?}");
 }
 
 #[test]
@@ -79,7 +49,7 @@ fn an_identity_export_replaced_by_an_empty_list_revokes_nothing_until_an_admin_a
     assert!(apply.status.success(), "{}", stderr(&apply));
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "{}",
         stdout(&apply)
     );
@@ -306,7 +276,7 @@ fn a_policy_file_truncated_or_moved_while_the_daemon_runs_is_refused_and_revokes
     daemon.wait_for("policy change rejected", Duration::from_secs(30));
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "nothing revoked"
     );
     let metrics = daemon.metrics();
@@ -319,14 +289,14 @@ fn a_policy_file_truncated_or_moved_while_the_daemon_runs_is_refused_and_revokes
 #[test]
 fn a_listing_that_shrinks_by_ninety_percent_keeps_the_last_good_one_and_status_says_why() {
     let moto = Moto::start();
-    seed(&moto);
+    let tre = Tre::new();
+    seed(&moto, &tre);
     runtime().block_on(async {
         let glue = aws_sdk_glue::Client::new(&moto.sdk_config().await);
         for i in 0..8 {
             create_study(&glue, "genomics", &format!("extra_{i}")).await;
         }
     });
-    let tre = Tre::new();
     let cfg = write_config(&tre, 5, "");
     let datasets = |tre: &Tre| {
         let out = tre.run(&["entities", "export"]);
@@ -386,7 +356,8 @@ fn a_listing_that_shrinks_by_ninety_percent_keeps_the_last_good_one_and_status_s
 #[test]
 fn data_lake_admins_and_protected_roles_keep_their_grants_and_any_other_stranger_loses_its() {
     let moto = Moto::start();
-    seed(&moto);
+    let tre = Tre::new();
+    seed(&moto, &tre);
     let admin = format!("arn:aws:iam::{ACCOUNT}:role/TREDataLakeAdminRole");
     let etl = format!("arn:aws:iam::{ACCOUNT}:role/tre-glue-etl");
     let stranger = format!("arn:aws:iam::{ACCOUNT}:role/analytics-batch");
@@ -412,7 +383,6 @@ fn data_lake_admins_and_protected_roles_keep_their_grants_and_any_other_stranger
     for principal in [&admin, &etl, &stranger] {
         grant_select(&moto, principal, "genomics", "gwas_2024");
     }
-    let tre = Tre::new();
     let cfg = write_config(
         &tre, 5, "", // the protected ETL role goes into [datalake] below
     );
@@ -452,7 +422,7 @@ fn data_lake_admins_and_protected_roles_keep_their_grants_and_any_other_stranger
     }
     assert_eq!(
         lf_permissions(&moto),
-        vec![("genomics.gwas_2024".to_string(), all_permissions())],
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "alice's own grant is made; {}",
         role()
     );

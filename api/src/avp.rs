@@ -2,8 +2,13 @@
 //! `POST /v1/is-authorized` and `POST /v1/batch-is-authorized` (at most 30 requests), with
 //! AVP's field names (principal, action, resource, `contextMap` or `cedarJson`; decision,
 //! determining policies, errors). tregov decides over its own store: caller-supplied
-//! `entities` are refused. A user asks only about themselves; an app registered as
-//! `Tre::Service::"<sub>"` (e.g. a Cognito client-credentials client) asks about anyone.
+//! `entities` are refused. A user asks only about themselves; an app registered as a service
+//! (its token's `sub` in `[api] services`, e.g. a Cognito client-credentials client) asks
+//! about anyone.
+//!
+//! The context is the caller's only where the schema leaves it so: the server puts in the
+//! facts it marks `@serverProvided` (`facts`), and the answer lists, as `ignoredContext`,
+//! what the caller gave there. An erroring policy makes the answer DENY (`asked`).
 
 use std::sync::Arc;
 
@@ -12,8 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tregov_engine::RequestSpec;
+use tregov_engine::{Engine, RequestSpec};
 
+use crate::facts::{ContextMarks, Settled};
 use crate::{Api, ApiError, ApiResult};
 
 pub(crate) fn routes() -> axum::Router<Arc<Api>> {
@@ -23,28 +29,60 @@ pub(crate) fn routes() -> axum::Router<Arc<Api>> {
         .route("/v1/batch-is-authorized", post(batch_is_authorized))
 }
 
+/// Who asks: the token's subject, and whether it is a registered service.
+#[derive(Clone)]
+struct Asker {
+    sub: String,
+    service: bool,
+}
+
 impl Api {
-    /// Users ask only about themselves; a registered app (`Tre::Service::"<sub>"` in the
-    /// store) asks about anyone.
-    async fn may_ask(self: &Arc<Self>, caller: &str, principals: &[String]) -> ApiResult<()> {
-        let me = avp_uid("Tre::User", caller);
-        if principals.iter().all(|p| *p == me) {
+    async fn asker(&self, headers: &HeaderMap) -> ApiResult<Asker> {
+        let sub = self.caller(headers).await?;
+        let service = self.services.contains(&sub);
+        Ok(Asker { sub, service })
+    }
+
+    /// Users ask only about themselves; a registered service asks about anyone.
+    fn may_ask(&self, asker: &Asker, principals: &[String]) -> ApiResult<()> {
+        let me = avp_uid("Tre::User", &asker.sub);
+        if asker.service || principals.iter().all(|p| *p == me) {
             return Ok(());
         }
-        let caller = caller.to_string();
-        self.blocking(move |_, engine| {
-            let service = tregov_engine::entities::uid_from_parts("Tre::Service", &caller)?;
-            if engine.graph().entities().get(&service).is_some() {
-                Ok(())
-            } else {
-                Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!("`{caller}` may ask only about itself (`{me}`): only a registered `Tre::Service` asks about others"),
-                ))
-            }
-        })
-        .await
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{}` may ask only about itself (`{me}`): only a service registered in `[api] services` asks about others",
+                asker.sub
+            ),
+        ))
     }
+
+    /// The server-provided context of the policies `engine` decides with.
+    fn marks(&self, engine: &Engine) -> ApiResult<Arc<ContextMarks>> {
+        let broken = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+        let mut current = self.marks.lock().map_err(|e| broken(e.to_string()))?;
+        if current.version() != engine.bundle().version {
+            *current = Arc::new(
+                ContextMarks::from_bundle(engine.bundle()).map_err(|e| broken(e.to_string()))?,
+            );
+        }
+        Ok(current.clone())
+    }
+}
+
+/// The API's clock, as a Cedar `datetime` (whole seconds, UTC).
+fn server_now() -> ApiResult<String> {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the clock: {e}"),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -179,8 +217,8 @@ fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
     })
 }
 
-fn avp_answer(outcome: &tregov_engine::DecisionOutcome) -> Value {
-    json!({
+fn avp_answer(outcome: &tregov_engine::DecisionOutcome, ignored: &[String]) -> Value {
+    let mut answer = json!({
         "decision": match outcome.decision {
             tregov_engine::Decision::Allow => "ALLOW",
             tregov_engine::Decision::Deny => "DENY",
@@ -188,7 +226,29 @@ fn avp_answer(outcome: &tregov_engine::DecisionOutcome) -> Value {
         "determiningPolicies": outcome.reasons.iter().map(|id| json!({"policyId": id})).collect::<Vec<_>>(),
         "errors": outcome.errors.iter().map(|e| json!({"errorDescription": format!("{}: {}", e.policy, e.message)})).collect::<Vec<_>>(),
         "logSeq": outcome.log_seq,
-    })
+    });
+    if let (false, Some(obj)) = (ignored.is_empty(), answer.as_object_mut()) {
+        obj.insert("ignoredContext".into(), json!(ignored));
+    }
+    answer
+}
+
+/// The request with the server's facts in its context, read against the schema.
+fn settle(
+    api: &Api,
+    engine: &Engine,
+    asker: &Asker,
+    spec: RequestSpec,
+    now: &str,
+) -> ApiResult<Result<(tregov_engine::decide::ParsedRequest, Vec<String>), String>> {
+    let Settled { spec, ignored } = api.marks(engine)?.settle(engine, spec, asker.service, now);
+    if !ignored.is_empty() {
+        tracing::warn!(caller = %asker.sub, action = %spec.action, ignored = ?ignored, "ignored server-provided context a caller gave");
+    }
+    Ok(engine
+        .parse(spec)
+        .map(|request| (request, ignored))
+        .map_err(|e| e.to_string()))
 }
 
 async fn is_authorized(
@@ -196,19 +256,22 @@ async fn is_authorized(
     headers: HeaderMap,
     Json(body): Json<AvpRequest>,
 ) -> ApiResult<Json<Value>> {
-    let user = api.caller(&headers).await?;
+    let asker = api.asker(&headers).await?;
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    api.may_ask(&user, std::slice::from_ref(&spec.principal))
-        .await?;
-    let outcome = api
-        .blocking(move |_, engine| {
-            let request = engine
-                .parse(spec)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-            Ok(engine.decide_logged(&request, &format!("api:{user}"))?)
+    api.may_ask(&asker, std::slice::from_ref(&spec.principal))?;
+    let now = server_now()?;
+    let answer = api
+        .blocking(move |api, engine| {
+            let (request, ignored) = settle(api, engine, &asker, spec, &now)?
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+            let outcomes = crate::asked::decide_asked(engine, &[request], &asker.sub)?;
+            let outcome = outcomes.first().ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no decision was made")
+            })?;
+            Ok(avp_answer(outcome, &ignored))
         })
         .await?;
-    Ok(Json(avp_answer(&outcome)))
+    Ok(Json(answer))
 }
 
 async fn batch_is_authorized(
@@ -216,7 +279,7 @@ async fn batch_is_authorized(
     headers: HeaderMap,
     Json(body): Json<AvpBatch>,
 ) -> ApiResult<Json<Value>> {
-    let user = api.caller(&headers).await?;
+    let asker = api.asker(&headers).await?;
     let _ = &body.policy_store_id;
     if body.requests.is_empty() || body.requests.len() > 30 {
         return Err(ApiError::new(
@@ -227,46 +290,38 @@ async fn batch_is_authorized(
             ),
         ));
     }
-    let principals: Vec<String> = body
-        .requests
-        .iter()
-        .map(|r| {
-            let field = |name| {
-                r.principal
-                    .get(name)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            };
-            avp_uid(field("entityType"), field("entityId"))
-        })
-        .collect();
-    api.may_ask(&user, &principals).await?;
+    let principals: Vec<String> = body.requests.iter().map(batch_principal).collect();
+    api.may_ask(&asker, &principals)?;
+    let now = server_now()?;
     let results = api
-        .blocking(move |_, engine| {
+        .blocking(move |api, engine| {
             let mut parsed = Vec::new();
             let mut slots = Vec::new();
             for item in &body.requests {
                 let spec = serde_json::to_value(item)
                     .and_then(serde_json::from_value::<AvpRequest>)
                     .map_err(|e| e.to_string())
-                    .and_then(|r| avp_spec(&r))
-                    .and_then(|s| engine.parse(s).map_err(|e| e.to_string()));
-                match spec {
-                    Ok(p) => {
-                        slots.push(Ok(parsed.len()));
-                        parsed.push(p);
-                    }
-                    Err(e) => slots.push(Err(e)),
-                }
+                    .and_then(|r| avp_spec(&r));
+                let settled = match spec {
+                    Ok(spec) => settle(api, engine, &asker, spec, &now)?,
+                    Err(e) => Err(e),
+                };
+                slots.push(settled.map(|(request, ignored)| {
+                    parsed.push(request);
+                    (parsed.len() - 1, ignored)
+                }));
             }
-            let outcomes = engine.decide_batch_logged(&parsed, &format!("api:{user}"))?;
+            let outcomes = crate::asked::decide_asked(engine, &parsed, &asker.sub)?;
             Ok(body
                 .requests
                 .iter()
                 .zip(slots)
                 .map(|(item, slot)| {
-                    let mut answer = match slot {
-                        Ok(i) => avp_answer(&outcomes[i]),
+                    let outcome = slot.and_then(|(i, ignored)| {
+                        outcomes.get(i).map(|o| (o, ignored)).ok_or_else(|| "no decision was made".to_string())
+                    });
+                    let mut answer = match outcome {
+                        Ok((outcome, ignored)) => avp_answer(outcome, &ignored),
                         // Fail closed: a request tregov cannot read is denied, and says why.
                         Err(e) => json!({"decision": "DENY", "determiningPolicies": [], "errors": [{"errorDescription": e}]}),
                     };
@@ -279,6 +334,17 @@ async fn batch_is_authorized(
         })
         .await?;
     Ok(Json(json!({ "results": results })))
+}
+
+/// The principal a batch item asks about, as request text (unreadable: one nobody is).
+fn batch_principal(item: &AvpBatchItem) -> String {
+    let field = |name| {
+        item.principal
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    avp_uid(field("entityType"), field("entityId"))
 }
 
 #[cfg(test)]

@@ -8,11 +8,14 @@
 //!
 //! - `egress`: the data egress workflow (`/v1/egress/requests...`);
 //! - `parked`: changes held back for approval (`/v1/parked...`);
-//! - `avp`: Amazon Verified Permissions-shaped `is-authorized` and `batch-is-authorized`;
+//! - `avp`: Amazon Verified Permissions-shaped `is-authorized` and `batch-is-authorized`,
+//!   with the server's facts (`facts`) in the context and answers logged as their own kind
+//!   (`asked`);
 //! - `ops`: `/metrics`, `/healthz`, `/readyz` on the daemon's operator address.
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -29,10 +32,12 @@ use tregov_engine::shared::SharedEngine;
 use tregov_engine::workflow::WorkflowError;
 use tregov_engine::{Engine, PolicyBundle};
 
+mod asked;
 pub mod auth;
 mod avp;
 pub mod client;
 mod egress;
+mod facts;
 pub mod ops;
 mod parked;
 
@@ -118,6 +123,10 @@ pub struct Api {
     /// The egress S3 work; `None` without `[egress]`.
     effects: Option<Arc<EffectRunner>>,
     auth: Authenticator,
+    /// Token subjects of the apps registered as services (`[api] services`).
+    services: HashSet<String>,
+    /// The server-provided context of the policy version last asked about.
+    marks: Mutex<Arc<facts::ContextMarks>>,
 }
 
 impl Api {
@@ -136,6 +145,12 @@ impl Api {
         let auth = Authenticator::new(auth_config)
             .await
             .map_err(|e| e.to_string())?;
+        let marks = facts::ContextMarks::from_bundle(&bundle).map_err(|e| e.to_string())?;
+        let services = config
+            .api
+            .iter()
+            .flat_map(|a| a.services.iter().cloned())
+            .collect();
         let mut engine = Engine::open(data_dir, bundle).map_err(|e| e.to_string())?;
         engine.refresh().map_err(|e| e.to_string())?;
         let engine = SharedEngine::new(engine);
@@ -157,12 +172,22 @@ impl Api {
             settings,
             effects,
             auth,
+            services,
+            marks: Mutex::new(Arc::new(marks)),
         }))
     }
 
-    /// Swaps in a reloaded policy set (the daemon calls this after a good reload).
+    /// Swaps in a reloaded policy set (the daemon calls this after a good reload). A schema
+    /// whose `@serverProvided` marks cannot be read is refused: the last good set stays.
     pub fn set_policies(&self, bundle: PolicyBundle) -> Result<(), String> {
-        self.engine.set_policies(bundle).map_err(|e| e.to_string())
+        let marks = facts::ContextMarks::from_bundle(&bundle).map_err(|e| e.to_string())?;
+        self.engine
+            .set_policies(bundle)
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut current) = self.marks.lock() {
+            *current = Arc::new(marks);
+        }
+        Ok(())
     }
 
     pub fn router(self: &Arc<Self>) -> Router {

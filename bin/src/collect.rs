@@ -13,7 +13,7 @@ use tregov_engine::events::{EventFilter, EventStore};
 use tregov_engine::store::Store;
 use tregov_engine::{EngineError, PolicyBundle, Result};
 
-use tregov_render::collect::{event_line, run_text, status_text};
+use tregov_render::collect::{event_json, event_line, run_text, status_json, status_text};
 
 use crate::args::{EventFilterArgs, EventsCommand};
 use crate::output::{print_json, Format};
@@ -182,10 +182,10 @@ pub fn events(output: Format, data_dir: &Path, cmd: EventsCommand) -> Result<Exi
             filter: args,
             limit,
         } => {
-            for e in store.list(&filter(&args), limit)? {
+            for (e, state) in store.list_checked(&filter(&args), limit)? {
                 match output {
-                    Format::Json => println!("{}", serde_json::to_string(&e).unwrap_or_default()),
-                    Format::Text => println!("{}", event_line(&e)),
+                    Format::Json => println!("{}", event_json(&e, state)),
+                    Format::Text => println!("{}", event_line(&e, state)),
                 }
             }
         }
@@ -197,9 +197,26 @@ pub fn status(output: Format, data_dir: &Path) -> Result<ExitCode> {
     let store = EventStore::open(data_dir)?;
     let statuses = store.statuses()?;
     let events = store.count(&EventFilter::default())?;
+    let trail = store.verification()?;
+    let findings = match Store::open_existing(data_dir) {
+        Ok(entities) => tregov_engine::plan::kind::FINDINGS
+            .iter()
+            .map(|kind| entities.observed(Some(kind)))
+            .collect::<Result<Vec<_>>>()?
+            .concat(),
+        Err(_) => Vec::new(),
+    };
     match output {
-        Format::Json => print_json(&json!({ "collectors": statuses, "events": events })),
-        Format::Text => print!("{}", status_text(&statuses, events)),
+        Format::Json => {
+            let mut shown = status_json(&statuses, events, &trail);
+            shown["findings"] = json!(findings);
+            print_json(&shown)
+        }
+        Format::Text => print!(
+            "{}{}",
+            status_text(&statuses, events, &trail),
+            tregov_render::collect::findings_text(&findings)
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,9 @@
 //! account/region prefix, and files already read with the same ETag are skipped, so a
 //! restart neither re-reads nor skips a file and late deliveries are still found. Each file
 //! is stored in one transaction with the mark that it was read.
+//!
+//! After the log files, the digest files are checked (`cloudtrail_integrity`): a pass never
+//! fails or waits on what they show, it reports it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use tregov_config::{CloudTrailConfig, Config};
 use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Progress, RunReport, Source};
 use tregov_engine::events::ObservationKind;
 
-use crate::cloudtrail_parse::parse_log_file;
+use crate::cloudtrail_integrity::{Integrity, Listed};
+use crate::cloudtrail_parse::{read_log_file, AccountClaim};
 use crate::CollectError;
 
 pub struct CloudTrail {
@@ -25,6 +29,7 @@ pub struct CloudTrail {
     accounts: Vec<String>,
     s3: aws_sdk_s3::Client,
     concurrency: usize,
+    integrity: Integrity,
 }
 
 impl Collector for CloudTrail {
@@ -51,7 +56,13 @@ impl CloudTrail {
     pub async fn build(config: &Config, aws: &Aws) -> Option<Self> {
         let ct = config.cloudtrail.clone()?;
         let sdk = aws.for_role(ct.role_arn.as_deref()).await;
+        let integrity = Integrity::new(
+            &ct,
+            aws.s3(&sdk),
+            aws_sdk_cloudtrail::config::Builder::from(&sdk),
+        );
         Some(Self {
+            integrity,
             s3: aws.s3(&sdk),
             accounts: config
                 .projects
@@ -65,6 +76,11 @@ impl CloudTrail {
 
     /// `[prefix/]AWSLogs/[org-id/]<account>/CloudTrail/`
     fn account_prefix(&self, account: &str) -> String {
+        self.account_prefix_of(account, "CloudTrail/")
+    }
+
+    /// `[prefix/]AWSLogs/[org-id/]<account>/<what>`
+    fn account_prefix_of(&self, account: &str, what: &str) -> String {
         let mut p = String::new();
         if let Some(prefix) = self.config.prefix.as_deref().filter(|p| !p.is_empty()) {
             p.push_str(prefix.trim_end_matches('/'));
@@ -76,12 +92,17 @@ impl CloudTrail {
             p.push('/');
         }
         p.push_str(account);
-        p.push_str("/CloudTrail/");
+        p.push('/');
+        p.push_str(what);
         p
     }
 
     async fn region_prefixes(&self, account: &str) -> Result<Vec<String>, CollectError> {
-        let base = self.account_prefix(account);
+        self.region_prefixes_under(self.account_prefix(account))
+            .await
+    }
+
+    async fn region_prefixes_under(&self, base: String) -> Result<Vec<String>, CollectError> {
         if let Some(regions) = &self.config.regions {
             return Ok(regions.iter().map(|r| format!("{base}{r}/")).collect());
         }
@@ -141,22 +162,29 @@ impl CloudTrail {
         }
         // List every prefix, then read the files not read yet.
         let mut todo: Vec<(String, String, String)> = Vec::new();
+        let mut listed: Vec<Listed> = Vec::new();
         for prefix in &prefixes {
             let checkpoint = store.checkpoint(prefix)?;
-            let mut req = self
+            let after = self.start_after(prefix, checkpoint.as_deref());
+            let req = self
                 .s3
                 .list_objects_v2()
                 .bucket(&self.config.bucket)
-                .prefix(prefix);
-            if let Some(after) = self.start_after(prefix, checkpoint.as_deref()) {
-                req = req.start_after(after);
-            }
+                .prefix(prefix)
+                .set_start_after(after.clone());
+            let mut seen = Listed {
+                prefix: prefix.clone(),
+                after,
+                keys: BTreeSet::new(),
+                complete: true,
+            };
             let mut pages = req.into_paginator().send();
             while let Some(page) = pages.next().await {
                 let page = match page {
                     Ok(p) => p,
                     Err(e) => {
                         report.fail(CollectError::aws("s3:ListObjectsV2", prefix, e));
+                        seen.complete = false;
                         break;
                     }
                 };
@@ -164,12 +192,14 @@ impl CloudTrail {
                     let (Some(key), etag) = (obj.key(), obj.e_tag().unwrap_or_default()) else {
                         continue;
                     };
+                    seen.keys.insert(key.to_string());
                     if store.file_etag(key)?.as_deref() == Some(etag) {
                         continue;
                     }
                     todo.push((prefix.clone(), key.to_string(), etag.to_string()));
                 }
             }
+            listed.push(seen);
         }
         progress.start(todo.len() as u64);
         // Files are fetched and parsed concurrently; one writer commits whatever has arrived
@@ -232,7 +262,34 @@ impl CloudTrail {
                 }
             }
         }
+        let digests = self.digest_prefixes(store, &mut report).await?;
+        self.integrity
+            .check(store, &digests, &listed, &mut report)
+            .await?;
         Ok(report)
+    }
+
+    /// Every account's digest prefixes, each with where listing resumes.
+    async fn digest_prefixes(
+        &self,
+        store: &EventStore,
+        report: &mut RunReport,
+    ) -> Result<Vec<(String, Option<String>)>, CollectError> {
+        let mut out = Vec::new();
+        for account in &self.accounts {
+            let base = self.account_prefix_of(account, "CloudTrail-Digest/");
+            match self.region_prefixes_under(base).await {
+                Ok(prefixes) => {
+                    for p in prefixes {
+                        let after = self.start_after(&p, store.checkpoint(&p)?.as_deref());
+                        out.push((p, after));
+                    }
+                }
+                // Digests unreadable leave files unverified; the pass itself is whole.
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        Ok(out)
     }
 
     async fn read_file(
@@ -259,13 +316,14 @@ impl CloudTrail {
             .to_vec();
         let egress = self.config.egress_bucket.clone();
         tokio::task::spawn_blocking(move || -> Result<FileResult, CollectError> {
-            let (events, error) = match parse_log_file(&key, &bytes, egress.as_deref()) {
-                Ok(events) => (events, None),
+            let (parsed, error) = match read_log_file(&key, &bytes, egress.as_deref()) {
+                Ok(parsed) => (parsed, None),
                 Err(reason) => {
                     tracing::warn!(key = %key, error = %reason, "skipping unreadable CloudTrail file");
-                    (Vec::new(), Some(reason))
+                    (Default::default(), Some(reason))
                 }
             };
+            let events = parsed.events;
             let result = FileResult {
                 prefix,
                 key: key.clone(),
@@ -279,6 +337,8 @@ impl CloudTrail {
                     // An unreadable file is recorded with why, not kept.
                     body: if error.is_none() { bytes } else { Vec::new() },
                     events,
+                    sha256: error.is_none().then_some(parsed.sha256),
+                    claims: parsed.claims,
                     error,
                 })
                 .map_err(|_| CollectError::Io("the event writer stopped".into()))?;
@@ -298,6 +358,8 @@ struct ParsedFile {
     etag: String,
     body: Vec<u8>,
     events: Vec<tregov_engine::events::StoredEvent>,
+    sha256: Option<String>,
+    claims: Vec<AccountClaim>,
     error: Option<String>,
 }
 
@@ -328,11 +390,37 @@ fn write_batches(
                 body: &p.body,
                 events: &p.events,
                 error: p.error.as_deref(),
+                sha256: p.sha256.as_deref(),
             })
             .collect();
         new += store.ingest_files(&batch)?;
+        for p in &pending {
+            record_claims(store, &p.key, &p.claims)?;
+        }
     }
     Ok(new)
+}
+
+/// Records whose `recipientAccountId` is not their key path's account: anomalies.
+fn record_claims(
+    store: &EventStore,
+    key: &str,
+    claims: &[AccountClaim],
+) -> Result<(), CollectError> {
+    let (_, region) = crate::cloudtrail_parse::account_region_of_key(key);
+    let region = region.unwrap_or_default();
+    for c in claims {
+        let detail = format!(
+            "record `{}` claims account `{}`, its key path is `{}`'s",
+            c.event_id, c.claimed, c.account
+        );
+        let at = format!("{key}#{}", c.event_id);
+        if store.record_anomaly("account-mismatch", &at, &c.account, &region, &detail)? {
+            tracing::warn!(key, event_id = %c.event_id, claimed = %c.claimed,
+                account = %c.account, "cloudtrail record claims another account");
+        }
+    }
+    Ok(())
 }
 
 struct FileResult {

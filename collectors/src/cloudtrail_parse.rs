@@ -4,6 +4,11 @@
 //! synthetic one, so re-reading the file adds nothing); odd values (`075.050.255.67`, unknown
 //! event names, any age, any region) are kept as delivered. Only a file that is not gzip or
 //! not a JSON object with a `Records` array is rejected, with the reason.
+//!
+//! A record's account is the account of its file's key path: the bucket policy decides who
+//! may write under `AWSLogs/<account>/`, while a record's own `recipientAccountId` is just
+//! text in it. A record claiming another account is kept under the path's account and
+//! reported (`AccountClaim`).
 
 use std::io::Read;
 
@@ -89,12 +94,41 @@ pub fn account_region_of_key(key: &str) -> (Option<String>, Option<String>) {
     }
 }
 
+/// A record whose `recipientAccountId` is not the account of its file's key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountClaim {
+    pub event_id: String,
+    /// The account the record claims.
+    pub claimed: String,
+    /// The account of the key path, which the record is stored under.
+    pub account: String,
+}
+
+/// One log file read: its events, what digests vouch for, and what is odd in it.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedLog {
+    pub events: Vec<StoredEvent>,
+    /// SHA-256 (hex) of the uncompressed file, as digest files list it.
+    pub sha256: String,
+    pub claims: Vec<AccountClaim>,
+}
+
 /// Decompresses and parses one log file into events.
 pub fn parse_log_file(
     key: &str,
     bytes: &[u8],
     egress_bucket: Option<&str>,
 ) -> Result<Vec<StoredEvent>, String> {
+    read_log_file(key, bytes, egress_bucket).map(|p| p.events)
+}
+
+/// Decompresses and parses one log file, with its SHA-256 and the records claiming another
+/// account.
+pub fn read_log_file(
+    key: &str,
+    bytes: &[u8],
+    egress_bucket: Option<&str>,
+) -> Result<ParsedLog, String> {
     if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
         return Err("not a gzip file".into());
     }
@@ -102,7 +136,12 @@ pub fn parse_log_file(
     flate2::read::MultiGzDecoder::new(bytes)
         .read_to_string(&mut json)
         .map_err(|e| format!("cannot decompress: {e}"))?;
-    parse_log_json(key, &json, egress_bucket)
+    let (events, claims) = parse_records(key, &json, egress_bucket)?;
+    Ok(ParsedLog {
+        events,
+        sha256: hex::encode(Sha256::digest(json.as_bytes())),
+        claims,
+    })
 }
 
 /// Parses the JSON of one (decompressed) log file into events.
@@ -111,24 +150,42 @@ pub fn parse_log_json(
     json: &str,
     egress_bucket: Option<&str>,
 ) -> Result<Vec<StoredEvent>, String> {
+    parse_records(key, json, egress_bucket).map(|(events, _)| events)
+}
+
+fn parse_records(
+    key: &str,
+    json: &str,
+    egress_bucket: Option<&str>,
+) -> Result<(Vec<StoredEvent>, Vec<AccountClaim>), String> {
     let file: LogFile = serde_json::from_str(json)
         .map_err(|e| format!("not a CloudTrail log (a JSON object with a `Records` array): {e}"))?;
     let (key_account, key_region) = account_region_of_key(key);
-    Ok(file
+    let mut claims = Vec::new();
+    let events = file
         .records
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            to_event(
+            let (event, claimed) = to_event(
                 key,
                 i as u64,
                 raw,
                 key_account.as_deref(),
                 key_region.as_deref(),
                 egress_bucket,
-            )
+            );
+            if let Some(claimed) = claimed {
+                claims.push(AccountClaim {
+                    event_id: event.event_id.clone(),
+                    claimed,
+                    account: event.account.clone(),
+                });
+            }
+            event
         })
-        .collect())
+        .collect();
+    Ok((events, claims))
 }
 
 fn to_event(
@@ -138,7 +195,7 @@ fn to_event(
     key_account: Option<&str>,
     key_region: Option<&str>,
     egress_bucket: Option<&str>,
-) -> StoredEvent {
+) -> (StoredEvent, Option<String>) {
     let fields: Fields = serde_json::from_str(raw.get()).unwrap_or_default();
     let identity: Identity = fields
         .user_identity
@@ -155,9 +212,17 @@ fn to_event(
         .or_else(|| text(identity.invoked_by))
         .or_else(|| text(identity.kind))
         .unwrap_or_else(|| "unknown".into());
-    let account = text(fields.recipient_account_id)
+    let recipient = text(fields.recipient_account_id);
+    // `userIdentity.accountId` is the caller's account, which differs for every cross-account
+    // call: only `recipientAccountId` claims the record's own account.
+    let claimed = match (key_account, &recipient) {
+        (Some(path), Some(r)) if r != path => Some(r.clone()),
+        _ => None,
+    };
+    let account = key_account
+        .map(String::from)
+        .or(recipient)
         .or_else(|| text(identity.account_id))
-        .or_else(|| key_account.map(String::from))
         .unwrap_or_default();
     let event_source = text(fields.event_source).unwrap_or_default();
     let event_name = text(fields.event_name).unwrap_or_default();
@@ -174,7 +239,7 @@ fn to_event(
         )
     };
     let event_time = text(fields.event_time).unwrap_or_default();
-    StoredEvent {
+    let event = StoredEvent {
         event_id,
         event_ts: tregov_engine::events::timestamp(&event_time),
         event_time,
@@ -192,7 +257,8 @@ fn to_event(
         observation,
         target,
         record_index: index,
-    }
+    };
+    (event, claimed)
 }
 
 /// Recognises events that change governed state, and what they changed.
@@ -383,6 +449,28 @@ mod tests {
         let events = parse_log_json(KEY, json, Some("egress")).expect("parse");
         assert_eq!(events[0].target.as_deref(), Some("egress/ws-1/out.csv"));
         assert_eq!(events[1].observation, None);
+    }
+
+    #[test]
+    fn a_record_claiming_another_account_is_kept_under_its_paths_account_and_reported() {
+        let json = r#"{"Records":[
+            {"eventID":"own","recipientAccountId":"111111111111"},
+            {"eventID":"cross","recipientAccountId":"111111111111","userIdentity":{"accountId":"999999999999"}},
+            {"eventID":"liar","recipientAccountId":"222222222222"}]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, json.as_bytes()).expect("write");
+        let parsed = read_log_file(KEY, &gz.finish().expect("gzip"), None).expect("parse");
+        assert!(parsed.events.iter().all(|e| e.account == "111111111111"));
+        assert_eq!(
+            parsed.claims,
+            vec![AccountClaim {
+                event_id: "liar".into(),
+                claimed: "222222222222".into(),
+                account: "111111111111".into(),
+            }],
+            "a cross-account caller is no claim"
+        );
+        assert_eq!(parsed.sha256, hex::encode(Sha256::digest(json.as_bytes())));
     }
 
     #[test]

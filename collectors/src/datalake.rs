@@ -1,20 +1,27 @@
 //! The data lake: Glue databases and tables (the studies), Lake Formation registered
 //! locations, LF-Tags and every Lake Formation permission.
 //!
-//! A Glue table is a TRE dataset when its parameters carry `tre:project`; `tre:classification`,
-//! `tre:maxAccess`, `tre:category` and `tre:owner` fill the rest, with the safe reading where
-//! one is missing (`internal`, `readonly`, `organization`). Permissions are listed unfiltered
-//! and kept as observed state for the planner to compare with what the policies allow, with
-//! the data lake administrators and tregov's own principal, whose grants it never revokes.
+//! A Glue table is a TRE dataset when it names a project (`tre:project`). Its labels
+//! (`tre:project`, `tre:classification`, `tre:category`, `tre:maxAccess`, `tre:owner`) come
+//! from the Lake Formation LF-Tags on the table (or its database), which only data managers
+//! may assign; a label without an LF-Tag falls back to the table's Glue parameter of that
+//! name, as a bootstrap, with the safe reading where both are missing (`internal`,
+//! `readonly`, `organization`). Either way a change that widens access waits for a data
+//! manager (`engine::labels`). A dataset whose location is outside every registered location,
+//! or overlaps another dataset's, is quarantined. Permissions are listed unfiltered and kept
+//! as observed state for the planner to compare with what the policies allow, with the data
+//! lake administrators and tregov's own principal, whose grants it never revokes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use cedar_policy::{Entity, Schema};
+use cedar_policy::Entity;
 use serde_json::{json, Value};
 use tregov_config::aws::Aws;
 use tregov_config::{Config, DataLakeConfig};
 use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
 use tregov_engine::events::ObservationKind;
+use tregov_engine::labels::{self, LabelSource, Labels};
+use tregov_engine::plan::kind;
 use tregov_engine::store::Observed;
 
 use crate::CollectError;
@@ -50,13 +57,48 @@ impl DataLake {
             complete: true,
             ..Default::default()
         };
-        let catalog = self.read_catalog(&clients, ctx.schema, report).await;
+        let locations = clients.locations().await;
+        let lf_tags = clients.lf_tags().await;
+        // Which labels any resource can carry as LF-Tags: with none of the TRE's defined in
+        // the catalog, no table carries one and there is nothing to ask per table. When the
+        // LF-Tags cannot be listed, every table is asked (`None`).
+        let label_tags: Option<BTreeSet<String>> = lf_tags.as_ref().ok().map(|tags| {
+            tags.iter()
+                .map(|t| t.key.to_ascii_lowercase())
+                .filter(|k| k.starts_with("tre:"))
+                .collect()
+        });
+        // Without the registered locations no location can be judged outside them (taking
+        // a failed listing for "none registered" would quarantine every study).
+        let registered: Option<Vec<String>> = locations.as_ref().ok().map(|observed| {
+            observed
+                .iter()
+                .filter_map(|o| registered_prefix(&o.key))
+                .collect()
+        });
+        let catalog = match self
+            .read_catalog(
+                &clients,
+                ctx,
+                registered.as_deref(),
+                label_tags.as_ref(),
+                report,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // The store of accepted labels failed: keep what the store holds.
+                report.fail(e);
+                return listing_incomplete();
+            }
+        };
         listing.entities = catalog.entities;
         listing.observed = catalog.observed;
         listing.complete = catalog.complete;
         for part in [
-            clients.locations().await,
-            clients.lf_tags().await,
+            locations,
+            lf_tags,
             clients.permissions().await,
             clients.admins().await,
             clients.own_principal().await,
@@ -73,14 +115,16 @@ impl DataLake {
     }
 
     /// Studies from the Glue catalog: every table as observed, and the TRE's datasets (tables
-    /// whose parameters carry `tre:project`) as entities.
+    /// labelled with a configured project) as entities, with the labels `engine::labels`
+    /// settled and the locations checked against `registered`.
     async fn read_catalog(
         &self,
         clients: &Clients,
-        schema: &Schema,
+        ctx: &CollectContext<'_>,
+        registered: Option<&[String]>,
+        label_tags: Option<&BTreeSet<String>>,
         report: &mut RunReport,
-    ) -> Catalog {
-        let projects: BTreeSet<&str> = self.config.projects.iter().map(|p| p.id.as_str()).collect();
+    ) -> tregov_engine::Result<Catalog> {
         let mut catalog = Catalog {
             complete: true,
             ..Default::default()
@@ -90,10 +134,10 @@ impl DataLake {
             Err(e) => {
                 report.fail(e);
                 catalog.complete = false;
-                return catalog;
+                return Ok(catalog);
             }
         };
-        let mut values = Vec::new();
+        let mut proposals = Vec::new();
         for db in &databases {
             let tables = match clients.tables(db).await {
                 Ok(t) => t,
@@ -103,7 +147,27 @@ impl DataLake {
                     continue;
                 }
             };
-            for table in tables {
+            let tags = match label_tags {
+                Some(keys) if keys.is_empty() => {
+                    tables.iter().map(|_| Ok(BTreeMap::new())).collect()
+                }
+                _ => {
+                    clients
+                        .table_lf_tags(db, &tables, self.config.concurrency)
+                        .await
+                }
+            };
+            for (table, lf_tags) in tables.iter().zip(tags) {
+                let lf_tags = match lf_tags {
+                    Ok(t) => t,
+                    Err(e) => {
+                        // Without its LF-Tags a table's labels are unknown: leave it out
+                        // (the listing is incomplete, so the store keeps what it knew).
+                        report.fail(e);
+                        catalog.complete = false;
+                        continue;
+                    }
+                };
                 let params = table.parameters().cloned().unwrap_or_default();
                 let location = table
                     .storage_descriptor()
@@ -113,18 +177,190 @@ impl DataLake {
                 catalog.observed.push(Observed {
                     kind: "glue-table".into(),
                     key: format!("{db}/{}", table.name()),
-                    body: json!({"database": db, "table": table.name(), "location": location, "parameters": params}),
+                    body: json!({"database": db, "table": table.name(), "location": location,
+                        "parameters": params, "lfTags": lf_tags}),
                 });
-                if let Some(value) =
-                    dataset_entity(db, table.name(), &location, &params, &projects, report)
-                {
-                    values.push((format!("glue table `{db}/{}`", table.name()), value));
+                if let Some(p) = proposal(db, table.name(), &location, &params, &lf_tags) {
+                    proposals.push(p);
                 }
             }
         }
-        catalog.entities = crate::entities_from_json(values, schema, report);
-        catalog
+        self.settle(proposals, ctx, registered, report, &mut catalog)?;
+        Ok(catalog)
     }
+
+    /// Settles each proposal's labels, quarantines datasets whose locations are in doubt,
+    /// and makes the entities.
+    fn settle(
+        &self,
+        proposals: Vec<Proposal>,
+        ctx: &CollectContext<'_>,
+        registered: Option<&[String]>,
+        report: &mut RunReport,
+        catalog: &mut Catalog,
+    ) -> tregov_engine::Result<()> {
+        let projects: BTreeSet<&str> = self.config.projects.iter().map(|p| p.id.as_str()).collect();
+        let bootstrap = !labels::any_accepted(ctx.store)?;
+        let mut settled = Vec::new();
+        for p in proposals {
+            if !projects.contains(p.labels.project.as_str()) {
+                report.errors.push(format!(
+                    "glue table `{}`: `tre:project` `{}` is not a configured project",
+                    p.id, p.labels.project
+                ));
+                continue;
+            }
+            let outcome = labels::settle(ctx.store, &p.id, &p.labels, p.source, bootstrap)?;
+            if let Some((item, fields)) = &outcome.pending {
+                catalog.observed.push(pending_finding(&p, item, fields));
+            }
+            if let Some(effective) = outcome.effective {
+                settled.push((p, effective));
+            }
+        }
+        let doubts = location_doubts(&settled, registered);
+        let mut values = Vec::new();
+        for (p, labels) in &settled {
+            if let Some(why) = doubts.get(p.id.as_str()) {
+                tracing::warn!(dataset = %p.id, location = %labels.location, reason = %why, "dataset quarantined");
+                catalog.observed.push(Observed {
+                    kind: kind::DATASET_QUARANTINED.into(),
+                    key: p.id.clone(),
+                    body: json!({"dataset": p.id, "location": labels.location,
+                        "message": format!("dataset `{}` is quarantined: {why}", p.id)}),
+                });
+            }
+            values.push((format!("glue table `{}`", p.id), dataset_entity(p, labels)));
+        }
+        catalog.entities = crate::entities_from_json(values, ctx.schema, report);
+        Ok(())
+    }
+}
+
+fn listing_incomplete() -> Listing {
+    Listing {
+        complete: false,
+        ..Default::default()
+    }
+}
+
+/// A table's proposed labels, before they are settled.
+struct Proposal {
+    id: String,
+    database: String,
+    table: String,
+    labels: Labels,
+    source: LabelSource,
+}
+
+/// The labels a table proposes: each from its LF-Tag, else its Glue parameter, else the
+/// safe reading. `None` for a table that names no project.
+fn proposal(
+    db: &str,
+    table: &str,
+    location: &str,
+    params: &std::collections::HashMap<String, String>,
+    lf_tags: &BTreeMap<String, String>,
+) -> Option<Proposal> {
+    let mut from_glue = false;
+    let mut label = |name: &str| -> Option<String> {
+        // LF-Tag keys are case-insensitive (Lake Formation stores them in lower case).
+        if let Some(v) = lf_tags.get(&name.to_ascii_lowercase()) {
+            return Some(v.clone());
+        }
+        let v = params.get(name).cloned();
+        from_glue |= v.is_some();
+        v
+    };
+    let project = label("tre:project")?;
+    let labels = Labels {
+        project,
+        classification: label("tre:classification").unwrap_or_else(|| "internal".into()),
+        category: label("tre:category").unwrap_or_else(|| "organization".into()),
+        max_access: label("tre:maxAccess").unwrap_or_else(|| "readonly".into()),
+        owner: label("tre:owner"),
+        location: location.to_string(),
+    };
+    Some(Proposal {
+        id: format!("{db}/{table}"),
+        database: db.to_string(),
+        table: table.to_string(),
+        labels,
+        source: if from_glue {
+            LabelSource::Glue
+        } else {
+            LabelSource::LfTags
+        },
+    })
+}
+
+fn pending_finding(p: &Proposal, item: &str, fields: &[&str]) -> Observed {
+    let fields: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    Observed {
+        kind: kind::DATASET_LABELS_PENDING.into(),
+        key: p.id.clone(),
+        body: json!({"dataset": p.id, "item": item, "proposed": p.labels,
+            "message": format!(
+                "dataset `{}`: a change of {} would widen access and waits for a data manager (`tregov approve {item}`)",
+                p.id, fields.join(", "))}),
+    }
+}
+
+/// `arn:aws:s3:::bucket/prefix` (a registered location) as `s3://bucket/prefix/`.
+fn registered_prefix(arn: &str) -> Option<String> {
+    let path = arn.strip_prefix("arn:aws:s3:::")?;
+    Some(directory(&format!("s3://{path}")))
+}
+
+/// A location as a directory, so `s3://b/a/` never counts as inside `s3://b/ab/`.
+fn directory(location: &str) -> String {
+    if location.ends_with('/') {
+        location.to_string()
+    } else {
+        format!("{location}/")
+    }
+}
+
+/// Why each dataset's location is in doubt: outside every registered location (when they
+/// are known), or overlapping another dataset's (one inside the other, or the same).
+fn location_doubts<'p>(
+    settled: &'p [(Proposal, Labels)],
+    registered: Option<&[String]>,
+) -> BTreeMap<&'p str, String> {
+    let mut doubts = BTreeMap::new();
+    let mut by_location: Vec<(String, &str)> = settled
+        .iter()
+        .map(|(p, l)| (directory(&l.location), p.id.as_str()))
+        .collect();
+    for (location, id) in by_location.iter().filter(|_| registered.is_some()) {
+        let inside = registered
+            .into_iter()
+            .flatten()
+            .any(|r| location.starts_with(r.as_str()));
+        if !location.starts_with("s3://") || !inside {
+            doubts.insert(
+                *id,
+                format!(
+                    "its location `{location}` is not inside a Lake Formation registered location"
+                ),
+            );
+        }
+    }
+    // Sorted, a location is followed directly by every location inside it.
+    by_location.sort();
+    for (i, (outer, outer_id)) in by_location.iter().enumerate() {
+        for (inner, inner_id) in by_location[i + 1..]
+            .iter()
+            .take_while(|(l, _)| l.starts_with(outer.as_str()))
+        {
+            for (id, other) in [(*outer_id, *inner_id), (*inner_id, *outer_id)] {
+                doubts.entry(id).or_insert_with(|| {
+                    format!("its location overlaps dataset `{other}`'s (`{outer}` holds `{inner}`)")
+                });
+            }
+        }
+    }
+    doubts
 }
 
 #[derive(Default)]
@@ -134,46 +370,30 @@ struct Catalog {
     complete: bool,
 }
 
-/// A TRE dataset as an entity, from a Glue table's parameters: `tre:classification`,
-/// `tre:maxAccess`, `tre:category` and `tre:owner`, with the safe reading where one is missing
-/// (`internal`, `readonly`, `organization`). `None` for a table that is not the TRE's.
-fn dataset_entity(
-    db: &str,
-    table: &str,
-    location: &str,
-    params: &std::collections::HashMap<String, String>,
-    projects: &BTreeSet<&str>,
-    report: &mut RunReport,
-) -> Option<Value> {
-    let project = params.get("tre:project")?;
-    if !projects.contains(project.as_str()) {
-        report.errors.push(format!(
-            "glue table `{db}/{table}`: `tre:project` `{project}` is not a configured project"
-        ));
-        return None;
-    }
-    let id = format!("{db}/{table}");
+/// A TRE dataset as an entity, with its settled labels.
+fn dataset_entity(p: &Proposal, labels: &Labels) -> Value {
+    let id = &p.id;
     let group = |name: &str| json!({"__entity": {"type": "Tre::AccessGroup", "id": format!("{id}#{name}")}});
     let mut attrs = json!({
-        "database": db,
-        "table": table,
-        "location": location,
-        "classification": params.get("tre:classification").map_or("internal", String::as_str),
-        "project": {"__entity": {"type": "Tre::Project", "id": project}},
-        "maxAccess": params.get("tre:maxAccess").map_or("readonly", String::as_str),
-        "category": params.get("tre:category").map_or("organization", String::as_str),
+        "database": p.database,
+        "table": p.table,
+        "location": labels.location,
+        "classification": labels.classification,
+        "project": {"__entity": {"type": "Tre::Project", "id": labels.project}},
+        "maxAccess": labels.max_access,
+        "category": labels.category,
         "admins": group("admins"),
         "readers": group("readers"),
         "writers": group("writers"),
     });
-    if let Some(owner) = params.get("tre:owner") {
+    if let Some(owner) = &labels.owner {
         attrs["owner"] = json!({"__entity": {"type": "Tre::User", "id": owner}});
     }
-    Some(json!({
+    json!({
         "uid": {"type": "Tre::Dataset", "id": id},
         "attrs": attrs,
-        "parents": [{"type": "Tre::Project", "id": project}]
-    }))
+        "parents": [{"type": "Tre::Project", "id": labels.project}]
+    })
 }
 
 impl Collector for DataLake {
@@ -233,6 +453,64 @@ impl Clients {
             out.extend(page.table_list().iter().cloned());
         }
         Ok(out)
+    }
+
+    /// Each table's LF-Tags (the database's, overridden by the table's own), keys in lower
+    /// case, the first value of each; at most `concurrency` calls at once.
+    async fn table_lf_tags(
+        &self,
+        db: &str,
+        tables: &[aws_sdk_glue::types::Table],
+        concurrency: usize,
+    ) -> Vec<Result<BTreeMap<String, String>, CollectError>> {
+        use futures::stream::{self, StreamExt};
+        // Made before the first await, so the run's boxed future holds no closure (which
+        // would make it not `Send` for every lifetime).
+        let calls: Vec<_> = tables
+            .iter()
+            .map(|t| self.lf_tags_of(db, t.name()))
+            .collect();
+        stream::iter(calls)
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn lf_tags_of(
+        &self,
+        db: &str,
+        table: &str,
+    ) -> Result<BTreeMap<String, String>, CollectError> {
+        use aws_sdk_lakeformation::types::{Resource, TableResource};
+        let resource = TableResource::builder()
+            .database_name(db)
+            .name(table)
+            .build()
+            .map_err(|e| CollectError::Io(e.to_string()))?;
+        let out = self
+            .lf
+            .get_resource_lf_tags()
+            .resource(Resource::builder().table(resource).build())
+            .send()
+            .await
+            .map_err(|e| {
+                CollectError::aws(
+                    "lakeformation:GetResourceLFTags",
+                    &format!("{db}/{table}"),
+                    e,
+                )
+            })?;
+        let mut tags = BTreeMap::new();
+        for pair in out
+            .lf_tag_on_database()
+            .iter()
+            .chain(out.lf_tags_on_table())
+        {
+            if let Some(value) = pair.tag_values().first() {
+                tags.insert(pair.tag_key().to_ascii_lowercase(), value.clone());
+            }
+        }
+        Ok(tags)
     }
 
     /// Registered locations.

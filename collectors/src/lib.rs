@@ -9,6 +9,9 @@
 pub mod budgets;
 #[cfg(feature = "aws")]
 pub mod cloudtrail;
+pub mod cloudtrail_digest;
+#[cfg(feature = "aws")]
+pub mod cloudtrail_integrity;
 pub mod cloudtrail_parse;
 #[cfg(feature = "aws")]
 pub mod datalake;
@@ -16,7 +19,8 @@ pub mod datalake;
 pub mod iam;
 pub mod identity;
 pub mod projects;
-#[cfg(feature = "testkit")]
+pub mod registry;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(feature = "aws")]
 pub mod trails;

@@ -1,5 +1,7 @@
 //! `[cloudtrail]`: the organization trail's bucket and how its keys are laid out.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use crate::key_path::KeyPath;
@@ -29,6 +31,63 @@ pub struct CloudTrailConfig {
     /// The egress-store bucket: S3 writes to it become `egress-store-write` observations.
     #[serde(default)]
     pub egress_bucket: Option<String>,
+    /// Public keys that digest files may be signed with, beside those CloudTrail's
+    /// `ListPublicKeys` returns (for emulators that lack it, or a bucket checked offline).
+    #[serde(default)]
+    pub public_keys: Vec<PublicKeyConfig>,
+}
+
+/// One digest-signing public key: a DER PKCS#1 `RSAPublicKey`, as `ListPublicKeys` returns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    /// The key's fingerprint as digest files name it (`digestPublicKeyFingerprint`).
+    pub fingerprint: String,
+    /// A file holding the DER key (relative paths are relative to the config file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The DER key in base64, as `aws cloudtrail list-public-keys` prints `Value`.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Why a configured public key could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("cannot read the public key `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the public key `{fingerprint}` is not base64: {source}")]
+    Base64 {
+        fingerprint: String,
+        source: base64::DecodeError,
+    },
+    #[error("the public key `{fingerprint}` has neither `path` nor `value`")]
+    Empty { fingerprint: String },
+}
+
+impl PublicKeyConfig {
+    /// The key's DER bytes, read from its file or decoded from its `value`.
+    pub fn der(&self) -> Result<Vec<u8>, PublicKeyError> {
+        use base64::Engine as _;
+        match (&self.path, &self.value) {
+            (Some(path), _) => std::fs::read(path).map_err(|source| PublicKeyError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+            (None, Some(value)) => base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|source| PublicKeyError::Base64 {
+                    fingerprint: self.fingerprint.clone(),
+                    source,
+                }),
+            (None, None) => Err(PublicKeyError::Empty {
+                fingerprint: self.fingerprint.clone(),
+            }),
+        }
+    }
 }
 
 fn default_lookback_days() -> u32 {
@@ -44,5 +103,56 @@ impl Validate for CloudTrailConfig {
             });
         }
         check_role_arn(self.role_arn.as_deref(), at.key("role_arn"), problems);
+        for (i, key) in self.public_keys.iter().enumerate() {
+            key.validate(&at.key("public_keys").index(i), problems);
+        }
+    }
+}
+
+impl Validate for PublicKeyConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let fp = &self.fingerprint;
+        problems.check(
+            !fp.is_empty() && fp.bytes().all(|b| b.is_ascii_hexdigit()),
+            at.key("fingerprint"),
+            || format!("`{fp}` is not a hex fingerprint"),
+        );
+        problems.check(
+            self.path.is_some() != self.value.is_some(),
+            at.clone(),
+            || "needs exactly one of `path` (a DER file) and `value` (base64 DER)".into(),
+        );
+        if let Some(value) = &self.value {
+            use base64::Engine as _;
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .is_ok();
+            problems.check(ok, at.key("value"), || "is not base64".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn a_public_key_with_both_a_path_and_a_value_is_named_with_its_line() {
+        let text = "[cloudtrail]\nbucket = \"b\"\n[[cloudtrail.public_keys]]\nfingerprint = \"ab12\"\npath = \"k.der\"\nvalue = \"AAAA\"\n";
+        let err = Config::parse("tregov.toml", text).expect_err("both");
+        let shown = format!("{err:?}");
+        assert!(shown.contains("cloudtrail.public_keys[0]"), "{shown}");
+        assert!(shown.contains("exactly one"), "{shown}");
+    }
+
+    #[test]
+    fn a_fingerprint_that_is_not_hex_is_named() {
+        let text = "[cloudtrail]\nbucket = \"b\"\n[[cloudtrail.public_keys]]\nfingerprint = \"xyz\"\nvalue = \"AAAA\"\n";
+        let err = Config::parse("tregov.toml", text).expect_err("not hex");
+        let shown = format!("{err:?}");
+        assert!(
+            shown.contains("cloudtrail.public_keys[0].fingerprint"),
+            "{shown}"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod key_path;
 pub mod projects;
 pub mod safety;
 pub mod validate;
+pub mod workspaces;
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,7 @@ use tregov_engine::error::{EngineError, Result, SourceProblem};
 pub use api::{ApiConfig, AuthConfig};
 pub use backup::BackupConfig;
 pub use budgets::BudgetThresholds;
-pub use cloudtrail::CloudTrailConfig;
+pub use cloudtrail::{CloudTrailConfig, PublicKeyConfig};
 pub use daemon::DaemonConfig;
 pub use datalake::DataLakeConfig;
 pub use egress::EgressConfig;
@@ -37,6 +38,7 @@ pub use key_path::KeyPath;
 pub use projects::ProjectConfig;
 pub use safety::SafetyConfig;
 use validate::{Problems, Validate};
+pub use workspaces::WorkspacesConfig;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +70,9 @@ pub struct Config {
     pub budgets: Option<BudgetThresholds>,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Where workspaces' owners come from; what tag drift does.
+    #[serde(default)]
+    pub workspaces: WorkspacesConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
     /// Blast-radius limits; on by default.
@@ -98,8 +103,20 @@ impl Config {
         if let Some(identity) = &mut config.identity {
             relative_to(dir, &mut identity.entities);
         }
+        if let Some(registry) = &mut config.workspaces.registry {
+            relative_to(dir, registry);
+        }
         if let Some(jwks) = config.auth.as_mut().and_then(|a| a.jwks_file.as_mut()) {
             relative_to(dir, jwks);
+        }
+        for key in config
+            .cloudtrail
+            .iter_mut()
+            .flat_map(|c| c.public_keys.iter_mut())
+        {
+            if let Some(path) = &mut key.path {
+                relative_to(dir, path);
+            }
         }
         Ok(config)
     }
@@ -163,6 +180,8 @@ impl Config {
         self.identity.validate(&root.key("identity"), &mut problems);
         self.budgets.validate(&root.key("budgets"), &mut problems);
         self.backup.validate(&root.key("backup"), &mut problems);
+        self.workspaces
+            .validate(&root.key("workspaces"), &mut problems);
         self.daemon.validate(&root.key("daemon"), &mut problems);
         self.safety.validate(&root.key("safety"), &mut problems);
         self.egress.validate(&root.key("egress"), &mut problems);
@@ -208,6 +227,7 @@ impl Config {
             backup_tag: (self.backup.tag_key.clone(), self.backup.tag_value.clone()),
             period: period.to_string(),
             protected_principals: self.protected_principals(),
+            revert_tag_drift: self.workspaces.revert_tag_drift,
         }
     }
 
@@ -226,6 +246,16 @@ impl Config {
             .flat_map(|d| d.protected_principals.iter().cloned())
             .chain(own_roles)
             .collect()
+    }
+
+    /// Whether `account` is one tregov governs (a project's or the data lake's): the only
+    /// accounts it ever acts in or grants to.
+    pub fn is_configured_account(&self, account: &str) -> bool {
+        self.projects.iter().any(|p| p.account_id == account)
+            || self
+                .datalake
+                .as_ref()
+                .is_some_and(|d| d.account_id == account)
     }
 
     /// The role to assume for calls in `account`: the project's or the data lake's.

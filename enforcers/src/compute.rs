@@ -27,7 +27,7 @@ impl Compute {
         else {
             return Err("not a stop".into());
         };
-        let sdk = self.accounts.sdk(account).await;
+        let sdk = self.accounts.sdk(account).await?;
         match workspace_kind.as_str() {
             "ec2" => {
                 // Stopping a stopped instance succeeds, so this is idempotent as it is.
@@ -94,7 +94,7 @@ impl Tagging {
     }
 
     async fn tag(&self, item: &PlanItem) -> Result<(), String> {
-        let Change::TagBackup {
+        let Change::TagWorkspace {
             account,
             workspace_kind,
             resources,
@@ -106,7 +106,7 @@ impl Tagging {
         else {
             return Err("not a tag change".into());
         };
-        let sdk = self.accounts.sdk(account).await;
+        let sdk = self.accounts.sdk(account).await?;
         match workspace_kind.as_str() {
             "ec2" => {
                 let ec2 = aws_sdk_ec2::Client::new(&sdk);

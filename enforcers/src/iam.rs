@@ -26,9 +26,8 @@ impl Iam {
                 policy_name,
                 document,
             } => {
-                let (_, name) =
-                    role_parts(role_arn).ok_or_else(|| format!("`{role_arn}` is not a role"))?;
-                let iam = aws_sdk_iam::Client::new(&self.accounts.sdk(account).await);
+                let name = role_in(role_arn, account)?;
+                let iam = aws_sdk_iam::Client::new(&self.accounts.sdk(account).await?);
                 iam.put_role_policy()
                     .role_name(name)
                     .policy_name(policy_name)
@@ -43,9 +42,8 @@ impl Iam {
                 role_arn,
                 policy_name,
             } => {
-                let (_, name) =
-                    role_parts(role_arn).ok_or_else(|| format!("`{role_arn}` is not a role"))?;
-                let iam = aws_sdk_iam::Client::new(&self.accounts.sdk(account).await);
+                let name = role_in(role_arn, account)?;
+                let iam = aws_sdk_iam::Client::new(&self.accounts.sdk(account).await?);
                 match iam
                     .delete_role_policy()
                     .role_name(name)
@@ -64,6 +62,18 @@ impl Iam {
     }
 }
 
+/// The name of `role_arn`, which must be a role of `account`: a role of another account
+/// named here would be written in this one, under that name.
+fn role_in<'a>(role_arn: &'a str, account: &str) -> Result<&'a str, String> {
+    match role_parts(role_arn) {
+        Some((role_account, name)) if role_account == account => Ok(name),
+        Some((role_account, _)) => Err(format!(
+            "`{role_arn}` is a role of account `{role_account}`, not of `{account}`: refusing to write it"
+        )),
+        None => Err(format!("`{role_arn}` is not a role")),
+    }
+}
+
 impl Enforcer for Iam {
     fn name(&self) -> &'static str {
         "iam"
@@ -71,5 +81,20 @@ impl Enforcer for Iam {
 
     fn apply<'a>(&'a self, items: &'a [&'a PlanItem]) -> BoxFuture<'a, Vec<ItemResult>> {
         Box::pin(crate::each(items, |item| self.apply_one(item)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_of_another_account_is_never_written_under_its_name_here() {
+        let err = role_in("arn:aws:iam::999999999999:role/x", "111111111111").expect_err("refused");
+        assert!(err.contains("`999999999999`"), "{err}");
+        assert_eq!(
+            role_in("arn:aws:iam::111111111111:role/x", "111111111111"),
+            Ok("x")
+        );
     }
 }

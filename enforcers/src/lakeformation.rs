@@ -119,6 +119,22 @@ fn entry(item: &PlanItem) -> Result<BatchPermissionsRequestEntry, String> {
         .map_err(|e| e.to_string())
 }
 
+impl LakeFormation {
+    /// Grants go only to principals of configured accounts: a grant to any other (an
+    /// outside account, `IAM_ALLOWED_PRINCIPALS`) would take the data out of the TRE.
+    /// Revoking an outsider's grant takes nothing out, so it is allowed.
+    fn may_change(&self, item: &PlanItem) -> Result<(), String> {
+        match &item.change {
+            Change::LfGrant { principal, .. } if !self.accounts.is_configured_principal(principal) => {
+                Err(format!(
+                    "`{principal}` is not a principal of a configured account: refusing to grant to it"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Enforcer for LakeFormation {
     fn name(&self) -> &'static str {
         "lakeformation"
@@ -133,12 +149,20 @@ impl Enforcer for LakeFormation {
                     .map(|i| ItemResult::failed(i, "no `[datalake]` account configured"))
                     .collect();
             };
-            let client = aws_sdk_lakeformation::Client::new(&self.accounts.sdk(account).await);
+            let sdk = match self.accounts.sdk(account).await {
+                Ok(sdk) => sdk,
+                Err(e) => return items.iter().map(|i| ItemResult::failed(i, &e)).collect(),
+            };
+            let client = aws_sdk_lakeformation::Client::new(&sdk);
             for grant in [true, false] {
                 let mut batch: Vec<(&PlanItem, BatchPermissionsRequestEntry)> = Vec::new();
                 for item in items {
                     let is_grant = matches!(item.change, Change::LfGrant { .. });
                     if is_grant != grant {
+                        continue;
+                    }
+                    if let Err(e) = self.may_change(item) {
+                        results.push(ItemResult::failed(item, e));
                         continue;
                     }
                     match entry(item) {

@@ -54,21 +54,66 @@ impl Accounts {
         }
     }
 
-    pub async fn sdk(&self, account: &str) -> SdkConfig {
+    /// The SDK configuration for acting in `account`. An account tregov is not configured
+    /// for is refused: acting there with the base credentials would change whatever account
+    /// those reach (tregov's own), for a principal nobody vouched for.
+    pub async fn sdk(&self, account: &str) -> Result<SdkConfig, String> {
+        if !self.config.is_configured_account(account) {
+            return Err(format!(
+                "account `{account}` is not configured in tregov.toml: refusing to act in it"
+            ));
+        }
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.get(account) {
-            return c.clone();
+            return Ok(c.clone());
         }
         let sdk = self
             .aws
             .for_role(self.config.role_for_account(account))
             .await;
         cache.insert(account.to_string(), sdk.clone());
-        sdk
+        Ok(sdk)
+    }
+
+    /// The SDK configuration for publishing to a topic in `account`, which may be an
+    /// operations account tregov governs nothing in: a notification grants and revokes
+    /// nothing, so the base credentials may carry it where no role is configured.
+    pub async fn sdk_for_alerts(&self, account: &str) -> SdkConfig {
+        match self.sdk(account).await {
+            Ok(sdk) => sdk,
+            Err(_) => self.aws.for_role(None).await,
+        }
+    }
+
+    /// Whether `principal` (an IAM ARN or an account id) belongs to a configured account.
+    pub fn is_configured_principal(&self, principal: &str) -> bool {
+        principal_account(principal).is_some_and(|a| self.config.is_configured_account(a))
     }
 
     pub fn datalake_account(&self) -> Option<&str> {
         self.config.datalake.as_ref().map(|d| d.account_id.as_str())
+    }
+}
+
+/// The account an IAM ARN (`arn:aws:iam::ACCOUNT:role/x`) or a bare account id belongs to.
+pub fn principal_account(principal: &str) -> Option<&str> {
+    if principal.len() == 12 && principal.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(principal);
+    }
+    let mut parts = principal.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_), Some("iam" | "sts"), Some(""), Some(account))
+            if !account.is_empty() =>
+        {
+            Some(account)
+        }
+        _ => None,
     }
 }
 

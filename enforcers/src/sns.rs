@@ -30,7 +30,7 @@ impl Sns {
         else {
             return Err("not a notification".into());
         };
-        aws_sdk_sns::Client::new(&self.accounts.sdk(account).await)
+        aws_sdk_sns::Client::new(&self.accounts.sdk_for_alerts(account).await)
             .publish()
             .topic_arn(topic_arn)
             .subject(subject)

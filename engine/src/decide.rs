@@ -154,6 +154,17 @@ impl DecisionOutcome {
         self.decision == Decision::Allow && self.errors.is_empty()
     }
 
+    /// The outcome for a caller that must fail closed: an Allow despite an erroring policy
+    /// becomes a Deny that no policy determined (the erroring policy may be a `forbid` that
+    /// would have matched), its errors kept as the reason.
+    pub fn fail_closed(mut self) -> Self {
+        if self.decision == Decision::Allow && !self.errors.is_empty() {
+            self.decision = Decision::Deny;
+            self.reasons.clear();
+        }
+        self
+    }
+
     /// Where each determining policy lives (file, line, annotations).
     pub fn determining<'a>(&self, bundle: &'a PolicyBundle) -> Vec<&'a PolicyMeta> {
         self.reasons
@@ -162,6 +173,11 @@ impl DecisionOutcome {
             .collect()
     }
 }
+
+/// The log kind of decisions other apps ask for (`/v1/is-authorized`): their own kind, so no
+/// workflow's history takes them for its own decisions, and answered fail closed (see
+/// `DecisionOutcome::fail_closed`), which `why --replay` repeats.
+pub const IS_AUTHORIZED_KIND: &str = "is-authorized";
 
 /// Policies, the entity graph, and (over the store) the store and decision log.
 pub struct Engine {

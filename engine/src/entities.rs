@@ -151,7 +151,8 @@ pub fn parse_entities_file(name: &str, text: &str, schema: Option<&Schema>) -> R
     }
 }
 
-fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
+/// The byte offset of a 1-based line and column (as serde_json reports them) in `text`.
+pub fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
     let mut offset = 0usize;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line {

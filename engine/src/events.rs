@@ -19,6 +19,12 @@ use serde::Serialize;
 use crate::collect::RunReport;
 use crate::error::{EngineError, Result};
 
+mod integrity;
+pub use integrity::{
+    ChainStatus, DigestEntry, DigestRecord, EntrySummary, EntryToCheck, FileCheck, FileCounts,
+    FileState, TrailAnomaly, Verification,
+};
+
 /// One event as stored: the fields tregov queries, plus the record as delivered.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -131,6 +137,8 @@ pub struct FileBatch<'a> {
     pub body: &'a [u8],
     pub events: &'a [StoredEvent],
     pub error: Option<&'a str>,
+    /// SHA-256 (hex) of the uncompressed file, which digest files vouch for.
+    pub sha256: Option<&'a str>,
 }
 
 /// What a collector did on its last run.
@@ -291,6 +299,9 @@ impl EventStore {
         )
         .map_err(|e| err(&path, e))?;
         add_run_columns(&conn).map_err(|e| err(&path, e))?;
+        conn.execute_batch(integrity::TABLES)
+            .map_err(|e| err(&path, e))?;
+        integrity::add_file_hash_column(&conn).map_err(|e| err(&path, e))?;
         if earlier_layout {
             migrate_v1(&conn).map_err(|e| err(&path, e))?;
             tracing::info!(path = %path.display(), "events moved to the hash-keyed layout");
@@ -338,6 +349,7 @@ impl EventStore {
             body: &[],
             events,
             error,
+            sha256: None,
         }])
     }
 
@@ -350,10 +362,11 @@ impl EventStore {
         let new = (|| -> rusqlite::Result<u64> {
             let mut new = 0u64;
             let mut mark = tx.prepare_cached(
-                "INSERT INTO log_files (key, etag, events, error, read_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO log_files (key, etag, events, error, read_at, body, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
-                   error = excluded.error, read_at = excluded.read_at, body = excluded.body
+                   error = excluded.error, read_at = excluded.read_at, body = excluded.body,
+                   sha256 = excluded.sha256
                  RETURNING id",
             )?;
             let mut put = tx.prepare_cached(
@@ -369,7 +382,15 @@ impl EventStore {
                 // The file's row first: events refer to it by id rather than repeating its key.
                 let body = (!f.body.is_empty()).then_some(f.body);
                 let file_id: i64 = mark.query_row(
-                    params![f.key, f.etag, f.events.len() as i64, f.error, now, body],
+                    params![
+                        f.key,
+                        f.etag,
+                        f.events.len() as i64,
+                        f.error,
+                        now,
+                        body,
+                        f.sha256
+                    ],
                     |r| r.get(0),
                 )?;
                 pending.extend(
@@ -533,6 +554,19 @@ impl EventStore {
     }
 
     pub fn list(&self, filter: &EventFilter, limit: Option<u64>) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .list_checked(filter, limit)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// `list`, each event with how its file compared with the trail's digests.
+    pub fn list_checked(
+        &self,
+        filter: &EventFilter,
+        limit: Option<u64>,
+    ) -> Result<Vec<(StoredEvent, FileState)>> {
         let (clause, args) = filter.sql();
         let conn = self.conn()?;
         let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
@@ -540,13 +574,16 @@ impl EventStore {
             .prepare(&format!(
                 "SELECT event_id, event_time, event_source, event_name, principal, account,
                         region, (SELECT key FROM log_files WHERE id = file_id), record_index,
-                        observation, target, raw, event_ts
+                        observation, target, raw, event_ts,
+                        (SELECT c.state FROM log_files f JOIN log_file_checks c ON c.key = f.key
+                         WHERE f.id = file_id)
                  FROM events{clause} ORDER BY event_ts, event_time, event_id{limit}"
             ))
             .map_err(|e| err(&self.path, e))?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(StoredEvent {
+                let state = FileState::parse(r.get::<_, Option<String>>(13)?.as_deref());
+                let event = StoredEvent {
                     event_id: r.get(0)?,
                     event_time: r.get(1)?,
                     event_ts: r.get(12)?,
@@ -563,7 +600,8 @@ impl EventStore {
                         .and_then(ObservationKind::parse),
                     target: r.get(10)?,
                     raw: r.get(11)?,
-                })
+                };
+                Ok((event, state))
             })
             .map_err(|e| err(&self.path, e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()

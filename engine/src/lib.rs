@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod governor;
+pub mod labels;
 pub mod log;
 pub mod metrics;
 pub mod plan;

@@ -28,6 +28,7 @@ pub struct Metrics {
     plan_items: Counter,
     applies: Family<Labels2, Counter>,
     parked: Gauge,
+    findings: Family<Labels1, Gauge>,
     safety_trips: Family<Labels1, Counter>,
     reloads: Counter,
     reload_failures: Counter,
@@ -89,6 +90,12 @@ impl Metrics {
             "Plan items waiting for an admin's approval",
             parked.clone(),
         );
+        let findings = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "tregov_findings",
+            "Facts in doubt tregov reports and does not act on as they claim (tag drift, unregistered workspaces, roles outside their project, quarantined datasets, widening label changes waiting), by kind",
+            findings.clone(),
+        );
         let safety_trips = Family::<Labels1, Counter>::default();
         registry.register(
             "tregov_safety_trips",
@@ -122,6 +129,7 @@ impl Metrics {
             plan_items,
             applies,
             parked,
+            findings,
             safety_trips,
             reloads,
             reload_failures,
@@ -166,6 +174,12 @@ impl Metrics {
 
     pub fn set_parked(&self, pending: u64) {
         self.parked.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_finding(&self, kind: &str, count: usize) {
+        self.findings
+            .get_or_create(&[("kind", kind.to_string())])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn safety_trip(&self, reason: &str) {

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::decide::{outcome_from_response, DecisionOutcome, ParsedRequest, RequestSpec};
+use crate::decide::{
+    outcome_from_response, DecisionOutcome, ParsedRequest, RequestSpec, IS_AUTHORIZED_KIND,
+};
 use crate::entities::entities_from_slice;
 use crate::error::{EngineError, Result};
 use crate::explain::{explain, Explanation};
@@ -38,11 +40,15 @@ impl Replay {
 /// Re-decides the decision logged as `seq`, and with `current` too, if given.
 pub fn replay(log: &DecisionLog, seq: u64, current: Option<&PolicyBundle>) -> Result<Replay> {
     let record = log.record(seq)?;
-    if record.get("kind").and_then(Value::as_str) != Some("decision") {
-        return Err(EngineError::Request(format!(
-            "record {seq} is not a decision"
-        )));
-    }
+    let fails_closed = match record.get("kind").and_then(Value::as_str) {
+        Some("decision") => false,
+        Some(IS_AUTHORIZED_KIND) => true,
+        _ => {
+            return Err(EngineError::Request(format!(
+                "record {seq} is not a decision"
+            )))
+        }
+    };
     let version = record
         .get("policyVersion")
         .and_then(Value::as_str)
@@ -61,13 +67,21 @@ pub fn replay(log: &DecisionLog, seq: u64, current: Option<&PolicyBundle>) -> Re
     let entities = entities_from_slice(&slice, bundle.schema.as_ref())?;
     let request = ParsedRequest::parse(spec.clone(), &bundle)?;
     let mut outcome = decide(&request, &bundle, &entities);
+    if fails_closed {
+        outcome = outcome.fail_closed();
+    }
     outcome.log_seq = Some(seq);
     let differences = differences(&record, &outcome);
     let explanation = explain(&outcome, &request.request, &entities, &bundle);
     let current = current.and_then(|current| {
         let req = ParsedRequest::parse(spec.clone(), current).ok()?;
         let ents = entities_from_slice(&slice, current.schema.as_ref()).ok()?;
-        Some(decide(&req, current, &ents))
+        let outcome = decide(&req, current, &ents);
+        Some(if fails_closed {
+            outcome.fail_closed()
+        } else {
+            outcome
+        })
     });
     Ok(Replay {
         seq,

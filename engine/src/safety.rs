@@ -152,6 +152,7 @@ pub fn gate(
             (_, Approval::Always) => {
                 "every change waits for approval (`--require-approval`)".to_string()
             }
+            _ if item.needs_approval.is_some() => item.needs_approval.clone().unwrap_or_default(),
             (Some(reason), _) if item.is_revoking() => reason.clone(),
             _ => {
                 gated.apply.push(item);

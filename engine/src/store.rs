@@ -432,6 +432,18 @@ impl Store {
         Ok(())
     }
 
+    /// Like `expire_pending`, but `keep` stays: a newer proposal replaces an older one.
+    pub fn expire_pending_except(&self, prefix: &str, keep: &str) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE parked SET status = 'expired', decided_at = ?3
+             WHERE status = 'pending' AND substr(item, 1, length(?1)) = ?1 AND item != ?2",
+            params![prefix, keep, crate::log::now_rfc3339()],
+        )
+        .map_err(|e| store_err(&self.path, e))?;
+        Ok(())
+    }
+
     /// Parks a plan item for approval and returns its status: `pending`, `approved` or
     /// `rejected`. An item applied (or expired) before and planned again is the same change
     /// needed again, so it waits for a new approval; a rejection stands until an admin
@@ -615,6 +627,36 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
     }
 
+    /// The observed item of `kind` with `key`, if there is one.
+    pub fn observed_item(&self, kind: &str, key: &str) -> Result<Option<Observed>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT body FROM observed WHERE kind = ?1 AND key = ?2",
+            params![kind, key],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .map(|body| {
+            body.map(|b| Observed {
+                kind: kind.to_string(),
+                key: key.to_string(),
+                body: serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .map_err(|e| store_err(&self.path, e))
+    }
+
+    /// Whether any item of `kind` is observed.
+    pub fn has_observed(&self, kind: &str) -> Result<bool> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM observed WHERE kind = ?1)",
+            params![kind],
+            |r| r.get(0),
+        )
+        .map_err(|e| store_err(&self.path, e))
+    }
+
     /// Writes a collector's listing of `partition`, atomically. A complete listing replaces
     /// the partition; an incomplete one (some account could not be read) only adds and
     /// updates, so what could not be seen this time is not taken for gone.
@@ -785,6 +827,8 @@ pub struct ParkedItem {
 pub enum ParkedKind {
     PlanItem,
     AcceptListing,
+    /// A dataset label change that widens access, for a data manager to accept.
+    AcceptLabels,
 }
 
 impl ParkedKind {
@@ -792,13 +836,18 @@ impl ParkedKind {
         match self {
             ParkedKind::PlanItem => "plan-item",
             ParkedKind::AcceptListing => "accept-listing",
+            ParkedKind::AcceptLabels => "accept-labels",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ParkedKind::PlanItem, ParkedKind::AcceptListing]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            ParkedKind::PlanItem,
+            ParkedKind::AcceptListing,
+            ParkedKind::AcceptLabels,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -82,6 +82,8 @@ account_id = "{ACCOUNT}"
 account_id = "{ACCOUNT}"
 [identity]
 entities = "{}"
+[workspaces]
+registry = "workspaces.json"
 [cloudtrail]
 bucket = "{BUCKET}"
 organization_id = "{ORG}"
@@ -142,25 +144,40 @@ pub async fn create_study(glue: &aws_sdk_glue::Client, db: &str, name: &str) {
         .expect("table");
 }
 
-/// Two studies of proj-genomics in Glue, alice's workspace role and EC2 workspace, and the
-/// organization trail's bucket.
-pub fn seed(moto: &Moto) {
-    runtime().block_on(async {
+/// Two studies of proj-genomics in Glue under the registered data lake location, alice's
+/// workspace role and EC2 workspace (running as the role through its instance profile, and
+/// in the workspace registry), and the organization trail's bucket.
+pub fn seed(moto: &Moto, tre: &Tre) {
+    let instance = runtime().block_on(async {
         let sdk = moto.sdk_config().await;
         let glue = aws_sdk_glue::Client::new(&sdk);
         for (db, name) in [("genomics", "gwas_2024"), ("cardio", "ukb")] {
             create_study(&glue, db, name).await;
         }
+        aws_sdk_lakeformation::Client::new(&sdk)
+            .register_resource()
+            .resource_arn("arn:aws:s3:::tre-datalake")
+            .use_service_linked_role(true)
+            .send()
+            .await
+            .expect("registered location");
         moto.create_role("swb-ws-alice", &[("tre:workspace", "ws-alice-ec2")])
             .await;
-        moto.run_instance(&[
-            ("tre:workspace", "ws-alice-ec2"),
-            ("tre:owner", "alice"),
-            ("tre:workspace-type", "ec2-linux-approved"),
-            ("backup", "true"),
-            ("tre:role-arn", &role()),
-        ])
-        .await;
+        let profile = moto
+            .create_instance_profile("swb-ws-alice", "swb-ws-alice")
+            .await;
+        let instance = moto
+            .run_instance_as(
+                Some(&profile),
+                &[
+                    ("tre:workspace", "ws-alice-ec2"),
+                    ("tre:owner", "alice"),
+                    ("tre:workspace-type", "ec2-linux-approved"),
+                    ("backup", "true"),
+                    ("tre:role-arn", &role()),
+                ],
+            )
+            .await;
         moto.s3()
             .await
             .create_bucket()
@@ -168,7 +185,24 @@ pub fn seed(moto: &Moto) {
             .send()
             .await
             .expect("bucket");
+        instance
     });
+    write_registry(tre, &[registered("ws-alice-ec2", "alice", &instance)]);
+}
+
+/// A workspace registry entry: an EC2 workspace of proj-genomics.
+pub fn registered(id: &str, owner: &str, instance: &str) -> Value {
+    json!({"id": id, "project": "proj-genomics", "owner": owner,
+        "workspaceType": "ec2-linux-approved", "kind": "ec2", "instance": instance})
+}
+
+/// Writes the workspace registry the configuration names.
+pub fn write_registry(tre: &Tre, entries: &[Value]) {
+    std::fs::write(
+        tre.dir.path().join("workspaces.json"),
+        json!({ "workspaces": entries }).to_string(),
+    )
+    .expect("registry");
 }
 
 /// `principal`'s Lake Formation permissions, per table.
@@ -209,8 +243,8 @@ pub fn lf_permissions(moto: &Moto) -> Vec<(String, Vec<String>)> {
     lf_permissions_of(moto, &role())
 }
 
-pub fn all_permissions() -> Vec<String> {
-    ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+pub fn writer_permissions() -> Vec<String> {
+    ["DELETE", "DESCRIBE", "INSERT", "SELECT"]
         .map(String::from)
         .to_vec()
 }
@@ -386,4 +420,36 @@ pub fn log_records(tre: &Tre) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("record"))
         .collect()
+}
+
+/// The `tregov parked` rows as (item, status, change kind).
+pub fn parked(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> Vec<(String, String, String)> {
+    let out = tregov(tre, moto, cfg, &["--output", "json", "parked"]);
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    crate::stdout(&out)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("row");
+            (
+                v["item"].as_str().unwrap_or_default().to_string(),
+                v["status"].as_str().unwrap_or_default().to_string(),
+                v["planItem"]["change"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for `ready`, polling; fails the test naming `what` if it never is.
+pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} within {within:?}");
 }

@@ -139,9 +139,38 @@ impl Moto {
             .expect("role");
     }
 
+    /// Creates an instance profile holding the role `role`, and returns its ARN.
+    pub async fn create_instance_profile(&self, name: &str, role: &str) -> String {
+        let iam = aws_sdk_iam::Client::new(&self.sdk_config().await);
+        let out = iam
+            .create_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .expect("instance profile");
+        iam.add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(role)
+            .send()
+            .await
+            .expect("role in profile");
+        out.instance_profile()
+            .map(|p| p.arn().to_string())
+            .unwrap_or_default()
+    }
+
     /// Launches an EC2 instance carrying `tags` (a workspace, when they are TRE tags) and
     /// returns its id.
     pub async fn run_instance(&self, tags: &[(&str, &str)]) -> String {
+        self.run_instance_as(None, tags).await
+    }
+
+    /// Like `run_instance`, running as the instance profile `profile_arn`.
+    pub async fn run_instance_as(
+        &self,
+        profile_arn: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> String {
         let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
         let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
             .resource_type(aws_sdk_ec2::types::ResourceType::Instance);
@@ -154,6 +183,11 @@ impl Moto {
             .min_count(1)
             .max_count(1)
             .set_tag_specifications((!tags.is_empty()).then(|| vec![spec.build()]))
+            .set_iam_instance_profile(profile_arn.map(|arn| {
+                aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                    .arn(arn)
+                    .build()
+            }))
             .send()
             .await
             .expect("instance");

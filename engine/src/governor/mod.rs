@@ -183,6 +183,11 @@ impl Reconciler for Governor {
             if let Ok(pending) = self.store().and_then(|s| s.pending_count()) {
                 self.metrics.set_parked(pending);
             }
+            for kind in crate::plan::kind::FINDINGS {
+                if let Ok(found) = self.store().and_then(|s| s.observed(Some(kind))) {
+                    self.metrics.set_finding(kind, found.len());
+                }
+            }
             result?;
             self.failures = 0;
             Ok(self.next_action())

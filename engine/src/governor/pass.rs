@@ -44,8 +44,11 @@ impl Governor {
             return self.on_trail(changes, Some(detected)).await;
         }
         let approved = self.store()?.approved_kinds()?;
-        if approved.contains(&ParkedKind::AcceptListing) {
-            // A smaller listing was accepted: the collector must read it again to take it.
+        if approved.contains(&ParkedKind::AcceptListing)
+            || approved.contains(&ParkedKind::AcceptLabels)
+        {
+            // A smaller listing or wider labels were accepted: the collector must read again
+            // to take them.
             return self.resync().await;
         }
         if approved.contains(&ParkedKind::PlanItem) {

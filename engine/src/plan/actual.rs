@@ -24,6 +24,25 @@ pub mod kind {
     pub const SAGEMAKER_NOTEBOOK: &str = "sagemaker-notebook";
     /// A Lake Formation grant tregov itself made (recorded when it applies one).
     pub const TREGOV_GRANT: &str = "tregov-grant";
+    /// Findings: facts in doubt that tregov reports (in `status` and metrics) and never
+    /// acts on as they claim. Each body carries a `message`.
+    /// A `tre:` tag on a registered workspace that disagrees with the registry.
+    pub const WORKSPACE_TAG_DRIFT: &str = "workspace-tag-drift";
+    /// An instance or notebook with `tre:` tags that the registry does not list.
+    pub const WORKSPACE_UNREGISTERED: &str = "workspace-unregistered";
+    /// A workspace running as a role outside its project's account.
+    pub const WORKSPACE_ROLE_REJECTED: &str = "workspace-role-rejected";
+    /// A dataset whose location is outside every registered location or overlaps another's.
+    pub const DATASET_QUARANTINED: &str = "dataset-quarantined";
+    /// A dataset label change that widens access, waiting for a data manager.
+    pub const DATASET_LABELS_PENDING: &str = "dataset-labels-pending";
+    pub const FINDINGS: [&str; 5] = [
+        WORKSPACE_TAG_DRIFT,
+        WORKSPACE_UNREGISTERED,
+        WORKSPACE_ROLE_REJECTED,
+        DATASET_QUARANTINED,
+        DATASET_LABELS_PENDING,
+    ];
 }
 
 /// What the collectors saw, indexed for planning.
@@ -43,6 +62,11 @@ pub struct ActualState {
     /// `account/notebook-name` -> notebook.
     pub(super) notebooks: BTreeMap<String, Value>,
     pub(super) marks: BTreeSet<String>,
+    /// Dataset id -> why it is quarantined (its location is outside every registered
+    /// location or overlaps another dataset's).
+    pub(super) quarantined: BTreeMap<String, String>,
+    /// `tre:` tags on registered workspaces that disagree with the registry.
+    pub(super) tag_drift: Vec<Value>,
 }
 
 impl ActualState {
@@ -71,6 +95,11 @@ impl ActualState {
                 NOTIFICATION_KIND => {
                     s.marks.insert(o.key.clone());
                 }
+                kind::DATASET_QUARANTINED => {
+                    let why = o.body["message"].as_str().unwrap_or_default();
+                    s.quarantined.insert(o.key.clone(), why.to_string());
+                }
+                kind::WORKSPACE_TAG_DRIFT => s.tag_drift.push(o.body.clone()),
                 _ => {}
             }
         }

@@ -57,7 +57,7 @@ fn backup_change(w: &Entity, inputs: &Inputs, decider: &mut Decider) -> Option<P
     }
     let why = materialize(decision.iter());
     Some(item(
-        Change::TagBackup {
+        Change::TagWorkspace {
             account,
             workspace: uid.id().unescaped().to_string(),
             workspace_kind: kind,

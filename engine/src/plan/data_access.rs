@@ -140,6 +140,10 @@ impl<'a> RolePlanner<'a> {
             // revoked). Open Data is walked as is rather than copied into each owner's set.
             let others = self.candidate_datasets(role.arn, owner);
             for d in self.index.open.iter().chain(others) {
+                // A quarantined dataset's facts are in doubt: nothing is granted on it.
+                if self.actual.quarantined.contains_key(d.id().unescaped()) {
+                    continue;
+                }
                 let d = d.clone();
                 let read = decider.decide(owner, "read", &d);
                 // An errored decision grants nothing (and so revokes what is held).

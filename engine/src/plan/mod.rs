@@ -19,7 +19,9 @@ mod data_access;
 mod decider;
 mod foreign;
 mod index;
+mod quarantine;
 mod s3;
+mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -46,7 +48,9 @@ pub const BUDGET_DENY_POLICY: &str = "tregov-budget-deny";
 pub const NOTIFICATION_KIND: &str = "notification";
 
 pub const READ_PERMISSIONS: [&str; 2] = ["DESCRIBE", "SELECT"];
-pub const WRITE_PERMISSIONS: [&str; 3] = ["ALTER", "DELETE", "INSERT"];
+/// Writing is adding and removing rows. Never `ALTER` (it would let a writer rewrite the
+/// table's parameters and location, the facts access is decided from) nor `DROP`.
+pub const WRITE_PERMISSIONS: [&str; 2] = ["DELETE", "INSERT"];
 
 /// Inputs that are not entities: deployment facts from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +72,8 @@ pub struct PlanSettings {
     /// `[datalake] protected_principals` and the roles tregov itself assumes. (The data lake
     /// administrators and the principal tregov runs as come from the actual state.)
     pub protected_principals: BTreeSet<String>,
+    /// Set the `tre:` tags someone changed on a workspace back to the registry's values.
+    pub revert_tag_drift: bool,
 }
 
 /// One change to AWS.
@@ -111,7 +117,7 @@ pub enum Change {
     },
     /// Sets (or, with `remove`, removes) the backup tag on a workspace's resources.
     #[serde(rename_all = "camelCase")]
-    TagBackup {
+    TagWorkspace {
         account: String,
         workspace: String,
         workspace_kind: String,
@@ -156,7 +162,7 @@ impl Change {
                 policy_name,
                 ..
             } => format!("{role_arn} policy {policy_name}"),
-            Change::StopWorkspace { workspace, .. } | Change::TagBackup { workspace, .. } => {
+            Change::StopWorkspace { workspace, .. } | Change::TagWorkspace { workspace, .. } => {
                 format!("workspace {workspace}")
             }
             Change::Notify { topic_arn, .. } => topic_arn.clone(),
@@ -169,7 +175,7 @@ impl Change {
             Change::LfGrant { .. } | Change::LfRevoke { .. } => "lakeformation",
             Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => "iam",
             Change::StopWorkspace { .. } => "compute",
-            Change::TagBackup { .. } => "tagging",
+            Change::TagWorkspace { .. } => "tagging",
             Change::Notify { .. } => "sns",
         }
     }
@@ -192,7 +198,7 @@ impl Change {
             | Change::PutRolePolicy { .. }
             | Change::DeleteRolePolicy { .. } => ACCESS,
             Change::StopWorkspace { .. } => &[Projects, Budgets, Workspaces],
-            Change::TagBackup { .. } => &[Projects, Identity, Workspaces],
+            Change::TagWorkspace { .. } => &[Projects, Identity, Workspaces],
             Change::Notify { .. } => &[Projects, Budgets],
         }
     }
@@ -204,8 +210,8 @@ impl Change {
             Change::PutRolePolicy { .. } => "put-role-policy",
             Change::DeleteRolePolicy { .. } => "delete-role-policy",
             Change::StopWorkspace { .. } => "stop",
-            Change::TagBackup { remove: false, .. } => "tag",
-            Change::TagBackup { remove: true, .. } => "untag",
+            Change::TagWorkspace { remove: false, .. } => "tag",
+            Change::TagWorkspace { remove: true, .. } => "untag",
             Change::Notify { .. } => "notify",
         }
     }
@@ -241,6 +247,14 @@ pub struct PlanItem {
     /// none of them may approve it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affects: Vec<String>,
+    /// Why the change waits for an admin's approval whatever the limits say (a revocation on
+    /// a quarantined dataset): the facts behind it are in doubt, so a human looks first.
+    #[serde(
+        default,
+        rename = "needsApproval",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub needs_approval: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +318,7 @@ impl PlanItem {
             decisions,
             revokes: Revokes::Nothing,
             affects: Vec::new(),
+            needs_approval: None,
         }
     }
 }
@@ -441,6 +456,8 @@ pub fn plan_scoped(
     items.extend(foreign::plan_foreign_grants(&inputs, scope));
     budgets::plan_budgets(&inputs, &mut decider, &mut items);
     backup::plan_backups(&inputs, &mut decider, &mut items);
+    tags::plan_tag_reverts(&inputs, &mut items);
+    quarantine::hold_revocations(&inputs, &mut items);
     sort_and_dedup(&mut items);
     Plan {
         policy_version: engine.bundle().version.clone(),

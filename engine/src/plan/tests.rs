@@ -52,6 +52,7 @@ fn settings() -> PlanSettings {
         backup_tag: ("tregov:backup".into(), "enabled".into()),
         period: "2026-11".into(),
         protected_principals: [ETL_ROLE.to_string()].into(),
+        revert_tag_drift: false,
     }
 }
 
@@ -119,7 +120,7 @@ fn observed_after(plan: &Plan, mut observed: Vec<Observed>) -> Vec<Observed> {
                     }
                 }
             }
-            Change::TagBackup {
+            Change::TagWorkspace {
                 resources,
                 key,
                 value,
@@ -211,8 +212,8 @@ fn grants_of(plan: &Plan, role: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-fn all_permissions() -> Vec<String> {
-    ["ALTER", "DELETE", "DESCRIBE", "INSERT", "SELECT"]
+fn writer_permissions() -> Vec<String> {
+    ["DELETE", "DESCRIBE", "INSERT", "SELECT"]
         .map(String::from)
         .to_vec()
 }
@@ -227,9 +228,9 @@ fn workspace_roles_get_exactly_what_the_policies_allow_their_owners() {
         vec![
             (
                 "table genomics.alice_scratch".to_string(),
-                all_permissions()
+                writer_permissions()
             ),
-            ("table genomics.gwas_2024".to_string(), all_permissions()),
+            ("table genomics.gwas_2024".to_string(), writer_permissions()),
             (
                 "table open.census_2021".to_string(),
                 vec!["DESCRIBE".into(), "SELECT".into()]
@@ -428,7 +429,7 @@ fn backup_tags_follow_opt_in_and_policy() {
         .find(|i| i.change.verb() == "tag")
         .expect("alice opted in on an approved type");
     match &tag.change {
-        Change::TagBackup { resources, .. } => {
+        Change::TagWorkspace { resources, .. } => {
             assert_eq!(
                 resources,
                 &vec!["i-0a1b2c3d4e5f60001".to_string(), "vol-1".to_string()]
@@ -593,4 +594,96 @@ fn a_workspace_that_names_a_protected_role_does_not_make_it_governed() {
         .warnings
         .iter()
         .any(|w| w.contains("protected principal")));
+}
+
+#[test]
+fn writers_are_never_granted_alter_or_drop() {
+    let engine = engine_with(|_| {});
+    let plan = plan(&engine, &ActualState::default(), &settings());
+    let granted: BTreeSet<&str> = plan
+        .items
+        .iter()
+        .filter_map(|i| match &i.change {
+            Change::LfGrant { permissions, .. } => Some(permissions),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    assert!(granted.contains("INSERT"), "{granted:?}");
+    assert!(
+        !granted.contains("ALTER") && !granted.contains("DROP"),
+        "{granted:?}"
+    );
+}
+
+fn quarantined(dataset: &str) -> Observed {
+    Observed {
+        kind: kind::DATASET_QUARANTINED.into(),
+        key: dataset.into(),
+        body: json!({"dataset": dataset, "message": "its location overlaps another's"}),
+    }
+}
+
+#[test]
+fn a_quarantined_dataset_is_granted_nothing_and_its_grants_wait_for_approval() {
+    let engine = engine_with(|_| {});
+    let gwas = lf_table_resource("genomics", Some("gwas_2024"));
+    let mut observed = observed_instances();
+    observed.push(lf_grant_observed(ALICE_ROLE, &gwas));
+    observed.push(quarantined("gwas-2024"));
+    let plan = plan(&engine, &ActualState::from_observed(&observed), &settings());
+    let on_gwas = |i: &&PlanItem| match &i.change {
+        Change::LfGrant { resource, .. } | Change::LfRevoke { resource, .. } => resource == &gwas,
+        _ => false,
+    };
+    let items: Vec<&PlanItem> = plan.items.iter().filter(on_gwas).collect();
+    assert_eq!(
+        items.len(),
+        1,
+        "alice's revoke, and no grant to bob: {items:?}"
+    );
+    for item in items {
+        assert!(matches!(item.change, Change::LfRevoke { .. }), "{item:?}");
+        assert!(
+            item.needs_approval
+                .as_deref()
+                .is_some_and(|why| why.contains("`gwas-2024` is quarantined")),
+            "{item:?}"
+        );
+    }
+}
+
+#[test]
+fn a_drifted_workspace_tag_is_set_back_only_when_configured() {
+    let engine = engine_with(|_| {});
+    let mut observed = observed_instances();
+    observed.push(Observed {
+        kind: kind::WORKSPACE_TAG_DRIFT.into(),
+        key: "111111111111/i-alice/tre:owner".into(),
+        body: json!({"account": "111111111111", "kind": "ec2", "instance": "i-alice",
+            "resource": "i-alice", "workspace": "ws-alice-ec2", "tag": "tre:owner",
+            "expected": "alice", "found": "bob", "message": "drift"}),
+    });
+    let actual = ActualState::from_observed(&observed);
+    let reverts = |plan: &Plan| -> Vec<(String, String)> {
+        plan.items
+            .iter()
+            .filter_map(|i| match &i.change {
+                Change::TagWorkspace { key, value, .. } if key == "tre:owner" => {
+                    Some((key.clone(), value.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(reverts(&plan(&engine, &actual, &settings())).is_empty());
+    let revert = PlanSettings {
+        revert_tag_drift: true,
+        ..settings()
+    };
+    assert_eq!(
+        reverts(&plan(&engine, &actual, &revert)),
+        vec![("tre:owner".to_string(), "alice".to_string())]
+    );
 }
