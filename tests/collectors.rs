@@ -396,12 +396,9 @@ fn registered_instances_and_notebooks_become_workspaces_and_backup_plans_are_see
     let instance = runtime().block_on(async {
         let sdk = moto.sdk_config().await;
         moto.create_role("swb-ws-alice", &[]).await;
-        let profile = moto
-            .create_instance_profile("swb-ws-alice", "swb-ws-alice")
-            .await;
         let instance = moto
-            .run_instance_as(
-                Some(&profile),
+            .run_instance_as_role(
+                "swb-ws-alice",
                 &[
                     ("tre:workspace", "ws-alice-ec2"),
                     ("tre:owner", "alice"),

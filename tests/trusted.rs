@@ -217,11 +217,8 @@ fn an_unregistered_instance_tagged_as_a_workspace_is_not_governed() {
     write_identity(&tre, &people());
     runtime().block_on(async {
         moto.create_role("swb-ws-bob", &[]).await;
-        let profile = moto
-            .create_instance_profile("swb-ws-bob", "swb-ws-bob")
-            .await;
-        moto.run_instance_as(
-            Some(&profile),
+        moto.run_instance_as_role(
+            "swb-ws-bob",
             &[
                 ("tre:workspace", "ws-bob"),
                 ("tre:owner", "alice"),
@@ -243,10 +240,7 @@ fn two_researchers(moto: &Moto, tre: &Tre) {
     write_identity(tre, &people());
     let instance = runtime().block_on(async {
         moto.create_role("swb-ws-carol", &[]).await;
-        let profile = moto
-            .create_instance_profile("swb-ws-carol", "swb-ws-carol")
-            .await;
-        moto.run_instance_as(Some(&profile), &[]).await
+        moto.run_instance_as_role("swb-ws-carol", &[]).await
     });
     let registry: Value = serde_json::from_str(
         &std::fs::read_to_string(tre.dir.path().join("workspaces.json")).expect("registry"),

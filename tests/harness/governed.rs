@@ -163,12 +163,9 @@ pub fn seed(moto: &Moto, tre: &Tre) {
             .expect("registered location");
         moto.create_role("swb-ws-alice", &[("tre:workspace", "ws-alice-ec2")])
             .await;
-        let profile = moto
-            .create_instance_profile("swb-ws-alice", "swb-ws-alice")
-            .await;
         let instance = moto
-            .run_instance_as(
-                Some(&profile),
+            .run_instance_as_role(
+                "swb-ws-alice",
                 &[
                     ("tre:workspace", "ws-alice-ec2"),
                     ("tre:owner", "alice"),

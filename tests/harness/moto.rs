@@ -139,8 +139,15 @@ impl Moto {
             .expect("role");
     }
 
+    /// Launches an EC2 instance carrying `tags` that runs as the role `role` (through an
+    /// instance profile of the same name, created here), and returns its id.
+    pub async fn run_instance_as_role(&self, role: &str, tags: &[(&str, &str)]) -> String {
+        let profile = self.create_instance_profile(role, role).await;
+        self.run_instance_as(Some(&profile), tags).await
+    }
+
     /// Creates an instance profile holding the role `role`, and returns its ARN.
-    pub async fn create_instance_profile(&self, name: &str, role: &str) -> String {
+    async fn create_instance_profile(&self, name: &str, role: &str) -> String {
         let iam = aws_sdk_iam::Client::new(&self.sdk_config().await);
         let out = iam
             .create_instance_profile()
@@ -166,7 +173,7 @@ impl Moto {
     }
 
     /// Like `run_instance`, running as the instance profile `profile_arn`.
-    pub async fn run_instance_as(
+    async fn run_instance_as(
         &self,
         profile_arn: Option<&str>,
         tags: &[(&str, &str)],
