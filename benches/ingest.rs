@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tregov_benches::median;
 use tregov_collectors::cloudtrail_parse::parse_log_file;
 use tregov_collectors::testkit::{gzip_records, key, record, uuid, Lcg};
-use tregov_engine::events::{EventStore, FileBatch, StoredEvent};
+use tregov_engine::events::{EventStore, FileBatch, FileBody, FileEnd, StoredEvent};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -33,11 +33,14 @@ fn batch_of<'a>(files: &'a [(&'a String, Vec<u8>, Vec<StoredEvent>)]) -> Vec<Fil
         .iter()
         .map(|(key, body, events)| FileBatch {
             key,
-            etag: "etag",
-            body,
             events,
-            error: None,
-            sha256: None,
+            end: Some(FileEnd {
+                etag: "etag",
+                body: FileBody::Bytes(body),
+                records: events.len() as u64,
+                error: None,
+                sha256: None,
+            }),
         })
         .collect()
 }
@@ -107,7 +110,7 @@ fn main() {
             let mut stored = 0u64;
             let mut pending: Vec<(&String, Vec<u8>, Vec<_>)> = Vec::new();
             let mut flush = |pending: &mut Vec<(&String, Vec<u8>, Vec<_>)>| {
-                stored += store.ingest_files(&batch_of(pending)).expect("ingest");
+                stored += store.ingest_files(&mut batch_of(pending)).expect("ingest");
                 pending.clear();
             };
             while let Ok(first) = rx.recv() {
@@ -149,7 +152,7 @@ fn main() {
         let store = EventStore::open(store_dir.path()).expect("store");
         let started = Instant::now();
         for chunk in parsed_all.chunks((10_000 / per_file.max(1)).max(1)) {
-            store.ingest_files(&batch_of(chunk)).expect("ingest");
+            store.ingest_files(&mut batch_of(chunk)).expect("ingest");
         }
         write_runs.push(started.elapsed());
     }

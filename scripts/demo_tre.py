@@ -19,7 +19,7 @@ ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/swb-ws-alice"
 BUCKET = "tre-org-trail"
 ORG = "o-tre"
-EGRESS_BUCKETS = ["tre-egress-store", "tre-egress-staging"]
+EGRESS_BUCKETS = ["tre-egress-store", "tre-egress-staging", "tre-egress-approved"]
 
 
 def client(name):

@@ -1,15 +1,13 @@
 //! `/v1/is-authorized` and `/v1/batch-is-authorized` through the real `tregov serve`: the
 //! server's facts in the context, fail-closed answers, and their own kind in the log.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tregov_api::client::ApiClient;
 use tregov_tests::governed::log_records;
 use tregov_tests::jwt::{auth_section, token};
+use tregov_tests::served::Served;
 use tregov_tests::{copy_policies, stderr, Tre};
 
 /// A forbid on the `flaky` workspace type that always errors (a Long overflow, which strict
@@ -115,32 +113,12 @@ impl Bed {
         self.policies.to_str().expect("utf-8")
     }
 
-    fn serve(&self) -> Server {
-        let mut child = self
-            .tre
-            .command(
-                None,
-                &self.config,
-                &["--policies", self.policies(), "serve"],
-            )
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving the API on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                eprintln!("[serve] {line}");
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the API starts listening");
-        Server { child, base }
+    fn serve(&self) -> Served {
+        Served::start(self.tre.command(
+            None,
+            &self.config,
+            &["--policies", self.policies(), "serve"],
+        ))
     }
 
     /// The decision log's record `seq`.
@@ -153,12 +131,13 @@ impl Bed {
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
+/// What the tests ask a served API.
+trait Ask {
+    fn ask(&self, caller: &str, path: &str, body: Value) -> (u16, Value);
+    fn is_authorized(&self, caller: &str, body: Value) -> Value;
 }
 
-impl Server {
+impl Ask for Served {
     fn ask(&self, caller: &str, path: &str, body: Value) -> (u16, Value) {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -172,13 +151,6 @@ impl Server {
         let (status, answer) = self.ask(caller, "/v1/is-authorized", body);
         assert_eq!(status, 200, "{answer}");
         answer
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

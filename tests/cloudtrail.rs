@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use tregov_tests::cloudtrail::{gzip_records, key, record, Lcg};
+use tregov_tests::cloudtrail::{gzip_bomb, gzip_bytes, gzip_records, key, record, Lcg};
 use tregov_tests::moto::Moto;
 use tregov_tests::{stderr, stdout, tregov_bin, Tre};
 
@@ -351,6 +351,190 @@ fn a_bad_config_key_is_named_with_its_line() {
     let err = stderr(&out);
     assert!(err.contains("tregov.toml:4:"), "{err}");
     assert!(err.contains("role"), "{err}");
+}
+
+// ---- Hostile objects: bounded, and nothing silently lost -----------------------------------
+
+/// Errors the trail's collector lists in `status` (persisted, not just the last pass's).
+fn trail_errors(tre: &Tre, moto: &Moto, cfg: &std::path::Path) -> String {
+    let status = json_of(&tregov(tre, moto, cfg, &["--output", "json", "status"]));
+    status["collectors"]
+        .as_array()
+        .expect("collectors")
+        .iter()
+        .find(|c| c["collector"] == "cloudtrail")
+        .expect("cloudtrail status")["errors"]
+        .to_string()
+}
+
+#[test]
+fn a_gigabyte_gzip_bomb_and_a_cut_file_are_reported_by_key_while_the_other_files_are_read() {
+    let moto = Moto::start();
+    let account = ACCOUNTS[0];
+    let mut rng = Lcg(5);
+    let records = |rng: &mut Lcg, n: u64, count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|i| {
+                record(
+                    rng,
+                    account,
+                    "eu-west-2",
+                    "2026-11-20",
+                    &format!("f{n}-{i:03}"),
+                )
+            })
+            .collect()
+    };
+    let whole: Vec<Vec<Value>> = (1..=3).map(|n| records(&mut rng, n, 30)).collect();
+    let cut_records = records(&mut rng, 4, 100);
+    let cut_json = serde_json::to_vec(&json!({ "Records": cut_records })).expect("json");
+    let at = |n| key(Some(ORG), account, "eu-west-2", "2026-11-20", n);
+    let (cut_key, bomb_key) = (at(4), at(5));
+    rt().block_on(async {
+        let s3 = moto.s3().await;
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+        let put = |key: String, body: Vec<u8>| {
+            let s3 = s3.clone();
+            async move {
+                s3.put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .body(body.into())
+                    .send()
+                    .await
+                    .expect("put")
+            }
+        };
+        for (i, r) in whole.iter().enumerate() {
+            put(at(i as u64 + 1), gzip_records(r)).await;
+        }
+        // An interrupted upload: the JSON cut a few bytes into record 60.
+        let cut = cut_json
+            .windows(8)
+            .position(|w| w == b"\"f4-060\"".as_slice())
+            .expect("record 60");
+        put(cut_key.clone(), gzip_bytes(&cut_json[..cut])).await;
+        // One record, then a gibibyte of spaces, in about a megabyte.
+        let head = br#"{"Records":[{"eventID":"bomb-0","eventName":"GetObject"},"#;
+        put(bomb_key.clone(), gzip_bomb(head, 1 << 30)).await;
+    });
+    let tre = Tre::new();
+    let cfg = config(&tre, &[account]);
+
+    collect_once(&tre, &moto, &cfg);
+    assert_eq!(
+        event_count(&tre, &moto, &cfg),
+        90 + 60 + 1,
+        "every record before the damage kept"
+    );
+    let errors = trail_errors(&tre, &moto, &cfg);
+    assert!(errors.contains(&bomb_key), "{errors}");
+    assert!(errors.contains("without a record ending"), "{errors}");
+    assert!(errors.contains(&cut_key), "{errors}");
+    assert!(errors.contains("truncated"), "{errors}");
+
+    // The records kept from the cut file are marked as coming from a damaged file.
+    let listed = tregov(&tre, &moto, &cfg, &["--output", "json", "events", "list"]);
+    let damaged: Vec<Value> = stdout(&listed)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|v| v["verification"] == "damaged")
+        .collect();
+    assert_eq!(damaged.len(), 61, "the cut file's 60 and the bomb's one");
+
+    // A pass that reads nothing new still lists both files.
+    let again = collect_once(&tre, &moto, &cfg);
+    assert_eq!(again["files"], 0);
+    let errors = trail_errors(&tre, &moto, &cfg);
+    assert!(
+        errors.contains(&bomb_key) && errors.contains(&cut_key),
+        "{errors}"
+    );
+
+    // Delivered again whole (a new ETag): read again, the rest of its records found, and no
+    // longer listed.
+    rt().block_on(async {
+        let s3 = moto.s3().await;
+        s3.put_object()
+            .bucket(BUCKET)
+            .key(&cut_key)
+            .body(gzip_bytes(&cut_json).into())
+            .send()
+            .await
+            .expect("put whole");
+    });
+    collect_once(&tre, &moto, &cfg);
+    assert_eq!(event_count(&tre, &moto, &cfg), 90 + 100 + 1);
+    let errors = trail_errors(&tre, &moto, &cfg);
+    assert!(!errors.contains(&cut_key), "{errors}");
+    assert!(errors.contains(&bomb_key), "{errors}");
+}
+
+#[test]
+fn an_object_over_max_file_bytes_is_reported_and_not_read() {
+    let moto = Moto::start();
+    let account = ACCOUNTS[0];
+    let mut rng = Lcg(9);
+    let big: Vec<Value> = (0..400)
+        .map(|i| {
+            record(
+                &mut rng,
+                account,
+                "eu-west-2",
+                "2026-11-20",
+                &format!("big-{i}"),
+            )
+        })
+        .collect();
+    let small: Vec<Value> = (0..3)
+        .map(|i| {
+            record(
+                &mut rng,
+                account,
+                "eu-west-2",
+                "2026-11-20",
+                &format!("small-{i}"),
+            )
+        })
+        .collect();
+    let big_key = key(Some(ORG), account, "eu-west-2", "2026-11-20", 1);
+    rt().block_on(async {
+        let s3 = moto.s3().await;
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("bucket");
+        for (k, r) in [
+            (big_key.clone(), &big),
+            (
+                key(Some(ORG), account, "eu-west-2", "2026-11-20", 2),
+                &small,
+            ),
+        ] {
+            s3.put_object()
+                .bucket(BUCKET)
+                .key(k)
+                .body(gzip_records(r).into())
+                .send()
+                .await
+                .expect("put");
+        }
+    });
+    let tre = Tre::new();
+    let cfg = config(&tre, &[account]);
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text.push_str("max_file_bytes = 4096\n");
+    std::fs::write(&cfg, text).expect("config");
+    collect_once(&tre, &moto, &cfg);
+    assert_eq!(event_count(&tre, &moto, &cfg), 3);
+    let errors = trail_errors(&tre, &moto, &cfg);
+    assert!(errors.contains(&big_key), "{errors}");
+    assert!(errors.contains("max_file_bytes"), "{errors}");
 }
 
 // ---- Digest files: CloudTrail you can verify ----------------------------------------------

@@ -1,15 +1,14 @@
 //! Data egress against the AWS emulator, through the real `tregov serve` API and the
 //! `tregov egress` CLI, with tokens signed like an OIDC provider's.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tregov_api::client::ApiClient;
 use tregov_tests::jwt::{fixture, token, token_with, AUDIENCE, ISSUER};
 use tregov_tests::moto::Moto;
+use tregov_tests::served::Served;
 use tregov_tests::{stderr, stdout, Tre};
 
 const STORE: &str = "tre-egress-store";
@@ -261,29 +260,14 @@ poll_seconds = 1
     /// `tregov serve` (with a failpoint, if given), once it listens.
     fn serve(&self, failpoint: Option<&str>) -> Server {
         let mut cmd = self.tre.command(Some(&self.moto), &self.config, &["serve"]);
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
         if let Some(f) = failpoint {
             cmd.env("TREGOV_FAILPOINT", f);
         }
-        let mut child = cmd.spawn().expect("serve starts");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving the API on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                eprintln!("[serve] {line}");
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the API starts listening");
-        Server { child, base }
+        Server(Served::start(cmd))
     }
 
     fn egress(&self, server: &Server, user: &str, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["--output", "json", "egress", "--api", &server.base];
+        let mut all = vec!["--output", "json", "egress", "--api", &server.0.base];
         all.extend_from_slice(args);
         self.tre
             .command(None, &self.config, &all)
@@ -293,14 +277,11 @@ poll_seconds = 1
     }
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
+struct Server(Served);
 
 impl Server {
     fn client(&self, user: &str) -> ApiClient {
-        ApiClient::new(&self.base, &token(user))
+        ApiClient::new(&self.0.base, &token(user))
     }
 
     fn call(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -327,19 +308,12 @@ impl Server {
     fn exited(mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.0.child.try_wait() {
                 return status.code();
             }
             assert!(Instant::now() < deadline, "the server did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -373,7 +347,10 @@ fn id_of(r: &Value) -> String {
 
 fn fetch(url: &str) -> String {
     runtime()
-        .block_on(tregov_api::client::get_text(url))
+        .block_on(tregov_api::client::get_text(
+            url,
+            tregov_api::client::Bounds::API,
+        ))
         .expect("presigned GET")
 }
 
@@ -448,6 +425,11 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
             ),
         ]
     );
+    assert!(
+        bed.versions(STAGING).is_empty(),
+        "staged copies outlived approval: {:?}",
+        bed.versions(STAGING)
+    );
 
     // Only the download role downloads, and only once (the default limit).
     let out = bed.egress(&server, "alice", &["download", &id]);
@@ -488,7 +470,7 @@ fn a_two_step_approval_releases_the_versions_reviewed_and_downloads_within_the_l
         &[
             "egress",
             "--api",
-            &server.base,
+            &server.0.base,
             "--token",
             &token("carol"),
             "show",
@@ -707,7 +689,11 @@ fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
     let server = bed.serve(None);
     let call = |token: &str| {
         runtime()
-            .block_on(ApiClient::new(&server.base, token).call("GET", "/v1/egress/requests", None))
+            .block_on(ApiClient::new(&server.0.base, token).call(
+                "GET",
+                "/v1/egress/requests",
+                None,
+            ))
             .expect("the API answers")
             .0
     };
@@ -736,7 +722,7 @@ fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
     };
     assert_eq!(call(&unsigned), 401, "alg none");
     let (status, _) = runtime()
-        .block_on(ApiClient::new(&server.base, "").call("GET", "/v1/egress/requests", None))
+        .block_on(ApiClient::new(&server.0.base, "").call("GET", "/v1/egress/requests", None))
         .expect("answers");
     assert_eq!(status, 401, "no token");
     let out = bed.egress(&server, "carol", &["list"]);
@@ -746,7 +732,7 @@ fn tokens_expired_wrongly_signed_or_for_another_audience_get_401() {
         .command(
             None,
             &bed.config,
-            &["egress", "--api", &server.base, "list"],
+            &["egress", "--api", &server.0.base, "list"],
         )
         .env(
             "TREGOV_TOKEN",
@@ -935,13 +921,12 @@ fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restar
     assert_eq!(done["status"], "APPROVED");
     assert_eq!(done["reviews"].as_array().map(Vec::len), Some(2), "{done}");
 
-    // Exactly one version of each copy: nothing doubled, nothing lost.
-    assert_eq!(
-        bed.versions(STAGING),
-        [
-            (format!("{WORKSPACE}/{id}/a.csv"), "a".to_string()),
-            (format!("{WORKSPACE}/{id}/b.csv"), "b".to_string()),
-        ]
+    // Exactly one version of each copy: nothing doubled, nothing lost; and the reviewers'
+    // copies gone once the files were published.
+    assert!(
+        bed.versions(STAGING).is_empty(),
+        "{:?}",
+        bed.versions(STAGING)
     );
     assert_eq!(
         bed.versions(APPROVED),
@@ -999,17 +984,12 @@ fn copies_are_kms_encrypted_each_step_is_notified_and_keys_come_from_the_jwks_ur
     let (status, r) = submit(&server, "alice", WORKSPACE);
     assert_eq!(status, 201, "{r}");
     let id = id_of(&r);
-    assert_eq!(review(&server, "carol", &id, "approve", None).0, 200);
-    assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
-    server.settled(&id);
-
-    runtime().block_on(async {
-        let s3 = bed.moto.s3().await;
-        for (bucket, key) in [
-            (STAGING, format!("{WORKSPACE}/{id}/f.csv")),
-            (APPROVED, format!("approved_egress/{WORKSPACE}/{id}/f.csv")),
-        ] {
-            let head = s3
+    let is_kms_encrypted = |bucket: &str, key: String| {
+        runtime().block_on(async {
+            let head = bed
+                .moto
+                .s3()
+                .await
                 .head_object()
                 .bucket(bucket)
                 .key(&key)
@@ -1021,8 +1001,15 @@ fn copies_are_kms_encrypted_each_step_is_notified_and_keys_come_from_the_jwks_ur
                 Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
                 "{bucket}/{key} is not SSE-KMS"
             );
-        }
-    });
+        })
+    };
+    // The staged copy lives until publication: checked while it is there.
+    server.settled(&id);
+    is_kms_encrypted(STAGING, format!("{WORKSPACE}/{id}/f.csv"));
+    assert_eq!(review(&server, "carol", &id, "approve", None).0, 200);
+    assert_eq!(review(&server, "dave", &id, "approve", None).0, 200);
+    server.settled(&id);
+    is_kms_encrypted(APPROVED, format!("approved_egress/{WORKSPACE}/{id}/f.csv"));
 
     // Step 1's reviewers, step 2's, then the requester: each told once. (moto's HTTP
     // deliveries leave out the `audience` attribute, so the text says who.)

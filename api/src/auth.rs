@@ -41,6 +41,9 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// Keys older than this are fetched again: a key the issuer removed (after a compromise,
+    /// say) stops working within it.
+    ttl: Duration,
     keys: RwLock<Option<Keys>>,
     /// When keys were last fetched or tried: a failing issuer is not asked again at once.
     last_try: std::sync::Mutex<Option<Instant>>,
@@ -78,6 +81,7 @@ impl Authenticator {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             leeway: config.leeway_seconds,
+            ttl: Duration::from_secs(config.jwks_ttl_seconds),
             keys: RwLock::new(None),
             last_try: std::sync::Mutex::new(None),
         };
@@ -98,7 +102,7 @@ impl Authenticator {
         let text = match &self.source {
             KeySource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| AuthError::Keys(format!("cannot read `{}`: {e}", path.display())))?,
-            KeySource::Url(url) => crate::client::get_text(url)
+            KeySource::Url(url) => crate::client::get_text(url, crate::client::Bounds::JWKS)
                 .await
                 .map_err(|e| AuthError::Keys(format!("cannot fetch `{url}`: {e}")))?,
         };
@@ -124,20 +128,32 @@ impl Authenticator {
         }
     }
 
-    fn stale(&self) -> bool {
-        let tried_recently = self
-            .last_try
+    /// Whether the keys may be fetched again now: not tried within `REFETCH_AFTER`, so a
+    /// flood of unknown `kid`s or a failing issuer is not asked again at once.
+    fn may_refetch(&self) -> bool {
+        self.last_try
             .lock()
             .ok()
             .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < REFETCH_AFTER);
-        !tried_recently
-            && self
-                .keys
-                .read()
-                .ok()
-                .and_then(|k| k.as_ref().map(|k| k.fetched.elapsed() > REFETCH_AFTER))
-                .unwrap_or(true)
+            .is_none_or(|t| t.elapsed() >= REFETCH_AFTER.min(self.ttl))
+    }
+
+    fn age(&self) -> Option<Duration> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.as_ref().map(|k| k.fetched.elapsed()))
+    }
+
+    /// Fetches the keys again when they are older than the TTL. A failed fetch keeps the
+    /// keys there are (the issuer being down is no reason to refuse everyone), and says so.
+    async fn refresh_if_old(&self) {
+        let old = self.age().is_none_or(|age| age >= self.ttl);
+        if old && self.may_refetch() {
+            if let Err(e) = self.load().await {
+                tracing::warn!(error = %e, "cannot refresh the JWKS; the keys held are used");
+            }
+        }
     }
 
     /// The caller's user id (`sub`), or why the token is refused.
@@ -158,8 +174,10 @@ impl Authenticator {
                 header.alg
             )));
         }
+        self.refresh_if_old().await;
         let mut jwk = self.find(header.kid.as_deref());
-        if jwk.is_none() && matches!(self.source, KeySource::Url(_)) && self.stale() {
+        if jwk.is_none() && self.may_refetch() {
+            // An unknown key: the issuer may have rotated since.
             self.load().await?;
             jwk = self.find(header.kid.as_deref());
         }
@@ -210,4 +228,69 @@ fn is_asymmetric(alg: Algorithm) -> bool {
             | Algorithm::ES384
             | Algorithm::EdDSA
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/jwt")
+            .join(name)
+    }
+
+    fn authenticator() -> Authenticator {
+        let config = AuthConfig {
+            jwks_file: Some(fixture("jwks.json")),
+            jwks_url: None,
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway_seconds: 0,
+            jwks_ttl_seconds: 3600,
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(Authenticator::new(&config))
+            .expect("keys")
+    }
+
+    fn signed(claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("tregov-test-1".into());
+        let pem = std::fs::read(fixture("signing.pem")).expect("key");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
+        jsonwebtoken::encode(&header, claims, &key).expect("token")
+    }
+
+    fn verify(auth: &Authenticator, token: &str) -> Result<String, AuthError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(auth.verify(Some(&format!("Bearer {token}"))))
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_whether_nbf_is_a_number_or_a_string() {
+        let auth = authenticator();
+        let base = json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 600});
+        assert_eq!(verify(&auth, &signed(&base)).expect("valid"), "alice");
+        let mut later = base.clone();
+        later["nbf"] = json!(now() + 3600);
+        assert!(verify(&auth, &signed(&later)).is_err());
+        // GHSA-h395-gr6q-cpjc: jsonwebtoken before 10.3 skipped the check for a string.
+        later["nbf"] = json!((now() + 3600).to_string());
+        assert!(verify(&auth, &signed(&later)).is_err());
+    }
 }

@@ -13,20 +13,26 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tregov_engine::{Engine, RequestSpec};
 
 use crate::facts::{ContextMarks, Settled};
+use crate::guard::Caller;
 use crate::{Api, ApiError, ApiResult};
 
-pub(crate) fn routes() -> axum::Router<Arc<Api>> {
+pub(crate) fn routes(limits: &tregov_config::api::ApiLimits) -> axum::Router<Arc<Api>> {
     use axum::routing::post;
     axum::Router::new()
         .route("/v1/is-authorized", post(is_authorized))
-        .route("/v1/batch-is-authorized", post(batch_is_authorized))
+        .route(
+            "/v1/batch-is-authorized",
+            post(batch_is_authorized).layer(axum::extract::DefaultBodyLimit::max(
+                limits.max_batch_body_bytes,
+            )),
+        )
 }
 
 /// Who asks: the token's subject, and whether it is a registered service.
@@ -37,10 +43,9 @@ struct Asker {
 }
 
 impl Api {
-    async fn asker(&self, headers: &HeaderMap) -> ApiResult<Asker> {
-        let sub = self.caller(headers).await?;
+    fn asker(&self, sub: String) -> Asker {
         let service = self.services.contains(&sub);
-        Ok(Asker { sub, service })
+        Asker { sub, service }
     }
 
     /// Users ask only about themselves; a registered service asks about anyone.
@@ -253,10 +258,10 @@ fn settle(
 
 async fn is_authorized(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Json(body): Json<AvpRequest>,
 ) -> ApiResult<Json<Value>> {
-    let asker = api.asker(&headers).await?;
+    let asker = api.asker(user);
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     api.may_ask(&asker, std::slice::from_ref(&spec.principal))?;
     let now = server_now()?;
@@ -276,10 +281,10 @@ async fn is_authorized(
 
 async fn batch_is_authorized(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Json(body): Json<AvpBatch>,
 ) -> ApiResult<Json<Value>> {
-    let asker = api.asker(&headers).await?;
+    let asker = api.asker(user);
     let _ = &body.policy_store_id;
     if body.requests.is_empty() || body.requests.len() > 30 {
         return Err(ApiError::new(

@@ -1,21 +1,40 @@
-//! An HTTP client for the API (the `tregov egress` commands) and for fetching a JWKS.
+//! The one HTTP client: for the API (the `tregov egress` commands) and for fetching a JWKS.
+//!
+//! Every call is bounded in time and in the size of its answer. `https` URLs go through
+//! `HTTPS_PROXY` (with `NO_PROXY`) when the environment sets one, tunnelled with `CONNECT`;
+//! plain `http` is only ever used for loopback, and goes direct.
 
-use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+/// How long a call may take, connection included, and how many bytes of its answer are
+/// read.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
 
-fn client() -> Result<Client<Https, Full<Bytes>>, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("no TLS root certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+impl Bounds {
+    /// For a JSON Web Key Set: small, and needed now.
+    pub const JWKS: Bounds = Bounds {
+        timeout: Duration::from_secs(5),
+        max_bytes: 64 * 1024,
+    };
+    /// For the tregov API.
+    pub const API: Bounds = Bounds {
+        timeout: Duration::from_secs(60),
+        max_bytes: 16 * 1024 * 1024,
+    };
 }
 
 async fn send(
@@ -23,8 +42,10 @@ async fn send(
     url: &str,
     token: Option<&str>,
     body: Option<&Value>,
+    bounds: Bounds,
 ) -> Result<(u16, Bytes), String> {
-    let mut request = hyper::Request::builder().method(method).uri(url);
+    let uri: Uri = url.parse().map_err(|e| format!("bad URL `{url}`: {e}"))?;
+    let mut request = hyper::Request::builder().method(method).uri(uri.clone());
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -38,23 +59,60 @@ async fn send(
     let request = request
         .body(Full::new(payload))
         .map_err(|e| format!("bad request `{url}`: {e}"))?;
-    let response = client()?
-        .request(request)
-        .await
+    let call = async {
+        let response = match proxy_for(&uri) {
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), HttpConnector::new());
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                let https = tls()?.https_only().enable_http1().wrap_connector(tunnel);
+                Client::builder(TokioExecutor::new())
+                    .build(https)
+                    .request(request)
+                    .await
+            }
+            None => {
+                let https = tls()?.https_or_http().enable_http1().build();
+                Client::builder(TokioExecutor::new())
+                    .build(https)
+                    .request(request)
+                    .await
+            }
+        }
         .map_err(|e| format!("cannot reach `{url}`: {e}"))?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
+        let status = response.status().as_u16();
+        let bytes = Limited::new(response.into_body(), bounds.max_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer from `{url}`: {e}"))?
+            .to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(bounds.timeout, call)
         .await
-        .map_err(|e| format!("reading the answer from `{url}`: {e}"))?
-        .to_bytes();
-    Ok((status, bytes))
+        .map_err(|_| format!("`{url}` did not answer within {:?}", bounds.timeout))?
 }
 
-/// GETs `url` and returns the body of a 2xx answer.
-pub async fn get_text(url: &str) -> Result<String, String> {
-    let (status, body) = send(hyper::Method::GET, url, None, None).await?;
+fn tls(
+) -> Result<hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>, String>
+{
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no TLS root certificates: {e}"))
+}
+
+/// The proxy an `https` URL goes through, if the environment names one for it.
+fn proxy_for(uri: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+    if uri.scheme_str() != Some("https") {
+        return None;
+    }
+    Matcher::from_env().intercept(uri)
+}
+
+/// GETs `url` within `bounds` and returns the body of a 2xx answer.
+pub async fn get_text(url: &str, bounds: Bounds) -> Result<String, String> {
+    let (status, body) = send(hyper::Method::GET, url, None, None, bounds).await?;
     if !(200..300).contains(&status) {
         return Err(format!("HTTP {status}"));
     }
@@ -85,7 +143,7 @@ impl ApiClient {
         let method = hyper::Method::from_bytes(method.as_bytes())
             .map_err(|e| format!("bad method `{method}`: {e}"))?;
         let url = format!("{}{path}", self.base);
-        let (status, bytes) = send(method, &url, Some(&self.token), body).await?;
+        let (status, bytes) = send(method, &url, Some(&self.token), body, Bounds::API).await?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use tregov_engine::egress::{Egress, EgressRequest, Status, Submission};
 use tregov_engine::workflow::WorkflowError;
 use tregov_engine::Engine;
 
+use crate::guard::Caller;
 use crate::{Api, ApiError, ApiResult};
 
 pub(crate) fn routes() -> Router<Arc<Api>> {
@@ -70,10 +71,9 @@ struct SubmitBody {
 
 async fn submit(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Json(body): Json<SubmitBody>,
 ) -> ApiResult<(StatusCode, Json<EgressRequest>)> {
-    let user = api.caller(&headers).await?;
     let effects = api.effects()?.clone();
     api.flow({
         let (user, workspace) = (user.clone(), body.workspace.clone());
@@ -113,10 +113,9 @@ struct ListQuery {
 
 async fn list(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let user = api.caller(&headers).await?;
     let status = match &query.status {
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::new(
@@ -146,19 +145,17 @@ async fn visible(api: &Arc<Api>, user: String, id: String) -> ApiResult<EgressRe
 
 async fn show(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<EgressRequest>> {
-    let user = api.caller(&headers).await?;
     Ok(Json(visible(&api, user, id).await?))
 }
 
 async fn history(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let user = api.caller(&headers).await?;
     let request = visible(&api, user, id.clone()).await?;
     let history = api.flow(move |flow| Ok(flow.history(&id)?)).await?;
     Ok(Json(json!({ "request": request, "history": history })))
@@ -175,11 +172,10 @@ struct ReviewBody {
 
 async fn review(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
     Json(body): Json<ReviewBody>,
 ) -> ApiResult<Json<EgressRequest>> {
-    let user = api.caller(&headers).await?;
     let approve = match body.decision.to_ascii_lowercase().as_str() {
         "approve" => true,
         "reject" => false,
@@ -213,11 +209,10 @@ struct WithdrawBody {
 
 async fn withdraw(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
     body: Option<Json<WithdrawBody>>,
 ) -> ApiResult<Json<EgressRequest>> {
-    let user = api.caller(&headers).await?;
     let effects = api.effects()?.clone();
     visible(&api, user.clone(), id.clone()).await?;
     let reason = body.and_then(|Json(b)| b.reason);
@@ -229,10 +224,9 @@ async fn withdraw(
 
 async fn download(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let user = api.caller(&headers).await?;
     let effects = api.effects()?.clone();
     let store = effects.store();
     let current = visible(&api, user.clone(), id.clone()).await?;

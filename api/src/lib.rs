@@ -38,8 +38,10 @@ mod avp;
 pub mod client;
 mod egress;
 mod facts;
+mod guard;
 pub mod ops;
 mod parked;
+mod transport;
 
 use auth::{AuthError, Authenticator};
 
@@ -56,6 +58,28 @@ impl ApiError {
             body: json!({"error": message.into()}),
         }
     }
+
+    /// A failure inside the server: the caller gets an opaque id, the server's log the
+    /// error under it. Store paths, SQL and AWS messages are nobody else's business.
+    fn internal(error: &dyn std::fmt::Display) -> Self {
+        let id = error_id();
+        tracing::error!(error_id = %id, error = %error, "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: json!({"error": "internal error", "errorId": id}),
+        }
+    }
+}
+
+/// A fresh id for one failure: the time and a counter, so ids never repeat in a process.
+fn error_id() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("err-{nanos:x}-{n}")
 }
 
 impl IntoResponse for ApiError {
@@ -100,10 +124,7 @@ impl From<WorkflowError> for ApiError {
             },
             WorkflowError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             WorkflowError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
-            WorkflowError::Engine(e) => {
-                tracing::error!(error = %e, "request failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+            WorkflowError::Engine(e) => ApiError::internal(&e),
         }
     }
 }
@@ -127,6 +148,9 @@ pub struct Api {
     services: HashSet<String>,
     /// The server-provided context of the policy version last asked about.
     marks: Mutex<Arc<facts::ContextMarks>>,
+    limits: tregov_config::api::ApiLimits,
+    guard: guard::Guard,
+    transport: transport::Transport,
 }
 
 impl Api {
@@ -146,19 +170,29 @@ impl Api {
             .await
             .map_err(|e| e.to_string())?;
         let marks = facts::ContextMarks::from_bundle(&bundle).map_err(|e| e.to_string())?;
-        let services = config
+        let api_config = config
             .api
-            .iter()
-            .flat_map(|a| a.services.iter().cloned())
-            .collect();
+            .clone()
+            .ok_or("the API needs an `[api]` section: where to listen")?;
+        let services = api_config.services.iter().cloned().collect();
+        let transport = transport::Transport::new(&api_config)?;
         let mut engine = Engine::open(data_dir, bundle).map_err(|e| e.to_string())?;
         engine.refresh().map_err(|e| e.to_string())?;
-        let engine = SharedEngine::new(engine);
         let settings = config
             .egress
             .as_ref()
             .map(|e| e.settings())
             .unwrap_or_default();
+        // Workflow records a crash left between a transition's commit and its log append.
+        if engine.store().is_some() {
+            let flushed = tregov_engine::egress::Egress::new(&engine, &settings)
+                .and_then(|flow| flow.flush_log())
+                .map_err(|e| e.to_string())?;
+            if flushed > 0 {
+                tracing::warn!(records = flushed, "logged workflow records left by a crash");
+            }
+        }
+        let engine = SharedEngine::new(engine);
         let effects = match &config.egress {
             Some(eg) => Some(Arc::new(EffectRunner::new(
                 engine.clone(),
@@ -174,6 +208,9 @@ impl Api {
             auth,
             services,
             marks: Mutex::new(Arc::new(marks)),
+            guard: guard::Guard::new(&api_config.limits),
+            limits: api_config.limits,
+            transport,
         }))
     }
 
@@ -195,8 +232,20 @@ impl Api {
             .route("/healthz", get(|| async { "ok\n" }))
             .merge(egress::routes())
             .merge(parked::routes())
-            .merge(avp::routes())
+            .merge(avp::routes(&self.limits))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.limits.max_body_bytes,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                guard::bounded,
+            ))
             .with_state(self.clone())
+    }
+
+    /// `http` or `https`, as the API is served.
+    pub fn scheme(&self) -> &'static str {
+        self.transport.scheme()
     }
 
     /// Serves until `shutdown` resolves, finishing S3 work left by an earlier run first and
@@ -216,8 +265,9 @@ impl Api {
                 }
             })
         });
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+        let served = self
+            .transport
+            .serve(listener, self.router(), shutdown)
             .await
             .map_err(|e| format!("API server failed: {e}"));
         if let Some(resume) = resume {
@@ -238,7 +288,7 @@ impl Api {
             f(&api, &engine)
         })
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::internal(&e))?
     }
 
     async fn caller(&self, headers: &HeaderMap) -> ApiResult<String> {

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tregov_engine::approval::{decide_parked, Decided};
 
+use crate::guard::Caller;
 use crate::{Api, ApiError, ApiResult};
 
 pub(crate) fn routes() -> Router<Arc<Api>> {
@@ -40,30 +40,29 @@ struct ListQuery {
 
 async fn approve(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
     body: Option<Json<DecideBody>>,
 ) -> ApiResult<Json<Decided>> {
-    decide(api, headers, id, true, body).await
+    decide(api, user, id, true, body).await
 }
 
 async fn reject(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
     body: Option<Json<DecideBody>>,
 ) -> ApiResult<Json<Decided>> {
-    decide(api, headers, id, false, body).await
+    decide(api, user, id, false, body).await
 }
 
 async fn decide(
     api: Arc<Api>,
-    headers: HeaderMap,
+    user: String,
     id: String,
     approve: bool,
     body: Option<Json<DecideBody>>,
 ) -> ApiResult<Json<Decided>> {
-    let user = api.caller(&headers).await?;
     let reason = body.and_then(|Json(b)| b.reason);
     let decided = api
         .blocking(move |_, engine| {
@@ -83,10 +82,9 @@ async fn decide(
 /// Every parked change, for any authenticated caller: deciding is what policy guards.
 async fn list(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    Caller(_): Caller,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    api.caller(&headers).await?;
     let items = api
         .blocking(move |_, engine| {
             let store = engine.store().ok_or_else(|| {

@@ -36,13 +36,18 @@ impl ApiArgs {
             Some(api) => api.clone(),
             None => {
                 let config = Config::load(config_path)?;
-                let listen = config.api.map(|a| a.listen).ok_or_else(|| {
+                let api = config.api.ok_or_else(|| {
                     EngineError::Request(
                         "no API address: pass `--api URL`, set `TREGOV_API`, or configure `[api] listen`"
                             .into(),
                     )
                 })?;
-                format!("http://{listen}")
+                let scheme = if api.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", api.listen)
             }
         };
         let token = self
@@ -148,7 +153,7 @@ pub async fn start_api(
         .await
         .map_err(EngineError::Request)?;
     let (listener, bound) = bind(&api_config.listen).await?;
-    eprintln!("tregov: serving the API on http://{bound}");
+    eprintln!("tregov: serving the API on {}://{bound}", api.scheme());
     tracing::info!(api = %bound, "API started");
     let server = api.clone();
     let retry = config.daemon.poll();

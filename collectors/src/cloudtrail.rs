@@ -13,7 +13,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use tregov_engine::events::{EventStore, FileBatch};
+use std::io::{Seek, SeekFrom, Write};
+
+use tempfile::SpooledTempFile;
+use tregov_engine::events::{EventStore, FileBatch, FileBody, FileEnd};
 
 use tregov_config::aws::Aws;
 use tregov_config::{CloudTrailConfig, Config};
@@ -21,7 +24,8 @@ use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Progress, Run
 use tregov_engine::events::ObservationKind;
 
 use crate::cloudtrail_integrity::{Integrity, Listed};
-use crate::cloudtrail_parse::{read_log_file, AccountClaim};
+use crate::cloudtrail_parse::AccountClaim;
+use crate::cloudtrail_stream::{stream_log_file, StreamedLog};
 use crate::CollectError;
 
 pub struct CloudTrail {
@@ -161,7 +165,7 @@ impl CloudTrail {
             }
         }
         // List every prefix, then read the files not read yet.
-        let mut todo: Vec<(String, String, String)> = Vec::new();
+        let mut todo: Vec<Todo> = Vec::new();
         let mut listed: Vec<Listed> = Vec::new();
         for prefix in &prefixes {
             let checkpoint = store.checkpoint(prefix)?;
@@ -196,7 +200,12 @@ impl CloudTrail {
                     if store.file_etag(key)?.as_deref() == Some(etag) {
                         continue;
                     }
-                    todo.push((prefix.clone(), key.to_string(), etag.to_string()));
+                    todo.push(Todo {
+                        prefix: prefix.clone(),
+                        key: key.to_string(),
+                        etag: etag.to_string(),
+                        size: obj.size().and_then(|s| u64::try_from(s).ok()),
+                    });
                 }
             }
             listed.push(seen);
@@ -204,7 +213,7 @@ impl CloudTrail {
         progress.start(todo.len() as u64);
         // Files are fetched and parsed concurrently; one writer commits whatever has arrived
         // (up to `WRITE_BATCH_EVENTS` events, each file with its read mark) in one transaction.
-        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<ParsedFile>(64);
+        let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Piece>(16);
         let writer = {
             let store = store.clone();
             std::thread::Builder::new()
@@ -213,9 +222,9 @@ impl CloudTrail {
                 .map_err(|e| CollectError::Io(format!("cannot start the writer: {e}")))?
         };
         let results: Vec<Result<FileResult, CollectError>> = stream::iter(todo)
-            .map(|(prefix, key, etag)| {
+            .map(|file| {
                 let tx = parsed_tx.clone();
-                async move { self.read_file(prefix, key, etag, tx).await }
+                async move { self.read_file(file, tx).await }
             })
             .buffer_unordered(self.concurrency.max(1))
             .inspect(|_| progress.advance())
@@ -292,54 +301,62 @@ impl CloudTrail {
         Ok(out)
     }
 
+    /// Reads one log file: fetched into a spool (memory up to a megabyte, then a temporary
+    /// file) within `max_file_bytes`, then parsed as a stream, its events handed to the
+    /// writer as they come. A file over a bound or damaged is recorded with why, and its
+    /// records before the damage are kept.
     async fn read_file(
         &self,
-        prefix: String,
-        key: String,
-        etag: String,
-        writer: std::sync::mpsc::SyncSender<ParsedFile>,
+        file: Todo,
+        writer: std::sync::mpsc::SyncSender<Piece>,
     ) -> Result<FileResult, CollectError> {
-        let obj = self
-            .s3
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| CollectError::aws("s3:GetObject", &key, e))?;
-        let bytes = obj
-            .body
-            .collect()
-            .await
-            .map_err(|e| CollectError::Io(format!("s3://{}/{key}: {e}", self.config.bucket)))?
-            .into_bytes()
-            .to_vec();
+        let max = self.config.max_file_bytes;
+        let fetched = match file.size {
+            Some(size) if size > max => Err(over_max_file_bytes(size, max)),
+            _ => self.fetch(&file.key, max).await?,
+        };
         let egress = self.config.egress_bucket.clone();
+        let max_inflated = self.config.max_inflated_bytes;
         tokio::task::spawn_blocking(move || -> Result<FileResult, CollectError> {
-            let (parsed, error) = match read_log_file(&key, &bytes, egress.as_deref()) {
-                Ok(parsed) => (parsed, None),
-                Err(reason) => {
-                    tracing::warn!(key = %key, error = %reason, "skipping unreadable CloudTrail file");
-                    (Default::default(), Some(reason))
-                }
+            let (read, body) = match fetched {
+                Ok((len, spool)) => parse_spooled(
+                    &file.key,
+                    len,
+                    spool,
+                    egress.as_deref(),
+                    max_inflated,
+                    &writer,
+                )?,
+                Err(too_big) => (
+                    StreamedLog {
+                        damage: Some(too_big),
+                        ..Default::default()
+                    },
+                    None,
+                ),
             };
-            let events = parsed.events;
+            if let Some(damage) = &read.damage {
+                tracing::warn!(key = %file.key, records_kept = read.records, error = %damage,
+                    "cloudtrail file is not whole");
+            }
             let result = FileResult {
-                prefix,
-                key: key.clone(),
-                events: events.len() as u64,
-                error: error.clone(),
+                prefix: file.prefix,
+                key: file.key.clone(),
+                events: read.records,
+                error: read.damage.clone(),
             };
             writer
-                .send(ParsedFile {
-                    key,
-                    etag,
-                    // An unreadable file is recorded with why, not kept.
-                    body: if error.is_none() { bytes } else { Vec::new() },
-                    events,
-                    sha256: error.is_none().then_some(parsed.sha256),
-                    claims: parsed.claims,
-                    error,
+                .send(Piece {
+                    key: file.key,
+                    events: Vec::new(),
+                    claims: Vec::new(),
+                    end: Some(Ended {
+                        etag: file.etag,
+                        body,
+                        records: read.records,
+                        sha256: read.sha256,
+                        error: read.damage,
+                    }),
                 })
                 .map_err(|_| CollectError::Io("the event writer stopped".into()))?;
             Ok(result)
@@ -347,34 +364,129 @@ impl CloudTrail {
         .await
         .map_err(|e| CollectError::Io(format!("worker failed: {e}")))?
     }
+
+    /// Fetches `key` into a spool, or says why not when it is over `max` bytes (an object
+    /// may have grown since it was listed).
+    async fn fetch(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<Result<(u64, SpooledTempFile), String>, CollectError> {
+        let mut obj = self
+            .s3
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| CollectError::aws("s3:GetObject", key, e))?;
+        let mut spool = SpooledTempFile::new(SPOOL_IN_MEMORY);
+        let mut len = 0u64;
+        let where_ = || format!("s3://{}/{key}", self.config.bucket);
+        while let Some(chunk) = obj
+            .body
+            .try_next()
+            .await
+            .map_err(|e| CollectError::Io(format!("{}: {e}", where_())))?
+        {
+            len += chunk.len() as u64;
+            if len > max {
+                return Ok(Err(over_max_file_bytes(len, max)));
+            }
+            spool
+                .write_all(&chunk)
+                .map_err(|e| CollectError::Io(format!("{}: cannot spool: {e}", where_())))?;
+        }
+        Ok(Ok((len, spool)))
+    }
+}
+
+/// Fetched objects stay in memory up to this, beyond it in a temporary file.
+const SPOOL_IN_MEMORY: usize = 1024 * 1024;
+
+fn over_max_file_bytes(size: u64, max: u64) -> String {
+    format!("the object is {size} bytes or more, over `max_file_bytes` ({max} bytes): not read")
+}
+
+/// Parses a spooled file, sending its events to the writer as they come; returns what the
+/// read gave and the body to keep (none when no record could be read from it).
+fn parse_spooled(
+    key: &str,
+    len: u64,
+    mut spool: SpooledTempFile,
+    egress: Option<&str>,
+    max_inflated: u64,
+    writer: &std::sync::mpsc::SyncSender<Piece>,
+) -> Result<(StreamedLog, Option<(u64, SpooledTempFile)>), CollectError> {
+    let rewind = |spool: &mut SpooledTempFile| {
+        spool
+            .seek(SeekFrom::Start(0))
+            .map(|_| ())
+            .map_err(|e| CollectError::Io(format!("{key}: cannot rewind the spool: {e}")))
+    };
+    rewind(&mut spool)?;
+    let read = stream_log_file(
+        key,
+        std::io::BufReader::new(&mut spool),
+        egress,
+        max_inflated,
+        &mut |events, claims| {
+            writer
+                .send(Piece {
+                    key: key.to_string(),
+                    events,
+                    claims,
+                    end: None,
+                })
+                .map_err(|_| "the event writer stopped".to_string())
+        },
+    );
+    rewind(&mut spool)?;
+    let body = (read.records > 0).then_some((len, spool));
+    Ok((read, body))
+}
+
+/// A log file listed and not read yet.
+struct Todo {
+    prefix: String,
+    key: String,
+    etag: String,
+    size: Option<u64>,
 }
 
 /// How many events the writer commits at most in one transaction.
 const WRITE_BATCH_EVENTS: usize = 10_000;
 
-/// A file read and parsed, on its way to the writer.
-struct ParsedFile {
+/// Part of a file on its way to the writer: a batch of its events, and once it has been
+/// read to its end, how that went.
+struct Piece {
     key: String,
-    etag: String,
-    body: Vec<u8>,
     events: Vec<tregov_engine::events::StoredEvent>,
-    sha256: Option<String>,
     claims: Vec<AccountClaim>,
+    end: Option<Ended>,
+}
+
+struct Ended {
+    etag: String,
+    /// The file as delivered, and its length.
+    body: Option<(u64, SpooledTempFile)>,
+    records: u64,
+    sha256: Option<String>,
     error: Option<String>,
 }
 
-/// The writer: commits whatever has arrived, each file with its read mark, until every
+/// The writer: commits whatever has arrived, each file's end with its read mark, until every
 /// reader is done. Returns how many events were new.
 fn write_batches(
     store: &EventStore,
-    parsed: &std::sync::mpsc::Receiver<ParsedFile>,
+    pieces: &std::sync::mpsc::Receiver<Piece>,
 ) -> Result<u64, CollectError> {
     let mut new = 0;
-    while let Ok(first) = parsed.recv() {
+    while let Ok(first) = pieces.recv() {
         let mut count = first.events.len();
         let mut pending = vec![first];
         while count < WRITE_BATCH_EVENTS {
-            match parsed.try_recv() {
+            match pieces.try_recv() {
                 Ok(next) => {
                     count += next.events.len();
                     pending.push(next);
@@ -382,18 +494,28 @@ fn write_batches(
                 Err(_) => break,
             }
         }
-        let batch: Vec<FileBatch> = pending
-            .iter()
+        let mut batch: Vec<FileBatch> = pending
+            .iter_mut()
             .map(|p| FileBatch {
                 key: &p.key,
-                etag: &p.etag,
-                body: &p.body,
                 events: &p.events,
-                error: p.error.as_deref(),
-                sha256: p.sha256.as_deref(),
+                end: p.end.as_mut().map(|end| FileEnd {
+                    etag: &end.etag,
+                    body: match &mut end.body {
+                        Some((len, spool)) => FileBody::Stream {
+                            len: *len,
+                            read: spool,
+                        },
+                        None => FileBody::Absent,
+                    },
+                    records: end.records,
+                    error: end.error.as_deref(),
+                    sha256: end.sha256.as_deref(),
+                }),
             })
             .collect();
-        new += store.ingest_files(&batch)?;
+        new += store.ingest_files(&mut batch)?;
+        drop(batch);
         for p in &pending {
             record_claims(store, &p.key, &p.claims)?;
         }

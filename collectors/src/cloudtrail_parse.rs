@@ -10,19 +10,13 @@
 //! text in it. A record claiming another account is kept under the path's account and
 //! reported (`AccountClaim`).
 
-use std::io::Read;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tregov_engine::events::{ObservationKind, StoredEvent};
 
-#[derive(Deserialize)]
-struct LogFile<'a> {
-    #[serde(borrow, rename = "Records")]
-    records: Vec<&'a RawValue>,
-}
+use crate::cloudtrail_stream::stream_log_file;
 
 /// The fields tregov reads, each kept raw so a field of an unexpected type never rejects the
 /// record.
@@ -104,7 +98,7 @@ pub struct AccountClaim {
     pub account: String,
 }
 
-/// One log file read: its events, what digests vouch for, and what is odd in it.
+/// One log file read whole: its events, what digests vouch for, and what is odd in it.
 #[derive(Debug, Clone, Default)]
 pub struct ParsedLog {
     pub events: Vec<StoredEvent>,
@@ -122,70 +116,70 @@ pub fn parse_log_file(
     read_log_file(key, bytes, egress_bucket).map(|p| p.events)
 }
 
-/// Decompresses and parses one log file, with its SHA-256 and the records claiming another
-/// account.
+/// Decompresses and parses one log file held in memory, with its SHA-256 and the records
+/// claiming another account; a file that is not whole is an error. (The collector streams
+/// instead: `cloudtrail_stream`.)
 pub fn read_log_file(
     key: &str,
     bytes: &[u8],
     egress_bucket: Option<&str>,
 ) -> Result<ParsedLog, String> {
-    if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
-        return Err("not a gzip file".into());
+    let mut parsed = ParsedLog::default();
+    let read = stream_log_file(
+        key,
+        bytes,
+        egress_bucket,
+        u64::MAX,
+        &mut |events, claims| {
+            parsed.events.extend(events);
+            parsed.claims.extend(claims);
+            Ok(())
+        },
+    );
+    match (read.damage, read.sha256) {
+        (None, Some(sha256)) => Ok(ParsedLog { sha256, ..parsed }),
+        (Some(damage), _) => Err(damage),
+        (None, None) => Err("the file's hash is missing".into()),
     }
-    let mut json = String::with_capacity(bytes.len() * 8);
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_string(&mut json)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    let (events, claims) = parse_records(key, &json, egress_bucket)?;
-    Ok(ParsedLog {
-        events,
-        sha256: hex::encode(Sha256::digest(json.as_bytes())),
-        claims,
-    })
 }
 
-/// Parses the JSON of one (decompressed) log file into events.
-pub fn parse_log_json(
-    key: &str,
-    json: &str,
-    egress_bucket: Option<&str>,
-) -> Result<Vec<StoredEvent>, String> {
-    parse_records(key, json, egress_bucket).map(|(events, _)| events)
+/// Turns the records of one file into events: what the file's key path says (account,
+/// region) fills what a record lacks, and outranks what it claims.
+pub(crate) struct RecordReader<'a> {
+    key: &'a str,
+    key_account: Option<String>,
+    key_region: Option<String>,
+    egress_bucket: Option<&'a str>,
 }
 
-fn parse_records(
-    key: &str,
-    json: &str,
-    egress_bucket: Option<&str>,
-) -> Result<(Vec<StoredEvent>, Vec<AccountClaim>), String> {
-    let file: LogFile = serde_json::from_str(json)
-        .map_err(|e| format!("not a CloudTrail log (a JSON object with a `Records` array): {e}"))?;
-    let (key_account, key_region) = account_region_of_key(key);
-    let mut claims = Vec::new();
-    let events = file
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            let (event, claimed) = to_event(
-                key,
-                i as u64,
-                raw,
-                key_account.as_deref(),
-                key_region.as_deref(),
-                egress_bucket,
-            );
-            if let Some(claimed) = claimed {
-                claims.push(AccountClaim {
-                    event_id: event.event_id.clone(),
-                    claimed,
-                    account: event.account.clone(),
-                });
-            }
-            event
-        })
-        .collect();
-    Ok((events, claims))
+impl<'a> RecordReader<'a> {
+    pub(crate) fn new(key: &'a str, egress_bucket: Option<&'a str>) -> Self {
+        let (key_account, key_region) = account_region_of_key(key);
+        Self {
+            key,
+            key_account,
+            key_region,
+            egress_bucket,
+        }
+    }
+
+    /// The record at `index`, and its claim to another account if it makes one.
+    pub(crate) fn event(&self, index: u64, raw: &RawValue) -> (StoredEvent, Option<AccountClaim>) {
+        let (event, claimed) = to_event(
+            self.key,
+            index,
+            raw,
+            self.key_account.as_deref(),
+            self.key_region.as_deref(),
+            self.egress_bucket,
+        );
+        let claim = claimed.map(|claimed| AccountClaim {
+            event_id: event.event_id.clone(),
+            claimed,
+            account: event.account.clone(),
+        });
+        (event, claim)
+    }
 }
 
 fn to_event(
@@ -365,15 +359,7 @@ fn classify(
 
 /// The record at `index` of a stored (gzip) log file, exactly as delivered.
 pub fn record_at(bytes: &[u8], index: u64) -> Result<String, String> {
-    let mut json = String::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .read_to_string(&mut json)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    let file: LogFile = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-    file.records
-        .get(index as usize)
-        .map(|r| r.get().to_string())
-        .ok_or_else(|| format!("the file has no record {index}"))
+    crate::cloudtrail_stream::record_at(bytes, index)
 }
 
 #[cfg(test)]
@@ -382,6 +368,20 @@ mod tests {
 
     const KEY: &str =
         "AWSLogs/o-abc123/111111111111/CloudTrail/eu-west-2/2026/11/26/111111111111_CloudTrail_eu-west-2_20261126T1200Z_x.json.gz";
+
+    fn gzip(json: &str) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, json.as_bytes()).expect("write");
+        gz.finish().expect("gzip")
+    }
+
+    fn parse_log_json(
+        key: &str,
+        json: &str,
+        egress_bucket: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, String> {
+        parse_log_file(key, &gzip(json), egress_bucket)
+    }
 
     #[test]
     fn a_record_missing_most_fields_is_kept_with_what_it_has() {
@@ -414,10 +414,7 @@ mod tests {
         assert_eq!(e.event_time, "1700000000");
         assert_eq!(e.region, "xx-nowhere-9");
         assert_eq!(e.principal, "backup.amazonaws.com");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, json.as_bytes()).expect("write");
-        let stored = gz.finish().expect("gzip");
-        let raw = record_at(&stored, e.record_index).expect("record");
+        let raw = record_at(&gzip(json), e.record_index).expect("record");
         assert!(raw.contains("\"075.050.255.67\""), "{raw}");
     }
 
@@ -457,9 +454,7 @@ mod tests {
             {"eventID":"own","recipientAccountId":"111111111111"},
             {"eventID":"cross","recipientAccountId":"111111111111","userIdentity":{"accountId":"999999999999"}},
             {"eventID":"liar","recipientAccountId":"222222222222"}]}"#;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, json.as_bytes()).expect("write");
-        let parsed = read_log_file(KEY, &gz.finish().expect("gzip"), None).expect("parse");
+        let parsed = read_log_file(KEY, &gzip(json), None).expect("parse");
         assert!(parsed.events.iter().all(|e| e.account == "111111111111"));
         assert_eq!(
             parsed.claims,
@@ -479,10 +474,7 @@ mod tests {
             parse_log_file(KEY, b"{}", None).expect_err("not gzip"),
             "not a gzip file"
         );
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, b"[1,2,3]").expect("write");
-        let bytes = gz.finish().expect("gzip");
-        assert!(parse_log_file(KEY, &bytes, None)
+        assert!(parse_log_file(KEY, &gzip("[1,2,3]"), None)
             .expect_err("not a log")
             .contains("Records"));
     }

@@ -13,6 +13,7 @@ pub mod cloudtrail_digest;
 #[cfg(feature = "aws")]
 pub mod cloudtrail_integrity;
 pub mod cloudtrail_parse;
+pub mod cloudtrail_stream;
 #[cfg(feature = "aws")]
 pub mod datalake;
 #[cfg(feature = "aws")]

@@ -102,6 +102,18 @@ pub fn gzip_records(records: &[Value]) -> Vec<u8> {
     gz.finish().unwrap_or_default()
 }
 
+/// A gzip bomb: `head` (the start of a log, say), then `inflated` bytes of spaces, in a file
+/// about a thousandth that size (concatenated members, each a mebibyte of spaces).
+pub fn gzip_bomb(head: &[u8], inflated: u64) -> Vec<u8> {
+    const MEMBER: usize = 1 << 20;
+    let member = gzip_bytes(&vec![b' '; MEMBER]);
+    let mut out = gzip_bytes(head);
+    for _ in 0..inflated.div_ceil(MEMBER as u64) {
+        out.extend_from_slice(&member);
+    }
+    out
+}
+
 /// Bytes, gzip-compressed.
 pub fn gzip_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -35,7 +35,18 @@ pub struct CloudTrailConfig {
     /// `ListPublicKeys` returns (for emulators that lack it, or a bucket checked offline).
     #[serde(default)]
     pub public_keys: Vec<PublicKeyConfig>,
+    /// A log object larger than this is recorded as an error with its key and not read.
+    /// Default 256 MiB; at most `MAX_STORED_FILE_BYTES`, the largest value the store holds.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// A log object inflating beyond this is cut off there and recorded as an error, its
+    /// records before the cut kept. Default 2 GiB.
+    #[serde(default = "default_max_inflated_bytes")]
+    pub max_inflated_bytes: u64,
 }
+
+/// SQLite's default limit on one value: a log file is stored as delivered, in one.
+pub const MAX_STORED_FILE_BYTES: u64 = 1_000_000_000;
 
 /// One digest-signing public key: a DER PKCS#1 `RSAPublicKey`, as `ListPublicKeys` returns.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +105,14 @@ fn default_lookback_days() -> u32 {
     1
 }
 
+fn default_max_file_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+fn default_max_inflated_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+
 impl Validate for CloudTrailConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
         check_not_empty(&self.bucket, at.key("bucket"), problems);
@@ -106,6 +125,17 @@ impl Validate for CloudTrailConfig {
         for (i, key) in self.public_keys.iter().enumerate() {
             key.validate(&at.key("public_keys").index(i), problems);
         }
+        let max = self.max_file_bytes;
+        problems.check(
+            (1..=MAX_STORED_FILE_BYTES).contains(&max),
+            at.key("max_file_bytes"),
+            || format!("`{max}` is not between 1 and {MAX_STORED_FILE_BYTES}"),
+        );
+        problems.check(
+            self.max_inflated_bytes > 0,
+            at.key("max_inflated_bytes"),
+            || "must be more than 0".into(),
+        );
     }
 }
 

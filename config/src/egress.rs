@@ -15,10 +15,9 @@ pub struct EgressConfig {
     /// Where pinned versions are copied for reviewers to inspect, under
     /// `<workspaceId>/<requestId>/`.
     pub staging_bucket: String,
-    /// Where approved files go, under `approved_egress/<workspaceId>/<requestId>/`.
-    /// Default: the staging bucket.
-    #[serde(default)]
-    pub approved_bucket: Option<String>,
+    /// Where approved files go, under `approved_egress/<workspaceId>/<requestId>/`. Never
+    /// the staging bucket: reviewers can read that one, and approved results are not theirs.
+    pub approved_bucket: String,
     /// KMS key for SSE-KMS on staged and approved copies. Default: the buckets' own encryption.
     #[serde(default)]
     pub kms_key_id: Option<String>,
@@ -35,7 +34,8 @@ pub struct EgressConfig {
     /// Downloads allowed per request. Default 1.
     #[serde(default = "default_download_limit")]
     pub download_limit: i64,
-    /// Lifetime of a presigned download URL, in seconds. Default 3600.
+    /// Lifetime of a presigned download URL, in seconds: a URL is a bearer link, so short.
+    /// Default 300.
     #[serde(default = "default_url_expiry")]
     pub url_expiry_seconds: u64,
     /// SNS topic told of each step (message attribute `audience`: the role or the requester).
@@ -53,7 +53,7 @@ fn default_download_limit() -> i64 {
     1
 }
 fn default_url_expiry() -> u64 {
-    3600
+    300
 }
 
 impl EgressConfig {
@@ -71,6 +71,17 @@ impl Validate for EgressConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
         check_not_empty(&self.store_bucket, at.key("store_bucket"), problems);
         check_not_empty(&self.staging_bucket, at.key("staging_bucket"), problems);
+        check_not_empty(&self.approved_bucket, at.key("approved_bucket"), problems);
+        problems.check(
+            self.approved_bucket != self.staging_bucket,
+            at.key("approved_bucket"),
+            || {
+                format!(
+                    "`{}` is the staging bucket, which reviewers read: approved files need a bucket of their own",
+                    self.approved_bucket
+                )
+            },
+        );
         check_not_empty(&self.download_role, at.key("download_role"), problems);
         problems.check(
             !self.steps.is_empty() && self.steps.iter().all(|s| !s.trim().is_empty()),
@@ -86,5 +97,29 @@ impl Validate for EgressConfig {
             || "must be 60..604800 (S3's presigning limit)".into(),
         );
         check_role_arn(self.role_arn.as_deref(), at.key("role_arn"), problems);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use tregov_engine::error::EngineError;
+
+    #[test]
+    fn approved_files_need_a_bucket_other_than_the_staging_one() {
+        let text = "[egress]\nstore_bucket = \"s\"\nstaging_bucket = \"review\"\napproved_bucket = \"review\"\n";
+        let Err(EngineError::Invalid(invalid)) = Config::parse("tregov.toml", text) else {
+            panic!("expected problems");
+        };
+        assert!(
+            invalid.problems[0]
+                .message
+                .starts_with("`egress.approved_bucket`"),
+            "{invalid:?}"
+        );
+        assert_eq!(invalid.problems[0].line, 4);
+        let ok = text.replace("approved_bucket = \"review\"", "approved_bucket = \"out\"");
+        let config = Config::parse("tregov.toml", &ok).expect("valid");
+        assert_eq!(config.egress.map(|e| e.url_expiry_seconds), Some(300));
     }
 }

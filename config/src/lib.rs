@@ -109,6 +109,11 @@ impl Config {
         if let Some(jwks) = config.auth.as_mut().and_then(|a| a.jwks_file.as_mut()) {
             relative_to(dir, jwks);
         }
+        if let Some(api) = &mut config.api {
+            for path in [&mut api.tls_cert, &mut api.tls_key].into_iter().flatten() {
+                relative_to(dir, path);
+            }
+        }
         for key in config
             .cloudtrail
             .iter_mut()

@@ -48,10 +48,7 @@ impl EgressStore {
     }
 
     fn approved_bucket(&self) -> &str {
-        self.config
-            .approved_bucket
-            .as_deref()
-            .unwrap_or(&self.config.staging_bucket)
+        &self.config.approved_bucket
     }
 
     /// The latest version of every file under `<workspace>/` (or of the named keys only,
@@ -188,6 +185,8 @@ impl EgressStore {
                         after_copy,
                     )
                     .await?;
+                // The reviewers' copies have done their work: they do not outlive approval.
+                let unstaged = self.unstage(request, after_copy).await?;
                 self.notify(
                     &request.requester,
                     &format!("egress request {} approved", request.id),
@@ -199,7 +198,7 @@ impl EgressStore {
                     ),
                 )
                 .await?;
-                json!({"copied": copied, "objects": request.objects.len(), "bucket": self.approved_bucket()})
+                json!({"copied": copied, "objects": request.objects.len(), "bucket": self.approved_bucket(), "unstaged": unstaged})
             }
             Effect::Unstage => {
                 let deleted = self.unstage(request, after_copy).await?;

@@ -292,6 +292,14 @@ impl Engine {
 
     /// Applies whatever changed in the store since the graph was built (by this process or
     /// another), without rebuilding the graph.
+    /// Whether the engine holds the store as it is now (no change since the last refresh).
+    pub fn is_current(&self) -> Result<bool> {
+        match &self.store {
+            Some(store) => Ok(store.revision()? == self.graph_revision),
+            None => Ok(true),
+        }
+    }
+
     pub fn refresh(&mut self) -> Result<u64> {
         let Some(store) = &self.store else {
             return Ok(0);

@@ -21,6 +21,10 @@ use crate::error::{EngineError, Result};
 use crate::store::Store;
 use crate::workflow::{denied, WorkflowError};
 
+mod outbox;
+
+pub(crate) use outbox::SCHEMA as OUTBOX_SCHEMA;
+
 /// The workflow as an admin configured it (`[egress]` in `tregov.toml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressSettings {
@@ -348,6 +352,7 @@ impl<'a> Egress<'a> {
         caller: &str,
         submission: Submission,
     ) -> Result<EgressRequest, WorkflowError> {
+        check_text("note", submission.note.as_deref())?;
         if submission.objects.is_empty() {
             return Err(WorkflowError::Invalid(format!(
                 "workspace `{}` has no files in its egress store",
@@ -394,6 +399,7 @@ impl<'a> Egress<'a> {
                 .map(|o| json!({"key": o.key, "versionId": o.version_id}))
                 .collect();
             self.log_event(
+                tx,
                 &request,
                 "submitted",
                 caller,
@@ -462,6 +468,7 @@ impl<'a> Egress<'a> {
         approve: bool,
         reason: Option<String>,
     ) -> Result<EgressRequest, WorkflowError> {
+        check_text("reason", reason.as_deref())?;
         if !approve && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             return Err(WorkflowError::Invalid(
                 "a rejection needs a reason (`--reason`)".into(),
@@ -516,6 +523,7 @@ impl<'a> Egress<'a> {
             };
             request.updated_at = now;
             self.log_event(
+                tx,
                 &request,
                 event,
                 caller,
@@ -535,6 +543,7 @@ impl<'a> Egress<'a> {
         id: &str,
         reason: Option<String>,
     ) -> Result<EgressRequest, WorkflowError> {
+        check_text("reason", reason.as_deref())?;
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
                 return Ok(Err(WorkflowError::NotFound(id.to_string())));
@@ -550,6 +559,7 @@ impl<'a> Egress<'a> {
             request.pending = Some(Effect::Unstage);
             request.updated_at = crate::log::now_rfc3339();
             self.log_event(
+                tx,
                 &request,
                 "withdrawn",
                 caller,
@@ -583,6 +593,7 @@ impl<'a> Egress<'a> {
             request.download_count += 1;
             request.updated_at = crate::log::now_rfc3339();
             self.log_event(
+                tx,
                 &request,
                 "download",
                 caller,
@@ -610,7 +621,7 @@ impl<'a> Egress<'a> {
             }
             request.pending = None;
             request.updated_at = crate::log::now_rfc3339();
-            self.log_event(&request, effect.as_str(), "tregov", None, detail)?;
+            self.log_event(tx, &request, effect.as_str(), "tregov", None, detail)?;
             write(tx, &request)?;
             Ok(Ok(true))
         })
@@ -787,24 +798,38 @@ impl<'a> Egress<'a> {
         Ok(outcome)
     }
 
+    /// Writes the workflow record of a transition into its transaction `tx`: it reaches the
+    /// log once the transition commits (`outbox`), never before.
     fn log_event(
         &self,
+        tx: &rusqlite::Transaction<'_>,
         request: &EgressRequest,
         event: &str,
         actor: &str,
         decision_seq: Option<u64>,
         extra: Value,
     ) -> Result<()> {
-        if let Some(log) = self.engine.log() {
-            log.append(vec![event_record(
-                request,
-                event,
-                actor,
-                decision_seq,
-                extra,
-            )])?;
+        let Some(log) = self.engine.log() else {
+            return Ok(());
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        // Transitions of one request are serialised by the write lock: the clock tells
+        // them apart.
+        let uid = format!("{}:{event}:{nanos}", request.id);
+        let record = event_record(request, event, actor, decision_seq, extra);
+        outbox::put(tx, log, &uid, record)
+    }
+
+    /// Appends workflow records that committed transitions left waiting (a crash, a full
+    /// disk): called after every transition, and by the API on start.
+    pub fn flush_log(&self) -> Result<usize> {
+        match self.engine.log() {
+            Some(log) => outbox::flush(self.store, log),
+            None => Ok(0),
         }
-        Ok(())
     }
 
     /// Runs `body` in an immediate (write-locked) transaction; commits only when it returns
@@ -825,10 +850,18 @@ impl<'a> Egress<'a> {
                 Err(TxError::Engine(e)) => Ok(Err(WorkflowError::Engine(e))),
             }
         });
-        match outcome {
+        let committed = match outcome {
             Ok(r) => r,
-            Err(e) => Err(WorkflowError::Engine(store_err(self.store, e))),
+            Err(e) => return Err(WorkflowError::Engine(store_err(self.store, e))),
+        };
+        if committed.is_ok() {
+            // The transition stands; a record that cannot be appended now waits in the
+            // outbox for the next flush, so the caller is not told it failed.
+            if let Err(e) = self.flush_log() {
+                tracing::error!(error = %e, "a workflow record waits to be logged");
+            }
         }
+        committed
     }
 }
 
@@ -897,6 +930,20 @@ fn save(
             request.created_at
         ],
     )?;
+    Ok(())
+}
+
+/// The longest note or reason a person may write, in characters: room for any explanation,
+/// and every message carrying one stays far below SNS's 256 KB.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
+fn check_text(field: &str, text: Option<&str>) -> Result<(), WorkflowError> {
+    let chars = text.map_or(0, |t| t.chars().count());
+    if chars > MAX_TEXT_CHARS {
+        return Err(WorkflowError::Invalid(format!(
+            "`{field}` is {chars} characters; at most {MAX_TEXT_CHARS} are kept"
+        )));
+    }
     Ok(())
 }
 

@@ -129,16 +129,112 @@ pub struct FileOutcome {
     pub error: Option<String>,
 }
 
-/// One file's part of a batch written by `EventStore::ingest_files`.
+/// A log file as delivered (gzip), kept so every record can be read back exactly.
+pub enum FileBody<'a> {
+    /// Not kept: an unreadable file, or a test's.
+    Absent,
+    Bytes(&'a [u8]),
+    /// Copied from `read` into the store a megabyte at a time, so a large file is never held
+    /// in memory; `len` is exactly how many bytes `read` gives.
+    Stream {
+        len: u64,
+        read: &'a mut (dyn std::io::Read + Send),
+    },
+}
+
+/// One file's part of a batch written by `EventStore::ingest_files`: some or all of its
+/// events, and, once it has been read to its end, the mark that it was.
 pub struct FileBatch<'a> {
     pub key: &'a str,
-    pub etag: &'a str,
-    /// The file as delivered (gzip): kept, so every record can be read back exactly.
-    pub body: &'a [u8],
     pub events: &'a [StoredEvent],
+    /// `None` while the file is still being read: its events so far are stored and the file
+    /// is not marked read, so a crash before its end reads it again (adding nothing twice).
+    pub end: Option<FileEnd<'a>>,
+}
+
+/// How reading a file ended.
+pub struct FileEnd<'a> {
+    pub etag: &'a str,
+    pub body: FileBody<'a>,
+    /// Records in the whole file (its earlier batches included).
+    pub records: u64,
+    /// Why the file is not whole or not readable; its events before the damage are kept.
     pub error: Option<&'a str>,
     /// SHA-256 (hex) of the uncompressed file, which digest files vouch for.
     pub sha256: Option<&'a str>,
+}
+
+/// The row of a file still being read: created as unread (no ETag, so the next listing
+/// reads it again) unless an earlier version's row is there, which stays as it is until the
+/// new version is read to its end.
+fn file_being_read(tx: &Connection, key: &str, now: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO log_files (key, etag, events, error, read_at) VALUES (?1, '', 0, ?2, ?3)
+         ON CONFLICT(key) DO NOTHING",
+    )?
+    .execute(params![key, "still being read", now])?;
+    tx.prepare_cached("SELECT id FROM log_files WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+}
+
+/// Marks a file read, with its body. A file already in the store (read in batches, or an
+/// earlier version) moves to a new id, so `observations_after` sees its events as new.
+fn file_read(
+    tx: &Connection,
+    key: &str,
+    end: &mut FileEnd<'_>,
+    now: &str,
+) -> rusqlite::Result<i64> {
+    let earlier: Option<i64> = tx
+        .prepare_cached("SELECT id FROM log_files WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()?;
+    if let Some(old) = earlier {
+        // Rare (a file over `CHUNK_EVENTS` records, or one whose ETag changed): the scan of
+        // `events` this costs is not worth an index every insert would pay for.
+        let id: i64 = tx.query_row("SELECT MAX(id) + 1 FROM log_files", [], |r| r.get(0))?;
+        tx.execute(
+            "UPDATE log_files SET id = ?1 WHERE id = ?2",
+            params![id, old],
+        )?;
+        tx.execute(
+            "UPDATE events SET file_id = ?1 WHERE file_id = ?2",
+            params![id, old],
+        )?;
+    }
+    let mut mark = tx.prepare_cached(
+        "INSERT INTO log_files (key, etag, events, error, read_at, body, sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
+           error = excluded.error, read_at = excluded.read_at, body = excluded.body,
+           sha256 = excluded.sha256
+         RETURNING id",
+    )?;
+    let mut row = |body: &dyn rusqlite::ToSql| -> rusqlite::Result<i64> {
+        mark.query_row(
+            params![
+                key,
+                end.etag,
+                end.records as i64,
+                end.error,
+                now,
+                body,
+                end.sha256
+            ],
+            |r| r.get(0),
+        )
+    };
+    match &mut end.body {
+        FileBody::Absent => row(&Option::<&[u8]>::None),
+        FileBody::Bytes(bytes) => row(bytes),
+        FileBody::Stream { len, read } => {
+            let id = row(&rusqlite::blob::ZeroBlob(*len))?;
+            let mut blob = tx.blob_open(rusqlite::MAIN_DB, "log_files", "body", id, false)?;
+            std::io::copy(read, &mut blob)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Ok(id)
+        }
+    }
 }
 
 /// What a collector did on its last run.
@@ -343,32 +439,27 @@ impl EventStore {
         events: &[StoredEvent],
         error: Option<&str>,
     ) -> Result<u64> {
-        self.ingest_files(&[FileBatch {
+        self.ingest_files(&mut [FileBatch {
             key,
-            etag,
-            body: &[],
             events,
-            error,
-            sha256: None,
+            end: Some(FileEnd {
+                etag,
+                body: FileBody::Absent,
+                records: events.len() as u64,
+                error,
+                sha256: None,
+            }),
         }])
     }
 
     /// Stores several files' events with their read marks in one transaction: a batch
     /// touches each index page once instead of once per file. Returns how many events were
     /// new.
-    pub fn ingest_files(&self, files: &[FileBatch<'_>]) -> Result<u64> {
+    pub fn ingest_files(&self, files: &mut [FileBatch<'_>]) -> Result<u64> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| err(&self.path, e))?;
         let new = (|| -> rusqlite::Result<u64> {
             let mut new = 0u64;
-            let mut mark = tx.prepare_cached(
-                "INSERT INTO log_files (key, etag, events, error, read_at, body, sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, events = excluded.events,
-                   error = excluded.error, read_at = excluded.read_at, body = excluded.body,
-                   sha256 = excluded.sha256
-                 RETURNING id",
-            )?;
             let mut put = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (key, event_id, event_ts, event_time, event_source,
                    event_name, principal, account, region, file_id, record_index, observation,
@@ -377,22 +468,20 @@ impl EventStore {
             )?;
             let mut holder = tx.prepare_cached("SELECT event_id FROM events WHERE key = ?1")?;
             let now = crate::log::now_rfc3339();
+            // The files' rows first: events refer to them by id rather than repeating the key.
+            // A file can come twice (a batch of its events, then its end), and its end may
+            // move its row: every event takes its file's id as it is once all rows are in.
+            let mut ids: std::collections::HashMap<&str, i64> = Default::default();
+            for f in files.iter_mut() {
+                let id = match &mut f.end {
+                    None => file_being_read(&tx, f.key, &now)?,
+                    Some(end) => file_read(&tx, f.key, end, &now)?,
+                };
+                ids.insert(f.key, id);
+            }
             let mut pending: Vec<(i64, i64, &StoredEvent)> = Vec::new();
-            for f in files {
-                // The file's row first: events refer to it by id rather than repeating its key.
-                let body = (!f.body.is_empty()).then_some(f.body);
-                let file_id: i64 = mark.query_row(
-                    params![
-                        f.key,
-                        f.etag,
-                        f.events.len() as i64,
-                        f.error,
-                        now,
-                        body,
-                        f.sha256
-                    ],
-                    |r| r.get(0),
-                )?;
+            for f in files.iter() {
+                let file_id = ids.get(f.key).copied().unwrap_or_default();
                 pending.extend(
                     f.events
                         .iter()
@@ -561,7 +650,8 @@ impl EventStore {
             .collect())
     }
 
-    /// `list`, each event with how its file compared with the trail's digests.
+    /// `list`, each event with how its file compared with the trail's digests (or that the
+    /// file was damaged).
     pub fn list_checked(
         &self,
         filter: &EventFilter,
@@ -575,7 +665,8 @@ impl EventStore {
                 "SELECT event_id, event_time, event_source, event_name, principal, account,
                         region, (SELECT key FROM log_files WHERE id = file_id), record_index,
                         observation, target, raw, event_ts,
-                        (SELECT c.state FROM log_files f JOIN log_file_checks c ON c.key = f.key
+                        (SELECT CASE WHEN f.error IS NULL THEN c.state ELSE 'damaged' END
+                         FROM log_files f LEFT JOIN log_file_checks c ON c.key = f.key
                          WHERE f.id = file_id)
                  FROM events{clause} ORDER BY event_ts, event_time, event_id{limit}"
             ))

@@ -160,11 +160,29 @@ impl DecisionLog {
     }
 
     /// The last complete record of the log, after cutting a torn final line left by a crash
-    /// mid-write (such a record was never acknowledged to anyone).
-    fn recover_tail(&self, segments: &[PathBuf]) -> Result<Option<Head>> {
-        let Some(last) = segments.last() else {
-            return Ok(None);
-        };
+    /// mid-write (such a record was never acknowledged to anyone). A last segment left empty
+    /// (a crash or a full disk just as it was created, or nothing in it but a torn record) is
+    /// removed, and the tail is the previous segment's: it held nothing anyone was told of.
+    fn recover_tail(&self, segments: &mut Vec<PathBuf>) -> Result<Option<Head>> {
+        while let Some(last) = segments.last() {
+            if let Some(head) = self.recover_segment_tail(last)? {
+                return Ok(Some(head));
+            }
+            if segments.len() == 1 {
+                // The first segment: an empty log, kept as it is.
+                return Ok(None);
+            }
+            tracing::warn!(segment = %last.display(), "removing an empty last segment left by a crash");
+            std::fs::remove_file(last).map_err(|e| EngineError::io(last, e))?;
+            sync_dir(&self.dir)?;
+            segments.pop();
+        }
+        Ok(None)
+    }
+
+    /// The last complete record of the segment `last`, after cutting a torn final line;
+    /// `None` when nothing complete is left in it.
+    fn recover_segment_tail(&self, last: &Path) -> Result<Option<Head>> {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -230,8 +248,8 @@ impl DecisionLog {
             return Ok(Vec::new());
         }
         let _lock = self.lock()?;
-        let segments = self.segments()?;
-        let tail = self.recover_tail(&segments)?;
+        let mut segments = self.segments()?;
+        let tail = self.recover_tail(&mut segments)?;
         let head = self.head()?;
         let (mut seq, mut prev) = match (&tail, &head) {
             (Some(t), Some(h)) if t.seq < h.seq => {
@@ -304,6 +322,46 @@ impl DecisionLog {
                 let v: Value = serde_json::from_str(&line)
                     .map_err(|e| self.err(format!("{}: not JSON: {e}", seg.display())))?;
                 out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records after sequence number `seq`, in order, reading only the segments that can
+    /// hold them (a segment is named by its first record's sequence).
+    pub fn records_after(&self, seq: u64) -> Result<Vec<Value>> {
+        let segments = self.segments()?;
+        let first_of = |p: &PathBuf| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+                .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // The last segment starting at or before `seq + 1`, and every later one.
+        let from = segments
+            .iter()
+            .rposition(|p| first_of(p) <= seq + 1)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for seg in &segments[from..] {
+            let f = File::open(seg).map_err(|e| EngineError::io(seg, e))?;
+            for line in BufReader::new(f).lines() {
+                let line = line.map_err(|e| EngineError::io(seg, e))?;
+                let Some(n) = line
+                    .strip_prefix("{\"seq\":")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if n > seq {
+                    out.push(
+                        serde_json::from_str(&line)
+                            .map_err(|e| self.err(format!("record {n} is not JSON: {e}")))?,
+                    );
+                }
             }
         }
         Ok(out)
@@ -542,12 +600,16 @@ fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
     }
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
     // The rename itself is durable only once the directory is.
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| EngineError::io(dir, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| EngineError::io(dir, e))
 }
 
 pub fn now_rfc3339() -> String {
@@ -607,6 +669,25 @@ mod tests {
         assert!(!log.verify().expect("verify").ok);
         assert_eq!(log.append(vec![record(2)]).expect("append"), vec![2]);
         assert!(log.verify().expect("verify").ok);
+    }
+
+    /// Regression: a crash (or a full disk) just as a new segment was created left it empty,
+    /// and every append after failed with "the log is empty but HEAD records N".
+    #[test]
+    fn an_empty_or_torn_new_segment_left_at_rotation_is_recovered() {
+        for left in [&b""[..], b"{\"seq\":3,\"ti"] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let log = DecisionLog::open(dir.path()).expect("log");
+            log.append(vec![record(1), record(2)]).expect("append");
+            let rotated = log
+                .dir()
+                .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", 3));
+            std::fs::write(&rotated, left).expect("new segment");
+            assert_eq!(log.append(vec![record(3)]).expect("append"), vec![3]);
+            let report = log.verify().expect("verify");
+            assert!(report.ok, "{report:?}");
+            assert_eq!(report.records, 3);
+        }
     }
 
     #[test]

@@ -16,8 +16,15 @@ impl SharedEngine {
         Self(Arc::new(RwLock::new(engine)))
     }
 
-    /// The engine, brought up to date with the store first.
+    /// The engine, brought up to date with the store first. Readers share the engine: only
+    /// a change in the store since the last refresh takes the write lock, once.
     pub fn read(&self) -> Result<RwLockReadGuard<'_, Engine>> {
+        {
+            let engine = self.0.read().map_err(poisoned)?;
+            if engine.is_current()? {
+                return Ok(engine);
+            }
+        }
         self.0.write().map_err(poisoned)?.refresh()?;
         self.0.read().map_err(poisoned)
     }

@@ -116,6 +116,7 @@ impl Store {
         )
         .map_err(|e| store_err(&path, e))?;
         conn.execute_batch(crate::egress::SCHEMA)
+            .and_then(|()| conn.execute_batch(crate::egress::OUTBOX_SCHEMA))
             .map_err(|e| store_err(&path, e))?;
         add_parked_kind(&conn).map_err(|e| store_err(&path, e))?;
         Ok(Self {

@@ -388,8 +388,11 @@ impl Daemon {
     pub fn api_url(&self, within: Duration) -> String {
         let lines = self.wait_for("serving the API on", within);
         let line = lines.last().cloned().unwrap_or_default();
-        let addr = line.split("http://").nth(1).expect("api address").trim();
-        format!("http://{addr}")
+        line.split("serving the API on ")
+            .nth(1)
+            .expect("api address")
+            .trim()
+            .to_string()
     }
 
     pub fn pid(&self) -> u32 {

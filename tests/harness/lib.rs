@@ -6,6 +6,7 @@ pub mod governed;
 pub mod http;
 pub mod jwt;
 pub mod moto;
+pub mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

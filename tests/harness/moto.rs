@@ -173,11 +173,7 @@ impl Moto {
     }
 
     /// Like `run_instance`, running as the instance profile `profile_arn`.
-    async fn run_instance_as(
-        &self,
-        profile_arn: Option<&str>,
-        tags: &[(&str, &str)],
-    ) -> String {
+    async fn run_instance_as(&self, profile_arn: Option<&str>, tags: &[(&str, &str)]) -> String {
         let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
         let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
             .resource_type(aws_sdk_ec2::types::ResourceType::Instance);

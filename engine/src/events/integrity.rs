@@ -92,6 +92,9 @@ pub enum FileState {
     Missing,
     /// Not (yet) listed in any validly signed digest.
     Unverified,
+    /// Not whole when it was read (cut short, over a bound): the records before the damage
+    /// are kept, and this marks them.
+    Damaged,
 }
 
 impl FileState {
@@ -101,6 +104,7 @@ impl FileState {
             FileState::Altered => "altered",
             FileState::Missing => "missing",
             FileState::Unverified => "unverified",
+            FileState::Damaged => "damaged",
         }
     }
 
@@ -110,6 +114,7 @@ impl FileState {
             Some("verified") => FileState::Verified,
             Some("altered") => FileState::Altered,
             Some("missing") => FileState::Missing,
+            Some("damaged") => FileState::Damaged,
             _ => FileState::Unverified,
         }
     }
@@ -552,7 +557,7 @@ fn read_verification(conn: &Connection) -> rusqlite::Result<Verification> {
             FileState::Verified => files.verified += n,
             FileState::Altered => files.altered += n,
             FileState::Missing => files.missing += n,
-            FileState::Unverified => files.unverified += n,
+            FileState::Unverified | FileState::Damaged => files.unverified += n,
         }
     }
     // Listed files that were never read (deleted before tregov saw them) count as missing.
