@@ -8,7 +8,7 @@ use tregov_api::client::ApiClient;
 use tregov_tests::governed::log_records;
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::served::Served;
-use tregov_tests::{copy_policies, stderr, Tre};
+use tregov_tests::{copy_policies, Tre};
 
 /// A forbid on the `flaky` workspace type that always errors (a Long overflow, which strict
 /// validation cannot see), beside the default permit that lets researchers launch it.
@@ -83,10 +83,7 @@ impl Bed {
     /// `tre-portal` registered as a service.
     fn new() -> Self {
         let tre = Tre::new();
-        let entities = tre.dir.path().join("people.json");
-        std::fs::write(&entities, people().to_string()).expect("entities");
-        let out = tre.run(&["entities", "import", entities.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "import: {}", stderr(&out));
+        tre.import_entities(&people());
         let policies = copy_policies(tre.dir.path());
         std::fs::write(policies.join("test.cedar"), ERRORING_FORBID).expect("policy");
         let schema = policies.join("tre.cedarschema");

@@ -156,10 +156,7 @@ impl Bed {
             None => format!("jwks_file = \"{}\"", fixture("jwks.json").display()),
         };
         let tre = Tre::new();
-        let entities = tre.dir.path().join("people.json");
-        std::fs::write(&entities, people().to_string()).expect("entities");
-        let out = tre.run(&["entities", "import", entities.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "import: {}", stderr(&out));
+        tre.import_entities(&people());
         let config = tre.dir.path().join("tregov.toml");
         std::fs::write(
             &config,

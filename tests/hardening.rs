@@ -48,10 +48,7 @@ struct Bed {
 impl Bed {
     fn new(api_extra: &str, auth_extra: &str) -> Self {
         let tre = Tre::new();
-        let entities = tre.dir.path().join("people.json");
-        std::fs::write(&entities, people().to_string()).expect("entities");
-        let out = tre.run(&["entities", "import", entities.to_str().expect("utf-8")]);
-        assert!(out.status.success(), "import: {}", stderr(&out));
+        tre.import_entities(&people());
         let jwks = tre.dir.path().join("jwks.json");
         std::fs::copy(fixture("jwks.json"), &jwks).expect("jwks");
         let config = tre.dir.path().join("tregov.toml");

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
@@ -66,19 +66,13 @@ async fn send(
                 if let Some(auth) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
-                let https = tls()?.https_only().enable_http1().wrap_connector(tunnel);
-                Client::builder(TokioExecutor::new())
-                    .build(https)
-                    .request(request)
-                    .await
+                request_with(
+                    tls()?.https_only().enable_http1().wrap_connector(tunnel),
+                    request,
+                )
+                .await
             }
-            None => {
-                let https = tls()?.https_or_http().enable_http1().build();
-                Client::builder(TokioExecutor::new())
-                    .build(https)
-                    .request(request)
-                    .await
-            }
+            None => request_with(tls()?.https_or_http().enable_http1().build(), request).await,
         }
         .map_err(|e| format!("cannot reach `{url}`: {e}"))?;
         let status = response.status().as_u16();
@@ -92,6 +86,17 @@ async fn send(
     tokio::time::timeout(bounds.timeout, call)
         .await
         .map_err(|_| format!("`{url}` did not answer within {:?}", bounds.timeout))?
+}
+
+/// Sends `request` through `connector` on a client of its own.
+async fn request_with<C: Connect + Clone + Send + Sync + 'static>(
+    connector: C,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    Client::builder(TokioExecutor::new())
+        .build(connector)
+        .request(request)
+        .await
 }
 
 fn tls(

@@ -42,12 +42,7 @@ impl ApiArgs {
                             .into(),
                     )
                 })?;
-                let scheme = if api.tls_cert.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{}", api.listen)
+                format!("{}://{}", api.scheme(), api.listen)
             }
         };
         let token = self

@@ -260,10 +260,12 @@ impl CloudTrail {
         for (prefix, key) in last {
             store.advance_checkpoint(&prefix, &key)?;
         }
+        // Files that failed on an earlier pass stay listed until they are read whole.
+        let file_errors = store.file_errors()?;
         for prefix in &prefixes {
-            for (key, error) in store.file_errors()? {
+            for (key, error) in &file_errors {
                 if key.starts_with(prefix.as_str())
-                    && !report.errors.iter().any(|e| e.contains(&key))
+                    && !report.errors.iter().any(|e| e.contains(key.as_str()))
                 {
                     report
                         .errors

@@ -74,6 +74,17 @@ impl Default for ApiLimits {
     }
 }
 
+impl ApiConfig {
+    /// `https` when the API serves TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// Whether `listen` is a loopback address.
 pub fn is_loopback(listen: &str) -> bool {
     listen

@@ -77,6 +77,14 @@ impl Tre {
             .expect("tregov runs")
     }
 
+    /// Imports `entities` (a JSON array) into this TRE's store with `tregov entities import`.
+    pub fn import_entities(&self, entities: &serde_json::Value) {
+        let path = self.dir.path().join("people.json");
+        std::fs::write(&path, entities.to_string()).expect("entities");
+        let out = self.run(&["entities", "import", path.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "import: {}", stderr(&out));
+    }
+
     /// `tregov` with this TRE's data directory, the config file `config`, and (if given) the
     /// emulator's endpoint and credentials in the environment, ready to run or spawn.
     pub fn command(&self, emulator: Option<&moto::Moto>, config: &Path, args: &[&str]) -> Command {
