@@ -60,6 +60,7 @@ fn people() -> Value {
         user("rita", &["InformationGovernance", "ResearchIT"]),
         user("rachel", &["Researcher", "InformationGovernance"]),
         user("gina", &["InformationGovernance"]),
+        user("erin", &["ITAdmin"]),
         workspace(WORKSPACE, "alice"),
         workspace("ws-rachel", "rachel"),
     ])
@@ -80,6 +81,11 @@ struct Options {
     notify_url: Option<String>,
     /// `[auth] jwks_url` instead of the fixture file.
     jwks_url: Option<String>,
+    /// Lines for the top of `tregov.toml` (the AWS client's settings); default
+    /// `max_attempts = 2`.
+    aws: Option<String>,
+    /// More `[egress]` lines.
+    egress: String,
 }
 
 /// A KMS key in the emulator, made with the emulator's own boto3.
@@ -158,16 +164,20 @@ impl Bed {
         let tre = Tre::new();
         tre.import_entities(&people());
         let config = tre.dir.path().join("tregov.toml");
+        let aws = options.aws.as_deref().unwrap_or("max_attempts = 2");
+        let egress = &options.egress;
         std::fs::write(
             &config,
             format!(
-                r#"max_attempts = 2
+                r#"{aws}
 [egress]
 store_bucket = "{STORE}"
 staging_bucket = "{STAGING}"
 approved_bucket = "{APPROVED}"
 download_limit = {download_limit}
 notify_topic_arn = "arn:aws:sns:us-east-1:123456789012:tre-egress"
+retry_seconds = 1
+{egress}
 {kms}[api]
 listen = "127.0.0.1:0"
 services = ["tre-portal"]
@@ -260,6 +270,13 @@ poll_seconds = 1
         if let Some(f) = failpoint {
             cmd.env("TREGOV_FAILPOINT", f);
         }
+        Server(Served::start(cmd))
+    }
+
+    /// `tregov serve` reaching AWS through `endpoint` (a fault proxy).
+    fn serve_through(&self, endpoint: &str) -> Server {
+        let mut cmd = self.tre.command(Some(&self.moto), &self.config, &["serve"]);
+        cmd.env("AWS_ENDPOINT_URL", endpoint);
         Server(Served::start(cmd))
     }
 
@@ -974,6 +991,7 @@ fn copies_are_kms_encrypted_each_step_is_notified_and_keys_come_from_the_jwks_ur
         kms: true,
         notify_url: Some(endpoint.url("/sns")),
         jwks_url: Some(endpoint.url("/.well-known/jwks.json")),
+        ..Default::default()
     });
     bed.put("ws-alice/f.csv", "f");
     let server = bed.serve(None);
@@ -1034,4 +1052,382 @@ fn copies_are_kms_encrypted_each_step_is_notified_and_keys_come_from_the_jwks_ur
         messages[2].contains("was approved at every step"),
         "{messages:?}"
     );
+}
+
+/// Calls until the answer is not a 5xx (a fault reached the API's own AWS calls); returns it.
+fn until_answered(
+    server: &Server,
+    user: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, r) = server.call(user, method, path, Some(body.clone()));
+        if status < 500 {
+            return (status, r);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{method} {path} never answered: {status} {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (longer than `settled`) until the request has no S3 work pending.
+fn settled_within(server: &Server, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, r) = server.call("carol", "GET", &format!("/v1/egress/requests/{id}"), None);
+        assert_eq!(status, 200, "{r}");
+        if r.get("pending").is_none_or(Value::is_null) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "request {id} never settled: {r}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The workflow events of `id`'s history, in order.
+fn events_of(server: &Server, id: &str) -> Vec<String> {
+    let (_, history) = server.call(
+        "carol",
+        "GET",
+        &format!("/v1/egress/requests/{id}/history"),
+        None,
+    );
+    history["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["event"].as_str().map(str::to_string))
+        .collect()
+}
+
+const APPROVED_EVENTS: [&str; 6] = [
+    "submitted",
+    "stage",
+    "approved-step",
+    "notify-step",
+    "approved",
+    "publish",
+];
+
+#[test]
+fn a_full_approval_converges_through_30_percent_faults_with_nothing_doubled() {
+    let bed = Bed::with(Options {
+        download_limit: 1,
+        aws: Some(
+            "max_attempts = 3\nattempt_timeout_seconds = 2\nconnect_timeout_seconds = 2".into(),
+        ),
+        egress: "max_attempts = 100".into(),
+        ..Default::default()
+    });
+    for name in ["a", "b", "c", "d", "e"] {
+        bed.put(&format!("ws-alice/{name}.csv"), name);
+    }
+    let proxy = tregov_tests::faults::FaultProxy::start(
+        &bed.moto.endpoint(),
+        0.3,
+        5,
+        Duration::from_secs(4),
+    );
+    let server = bed.serve_through(&proxy.endpoint());
+
+    let (status, r) = until_answered(
+        &server,
+        "alice",
+        "POST",
+        "/v1/egress/requests",
+        json!({"workspace": WORKSPACE}),
+    );
+    assert_eq!(status, 201, "{r}");
+    let id = id_of(&r);
+    settled_within(&server, &id, Duration::from_secs(120));
+    let reviews = format!("/v1/egress/requests/{id}/reviews");
+    let (status, r) = until_answered(
+        &server,
+        "carol",
+        "POST",
+        &reviews,
+        json!({"decision": "approve"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    settled_within(&server, &id, Duration::from_secs(120));
+    let (status, r) = until_answered(
+        &server,
+        "dave",
+        "POST",
+        &reviews,
+        json!({"decision": "approve"}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let done = settled_within(&server, &id, Duration::from_secs(120));
+    assert_eq!(done["status"], "APPROVED", "{done}");
+    eprintln!(
+        "{} calls, {} faults: {:?}",
+        proxy.counts.calls(),
+        proxy.counts.faults(),
+        proxy.counts
+    );
+    assert!(proxy.counts.faults() > 0, "no faults were injected");
+
+    // One version of each approved copy, the reviewers' copies gone, each event once.
+    let approved = bed.versions(APPROVED);
+    assert_eq!(approved.len(), 5, "{approved:?}");
+    assert!(bed.live(STAGING).is_empty(), "{:?}", bed.live(STAGING));
+    assert_eq!(events_of(&server, &id), APPROVED_EVENTS);
+    let out = bed.tre.run(&["log", "verify"]);
+    assert!(out.status.success(), "log verify: {}", stderr(&out));
+}
+
+#[test]
+fn a_deleted_topic_a_long_reason_and_a_version_gone_before_approval_never_wedge_a_request() {
+    let bed = Bed::with(Options {
+        download_limit: 1,
+        egress: "max_attempts = 2".into(),
+        ..Default::default()
+    });
+    bed.put("ws-alice/a.csv", "a");
+    // The topic is gone: notifications fail, the files move regardless.
+    runtime().block_on(async {
+        aws_sdk_sns::Client::new(&bed.moto.sdk_config().await)
+            .delete_topic()
+            .topic_arn("arn:aws:sns:us-east-1:123456789012:tre-egress")
+            .send()
+            .await
+            .expect("delete topic");
+    });
+    let server = bed.serve(None);
+    let (status, r) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{r}");
+    let id = id_of(&r);
+    assert_eq!(server.settled(&id)["status"], "IN_REVIEW");
+    // The longest reason a reviewer may write is taken; the rejection notice is cut to fit SNS.
+    let reason = "x".repeat(4000);
+    let (status, r) = review(&server, "carol", &id, "reject", Some(&reason));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(server.settled(&id)["status"], "REJECTED");
+    let (status, r) = review(&server, "carol", &id, "reject", Some(&"x".repeat(4001)));
+    assert_eq!(status, 400, "over the cap: {r}");
+
+    // Resubmitted; a pinned version removed before the last approval stops that approval.
+    let (status, r) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{r}");
+    let id = id_of(&r);
+    server.settled(&id);
+    assert_eq!(review(&server, "carol", &id, "approve", None).0, 200);
+    server.settled(&id);
+    let version = r["objects"][0]["versionId"]
+        .as_str()
+        .expect("version")
+        .to_string();
+    runtime().block_on(async {
+        bed.moto
+            .s3()
+            .await
+            .delete_object()
+            .bucket(STORE)
+            .key("ws-alice/a.csv")
+            .version_id(&version)
+            .send()
+            .await
+            .expect("delete version");
+    });
+    let (status, r) = review(&server, "dave", &id, "approve", None);
+    assert_eq!(status, 409, "{r}");
+    assert!(r.to_string().contains("no longer in"), "{r}");
+    let (status, r) = server.call(
+        "alice",
+        "POST",
+        &format!("/v1/egress/requests/{id}/withdraw"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(server.settled(&id)["status"], "WITHDRAWN");
+
+    // The staging bucket gone: staging fails `max_attempts` times and the request is FAILED,
+    // with IT admins alerted. An IT admin closes it; the cleanup, which cannot run either,
+    // fails in turn and is given up on when closed again; the workspace may submit again.
+    runtime().block_on(async {
+        bed.moto
+            .s3()
+            .await
+            .delete_bucket()
+            .bucket(STAGING)
+            .send()
+            .await
+            .expect("delete staging");
+    });
+    bed.put("ws-alice/a.csv", "a2");
+    let (status, r) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "{r}");
+    let id = id_of(&r);
+    let failed = status_within(&server, &id, "FAILED", Duration::from_secs(30));
+    assert!(
+        failed["lastError"].to_string().contains("NoSuchBucket"),
+        "{failed}"
+    );
+    assert_eq!(failed["failedFrom"], "IN_REVIEW", "{failed}");
+    let close = format!("/v1/egress/requests/{id}/close");
+    assert_eq!(server.call("carol", "POST", &close, Some(json!({}))).0, 403);
+    let (status, r) = server.call(
+        "erin",
+        "POST",
+        &close,
+        Some(json!({"reason": "staging bucket deleted"})),
+    );
+    assert_eq!(status, 200, "{r}");
+    let failed = status_within(&server, &id, "FAILED", Duration::from_secs(30));
+    assert_eq!(failed["failedFrom"], "CLOSED", "{failed}");
+    let (status, r) = server.call("erin", "POST", &close, Some(json!({})));
+    assert_eq!(status, 200, "{r}");
+    let closed = server.settled(&id);
+    assert_eq!(closed["status"], "CLOSED", "{closed}");
+    let (status, r) = submit(&server, "alice", WORKSPACE);
+    assert_eq!(status, 201, "the workspace is free again: {r}");
+    let events = events_of(&server, &id);
+    assert_eq!(
+        events,
+        ["submitted", "failed", "closed", "failed", "closed"],
+        "{events:?}"
+    );
+}
+
+/// Waits until the request's status is `want`; returns it.
+fn status_within(server: &Server, id: &str, want: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, r) = server.call("carol", "GET", &format!("/v1/egress/requests/{id}"), None);
+        if r["status"] == want {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {id} never became {want}: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Takes this trial's request (the workspace's one not in `earlier`) one step further at a
+/// time until it is approved and published, as the people involved would: submit, approve at
+/// step 1, approve at step 2. Stops at the first call that gets no answer (a killed server).
+fn drive(base: &str, earlier: &[String]) -> Result<String, String> {
+    let rt = runtime();
+    let call = |user: &str, method: &str, path: &str, body: Option<Value>| {
+        rt.block_on(ApiClient::new(base, &token(user)).call(method, path, body.as_ref()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let (_, list) = call(
+            "carol",
+            "GET",
+            &format!("/v1/egress/requests?workspace={WORKSPACE}"),
+            None,
+        )?;
+        let current = list["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| !earlier.iter().any(|e| r["id"] == e.as_str()))
+            .cloned();
+        let Some(r) = current else {
+            call(
+                "alice",
+                "POST",
+                "/v1/egress/requests",
+                Some(json!({"workspace": WORKSPACE})),
+            )?;
+            continue;
+        };
+        let id = id_of(&r);
+        let reviews = format!("/v1/egress/requests/{id}/reviews");
+        let approve = Some(json!({"decision": "approve"}));
+        match (
+            r["status"].as_str(),
+            r["currentStep"].as_u64(),
+            r.get("pending").is_some_and(|p| !p.is_null()),
+        ) {
+            (Some("APPROVED"), _, false) => return Ok(id),
+            (_, _, true) => std::thread::sleep(Duration::from_millis(100)),
+            (Some("IN_REVIEW"), Some(1), false) => {
+                call("carol", "POST", &reviews, approve)?;
+            }
+            (Some("IN_REVIEW"), Some(2), false) => {
+                call("dave", "POST", &reviews, approve)?;
+            }
+            _ => {
+                return Err(format!(
+                    "request {id} is in no state the trial expects: {r}"
+                ))
+            }
+        }
+    }
+    Err("the request was not approved within 90 s".into())
+}
+
+/// Crash trials: `tregov serve` killed (SIGKILL) at a random moment of the workflow, then
+/// restarted; every request is published exactly once. `TREGOV_CRASH_TRIALS` sets how many
+/// (CI runs 2; `scripts/crash-trials` runs 50), `TREGOV_CRASH_SEED` replays a run.
+#[test]
+fn the_egress_workflow_killed_at_random_moments_publishes_each_request_once() {
+    let trials = env_number("TREGOV_CRASH_TRIALS", 2);
+    let seed = env_number("TREGOV_CRASH_SEED", 3);
+    let bed = Bed::new(1);
+    for n in 0..6 {
+        bed.put(&format!("ws-alice/f{n}.csv"), &format!("file {n}"));
+    }
+    let mut rng = tregov_tests::cloudtrail::Lcg(seed);
+    let mut done: Vec<String> = Vec::new();
+    for trial in 0..trials {
+        let mut server = bed.serve(None);
+        let (base, earlier) = (server.0.base.clone(), done.clone());
+        let driver = std::thread::spawn(move || drive(&base, &earlier));
+        let kill_after = rng.below(2500);
+        std::thread::sleep(Duration::from_millis(kill_after));
+        let _ = server.0.child.kill();
+        let _ = server.0.child.wait();
+        let _ = driver.join();
+
+        let server = bed.serve(None);
+        let id = drive(&server.0.base, &done).unwrap_or_else(|e| {
+            panic!("trial {trial} (seed {seed}, killed after {kill_after} ms): {e}")
+        });
+        let events = events_of(&server, &id);
+        assert_eq!(
+            events, APPROVED_EVENTS,
+            "trial {trial} (seed {seed}, killed after {kill_after} ms)"
+        );
+        let prefix = format!("approved_egress/{WORKSPACE}/{id}/");
+        let copies: Vec<String> = bed
+            .versions(APPROVED)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            copies.len(),
+            6,
+            "one version of each file (trial {trial}, seed {seed}): {copies:?}"
+        );
+        assert!(
+            bed.live(STAGING).is_empty(),
+            "trial {trial}: {:?}",
+            bed.live(STAGING)
+        );
+        eprintln!("trial {trial}: killed after {kill_after} ms; {id} published once");
+        done.push(id);
+    }
+    let out = bed.tre.run(&["log", "verify"]);
+    assert!(out.status.success(), "log verify: {}", stdout(&out));
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -4,10 +4,10 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tregov_tests::governed::{
-    create_study, http_get, identity, lf_permissions, log_records, out_of_band_grant, runtime,
-    seed, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
+    applied_counts, http_get, identity, lf_permissions, log_records, out_of_band_grant, runtime,
+    seed, seed_studies, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -459,28 +459,6 @@ fn with_require_approval_a_revoke_waits_for_an_admin_who_approves_through_the_ap
     assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
 }
 
-/// `n` more studies alice writes to, so an apply has many items to be killed among.
-fn seed_studies(moto: &Moto, tre: &Tre, n: usize) {
-    runtime().block_on(async {
-        let glue = aws_sdk_glue::Client::new(&moto.sdk_config().await);
-        for i in 0..n {
-            create_study(&glue, "genomics", &format!("study_{i:02}")).await;
-        }
-    });
-    let mut identity = identity(true);
-    let alice = identity
-        .as_array_mut()
-        .and_then(|a| a.iter_mut().find(|e| e["uid"]["id"] == "alice"))
-        .expect("alice");
-    let parents = alice["parents"].as_array_mut().expect("parents");
-    for i in 0..n {
-        parents.push(
-            json!({"type": "Tre::AccessGroup", "id": format!("genomics/study_{i:02}#writers")}),
-        );
-    }
-    write_identity(tre, &identity);
-}
-
 #[test]
 fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     let moto = Moto::start();
@@ -535,15 +513,6 @@ fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     // The log survived the kills intact, and no item was recorded as applied twice.
     let verify = tregov(&tre, &moto, &cfg, &["log", "verify"]);
     assert!(verify.status.success(), "{}", stdout(&verify));
-    let shown = tre.run(&["--output", "json", "log", "show"]);
-    let mut applied = std::collections::BTreeMap::<String, u32>::new();
-    for line in stdout(&shown).lines() {
-        let r: Value = serde_json::from_str(line).expect("record");
-        if r["kind"] == "apply" && r["result"] == "applied" {
-            *applied
-                .entry(r["item"].as_str().unwrap_or_default().to_string())
-                .or_default() += 1;
-        }
-    }
+    let applied = applied_counts(&tre);
     assert!(applied.values().all(|n| *n == 1), "{applied:?}");
 }

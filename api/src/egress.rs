@@ -4,7 +4,10 @@
 //! - `GET /v1/egress/requests/{id}` and `/{id}/history` (the audit trail from the log);
 //! - `POST /v1/egress/requests/{id}/reviews` `{decision: "approve"|"reject", reason?}`;
 //! - `POST /v1/egress/requests/{id}/downloads` takes one download and returns presigned URLs;
-//! - `POST /v1/egress/requests/{id}/withdraw` `{reason?}` takes back a request in review.
+//! - `POST /v1/egress/requests/{id}/withdraw` `{reason?}` takes back a request in review
+//!   (or one that `FAILED`);
+//! - `POST /v1/egress/requests/{id}/retry` and `/close` `{reason?}`: an IT admin's answer to
+//!   a request whose S3 work failed `max_attempts` times.
 //!
 //! Seeing a request is a Cedar decision (`viewEgress`) like every transition: a request the
 //! caller may not see does not exist for them (404).
@@ -17,8 +20,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tregov_enforcers::egress::PinnedCheck;
 use tregov_enforcers::egress_effects::EffectRunner;
-use tregov_engine::egress::{Egress, EgressRequest, Status, Submission};
+use tregov_engine::egress::{Egress, EgressRequest, Resolution, Status, Submission};
 use tregov_engine::workflow::WorkflowError;
 use tregov_engine::Engine;
 
@@ -33,6 +37,8 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/egress/requests/{id}/reviews", post(review))
         .route("/v1/egress/requests/{id}/downloads", post(download))
         .route("/v1/egress/requests/{id}/withdraw", post(withdraw))
+        .route("/v1/egress/requests/{id}/retry", post(retry))
+        .route("/v1/egress/requests/{id}/close", post(close))
 }
 
 impl Api {
@@ -190,8 +196,25 @@ async fn review(
     // staged first, so the reviewer sees the files.
     let effects = api.effects()?.clone();
     let current = visible(&api, user.clone(), id.clone()).await?;
-    if current.pending.is_some() {
-        effects.run(current).await;
+    let current = if current.pending.is_some() {
+        effects.run(current).await
+    } else {
+        current
+    };
+    let last_step = current.current_step as usize >= current.steps.len();
+    if approve && current.status == Status::InReview && last_step {
+        // What the reviewers approved must still be there to publish.
+        match effects.store().check_pinned(&current).await {
+            Ok(()) => {}
+            Err(PinnedCheck::Gone(e)) => return Err(ApiError::new(StatusCode::CONFLICT, e)),
+            Err(PinnedCheck::Unavailable(e)) => {
+                tracing::warn!(request = %current.id, error = %e, "cannot confirm the pinned versions");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the egress store did not answer whether the pinned files are still there; try again",
+                ));
+            }
+        }
     }
     let request = api
         .flow(move |flow| flow.review(&user, &id, approve, body.reason))
@@ -202,7 +225,7 @@ async fn review(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct WithdrawBody {
+struct ReasonBody {
     #[serde(default)]
     reason: Option<String>,
 }
@@ -211,13 +234,47 @@ async fn withdraw(
     State(api): State<Arc<Api>>,
     Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
-    body: Option<Json<WithdrawBody>>,
+    body: Option<Json<ReasonBody>>,
 ) -> ApiResult<Json<EgressRequest>> {
     let effects = api.effects()?.clone();
     visible(&api, user.clone(), id.clone()).await?;
     let reason = body.and_then(|Json(b)| b.reason);
     let request = api
         .flow(move |flow| flow.withdraw(&user, &id, reason))
+        .await?;
+    Ok(Json(effects.run(request).await))
+}
+
+async fn retry(
+    state: State<Arc<Api>>,
+    caller: Caller,
+    id: UrlPath<String>,
+    body: Option<Json<ReasonBody>>,
+) -> ApiResult<Json<EgressRequest>> {
+    resolve(state, caller, id, body, Resolution::Retry).await
+}
+
+async fn close(
+    state: State<Arc<Api>>,
+    caller: Caller,
+    id: UrlPath<String>,
+    body: Option<Json<ReasonBody>>,
+) -> ApiResult<Json<EgressRequest>> {
+    resolve(state, caller, id, body, Resolution::Close).await
+}
+
+async fn resolve(
+    State(api): State<Arc<Api>>,
+    Caller(user): Caller,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<ReasonBody>>,
+    resolution: Resolution,
+) -> ApiResult<Json<EgressRequest>> {
+    let effects = api.effects()?.clone();
+    visible(&api, user.clone(), id.clone()).await?;
+    let reason = body.and_then(|Json(b)| b.reason);
+    let request = api
+        .flow(move |flow| flow.resolve_failed(&user, &id, resolution, reason))
         .await?;
     Ok(Json(effects.run(request).await))
 }

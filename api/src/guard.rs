@@ -33,33 +33,67 @@ impl FromRequestParts<Arc<Api>> for Caller {
 /// The server-wide bounds, built from `[api.limits]`.
 pub(crate) struct Guard {
     in_flight: Arc<Semaphore>,
+    /// Slots per bearer token, so one caller's flood leaves the rest of `in_flight` to
+    /// everyone else. Keyed by a hash of the `Authorization` header: admission comes before
+    /// the token is verified, and a forged token only shares the slots of its own copies.
+    per_token: Mutex<HashMap<u64, Arc<Semaphore>>>,
+    per_token_max: usize,
     queue: Duration,
     request: Duration,
     rates: RateLimits,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Guard {
     pub(crate) fn new(limits: &ApiLimits) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            per_token: Mutex::new(HashMap::new()),
+            per_token_max: (limits.max_in_flight / 4).max(1),
             queue: Duration::from_secs(limits.queue_seconds),
             request: Duration::from_secs(limits.request_seconds),
             rates: RateLimits::new(limits.per_caller_per_second, limits.per_caller_burst),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// The slots of the token in `headers` (one shared set for requests without one).
+    fn token_slots(&self, headers: &axum::http::HeaderMap) -> Arc<Semaphore> {
+        use std::hash::BuildHasher;
+        let key = headers
+            .get("authorization")
+            .map_or(0, |v| self.hasher.hash_one(v.as_bytes()));
+        let mut slots = self.per_token.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_TRACKED_CALLERS && !slots.contains_key(&key) {
+            // Forget tokens with nothing in flight.
+            slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        slots
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_token_max)))
+            .clone()
     }
 }
 
-/// Middleware: at most `max_in_flight` requests at once (a request waits `queue_seconds` for
-/// a slot, then is told to come back), each cut off after `request_seconds`, body included.
+/// Middleware: at most `max_in_flight` requests at once, and a quarter of those for any one
+/// token (a request waits `queue_seconds` for both, then is told to come back), each cut off
+/// after `request_seconds`, body included.
 pub(crate) async fn bounded(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     let guard = &api.guard;
+    let deadline = tokio::time::Instant::now() + guard.queue;
+    let token_slots = guard.token_slots(request.headers());
+    let own = match tokio::time::timeout_at(deadline, token_slots.acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => return busy("this caller is at its limit of requests in flight"),
+    };
     let permit =
-        match tokio::time::timeout(guard.queue, guard.in_flight.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline, guard.in_flight.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             _ => return busy("the server is at its limit of requests in flight"),
         };
     let answer = tokio::time::timeout(guard.request, next.run(request)).await;
     drop(permit);
+    drop(own);
     match answer {
         Ok(response) => response,
         Err(_) => ApiError::new(

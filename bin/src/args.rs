@@ -232,7 +232,18 @@ pub enum EntitiesCommand {
 #[derive(Subcommand, Debug)]
 pub enum LogCommand {
     /// Check the hash chain; name the first bad record.
-    Verify,
+    Verify {
+        /// Also check the log against every signed head in `[log] anchor_bucket`: a
+        /// rewritten chain, a rolled-back log or a forged head fails.
+        #[arg(long)]
+        anchors: bool,
+    },
+    /// Sign the head now and write it to `[log] anchor_bucket` (the daemon does this every
+    /// `anchor_records` records or `anchor_seconds`).
+    Anchor,
+    /// Write a new ed25519 signing key (PKCS#8, mode 0600) and its public key beside it
+    /// (`<path>.pub`, for auditors' `verify_key`).
+    Keygen { path: PathBuf },
     /// Print one record, or every record.
     Show { seq: Option<u64> },
     /// Print the last sequence number and hash, to keep outside the TRE.

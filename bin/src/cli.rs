@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             None => ctx.decide(args, true),
         },
         Command::Entities(cmd) => ctx.entities(cmd),
-        Command::Log(cmd) => ctx.log(cmd),
+        Command::Log(cmd) => ctx.log(cmd, config),
         Command::Demo => ctx.demo(),
         Command::Config(ConfigCommand::Check) => crate::collect::config_check(out, config),
         Command::Collect { once, interval } => {
@@ -287,10 +287,13 @@ impl Ctx {
         Ok(ExitCode::SUCCESS)
     }
 
-    fn log(&self, cmd: LogCommand) -> Result<ExitCode> {
+    fn log(&self, cmd: LogCommand, config: &std::path::Path) -> Result<ExitCode> {
         let log = DecisionLog::open(&self.data_dir)?;
         match cmd {
-            LogCommand::Verify => {
+            LogCommand::Verify { anchors: true } => {
+                return crate::anchor::verify_command(self.output, config, &self.data_dir)
+            }
+            LogCommand::Verify { anchors: false } => {
                 let report = log.verify()?;
                 match self.output {
                     Format::Json => print_json(&json!(report)),
@@ -314,6 +317,12 @@ impl Ctx {
                     (Format::Text, Some(h)) => println!("{} {}", h.seq, h.hash),
                     (Format::Text, None) => println!("empty log"),
                 }
+            }
+            LogCommand::Anchor => {
+                return crate::anchor::anchor_command(self.output, config, &self.data_dir)
+            }
+            LogCommand::Keygen { path } => {
+                return crate::anchor::keygen_command(self.output, &path)
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -400,7 +409,7 @@ fn request_spec(args: &DecideArgs) -> Result<RequestSpec> {
     )
 }
 
-fn exit(ok: bool) -> ExitCode {
+pub(crate) fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -107,6 +107,18 @@ pub enum EgressCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Try again the S3 work of a request that `FAILED` (IT admins).
+    Retry {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End a request that `FAILED`; its staged copies are removed (IT admins).
+    Close {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// `tregov serve`: the API alone, without governing.
@@ -124,6 +136,11 @@ pub fn serve_command(
     }
     crate::collect::runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
+        tokio::spawn(crate::anchor::run_anchorer(
+            config.clone(),
+            aws.clone(),
+            data_dir.to_path_buf(),
+        ));
         let shutdown = crate::govern::shutdown_signal();
         if let Some(served) = start_api(&config, data_dir, bundle, &aws, shutdown).await? {
             let _ = served.1.await;
@@ -151,7 +168,10 @@ pub async fn start_api(
     eprintln!("tregov: serving the API on {}://{bound}", api.scheme());
     tracing::info!(api = %bound, "API started");
     let server = api.clone();
-    let retry = config.daemon.poll();
+    let retry = config
+        .egress
+        .as_ref()
+        .map_or(config.daemon.poll(), |e| e.retry_every());
     let task = tokio::spawn(async move {
         if let Err(e) = server.serve(listener, retry, shutdown).await {
             tracing::error!(error = %e, "API server stopped");
@@ -236,6 +256,16 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
         EgressCommand::Withdraw { id, reason } => (
             "POST",
             format!("/v1/egress/requests/{}/withdraw", encode(id)),
+            Some(json!({"reason": reason})),
+        ),
+        EgressCommand::Retry { id, reason } => (
+            "POST",
+            format!("/v1/egress/requests/{}/retry", encode(id)),
+            Some(json!({"reason": reason})),
+        ),
+        EgressCommand::Close { id, reason } => (
+            "POST",
+            format!("/v1/egress/requests/{}/close", encode(id)),
             Some(json!({"reason": reason})),
         ),
         EgressCommand::Download { id } => (

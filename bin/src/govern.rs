@@ -192,6 +192,11 @@ pub fn daemon_command(
         tracing::info!(metrics = %bound, mode = ?options.mode, "daemon started");
         eprintln!("tregov daemon: serving /metrics, /healthz and /readyz on http://{bound}");
         let aws = Aws::load(&config).await;
+        tokio::spawn(crate::anchor::run_anchorer(
+            config.clone(),
+            aws.clone(),
+            data_dir.to_path_buf(),
+        ));
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async {
             let _ = api_stopped.await;

@@ -21,7 +21,13 @@ impl Aws {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(config.connect_timeout())
+            .operation_attempt_timeout(config.attempt_timeout())
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts);
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }

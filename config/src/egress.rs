@@ -39,9 +39,27 @@ pub struct EgressConfig {
     #[serde(default = "default_url_expiry")]
     pub url_expiry_seconds: u64,
     /// SNS topic told of each step (message attribute `audience`: the role or the requester).
+    /// Notifications wait in an outbox and never hold up the files; on a FIFO topic
+    /// (`.fifo`) each is sent with its own deduplication id, so none arrives twice.
     #[serde(default)]
     pub notify_topic_arn: Option<String>,
+    /// Failed attempts at a request's S3 work (staging, publishing, cleaning up) before the
+    /// request becomes `FAILED` and IT admins are alerted. Default 5.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seconds between retries of S3 work and notifications that failed. Default 30.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+    /// Files larger than this are copied in parts (`UploadPartCopy`): `CopyObject` stops at
+    /// 5 GiB. Default 5 GiB; at least 5 MiB, S3's smallest part.
+    #[serde(default = "default_multipart_copy_bytes")]
+    pub multipart_copy_bytes: u64,
 }
+
+/// S3's smallest part of a multipart upload (but the last).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// `CopyObject`'s largest source.
+pub const MAX_COPY_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 fn default_egress_steps() -> Vec<String> {
     vec!["InformationGovernance".into(), "ResearchIT".into()]
@@ -55,6 +73,15 @@ fn default_download_limit() -> i64 {
 fn default_url_expiry() -> u64 {
     300
 }
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_retry_seconds() -> u64 {
+    30
+}
+fn default_multipart_copy_bytes() -> u64 {
+    MAX_COPY_OBJECT_BYTES
+}
 
 impl EgressConfig {
     /// What the workflow in the engine needs of this section.
@@ -63,7 +90,12 @@ impl EgressConfig {
             steps: self.steps.clone(),
             download_role: self.download_role.clone(),
             download_limit: self.download_limit,
+            max_attempts: self.max_attempts,
         }
+    }
+
+    pub fn retry_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retry_seconds)
     }
 }
 
@@ -97,6 +129,21 @@ impl Validate for EgressConfig {
             || "must be 60..604800 (S3's presigning limit)".into(),
         );
         check_role_arn(self.role_arn.as_deref(), at.key("role_arn"), problems);
+        problems.check(
+            (1..=100).contains(&self.max_attempts),
+            at.key("max_attempts"),
+            || "must be 1..100".into(),
+        );
+        problems.check(
+            (1..=3600).contains(&self.retry_seconds),
+            at.key("retry_seconds"),
+            || "must be 1..3600".into(),
+        );
+        problems.check(
+            (MIN_PART_BYTES..=MAX_COPY_OBJECT_BYTES).contains(&self.multipart_copy_bytes),
+            at.key("multipart_copy_bytes"),
+            || format!("must be {MIN_PART_BYTES}..{MAX_COPY_OBJECT_BYTES} (5 MiB to 5 GiB)"),
+        );
     }
 }
 

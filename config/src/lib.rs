@@ -16,6 +16,7 @@ pub mod datalake;
 pub mod egress;
 pub mod identity;
 pub mod key_path;
+pub mod log;
 pub mod projects;
 pub mod safety;
 pub mod validate;
@@ -35,6 +36,7 @@ pub use datalake::DataLakeConfig;
 pub use egress::EgressConfig;
 pub use identity::IdentityConfig;
 pub use key_path::KeyPath;
+pub use log::LogConfig;
 pub use projects::ProjectConfig;
 pub use safety::SafetyConfig;
 use validate::{Problems, Validate};
@@ -54,6 +56,14 @@ pub struct Config {
     /// backoff). Default: the SDK's standard 3.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Seconds one attempt at an AWS call may take before it is abandoned and retried: a
+    /// hung connection never holds a pass up. Default 300 (a server-side copy of a 5 GiB part
+    /// takes minutes).
+    #[serde(default)]
+    pub attempt_timeout_seconds: Option<u64>,
+    /// Seconds to connect to an AWS endpoint. Default 5.
+    #[serde(default)]
+    pub connect_timeout_seconds: Option<u64>,
     /// How many accounts, regions or files are worked on at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -87,6 +97,9 @@ pub struct Config {
     /// How API callers are authenticated: OIDC JWTs (as Amazon Cognito issues them).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// How the decision log's head is signed and anchored outside the TRE.
+    #[serde(default)]
+    pub log: Option<LogConfig>,
 }
 
 fn default_concurrency() -> usize {
@@ -94,6 +107,16 @@ fn default_concurrency() -> usize {
 }
 
 impl Config {
+    /// How long one attempt at an AWS call may take (`attempt_timeout_seconds`).
+    pub fn attempt_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.attempt_timeout_seconds.unwrap_or(300))
+    }
+
+    /// How long connecting to an AWS endpoint may take (`connect_timeout_seconds`).
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.connect_timeout_seconds.unwrap_or(5))
+    }
+
     /// Reads and checks a config file; every problem names the key and its line. Relative
     /// paths in it are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
@@ -108,6 +131,14 @@ impl Config {
         }
         if let Some(jwks) = config.auth.as_mut().and_then(|a| a.jwks_file.as_mut()) {
             relative_to(dir, jwks);
+        }
+        if let Some(log) = &mut config.log {
+            for path in [&mut log.signing_key, &mut log.verify_key]
+                .into_iter()
+                .flatten()
+            {
+                relative_to(dir, path);
+            }
         }
         if let Some(api) = &mut config.api {
             for path in [&mut api.tls_cert, &mut api.tls_key].into_iter().flatten() {
@@ -178,6 +209,18 @@ impl Config {
                 || format!("`{url}` is not an http(s) URL"),
             );
         }
+        problems.check(
+            self.attempt_timeout_seconds
+                .is_none_or(|s| (1..=3600).contains(&s)),
+            root.key("attempt_timeout_seconds"),
+            || "must be 1..3600".into(),
+        );
+        problems.check(
+            self.connect_timeout_seconds
+                .is_none_or(|s| (1..=120).contains(&s)),
+            root.key("connect_timeout_seconds"),
+            || "must be 1..120".into(),
+        );
         projects::validate_projects(&self.projects, &root.key("projects"), &mut problems);
         self.cloudtrail
             .validate(&root.key("cloudtrail"), &mut problems);
@@ -192,6 +235,7 @@ impl Config {
         self.egress.validate(&root.key("egress"), &mut problems);
         self.api.validate(&root.key("api"), &mut problems);
         self.auth.validate(&root.key("auth"), &mut problems);
+        self.log.validate(&root.key("log"), &mut problems);
         problems.check(
             self.api.is_none() || self.auth.is_some(),
             root.key("api"),
@@ -201,7 +245,7 @@ impl Config {
     }
 
     /// Whether each optional section is present, by name.
-    pub fn sections(&self) -> [(&'static str, bool); 6] {
+    pub fn sections(&self) -> [(&'static str, bool); 7] {
         [
             ("cloudtrail", self.cloudtrail.is_some()),
             ("datalake", self.datalake.is_some()),
@@ -209,6 +253,7 @@ impl Config {
             ("egress", self.egress.is_some()),
             ("api", self.api.is_some()),
             ("auth", self.auth.is_some()),
+            ("log", self.log.is_some()),
         ]
     }
 

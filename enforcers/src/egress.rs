@@ -12,7 +12,8 @@ use aws_sdk_s3::types::{MetadataDirective, ServerSideEncryption};
 use serde_json::{json, Value};
 use tregov_config::aws::Aws;
 use tregov_config::EgressConfig;
-use tregov_engine::egress::{Effect, EgressRequest, PinnedObject, Status};
+use tregov_engine::egress::notices::Notice;
+use tregov_engine::egress::{Effect, EgressRequest, PinnedObject};
 
 use crate::describe;
 
@@ -23,6 +24,15 @@ pub struct EgressStore {
     s3: aws_sdk_s3::Client,
     sns: aws_sdk_sns::Client,
     config: EgressConfig,
+}
+
+/// Why the pinned versions could not be confirmed before an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinnedCheck {
+    /// A pinned version is gone: approving it would publish nothing.
+    Gone(String),
+    /// S3 did not answer; try again.
+    Unavailable(String),
 }
 
 /// A presigned download of one approved file.
@@ -153,7 +163,8 @@ impl EgressStore {
         )
     }
 
-    /// Does the effect's S3 work (idempotently) and its notification; returns what it did.
+    /// Does the effect's S3 work (idempotently) and returns what it did; its notifications
+    /// go through the outbox once it is recorded as done, never holding the files up.
     /// `after_copy` is called after each object actually copied or deleted.
     pub async fn perform(
         &self,
@@ -167,13 +178,9 @@ impl EgressStore {
                 let copied = self
                     .copy_pinned(request, bucket, Self::staged_key, after_copy)
                     .await?;
-                self.notify_role(request).await?;
                 json!({"copied": copied, "objects": request.objects.len(), "bucket": bucket})
             }
-            Effect::NotifyStep => {
-                self.notify_role(request).await?;
-                json!({"notified": request.current_role()})
-            }
+            Effect::NotifyStep => json!({"notified": request.current_role()}),
             Effect::Publish => {
                 // From the pinned version itself, not the staged copy: what leaves is exactly
                 // what was submitted, whatever happened in the staging bucket since.
@@ -187,48 +194,49 @@ impl EgressStore {
                     .await?;
                 // The reviewers' copies have done their work: they do not outlive approval.
                 let unstaged = self.unstage(request, after_copy).await?;
-                self.notify(
-                    &request.requester,
-                    &format!("egress request {} approved", request.id),
-                    &format!(
-                        "Your egress request {} for workspace {} was approved at every step; {} file(s) are ready.",
-                        request.id,
-                        request.workspace,
-                        request.objects.len()
-                    ),
-                )
-                .await?;
                 json!({"copied": copied, "objects": request.objects.len(), "bucket": self.approved_bucket(), "unstaged": unstaged})
             }
             Effect::Unstage => {
                 let deleted = self.unstage(request, after_copy).await?;
-                let (subject, message) = if request.status == Status::Withdrawn {
-                    (
-                        format!("egress request {} withdrawn", request.id),
-                        format!(
-                            "Egress request {} for workspace {} was withdrawn; its staged copies are removed.",
-                            request.id, request.workspace
-                        ),
-                    )
-                } else {
-                    let reason = request
-                        .reviews
-                        .last()
-                        .and_then(|r| r.reason.clone())
-                        .unwrap_or_default();
-                    (
-                        format!("egress request {} rejected", request.id),
-                        format!(
-                            "Your egress request {} for workspace {} was rejected: {reason}. You may resubmit.",
-                            request.id, request.workspace
-                        ),
-                    )
-                };
-                self.notify(&request.requester, &subject, &message).await?;
                 json!({"deleted": deleted, "bucket": self.config.staging_bucket})
             }
         };
         Ok(detail)
+    }
+
+    /// Checks that every pinned version is still in the egress store as it was pinned: a
+    /// lifecycle rule or a deletion must stop an approval, not the publication after it.
+    pub async fn check_pinned(&self, request: &EgressRequest) -> Result<(), PinnedCheck> {
+        for o in &request.objects {
+            let head = self
+                .s3
+                .head_object()
+                .bucket(&self.config.store_bucket)
+                .key(&o.key)
+                .version_id(&o.version_id)
+                .send()
+                .await;
+            let present = match &head {
+                Ok(h) => o.size == 0 || h.content_length() == Some(o.size),
+                Err(e) => {
+                    // 404: the version is gone; 405: it is a delete marker now.
+                    let missing = e.as_service_error().is_some_and(|s| s.is_not_found())
+                        || e.raw_response()
+                            .is_some_and(|r| matches!(r.status().as_u16(), 404 | 405));
+                    if !missing {
+                        return Err(PinnedCheck::Unavailable(describe("s3:HeadObject", e)));
+                    }
+                    false
+                }
+            };
+            if !present {
+                return Err(PinnedCheck::Gone(format!(
+                    "pinned version `{}` of `{}` is no longer in `{}` as submitted (a lifecycle rule or a deletion): reject the request, or withdraw it",
+                    o.version_id, o.key, self.config.store_bucket
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every version (and delete marker) under the request's staging prefix: in a
@@ -337,6 +345,9 @@ impl EgressStore {
             encode_key(&object.key),
             encode_key(&object.version_id)
         );
+        if u64::try_from(object.size).unwrap_or(0) > self.config.multipart_copy_bytes {
+            return self.copy_in_parts(request, object, &source, to).await;
+        }
         let mut copy = self
             .s3
             .copy_object()
@@ -355,6 +366,110 @@ impl EgressStore {
             .await
             .map_err(|e| describe("s3:CopyObject", &e))?;
         Ok(true)
+    }
+
+    /// `CopyObject` for sources over `multipart_copy_bytes` (S3 refuses it above 5 GiB): one
+    /// `UploadPartCopy` per range, the upload aborted if any part fails, so no half-copied
+    /// object is ever visible (and no parts are left to pay for).
+    async fn copy_in_parts(
+        &self,
+        request: &EgressRequest,
+        object: &PinnedObject,
+        source: &str,
+        to: (&str, &str),
+    ) -> Result<bool, String> {
+        let mut create = self
+            .s3
+            .create_multipart_upload()
+            .bucket(to.0)
+            .key(to.1)
+            .metadata(SOURCE_VERSION, &object.version_id)
+            .metadata(REQUEST, &request.id);
+        if let Some(kms) = &self.config.kms_key_id {
+            create = create
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms);
+        }
+        let upload = create
+            .send()
+            .await
+            .map_err(|e| describe("s3:CreateMultipartUpload", &e))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or("s3:CreateMultipartUpload returned no UploadId")?
+            .to_string();
+        let copied = self.copy_parts(object, source, to, &upload_id).await;
+        let completed = match copied {
+            Ok(parts) => self
+                .s3
+                .complete_multipart_upload()
+                .bucket(to.0)
+                .key(to.1)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| describe("s3:CompleteMultipartUpload", &e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            let _ = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(to.0)
+                .key(to.1)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    async fn copy_parts(
+        &self,
+        object: &PinnedObject,
+        source: &str,
+        to: (&str, &str),
+        upload_id: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, String> {
+        let size = u64::try_from(object.size).unwrap_or(0);
+        let part = part_size(size, self.config.multipart_copy_bytes);
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        while start < size {
+            let end = (start + part).min(size) - 1;
+            let number = i32::try_from(parts.len() + 1).map_err(|_| "too many parts")?;
+            let out = self
+                .s3
+                .upload_part_copy()
+                .bucket(to.0)
+                .key(to.1)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .map_err(|e| describe("s3:UploadPartCopy", &e))?;
+            let etag = out
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .ok_or("s3:UploadPartCopy returned no ETag")?;
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build(),
+            );
+            start = end + 1;
+        }
+        Ok(parts)
     }
 
     /// Presigned GETs for every approved file of the request.
@@ -382,46 +497,46 @@ impl EgressStore {
         Ok(out)
     }
 
-    async fn notify_role(&self, request: &EgressRequest) -> Result<(), String> {
-        let Some(role) = request.current_role() else {
-            return Ok(());
-        };
-        self.notify(
-            role,
-            &format!("egress request {} awaits review", request.id),
-            &format!(
-                "Egress request {} (workspace {}, {} file(s)) awaits review at step {} ({role}).",
-                request.id,
-                request.workspace,
-                request.objects.len(),
-                request.current_step
-            ),
-        )
-        .await
-    }
-
-    /// Publishes to the configured topic, addressed by the `audience` message attribute (a
-    /// role or a user id) so subscriptions can filter on it.
-    async fn notify(&self, audience: &str, subject: &str, message: &str) -> Result<(), String> {
+    /// Publishes `notice` to the configured topic, addressed by the `audience` message
+    /// attribute (a role or a user id) so subscriptions can filter on it. On a FIFO topic the
+    /// outbox row is the deduplication id: a notice sent twice (a crash after sending) is
+    /// delivered once.
+    pub async fn send(&self, notice: &Notice) -> Result<(), String> {
         let Some(topic) = &self.config.notify_topic_arn else {
             return Ok(());
         };
         let attribute = aws_sdk_sns::types::MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(audience)
+            .string_value(&notice.audience)
             .build()
             .map_err(|e| format!("sns message attribute: {e}"))?;
-        self.sns
+        let mut publish = self
+            .sns
             .publish()
             .topic_arn(topic)
-            .subject(subject)
-            .message(message)
-            .message_attributes("audience", attribute)
+            .subject(&notice.subject)
+            .message(&notice.message)
+            .message_attributes("audience", attribute);
+        if topic.ends_with(".fifo") {
+            publish = publish
+                .message_group_id(&notice.request)
+                .message_deduplication_id(format!("tregov-notice-{}", notice.id));
+        }
+        publish
             .send()
             .await
             .map_err(|e| describe("sns:Publish", &e))?;
         Ok(())
     }
+}
+
+/// The part size for copying `size` bytes: at most `largest` (a part of a multipart upload is
+/// at most 5 GiB) and big enough to stay within S3's 10,000 parts.
+fn part_size(size: u64, largest: u64) -> u64 {
+    let fewest = size.div_ceil(10_000);
+    largest
+        .max(fewest)
+        .max(tregov_config::egress::MIN_PART_BYTES)
 }
 
 /// Percent-encodes an S3 key for `x-amz-copy-source` (slashes kept).
@@ -440,6 +555,19 @@ fn encode_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_stay_within_five_gib_and_ten_thousand_parts() {
+        let gib = 1024 * 1024 * 1024;
+        assert_eq!(part_size(6 * gib, 5 * gib), 5 * gib);
+        assert_eq!(
+            part_size(20 * 1024 * 1024, 5 * 1024 * 1024),
+            5 * 1024 * 1024
+        );
+        // 5 TiB, S3's largest object, at 5 MiB parts would be a million parts.
+        let tib5 = 5 * 1024 * gib;
+        assert!(tib5.div_ceil(part_size(tib5, 5 * 1024 * 1024)) <= 10_000);
+    }
 
     #[test]
     fn copy_sources_are_percent_encoded_but_keep_their_slashes() {

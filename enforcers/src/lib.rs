@@ -15,6 +15,7 @@ use tregov_config::Config;
 pub use tregov_engine::enforce::{apply_items, Enforcer, ItemResult};
 use tregov_engine::plan::PlanItem;
 
+pub mod anchor;
 pub mod compute;
 pub mod egress;
 pub mod egress_effects;

@@ -21,8 +21,17 @@ use crate::error::{EngineError, Result};
 use crate::store::Store;
 use crate::workflow::{denied, WorkflowError};
 
+mod attempts;
+mod history;
+mod lease;
+pub mod notices;
 mod outbox;
 
+pub use attempts::Resolution;
+pub(crate) use history::SCHEMA as HISTORY_SCHEMA;
+pub use lease::Lease;
+pub(crate) use lease::SCHEMA as LEASE_SCHEMA;
+pub(crate) use notices::SCHEMA as NOTICES_SCHEMA;
 pub(crate) use outbox::SCHEMA as OUTBOX_SCHEMA;
 
 /// The workflow as an admin configured it (`[egress]` in `tregov.toml`).
@@ -32,6 +41,8 @@ pub struct EgressSettings {
     pub steps: Vec<String>,
     pub download_role: String,
     pub download_limit: i64,
+    /// Failed attempts at a request's S3 work before it becomes `FAILED`.
+    pub max_attempts: u32,
 }
 
 impl Default for EgressSettings {
@@ -40,6 +51,7 @@ impl Default for EgressSettings {
             steps: vec!["InformationGovernance".into(), "ResearchIT".into()],
             download_role: "InformationGovernance".into(),
             download_limit: 1,
+            max_attempts: 5,
         }
     }
 }
@@ -64,6 +76,11 @@ pub enum Status {
     Rejected,
     /// Taken back by the requester (or an admin) before the last step decided.
     Withdrawn,
+    /// Its S3 work failed `max_attempts` times: an IT admin retries or closes it (and the
+    /// requester may still withdraw it). `failedFrom` says what it was doing.
+    Failed,
+    /// Ended by an IT admin after a failure; the workspace may submit again.
+    Closed,
 }
 
 impl Status {
@@ -73,6 +90,8 @@ impl Status {
             Status::Approved => "APPROVED",
             Status::Rejected => "REJECTED",
             Status::Withdrawn => "WITHDRAWN",
+            Status::Failed => "FAILED",
+            Status::Closed => "CLOSED",
         }
     }
 
@@ -82,6 +101,8 @@ impl Status {
             "APPROVED" => Some(Status::Approved),
             "REJECTED" => Some(Status::Rejected),
             "WITHDRAWN" => Some(Status::Withdrawn),
+            "FAILED" => Some(Status::Failed),
+            "CLOSED" => Some(Status::Closed),
             _ => None,
         }
     }
@@ -160,6 +181,19 @@ pub struct EgressRequest {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Effect>,
+    /// Failed attempts at `pending` so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Why the last attempt at `pending` failed.
+    #[serde(rename = "lastError", default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// While `FAILED`: the status it failed in, which a retry returns it to.
+    #[serde(
+        rename = "failedFrom",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failed_from: Option<Status>,
     #[serde(rename = "createdAt")]
     pub created_at: String,
     #[serde(rename = "updatedAt")]
@@ -234,6 +268,10 @@ impl EgressRequest {
             }),
         ]
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The origin of the workflow's decisions in the log: what a request's history shows.
@@ -313,6 +351,11 @@ impl<'a> Egress<'a> {
             store,
             settings,
         })
+    }
+
+    /// The store the workflow keeps its requests, outboxes and leases in.
+    pub fn store(&self) -> &'a Store {
+        self.store
     }
 
     /// The engine the workflow decides with.
@@ -438,6 +481,9 @@ impl<'a> Egress<'a> {
             reviews: Vec::new(),
             note: None,
             pending: None,
+            attempts: 0,
+            last_error: None,
+            failed_from: None,
             created_at: now.clone(),
             updated_at: now,
         }
@@ -535,7 +581,7 @@ impl<'a> Egress<'a> {
         })
     }
 
-    /// Withdraws a request in review: its staged copies are removed (whatever staging had
+    /// Withdraws a request in review (or one whose S3 work failed): its staged copies are removed (whatever staging had
     /// done, including staging that cannot finish) and the workspace is free again.
     pub fn withdraw(
         &self,
@@ -557,6 +603,9 @@ impl<'a> Egress<'a> {
             };
             request.status = Status::Withdrawn;
             request.pending = Some(Effect::Unstage);
+            request.attempts = 0;
+            request.last_error = None;
+            request.failed_from = None;
             request.updated_at = crate::log::now_rfc3339();
             self.log_event(
                 tx,
@@ -620,8 +669,13 @@ impl<'a> Egress<'a> {
                 return Ok(Ok(false));
             }
             request.pending = None;
+            request.attempts = 0;
+            request.last_error = None;
             request.updated_at = crate::log::now_rfc3339();
             self.log_event(tx, &request, effect.as_str(), "tregov", None, detail)?;
+            for notice in notices::Notice::after(&request, effect) {
+                notices::put(tx, &notice)?;
+            }
             write(tx, &request)?;
             Ok(Ok(true))
         })
@@ -664,13 +718,15 @@ impl<'a> Egress<'a> {
         bodies.iter().map(|b| read_row(b)).collect()
     }
 
-    /// Requests with S3 work left to do (after a crash, say).
+    /// Requests with S3 work left to do (after a crash, say), but not those that failed and
+    /// wait for an admin.
     pub fn pending(&self) -> Result<Vec<EgressRequest>> {
         let bodies: Vec<String> = self
             .store
             .with_conn(|c| {
                 let mut stmt = c.prepare(
-                    "SELECT body FROM egress_requests WHERE pending IS NOT NULL ORDER BY created_at",
+                    "SELECT body FROM egress_requests WHERE pending IS NOT NULL AND status <> 'FAILED'
+                     ORDER BY created_at",
                 )?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 rows.collect()
@@ -687,20 +743,8 @@ impl<'a> Egress<'a> {
         let Some(log) = self.engine.log() else {
             return Ok(Vec::new());
         };
-        let resource = uid_from_parts("Tre::EgressRequest", id)?.to_string();
-        Ok(log
-            .records()?
+        Ok(history::of(self.store, log, EGRESS_ORIGIN, id)?
             .into_iter()
-            .filter(|r| {
-                (r.get("kind").and_then(Value::as_str) == Some("egress")
-                    && r.get("request").and_then(Value::as_str) == Some(id))
-                    // The workflow's own decisions: not views of it, nor what other apps
-                    // asked `is-authorized` about it.
-                    || (r.get("kind").and_then(Value::as_str) == Some("decision")
-                        && r.get("origin").and_then(Value::as_str) == Some(EGRESS_ORIGIN)
-                        && r.pointer("/request/resource").and_then(Value::as_str)
-                            == Some(resource.as_str()))
-            })
             .map(|mut r| {
                 if let Some(obj) = r.as_object_mut() {
                     obj.remove("slice");
@@ -993,6 +1037,9 @@ mod tests {
             }],
             note: None,
             pending: None,
+            attempts: 0,
+            last_error: None,
+            failed_from: None,
             created_at: "t".into(),
             updated_at: "t".into(),
         }
@@ -1192,6 +1239,102 @@ mod tests {
                 flow.submit("alice", submission()).expect("again").version,
                 2
             );
+        });
+    }
+
+    /// Fails the request's pending `effect` until it is `FAILED`.
+    fn fail_for_good(flow: &Egress<'_>, id: &str, effect: Effect) -> EgressRequest {
+        loop {
+            let r = flow
+                .effect_failed(
+                    id,
+                    effect,
+                    "NoSuchBucket: the staging bucket does not exist",
+                )
+                .expect("recorded");
+            if r.status == Status::Failed {
+                return r;
+            }
+        }
+    }
+
+    #[test]
+    fn s3_work_that_keeps_failing_makes_the_request_failed_until_an_admin_retries_or_closes_it() {
+        let settings = EgressSettings {
+            max_attempts: 3,
+            ..Default::default()
+        };
+        with_flow(settings, |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            let once = flow
+                .effect_failed(&r.id, Effect::Stage, "throttled")
+                .expect("recorded");
+            assert_eq!((once.status, once.attempts), (Status::InReview, 1));
+            let failed = fail_for_good(flow, &r.id, Effect::Stage);
+            assert_eq!(
+                (failed.attempts, failed.failed_from),
+                (3, Some(Status::InReview))
+            );
+            assert!(
+                flow.pending().expect("pending").is_empty(),
+                "it waits for an admin"
+            );
+            let alert = notices::claim_next(flow.store(), i64::MAX / 2)
+                .expect("outbox")
+                .expect("an alert");
+            assert_eq!(alert.audience, "ITAdmin");
+            assert!(alert.message.contains("NoSuchBucket"), "{}", alert.message);
+
+            assert!(is_denied(flow.resolve_failed(
+                "carol",
+                &r.id,
+                Resolution::Retry,
+                None
+            )));
+            let retried = flow
+                .resolve_failed("erin", &r.id, Resolution::Retry, None)
+                .expect("retry");
+            assert_eq!(
+                (retried.status, retried.attempts, retried.pending),
+                (Status::InReview, 0, Some(Effect::Stage))
+            );
+            fail_for_good(flow, &r.id, Effect::Stage);
+            let closed = flow
+                .resolve_failed("erin", &r.id, Resolution::Close, Some("bucket gone".into()))
+                .expect("close");
+            assert_eq!(
+                (closed.status, closed.pending),
+                (Status::Closed, Some(Effect::Unstage))
+            );
+            flow.complete_effect(&r.id, Effect::Unstage, json!({}))
+                .expect("unstaged");
+            assert_eq!(
+                flow.submit("alice", submission()).expect("again").version,
+                2
+            );
+        });
+    }
+
+    #[test]
+    fn a_cleanup_that_fails_for_good_is_given_up_on_when_closed_and_a_requester_withdraws_a_failed_request(
+    ) {
+        let settings = EgressSettings {
+            max_attempts: 1,
+            ..Default::default()
+        };
+        with_flow(settings, |flow| {
+            let r = flow.submit("alice", submission()).expect("submit");
+            fail_for_good(flow, &r.id, Effect::Stage);
+            let w = flow.withdraw("alice", &r.id, None).expect("withdraw");
+            assert_eq!(
+                (w.status, w.pending, w.attempts),
+                (Status::Withdrawn, Some(Effect::Unstage), 0)
+            );
+            fail_for_good(flow, &r.id, Effect::Unstage);
+            let closed = flow
+                .resolve_failed("erin", &r.id, Resolution::Close, None)
+                .expect("close");
+            assert_eq!((closed.status, closed.pending), (Status::Closed, None));
         });
     }
 

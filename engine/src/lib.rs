@@ -1,6 +1,7 @@
 //! tregov's pure core: the TRE entity store, Cedar decisions with explanations, and the
 //! tamper-evident decision log. Nothing here talks to AWS.
 
+pub mod anchor;
 pub mod approval;
 pub mod collect;
 pub mod decide;

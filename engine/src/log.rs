@@ -10,8 +10,10 @@
 //! Policy sets are stored content-addressed under `log/policies/<version>.json`, so any
 //! logged decision can be re-evaluated with the exact policies that made it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -327,9 +329,85 @@ impl DecisionLog {
         Ok(out)
     }
 
-    /// The records after sequence number `seq`, in order, reading only the segments that can
-    /// hold them (a segment is named by its first record's sequence).
+    /// The records after sequence number `seq`, in order.
     pub fn records_after(&self, seq: u64) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        self.scan_from(seq + 1, |n, line| {
+            if n > seq {
+                out.push(self.parse_record(n, line)?);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// The record with sequence number `seq`.
+    pub fn record(&self, seq: u64) -> Result<Value> {
+        let mut found = None;
+        self.scan_from(seq, |n, line| {
+            if n != seq {
+                return Ok(ControlFlow::Continue(()));
+            }
+            found = Some(self.parse_record(n, line)?);
+            Ok(ControlFlow::Break(()))
+        })?;
+        found.ok_or_else(|| {
+            EngineError::Request(format!("no record with sequence `{seq}` in the log"))
+        })
+    }
+
+    /// The hash of each record in `seqs` that the log holds (what `prev` and `HEAD` state of
+    /// it), read in one pass; a sequence the log does not reach is absent.
+    pub fn hashes_of(&self, seqs: &BTreeSet<u64>) -> Result<BTreeMap<u64, String>> {
+        let mut out = BTreeMap::new();
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(out);
+        };
+        self.scan_from(first, |n, line| {
+            if seqs.contains(&n) {
+                out.insert(n, sha256_hex(line.as_bytes()));
+            }
+            Ok(if n >= last {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// The records in `seqs` that the log holds, in order, read in one pass from the segment
+    /// holding the first.
+    pub fn records_at(&self, seqs: &BTreeSet<u64>) -> Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(out);
+        };
+        self.scan_from(first, |n, line| {
+            if seqs.contains(&n) {
+                out.push(self.parse_record(n, line)?);
+            }
+            Ok(if n >= last {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(out)
+    }
+
+    fn parse_record(&self, seq: u64, line: &str) -> Result<Value> {
+        serde_json::from_str(line).map_err(|e| self.err(format!("record {seq} is not JSON: {e}")))
+    }
+
+    /// Calls `visit` with each complete record line and its sequence number, from the segment
+    /// that can hold record `from` on (a segment is named by its first record's sequence).
+    /// Lines that do not start as a record does are skipped: `verify` is what reports them.
+    fn scan_from(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, &str) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
         let segments = self.segments()?;
         let first_of = |p: &PathBuf| {
             p.file_name()
@@ -339,13 +417,11 @@ impl DecisionLog {
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        // The last segment starting at or before `seq + 1`, and every later one.
-        let from = segments
+        let start = segments
             .iter()
-            .rposition(|p| first_of(p) <= seq + 1)
+            .rposition(|p| first_of(p) <= from)
             .unwrap_or(0);
-        let mut out = Vec::new();
-        for seg in &segments[from..] {
+        for seg in &segments[start..] {
             let f = File::open(seg).map_err(|e| EngineError::io(seg, e))?;
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(|e| EngineError::io(seg, e))?;
@@ -356,34 +432,12 @@ impl DecisionLog {
                 else {
                     continue;
                 };
-                if n > seq {
-                    out.push(
-                        serde_json::from_str(&line)
-                            .map_err(|e| self.err(format!("record {n} is not JSON: {e}")))?,
-                    );
+                if visit(n, &line)?.is_break() {
+                    return Ok(());
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// The record with sequence number `seq`.
-    pub fn record(&self, seq: u64) -> Result<Value> {
-        for seg in self.segments()? {
-            let f = File::open(&seg).map_err(|e| EngineError::io(&seg, e))?;
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(|e| EngineError::io(&seg, e))?;
-                // Cheap prefix test: records start with {"seq":N,
-                let prefix = format!("{{\"seq\":{seq},");
-                if line.starts_with(&prefix) {
-                    return serde_json::from_str(&line)
-                        .map_err(|e| self.err(format!("record {seq} is not JSON: {e}")));
-                }
-            }
-        }
-        Err(EngineError::Request(format!(
-            "no record with sequence `{seq}` in the log"
-        )))
+        Ok(())
     }
 
     /// Checks every record's own hash, the chain of `prev` hashes, the sequence numbers, the

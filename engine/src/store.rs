@@ -117,6 +117,9 @@ impl Store {
         .map_err(|e| store_err(&path, e))?;
         conn.execute_batch(crate::egress::SCHEMA)
             .and_then(|()| conn.execute_batch(crate::egress::OUTBOX_SCHEMA))
+            .and_then(|()| conn.execute_batch(crate::egress::NOTICES_SCHEMA))
+            .and_then(|()| conn.execute_batch(crate::egress::LEASE_SCHEMA))
+            .and_then(|()| conn.execute_batch(crate::egress::HISTORY_SCHEMA))
             .map_err(|e| store_err(&path, e))?;
         add_parked_kind(&conn).map_err(|e| store_err(&path, e))?;
         Ok(Self {

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
+use tregov_engine::anchor::AnchorReport;
 use tregov_engine::log::VerifyReport;
 use tregov_engine::replay::Replay;
 
@@ -41,6 +42,35 @@ pub fn verify_text(report: &VerifyReport) -> String {
             "note: {} record(s) after HEAD (a crash between append and HEAD update); they chain correctly",
             report.unanchored_tail
         );
+    }
+    out
+}
+
+/// The local log checked against its anchors: each problem, or the newest good anchor.
+pub fn anchors_text(report: &AnchorReport) -> String {
+    let mut out = String::new();
+    if report.ok {
+        match report.newest_good {
+            Some(seq) => line!(
+                out,
+                "ok: {} anchor(s) verified; records 1..{seq} are as they were signed",
+                report.anchors
+            ),
+            None => line!(
+                out,
+                "no anchors yet: only the hash chain vouches for the log"
+            ),
+        }
+        return out;
+    }
+    line!(
+        out,
+        "anchor check FAILED: {} problem(s) in {} anchor(s)",
+        report.problems.len(),
+        report.anchors
+    );
+    for p in &report.problems {
+        line!(out, "  {}: {}", p.anchor, p.problem);
     }
     out
 }

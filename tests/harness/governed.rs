@@ -202,6 +202,69 @@ pub fn write_registry(tre: &Tre, entries: &[Value]) {
     .expect("registry");
 }
 
+/// `n` more studies alice writes to, so an apply has many items to be killed among.
+pub fn seed_studies(moto: &Moto, tre: &Tre, n: usize) {
+    runtime().block_on(async {
+        let glue = aws_sdk_glue::Client::new(&moto.sdk_config().await);
+        for i in 0..n {
+            create_study(&glue, "genomics", &format!("study_{i:02}")).await;
+        }
+    });
+    let mut identity = identity(true);
+    let alice = identity
+        .as_array_mut()
+        .and_then(|a| a.iter_mut().find(|e| e["uid"]["id"] == "alice"))
+        .expect("alice");
+    let parents = alice["parents"].as_array_mut().expect("parents");
+    for i in 0..n {
+        parents.push(
+            json!({"type": "Tre::AccessGroup", "id": format!("genomics/study_{i:02}#writers")}),
+        );
+    }
+    write_identity(tre, &identity);
+}
+
+/// Revokes everything `principal` holds in Lake Formation, outside tregov: the next apply
+/// has every grant to make again.
+pub fn revoke_all(moto: &Moto, principal: &str) {
+    runtime().block_on(async {
+        let lf = aws_sdk_lakeformation::Client::new(&moto.sdk_config().await);
+        let out = lf.list_permissions().send().await.expect("list");
+        for p in out.principal_resource_permissions() {
+            let who = p
+                .principal()
+                .and_then(|p| p.data_lake_principal_identifier());
+            let (Some(resource), true) = (p.resource(), who == Some(principal)) else {
+                continue;
+            };
+            lf.revoke_permissions()
+                .principal(
+                    DataLakePrincipal::builder()
+                        .data_lake_principal_identifier(principal)
+                        .build(),
+                )
+                .resource(resource.clone())
+                .set_permissions(Some(p.permissions().to_vec()))
+                .send()
+                .await
+                .expect("revoke");
+        }
+    });
+}
+
+/// How many times each plan item was logged as applied: more than once is a doubled effect.
+pub fn applied_counts(tre: &Tre) -> std::collections::BTreeMap<String, u32> {
+    let mut applied = std::collections::BTreeMap::new();
+    for r in log_records(tre) {
+        if r["kind"] == "apply" && r["result"] == "applied" {
+            *applied
+                .entry(r["item"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    applied
+}
+
 /// `principal`'s Lake Formation permissions, per table.
 pub fn lf_permissions_of(moto: &Moto, principal: &str) -> Vec<(String, Vec<String>)> {
     runtime().block_on(async {

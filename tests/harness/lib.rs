@@ -2,6 +2,7 @@
 //! data directory, with helpers to read its JSON output.
 
 pub use tregov_collectors::testkit as cloudtrail;
+pub mod faults;
 pub mod governed;
 pub mod http;
 pub mod jwt;
