@@ -13,16 +13,9 @@ use tregov_tests::governed::{
     writer_permissions,
 };
 use tregov_tests::moto::Moto;
-use tregov_tests::{stderr, stdout, Tre};
+use tregov_tests::{env_number, stderr, stdout, Tre};
 
 const STUDIES: usize = 200;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[test]
 fn apply_over_200_studies_killed_at_random_moments_converges_each_time() {

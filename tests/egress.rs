@@ -9,7 +9,7 @@ use tregov_api::client::ApiClient;
 use tregov_tests::jwt::{fixture, token, token_with, AUDIENCE, ISSUER};
 use tregov_tests::moto::Moto;
 use tregov_tests::served::Served;
-use tregov_tests::{stderr, stdout, Tre};
+use tregov_tests::{env_number, stderr, stdout, Tre};
 
 const STORE: &str = "tre-egress-store";
 const STAGING: &str = "tre-egress-staging";
@@ -306,16 +306,7 @@ impl Server {
 
     /// Waits until the request has no S3 work pending; returns it.
     fn settled(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, r) = self.call("carol", "GET", &format!("/v1/egress/requests/{id}"), None);
-            assert_eq!(status, 200, "{r}");
-            if r.get("pending").is_none_or(Value::is_null) {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "request {id} never settled: {r}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        settled_within(self, id, Duration::from_secs(30))
     }
 
     /// Waits for the process to exit (a failpoint) and returns its exit code.
@@ -967,17 +958,7 @@ fn a_server_killed_after_each_workflow_step_completes_the_request_once_on_restar
         .iter()
         .filter_map(|h| h["event"].as_str())
         .collect();
-    assert_eq!(
-        events,
-        [
-            "submitted",
-            "stage",
-            "approved-step",
-            "notify-step",
-            "approved",
-            "publish"
-        ]
-    );
+    assert_eq!(events, APPROVED_EVENTS);
     let out = bed.tre.run(&["log", "verify"]);
     assert!(out.status.success(), "log verify: {}", stderr(&out));
 }
@@ -1423,11 +1404,4 @@ fn the_egress_workflow_killed_at_random_moments_publishes_each_request_once() {
     }
     let out = bed.tre.run(&["log", "verify"]);
     assert!(out.status.success(), "log verify: {}", stdout(&out));
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -360,18 +360,9 @@ impl DecisionLog {
     /// it), read in one pass; a sequence the log does not reach is absent.
     pub fn hashes_of(&self, seqs: &BTreeSet<u64>) -> Result<BTreeMap<u64, String>> {
         let mut out = BTreeMap::new();
-        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
-            return Ok(out);
-        };
-        self.scan_from(first, |n, line| {
-            if seqs.contains(&n) {
-                out.insert(n, sha256_hex(line.as_bytes()));
-            }
-            Ok(if n >= last {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            })
+        self.scan_only(seqs, |n, line| {
+            out.insert(n, sha256_hex(line.as_bytes()));
+            Ok(())
         })?;
         Ok(out)
     }
@@ -380,20 +371,32 @@ impl DecisionLog {
     /// holding the first.
     pub fn records_at(&self, seqs: &BTreeSet<u64>) -> Result<Vec<Value>> {
         let mut out = Vec::with_capacity(seqs.len());
+        self.scan_only(seqs, |n, line| {
+            out.push(self.parse_record(n, line)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with each record in `seqs`, in one pass from the first to the last.
+    fn scan_only(
+        &self,
+        seqs: &BTreeSet<u64>,
+        mut visit: impl FnMut(u64, &str) -> Result<()>,
+    ) -> Result<()> {
         let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
-            return Ok(out);
+            return Ok(());
         };
         self.scan_from(first, |n, line| {
             if seqs.contains(&n) {
-                out.push(self.parse_record(n, line)?);
+                visit(n, line)?;
             }
             Ok(if n >= last {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             })
-        })?;
-        Ok(out)
+        })
     }
 
     fn parse_record(&self, seq: u64, line: &str) -> Result<Value> {

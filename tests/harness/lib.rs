@@ -191,3 +191,11 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A number from the environment (trial counts, seeds), or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
