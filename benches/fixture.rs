@@ -176,6 +176,7 @@ pub fn tre_entities_shaped(shape: Shape) -> Vec<Value> {
             "requester": r("User", &format!("user-{owner}")), "workspace": r("Workspace", &format!("ws-{w}")),
             "project": r("Project", &format!("proj-{p:02}")), "status": "IN_REVIEW", "currentStep": r("EgressStep", "1"),
             "approvals": [], "approvers": [], "downloadRole": r("Role", "EgressManager"),
+            "reviewRoles": [r("Role", "InformationGovernance"), r("Role", "ResearchIT")],
             "downloadCount": 0, "downloadLimit": 1, "version": 1
         }, "parents": []}));
     }

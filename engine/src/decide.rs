@@ -2,12 +2,13 @@
 //! erroring policies named, and every decision over the store written to the decision log.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cedar_policy::{Authorizer, Context, EntityUid, Request, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey};
 use crate::entities::{parse_uid, EntityGraph};
 use crate::error::{EngineError, Result};
 use crate::log::DecisionLog;
@@ -90,6 +91,8 @@ pub struct ParsedRequest {
     pub request: Request,
     /// Entities the context names (they are part of the decision's slice).
     pub context_entities: Vec<EntityUid>,
+    /// The context as JSON text, the cache's key for it.
+    pub context_text: Arc<str>,
 }
 
 impl ParsedRequest {
@@ -115,7 +118,9 @@ impl ParsedRequest {
         .map_err(|e| EngineError::Request(error_chain(&e)))?;
         let mut context_entities = Vec::new();
         crate::entities::collect_entity_refs(&spec.context, &mut |u| context_entities.push(u));
+        let context_text = Arc::from(spec.context.to_string());
         Ok(Self {
+            context_text,
             spec,
             principal,
             action,
@@ -123,6 +128,16 @@ impl ParsedRequest {
             request,
             context_entities,
         })
+    }
+
+    /// What the decision cache knows this request by.
+    pub fn key(&self) -> DecisionKey {
+        DecisionKey {
+            principal: self.principal.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            context: self.context_text.clone(),
+        }
     }
 }
 
@@ -187,6 +202,8 @@ pub struct Engine {
     store: Option<Store>,
     log: Option<DecisionLog>,
     authorizer: Authorizer,
+    /// Answers whose inputs have not changed since Cedar gave them (see `cache`).
+    cache: Mutex<DecisionCache>,
 }
 
 impl Engine {
@@ -199,6 +216,7 @@ impl Engine {
             store: None,
             log: None,
             authorizer: Authorizer::new(),
+            cache: Mutex::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
         }
     }
 
@@ -236,6 +254,7 @@ impl Engine {
             store: Some(store),
             log: Some(log),
             authorizer: Authorizer::new(),
+            cache: Mutex::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
         })
     }
 
@@ -273,7 +292,47 @@ impl Engine {
             }
         }
         self.bundle = Arc::new(bundle);
+        self.cache_mut().clear();
         Ok(())
+    }
+
+    /// Bounds the decision cache to `entries` answers (it starts empty).
+    pub fn set_cache_capacity(&mut self, entries: usize) {
+        *self.cache_mut() = DecisionCache::new(entries);
+    }
+
+    /// Forgets every remembered answer (benchmarks measure misses this way).
+    pub fn clear_cache(&self) {
+        self.cache().clear();
+    }
+
+    /// Every question the cache holds an answer to.
+    pub fn cached_keys(&self) -> Vec<DecisionKey> {
+        self.cache().keys()
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache().stats()
+    }
+
+    // A panic while the cache was held may have left it half-updated: start it afresh.
+    fn cache(&self) -> MutexGuard<'_, DecisionCache> {
+        self.cache.lock().unwrap_or_else(|poisoned| {
+            self.cache.clear_poison();
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
+    }
+
+    fn cache_mut(&mut self) -> &mut DecisionCache {
+        let poisoned = self.cache.is_poisoned();
+        self.cache.clear_poison();
+        let cache = self.cache.get_mut().unwrap_or_else(|p| p.into_inner());
+        if poisoned {
+            cache.clear();
+        }
+        cache
     }
 
     /// Validates and writes a batch, then brings the graph up to date.
@@ -309,11 +368,13 @@ impl Engine {
             return Ok(0);
         }
         let n = changes.upserts.len() + changes.deletes.len();
-        self.graph = Arc::new(
-            self.graph
-                .apply(changes.upserts.iter().map(String::as_str), &changes.deletes)?,
-        );
+        let (graph, written) = self
+            .graph
+            .apply(changes.upserts.iter().map(String::as_str), &changes.deletes)?;
+        self.graph = Arc::new(graph);
         self.graph_revision = changes.revision;
+        self.cache_mut()
+            .invalidate(written.iter().chain(&changes.deletes));
         Ok(n as u64)
     }
 
@@ -321,8 +382,17 @@ impl Engine {
         ParsedRequest::parse(spec, &self.bundle)
     }
 
-    /// Evaluates without logging: the hot path, and what `decide_logged` builds on.
+    /// Decides without logging: the hot path, and what `decide_logged` builds on. The answer
+    /// is the cache's when nothing it depends on has changed since Cedar gave it.
     pub fn decide(&self, request: &ParsedRequest) -> DecisionOutcome {
+        let key = request.key();
+        self.cached(&key)
+            .unwrap_or_else(|| self.evaluate(key, &request.context_entities, &request.request))
+    }
+
+    /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
+    /// to measure Cedar).
+    pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
         let response = self.authorizer.is_authorized(
             &request.request,
             self.bundle.policies_for(&request.action),
@@ -331,20 +401,49 @@ impl Engine {
         outcome_from_response(&response, &self.bundle)
     }
 
-    /// Evaluates a request built elsewhere (the planner builds them from uids).
-    pub fn decide_request(
+    /// The remembered answer to `key`, if nothing it depends on has changed since.
+    pub fn cached(&self, key: &DecisionKey) -> Option<DecisionOutcome> {
+        let answer = self.cache().get(key)?;
+        Some(DecisionOutcome {
+            decision: answer.decision,
+            reasons: answer.reasons.clone(),
+            errors: answer.errors.clone(),
+            policy_version: self.bundle.version.clone(),
+            log_seq: None,
+        })
+    }
+
+    /// Cedar's answer to `request` (asked as `key`; `context_entities` are the entities its
+    /// context names), remembered for the next time it is asked.
+    pub fn evaluate(
         &self,
-        request: &cedar_policy::Request,
-        action: Option<&EntityUid>,
+        key: DecisionKey,
+        context_entities: &[EntityUid],
+        request: &Request,
     ) -> DecisionOutcome {
-        let policies = match action {
-            Some(a) => self.bundle.policies_for(a),
-            None => &self.bundle.set,
-        };
-        let response = self
-            .authorizer
-            .is_authorized(request, policies, self.graph.entities());
-        outcome_from_response(&response, &self.bundle)
+        let response = self.authorizer.is_authorized(
+            request,
+            self.bundle.policies_for(&key.action),
+            self.graph.entities(),
+        );
+        let outcome = outcome_from_response(&response, &self.bundle);
+        let answer = Arc::new(Answer {
+            decision: outcome.decision,
+            reasons: outcome.reasons.clone(),
+            errors: outcome.errors.clone(),
+        });
+        let mut seeds = Vec::with_capacity(2 + context_entities.len());
+        seeds.push(key.principal.clone());
+        seeds.push(key.resource.clone());
+        seeds.extend(context_entities.iter().cloned());
+        self.cache().insert(
+            key,
+            seeds,
+            answer,
+            &self.graph,
+            &self.bundle.literal_entities,
+        );
+        outcome
     }
 
     /// Evaluates and records the decision, its reasons and errors, the policy version and the
@@ -624,6 +723,43 @@ pub(crate) mod tests {
             outcome.reasons,
             vec!["data-inactive-users-denied".to_string()]
         );
+    }
+
+    #[test]
+    fn a_remembered_answer_about_a_missing_user_ends_when_the_user_is_created() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut engine = sample_engine(dir.path());
+        let req = engine
+            .parse(spec(
+                r#"Tre::User::"zed""#,
+                r#"Tre::Action::"read""#,
+                r#"Tre::Dataset::"gwas-2024""#,
+            ))
+            .expect("request");
+        assert_eq!(engine.decide(&req).decision, Decision::Deny);
+        assert_eq!(engine.decide(&req).decision, Decision::Deny);
+        assert_eq!(engine.cache_stats().hits, 1);
+        let schema = engine.bundle().schema.clone().expect("schema");
+        let zed = cedar_policy::Entity::from_json_value(
+            serde_json::json!({"uid": {"type": "Tre::User", "id": "zed"}, "attrs": {"status": "active"}, "parents": [
+                {"type": "Tre::Role", "id": "Researcher"},
+                {"type": "Tre::Project", "id": "proj-genomics"},
+                {"type": "Tre::AccessGroup", "id": "gwas-2024#writers"}
+            ]}),
+            Some(&schema),
+        )
+        .expect("entity");
+        engine
+            .apply(&StoreBatch {
+                upserts: vec![zed],
+                partition: "sample".into(),
+                ..Default::default()
+            })
+            .expect("apply");
+        let outcome = engine.decide(&req);
+        assert_eq!(outcome.decision, Decision::Allow);
+        assert_eq!(engine.decide_uncached(&req).reasons, outcome.reasons);
+        assert_eq!(engine.cache_stats().invalidated, 1);
     }
 
     #[test]

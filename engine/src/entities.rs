@@ -199,12 +199,12 @@ impl EntityGraph {
         Self::from_bodies(bodies.iter().map(String::as_str), schema)
     }
 
-    /// A new graph with `upserts` written over and `deletes` removed.
+    /// A new graph with `upserts` written over and `deletes` removed, and the uids written.
     pub fn apply<'a>(
         &self,
         upserts: impl IntoIterator<Item = &'a str>,
         deletes: &[EntityUid],
-    ) -> Result<Self> {
+    ) -> Result<(Self, Vec<EntityUid>)> {
         let mut entities = self.entities.clone();
         if !deletes.is_empty() {
             entities = entities
@@ -215,12 +215,13 @@ impl EntityGraph {
         for body in upserts {
             changed.push(entity_from_body(body)?);
         }
+        let written = changed.iter().map(Entity::uid).collect();
         if !changed.is_empty() {
             entities = entities
                 .upsert_entities(changed, None)
                 .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
         }
-        Ok(Self { entities })
+        Ok((Self { entities }, written))
     }
 
     pub fn entities(&self) -> &Entities {
@@ -256,6 +257,24 @@ impl EntityGraph {
                 }
             }
             out.push(uid);
+        }
+        out
+    }
+
+    /// What a decision asked about `seed` depends on: its slice, missing uids included, and
+    /// the ancestors of everything in it (see `cache`).
+    pub fn dependencies(&self, seed: &EntityUid) -> Vec<EntityUid> {
+        let slice = self.slice(std::iter::once(seed));
+        let mut seen: HashSet<&EntityUid> = slice.iter().collect();
+        let mut out = slice.clone();
+        for uid in &slice {
+            if let Some(ancestors) = self.entities.ancestors(uid) {
+                for a in ancestors {
+                    if seen.insert(a) {
+                        out.push(a.clone());
+                    }
+                }
+            }
         }
         out
     }

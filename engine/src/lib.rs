@@ -3,6 +3,7 @@
 
 pub mod anchor;
 pub mod approval;
+pub mod cache;
 pub mod collect;
 pub mod decide;
 pub mod demo;

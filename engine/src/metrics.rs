@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::cache::CacheStats;
 
 type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
@@ -33,6 +35,7 @@ pub struct Metrics {
     reloads: Counter,
     reload_failures: Counter,
     lag: std::sync::Arc<CollectorLag>,
+    cache: std::sync::Arc<CacheCounts>,
     readiness: Readiness,
 }
 
@@ -121,6 +124,8 @@ impl Metrics {
         );
         let lag = std::sync::Arc::new(CollectorLag::default());
         registry.register_collector(Box::new(lag.clone()));
+        let cache = std::sync::Arc::new(CacheCounts::default());
+        registry.register_collector(Box::new(cache.clone()));
         Self {
             registry,
             reconcile_seconds,
@@ -134,6 +139,7 @@ impl Metrics {
             reloads,
             reload_failures,
             lag,
+            cache,
             readiness: Readiness {
                 policies_loaded: AtomicBool::new(false),
                 last_success: Mutex::new(None),
@@ -160,6 +166,13 @@ impl Metrics {
     pub fn planned(&self, decisions: u64, items: u64) {
         self.decisions.inc_by(decisions);
         self.plan_items.inc_by(items);
+    }
+
+    /// The decision cache's counts as the engine reports them now.
+    pub fn set_decision_cache(&self, stats: CacheStats) {
+        if let Ok(mut s) = self.cache.0.lock() {
+            *s = stats;
+        }
     }
 
     pub fn applied(&self, enforcer: &str, ok: bool) {
@@ -284,6 +297,59 @@ impl Collector for CollectorLag {
     }
 }
 
+/// The engine's decision-cache counts, which the engine keeps itself (they are counted
+/// under its lock on every decision); rendered as counters at scrape time.
+#[derive(Debug, Default)]
+struct CacheCounts(Mutex<CacheStats>);
+
+impl Collector for CacheCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(stats) = self.0.lock().map(|s| *s) else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "tregov_decision_cache_hits",
+                "Decisions answered from the exact decision cache",
+                stats.hits,
+            ),
+            (
+                "tregov_decision_cache_misses",
+                "Decisions Cedar evaluated (not in the cache)",
+                stats.misses,
+            ),
+            (
+                "tregov_decision_cache_invalidations",
+                "Cached answers dropped because an entity they depend on changed",
+                stats.invalidated,
+            ),
+            (
+                "tregov_decision_cache_evictions",
+                "Cached answers dropped to stay within the cache's capacity",
+                stats.evicted,
+            ),
+            (
+                "tregov_decision_cache_clears",
+                "Whole-cache clears (a policy set swapped, a policy's literal entity changed)",
+                stats.cleared,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let gauge = ConstGauge::new(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "tregov_decision_cache_entries",
+            "Answers in the decision cache",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +382,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tregov_build_info{version="), "{text}");
+        m.set_decision_cache(CacheStats {
+            hits: 7,
+            entries: 3,
+            ..Default::default()
+        });
+        let text = m.render();
+        assert!(
+            text.contains("tregov_decision_cache_hits_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("tregov_decision_cache_entries 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -154,6 +154,7 @@ impl Governor {
         plan.record(&self.engine, self.settings.origin)?;
         self.metrics
             .planned(plan.decisions, plan.items.len() as u64);
+        self.metrics.set_decision_cache(self.engine.cache_stats());
         Ok(plan)
     }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::json;
 
-use crate::decide::{Decision, Engine, RequestSpec};
+use crate::cache::DecisionKey;
+use crate::decide::{Decision, DecisionOutcome, Engine, RequestSpec};
 
 use super::{Change, Justification, PlanItem, Revokes};
 
@@ -92,17 +93,34 @@ impl<'a> Decider<'a> {
         request
     }
 
+    /// The cache's answer when nothing it depends on changed since the last plan, else
+    /// Cedar's; the request is built (and schema-checked) only for Cedar.
+    fn answer(
+        &mut self,
+        principal: &EntityUid,
+        action_name: &'static str,
+        resource: &EntityUid,
+    ) -> std::result::Result<DecisionOutcome, String> {
+        let action = self
+            .action(action_name)
+            .ok_or_else(|| format!("bad action `{action_name}`"))?;
+        let key = DecisionKey::empty_context(principal.clone(), action, resource.clone());
+        if let Some(outcome) = self.engine.cached(&key) {
+            return Ok(outcome);
+        }
+        let request = self.request(principal, action_name, resource)?;
+        Ok(self.engine.evaluate(key, &[], &request))
+    }
+
     pub(super) fn decide(
         &mut self,
         principal: &EntityUid,
         action: &'static str,
         resource: &EntityUid,
     ) -> Arc<Verdict> {
-        let (decision, reasons, errors) = match self.request(principal, action, resource) {
-            Ok(request) => {
+        let (decision, reasons, errors) = match self.answer(principal, action, resource) {
+            Ok(outcome) => {
                 self.count += 1;
-                let action_uid = self.action(action);
-                let outcome = self.engine.decide_request(&request, action_uid.as_ref());
                 let errors: Vec<String> = outcome
                     .errors
                     .into_iter()

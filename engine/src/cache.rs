@@ -1,0 +1,278 @@
+//! The exact decision cache. A Cedar decision is a pure function of the policy set, the
+//! request and the entities the request can reach, so an answer is reused for exactly as long
+//! as none of those change: the policy set is swapped only with the cache cleared, and every
+//! answer records the entities it depends on, through the seeds it was asked about.
+//!
+//! A decision's dependencies are the union, over its seeds (principal, resource and the
+//! entities its context names), of each seed's slice (what its attributes reach) and the
+//! ancestors of every entity in it: Cedar reads an entity's attributes, tags and closed
+//! ancestor set, and a closed ancestor set changes only when the entity or one of its
+//! ancestors is written. Uids in a slice that do not exist are dependencies too: creating one
+//! can change the answer. The policies' literal entities are every decision's seeds, so a
+//! change to what they reach clears everything. Action entities come from the schema, which
+//! changes only with the policy set.
+//!
+//! The store's change feed names the uids written or deleted; `invalidate` drops exactly the
+//! seeds whose dependencies include one, and the answers asked about those seeds.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use cedar_policy::EntityUid;
+
+use crate::decide::{Decision, PolicyError};
+use crate::entities::EntityGraph;
+
+type Fast = foldhash::fast::RandomState;
+type FastMap<K, V> = HashMap<K, V, Fast>;
+type FastSet<K> = HashSet<K, Fast>;
+
+/// Answers kept when nothing bounds the cache otherwise: about 150 MiB at the plan bench's
+/// shape, which asks 478,569 questions per plan.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+/// What a decision is asked: its uids and its context as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecisionKey {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    /// The context as its JSON text; `{}` when empty. Two texts of the same value are two
+    /// keys: a miss, never a wrong answer.
+    pub context: Arc<str>,
+}
+
+impl DecisionKey {
+    /// A key with an empty context, as the planner asks.
+    pub fn empty_context(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
+        Self {
+            principal,
+            action,
+            resource,
+            context: Arc::from("{}"),
+        }
+    }
+}
+
+/// What Cedar answered, without what depends on where it is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    pub errors: Vec<PolicyError>,
+}
+
+/// Counts since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Answers dropped because an entity they depend on changed.
+    pub invalidated: u64,
+    /// Answers dropped to stay within capacity.
+    pub evicted: u64,
+    /// Whole-cache clears (a policy set swapped, a literal entity's dependency changed).
+    pub cleared: u64,
+    pub entries: u64,
+}
+
+struct Entry {
+    key: DecisionKey,
+    seeds: Box<[EntityUid]>,
+    answer: Arc<Answer>,
+}
+
+pub struct DecisionCache {
+    capacity: usize,
+    next_id: u64,
+    index: FastMap<DecisionKey, u64>,
+    entries: FastMap<u64, Entry>,
+    /// Ids in insertion order, for eviction; ids already gone are skipped.
+    order: VecDeque<u64>,
+    /// Seed → the answers asked about it.
+    by_seed: FastMap<EntityUid, FastSet<u64>>,
+    /// Seed → its dependencies (itself included).
+    deps: FastMap<EntityUid, Arc<[EntityUid]>>,
+    /// Uid → the seeds that depend on it.
+    dependents: FastMap<EntityUid, FastSet<EntityUid>>,
+    /// What the policies' literal entities depend on; `None` until an answer needs it.
+    global: Option<FastSet<EntityUid>>,
+    stats: CacheStats,
+}
+
+impl DecisionCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            next_id: 0,
+            index: FastMap::default(),
+            entries: FastMap::default(),
+            order: VecDeque::new(),
+            by_seed: FastMap::default(),
+            deps: FastMap::default(),
+            dependents: FastMap::default(),
+            global: None,
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.entries.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// The remembered answer to `key`, counted as a hit or a miss.
+    pub fn get(&mut self, key: &DecisionKey) -> Option<Arc<Answer>> {
+        let found = self
+            .index
+            .get(key)
+            .and_then(|id| self.entries.get(id))
+            .map(|e| e.answer.clone());
+        match found {
+            Some(_) => self.stats.hits += 1,
+            None => self.stats.misses += 1,
+        }
+        found
+    }
+
+    /// Remembers `answer` to `key`, asked over `graph` about `seeds` (the principal, the
+    /// resource and the context's entities) with the policies' `literals`.
+    pub fn insert(
+        &mut self,
+        key: DecisionKey,
+        seeds: Vec<EntityUid>,
+        answer: Arc<Answer>,
+        graph: &EntityGraph,
+        literals: &[EntityUid],
+    ) {
+        if self.index.contains_key(&key) {
+            return;
+        }
+        if self.global.is_none() {
+            let mut global = FastSet::default();
+            for l in literals {
+                global.extend(graph.dependencies(l));
+            }
+            self.global = Some(global);
+        }
+        // Seeds asked about but never stored (a caller's typo, a probe) would otherwise grow
+        // the dependency memo without bound.
+        if self.deps.len() >= self.capacity {
+            self.clear();
+            return;
+        }
+        for seed in &seeds {
+            self.remember_dependencies(seed, graph);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        for seed in &seeds {
+            self.by_seed.entry(seed.clone()).or_default().insert(id);
+        }
+        self.index.insert(key.clone(), id);
+        self.entries.insert(
+            id,
+            Entry {
+                key,
+                seeds: seeds.into_boxed_slice(),
+                answer,
+            },
+        );
+        self.order.push_back(id);
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    if self.remove_entry(old) {
+                        self.stats.evicted += 1;
+                    }
+                }
+                None => break,
+            }
+        }
+        // Invalidation leaves ids behind in `order`; keep it within twice the live count.
+        if self.order.len() > 2 * self.entries.len() + 1024 {
+            let live = &self.entries;
+            self.order.retain(|id| live.contains_key(id));
+        }
+    }
+
+    fn remember_dependencies(&mut self, seed: &EntityUid, graph: &EntityGraph) {
+        if self.deps.contains_key(seed) {
+            return;
+        }
+        let deps: Arc<[EntityUid]> = graph.dependencies(seed).into();
+        for d in deps.iter() {
+            self.dependents
+                .entry(d.clone())
+                .or_default()
+                .insert(seed.clone());
+        }
+        self.deps.insert(seed.clone(), deps);
+    }
+
+    /// Drops every answer that depends on one of `changed` (uids written or deleted).
+    pub fn invalidate<'a>(&mut self, changed: impl IntoIterator<Item = &'a EntityUid>) {
+        for uid in changed {
+            if self.global.as_ref().is_some_and(|g| g.contains(uid)) {
+                self.clear();
+                return;
+            }
+            let Some(seeds) = self.dependents.remove(uid) else {
+                continue;
+            };
+            for seed in seeds {
+                self.forget_seed(&seed);
+            }
+        }
+    }
+
+    fn forget_seed(&mut self, seed: &EntityUid) {
+        if let Some(deps) = self.deps.remove(seed) {
+            for d in deps.iter() {
+                if let Some(set) = self.dependents.get_mut(d) {
+                    set.remove(seed);
+                    if set.is_empty() {
+                        self.dependents.remove(d);
+                    }
+                }
+            }
+        }
+        for id in self.by_seed.remove(seed).unwrap_or_default() {
+            if self.remove_entry(id) {
+                self.stats.invalidated += 1;
+            }
+        }
+    }
+
+    /// Removes one answer and its place under its seeds; false if it was already gone.
+    fn remove_entry(&mut self, id: u64) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        self.index.remove(&entry.key);
+        for seed in entry.seeds.iter() {
+            if let Some(set) = self.by_seed.get_mut(seed) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_seed.remove(seed);
+                }
+            }
+        }
+        true
+    }
+
+    /// Every question with a remembered answer.
+    pub fn keys(&self) -> Vec<DecisionKey> {
+        self.index.keys().cloned().collect()
+    }
+
+    /// Forgets everything (the counts stay).
+    pub fn clear(&mut self) {
+        let stats = self.stats;
+        *self = Self::new(self.capacity);
+        self.stats = stats;
+        self.stats.cleared += 1;
+    }
+}
