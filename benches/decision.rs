@@ -180,7 +180,7 @@ fn main() {
                 let r = &reqs[k];
                 std::hint::black_box(authorizer.is_authorized(
                     &r.request,
-                    engine.bundle().policies_for(&r.action),
+                    engine.bundle().policies_for(r.action()),
                     engine.graph().entities(),
                 ))
             })
@@ -196,7 +196,7 @@ fn main() {
                     let r = &reqs[k];
                     std::hint::black_box(authorizer.is_authorized(
                         &r.request,
-                        engine.bundle().policies_for(&r.action),
+                        engine.bundle().policies_for(r.action()),
                         engine.graph().entities(),
                     ))
                 },

@@ -14,9 +14,15 @@
 //!
 //! The store's change feed names the uids written or deleted; `invalidate` drops exactly the
 //! seeds whose dependencies include one, and the answers asked about those seeds.
+//!
+//! Working out a seed's dependencies waits for the next change: `insert` only notes the
+//! seed, and `invalidate` resolves every noted seed over the graph the answers were given
+//! over (the engine calls it before that graph is replaced). A miss then costs Cedar and a
+//! few map inserts, and a seed asked about a thousand times is resolved once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use cedar_policy::EntityUid;
 
@@ -42,6 +48,9 @@ pub struct DecisionKey {
     pub context: Arc<str>,
 }
 
+/// The planner asks hundreds of thousands of questions with an empty context: one text.
+static EMPTY_CONTEXT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("{}"));
+
 impl DecisionKey {
     /// A key with an empty context, as the planner asks.
     pub fn empty_context(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
@@ -49,7 +58,7 @@ impl DecisionKey {
             principal,
             action,
             resource,
-            context: Arc::from("{}"),
+            context: EMPTY_CONTEXT.clone(),
         }
     }
 }
@@ -79,13 +88,13 @@ pub struct CacheStats {
 struct Entry {
     key: DecisionKey,
     seeds: Box<[EntityUid]>,
-    answer: Arc<Answer>,
 }
 
 pub struct DecisionCache {
     capacity: usize,
     next_id: u64,
-    index: FastMap<DecisionKey, u64>,
+    /// Key → its answer: a hit is this one lookup.
+    index: FastMap<DecisionKey, Arc<Answer>>,
     entries: FastMap<u64, Entry>,
     /// Ids in insertion order, for eviction; ids already gone are skipped.
     order: VecDeque<u64>,
@@ -93,11 +102,16 @@ pub struct DecisionCache {
     by_seed: FastMap<EntityUid, FastSet<u64>>,
     /// Seed → its dependencies (itself included).
     deps: FastMap<EntityUid, Arc<[EntityUid]>>,
+    /// Seeds with answers whose dependencies are not worked out yet.
+    unresolved: FastSet<EntityUid>,
     /// Uid → the seeds that depend on it.
     dependents: FastMap<EntityUid, FastSet<EntityUid>>,
-    /// What the policies' literal entities depend on; `None` until an answer needs it.
+    /// What the policies' literal entities depend on; `None` until a change needs it.
     global: Option<FastSet<EntityUid>>,
     stats: CacheStats,
+    /// Hits and misses are counted under a shared lock, by concurrent readers.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl DecisionCache {
@@ -110,74 +124,62 @@ impl DecisionCache {
             order: VecDeque::new(),
             by_seed: FastMap::default(),
             deps: FastMap::default(),
+            unresolved: FastSet::default(),
             dependents: FastMap::default(),
             global: None,
             stats: CacheStats::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.entries.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
             ..self.stats
         }
     }
 
     /// The remembered answer to `key`, counted as a hit or a miss.
-    pub fn get(&mut self, key: &DecisionKey) -> Option<Arc<Answer>> {
-        let found = self
-            .index
-            .get(key)
-            .and_then(|id| self.entries.get(id))
-            .map(|e| e.answer.clone());
-        match found {
-            Some(_) => self.stats.hits += 1,
-            None => self.stats.misses += 1,
-        }
+    pub fn get(&self, key: &DecisionKey) -> Option<Arc<Answer>> {
+        let found = self.index.get(key).cloned();
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         found
     }
 
-    /// Remembers `answer` to `key`, asked over `graph` about `seeds` (the principal, the
-    /// resource and the context's entities) with the policies' `literals`.
-    pub fn insert(
-        &mut self,
-        key: DecisionKey,
-        seeds: Vec<EntityUid>,
-        answer: Arc<Answer>,
-        graph: &EntityGraph,
-        literals: &[EntityUid],
-    ) {
+    /// Remembers `answer` to `key`, asked about `seeds` (the principal, the resource and the
+    /// context's entities).
+    pub fn insert(&mut self, key: DecisionKey, seeds: Vec<EntityUid>, answer: Arc<Answer>) {
         if self.index.contains_key(&key) {
             return;
         }
-        if self.global.is_none() {
-            let mut global = FastSet::default();
-            for l in literals {
-                global.extend(graph.dependencies(l));
-            }
-            self.global = Some(global);
-        }
         // Seeds asked about but never stored (a caller's typo, a probe) would otherwise grow
         // the dependency memo without bound.
-        if self.deps.len() >= self.capacity {
+        if self.deps.len() + self.unresolved.len() >= self.capacity {
             self.clear();
             return;
-        }
-        for seed in &seeds {
-            self.remember_dependencies(seed, graph);
         }
         let id = self.next_id;
         self.next_id += 1;
         for seed in &seeds {
+            if !self.deps.contains_key(seed) {
+                self.unresolved.insert(seed.clone());
+            }
             self.by_seed.entry(seed.clone()).or_default().insert(id);
         }
-        self.index.insert(key.clone(), id);
+        self.index.insert(key.clone(), answer);
         self.entries.insert(
             id,
             Entry {
                 key,
                 seeds: seeds.into_boxed_slice(),
-                answer,
             },
         );
         self.order.push_back(id);
@@ -198,6 +200,20 @@ impl DecisionCache {
         }
     }
 
+    /// Works out what every answer depends on, over `graph`: the graph they were given over.
+    fn resolve(&mut self, graph: &EntityGraph, literals: &[EntityUid]) {
+        if self.global.is_none() && !self.entries.is_empty() {
+            let mut global = FastSet::default();
+            for l in literals {
+                global.extend(graph.dependencies(l));
+            }
+            self.global = Some(global);
+        }
+        for seed in std::mem::take(&mut self.unresolved) {
+            self.remember_dependencies(&seed, graph);
+        }
+    }
+
     fn remember_dependencies(&mut self, seed: &EntityUid, graph: &EntityGraph) {
         if self.deps.contains_key(seed) {
             return;
@@ -212,8 +228,16 @@ impl DecisionCache {
         self.deps.insert(seed.clone(), deps);
     }
 
-    /// Drops every answer that depends on one of `changed` (uids written or deleted).
-    pub fn invalidate<'a>(&mut self, changed: impl IntoIterator<Item = &'a EntityUid>) {
+    /// Drops every answer that depends on one of `changed` (uids written or deleted) and
+    /// was given over `graph` with the policies' `literals`; call it before `graph` is
+    /// replaced by the one with the changes.
+    pub fn invalidate<'a>(
+        &mut self,
+        changed: impl IntoIterator<Item = &'a EntityUid>,
+        graph: &EntityGraph,
+        literals: &[EntityUid],
+    ) {
+        self.resolve(graph, literals);
         for uid in changed {
             if self.global.as_ref().is_some_and(|g| g.contains(uid)) {
                 self.clear();
@@ -270,9 +294,11 @@ impl DecisionCache {
 
     /// Forgets everything (the counts stay).
     pub fn clear(&mut self) {
-        let stats = self.stats;
+        let stats = self.stats();
         *self = Self::new(self.capacity);
         self.stats = stats;
         self.stats.cleared += 1;
+        self.hits = AtomicU64::new(stats.hits);
+        self.misses = AtomicU64::new(stats.misses);
     }
 }

@@ -2,7 +2,7 @@
 //! erroring policies named, and every decision over the store written to the decision log.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cedar_policy::{Authorizer, Context, EntityUid, Request, Response};
 use serde::Serialize;
@@ -85,14 +85,12 @@ fn empty_context() -> Value {
 #[derive(Debug, Clone)]
 pub struct ParsedRequest {
     pub spec: RequestSpec,
-    pub principal: EntityUid,
-    pub action: EntityUid,
-    pub resource: EntityUid,
+    /// The principal, action, resource and context text: what the decision cache knows the
+    /// request by, built once so a cached answer costs one lookup.
+    pub key: DecisionKey,
     pub request: Request,
     /// Entities the context names (they are part of the decision's slice).
     pub context_entities: Vec<EntityUid>,
-    /// The context as JSON text, the cache's key for it.
-    pub context_text: Arc<str>,
 }
 
 impl ParsedRequest {
@@ -118,26 +116,30 @@ impl ParsedRequest {
         .map_err(|e| EngineError::Request(error_chain(&e)))?;
         let mut context_entities = Vec::new();
         crate::entities::collect_entity_refs(&spec.context, &mut |u| context_entities.push(u));
-        let context_text = Arc::from(spec.context.to_string());
-        Ok(Self {
-            context_text,
-            spec,
+        let key = DecisionKey {
             principal,
             action,
             resource,
+            context: Arc::from(spec.context.to_string()),
+        };
+        Ok(Self {
+            spec,
+            key,
             request,
             context_entities,
         })
     }
 
-    /// What the decision cache knows this request by.
-    pub fn key(&self) -> DecisionKey {
-        DecisionKey {
-            principal: self.principal.clone(),
-            action: self.action.clone(),
-            resource: self.resource.clone(),
-            context: self.context_text.clone(),
-        }
+    pub fn principal(&self) -> &EntityUid {
+        &self.key.principal
+    }
+
+    pub fn action(&self) -> &EntityUid {
+        &self.key.action
+    }
+
+    pub fn resource(&self) -> &EntityUid {
+        &self.key.resource
     }
 }
 
@@ -203,7 +205,7 @@ pub struct Engine {
     log: Option<DecisionLog>,
     authorizer: Authorizer,
     /// Answers whose inputs have not changed since Cedar gave them (see `cache`).
-    cache: Mutex<DecisionCache>,
+    cache: RwLock<DecisionCache>,
 }
 
 impl Engine {
@@ -216,7 +218,7 @@ impl Engine {
             store: None,
             log: None,
             authorizer: Authorizer::new(),
-            cache: Mutex::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
+            cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
         }
     }
 
@@ -254,7 +256,7 @@ impl Engine {
             store: Some(store),
             log: Some(log),
             authorizer: Authorizer::new(),
-            cache: Mutex::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
+            cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
         })
     }
 
@@ -308,21 +310,34 @@ impl Engine {
 
     /// Every question the cache holds an answer to.
     pub fn cached_keys(&self) -> Vec<DecisionKey> {
-        self.cache().keys()
+        self.cache_read().keys()
     }
 
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache().stats()
+        self.cache_read().stats()
     }
 
-    // A panic while the cache was held may have left it half-updated: start it afresh.
-    fn cache(&self) -> MutexGuard<'_, DecisionCache> {
-        self.cache.lock().unwrap_or_else(|poisoned| {
+    // A panic while the cache was written may have left it half-updated: start it afresh.
+    fn cache(&self) -> RwLockWriteGuard<'_, DecisionCache> {
+        self.cache.write().unwrap_or_else(|poisoned| {
             self.cache.clear_poison();
             let mut cache = poisoned.into_inner();
             cache.clear();
             cache
         })
+    }
+
+    /// Lookups share the cache: planner threads and API callers read it at once.
+    fn cache_read(&self) -> RwLockReadGuard<'_, DecisionCache> {
+        loop {
+            match self.cache.read() {
+                Ok(cache) => return cache,
+                Err(poisoned) => {
+                    drop(poisoned);
+                    drop(self.cache());
+                }
+            }
+        }
     }
 
     fn cache_mut(&mut self) -> &mut DecisionCache {
@@ -371,10 +386,15 @@ impl Engine {
         let (graph, written) = self
             .graph
             .apply(changes.upserts.iter().map(String::as_str), &changes.deletes)?;
-        self.graph = Arc::new(graph);
+        // The cache resolves what its answers depend on over the graph they were given over.
+        let old = std::mem::replace(&mut self.graph, Arc::new(graph));
+        let bundle = self.bundle.clone();
+        self.cache_mut().invalidate(
+            written.iter().chain(&changes.deletes),
+            &old,
+            &bundle.literal_entities,
+        );
         self.graph_revision = changes.revision;
-        self.cache_mut()
-            .invalidate(written.iter().chain(&changes.deletes));
         Ok(n as u64)
     }
 
@@ -385,9 +405,13 @@ impl Engine {
     /// Decides without logging: the hot path, and what `decide_logged` builds on. The answer
     /// is the cache's when nothing it depends on has changed since Cedar gave it.
     pub fn decide(&self, request: &ParsedRequest) -> DecisionOutcome {
-        let key = request.key();
-        self.cached(&key)
-            .unwrap_or_else(|| self.evaluate(key, &request.context_entities, &request.request))
+        self.cached(&request.key).unwrap_or_else(|| {
+            self.evaluate(
+                request.key.clone(),
+                &request.context_entities,
+                &request.request,
+            )
+        })
     }
 
     /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
@@ -395,7 +419,7 @@ impl Engine {
     pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
         let response = self.authorizer.is_authorized(
             &request.request,
-            self.bundle.policies_for(&request.action),
+            self.bundle.policies_for(request.action()),
             self.graph.entities(),
         );
         outcome_from_response(&response, &self.bundle)
@@ -403,14 +427,12 @@ impl Engine {
 
     /// The remembered answer to `key`, if nothing it depends on has changed since.
     pub fn cached(&self, key: &DecisionKey) -> Option<DecisionOutcome> {
-        let answer = self.cache().get(key)?;
-        Some(DecisionOutcome {
-            decision: answer.decision,
-            reasons: answer.reasons.clone(),
-            errors: answer.errors.clone(),
-            policy_version: self.bundle.version.clone(),
-            log_seq: None,
-        })
+        self.cached_answer(key).map(|a| self.outcome(&a))
+    }
+
+    /// The same, shared as the cache holds it (the planner copies nothing on a hit).
+    pub fn cached_answer(&self, key: &DecisionKey) -> Option<Arc<Answer>> {
+        self.cache_read().get(key)
     }
 
     /// Cedar's answer to `request` (asked as `key`; `context_entities` are the entities its
@@ -421,6 +443,16 @@ impl Engine {
         context_entities: &[EntityUid],
         request: &Request,
     ) -> DecisionOutcome {
+        let answer = self.evaluate_answer(key, context_entities, request);
+        self.outcome(&answer)
+    }
+
+    pub fn evaluate_answer(
+        &self,
+        key: DecisionKey,
+        context_entities: &[EntityUid],
+        request: &Request,
+    ) -> Arc<Answer> {
         let response = self.authorizer.is_authorized(
             request,
             self.bundle.policies_for(&key.action),
@@ -429,21 +461,25 @@ impl Engine {
         let outcome = outcome_from_response(&response, &self.bundle);
         let answer = Arc::new(Answer {
             decision: outcome.decision,
-            reasons: outcome.reasons.clone(),
-            errors: outcome.errors.clone(),
+            reasons: outcome.reasons,
+            errors: outcome.errors,
         });
         let mut seeds = Vec::with_capacity(2 + context_entities.len());
         seeds.push(key.principal.clone());
         seeds.push(key.resource.clone());
         seeds.extend(context_entities.iter().cloned());
-        self.cache().insert(
-            key,
-            seeds,
-            answer,
-            &self.graph,
-            &self.bundle.literal_entities,
-        );
-        outcome
+        self.cache().insert(key, seeds, answer.clone());
+        answer
+    }
+
+    fn outcome(&self, answer: &Answer) -> DecisionOutcome {
+        DecisionOutcome {
+            decision: answer.decision,
+            reasons: answer.reasons.clone(),
+            errors: answer.errors.clone(),
+            policy_version: self.bundle.version.clone(),
+            log_seq: None,
+        }
     }
 
     /// Evaluates and records the decision, its reasons and errors, the policy version and the
@@ -533,9 +569,9 @@ impl Engine {
         let request = self.parse(spec)?;
         let mut extra_uids = std::collections::HashSet::new();
         let mut seeds: Vec<EntityUid> = vec![
-            request.principal.clone(),
-            request.action.clone(),
-            request.resource.clone(),
+            request.principal().clone(),
+            request.action().clone(),
+            request.resource().clone(),
         ];
         seeds.extend(request.context_entities.iter().cloned());
         seeds.extend(self.bundle.literal_entities.iter().cloned());
@@ -560,7 +596,7 @@ impl Engine {
         let entities = crate::entities::entities_from_slice(&slice, self.bundle.schema.as_ref())?;
         let response = self.authorizer.is_authorized(
             &request.request,
-            self.bundle.policies_for(&request.action),
+            self.bundle.policies_for(request.action()),
             &entities,
         );
         let outcome = outcome_from_response(&response, &self.bundle);
@@ -574,7 +610,7 @@ impl Engine {
         outcome: &DecisionOutcome,
         origin: &str,
     ) -> Map<String, Value> {
-        let seeds = [&request.principal, &request.action, &request.resource]
+        let seeds = [request.principal(), request.action(), request.resource()]
             .into_iter()
             .chain(request.context_entities.iter())
             .chain(self.bundle.literal_entities.iter());

@@ -47,7 +47,7 @@ fn backup_change(w: &Entity, inputs: &Inputs, decider: &mut Decider) -> Option<P
     let decision = owner
         .as_ref()
         .map(|o| decider.decide(o, "enableBackup", &uid));
-    if decision.as_ref().is_some_and(|d| !d.errors.is_empty()) {
+    if decision.as_ref().is_some_and(|d| d.errored()) {
         // Unknown: leave the backups as they are.
         return None;
     }

@@ -126,7 +126,7 @@ impl BudgetPlanner<'_> {
                 subject: format!("TRE budget alert: project {project_id}"),
                 message: format!(
                     "Spend on project {project_id} has reached a notification threshold ({}).",
-                    notify.reasons.join(", ")
+                    notify.reasons().join(", ")
                 ),
                 mark,
             },

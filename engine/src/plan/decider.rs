@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::json;
 
-use crate::cache::DecisionKey;
-use crate::decide::{Decision, DecisionOutcome, Engine, RequestSpec};
+use crate::cache::{Answer, DecisionKey};
+use crate::decide::{Decision, Engine, PolicyError, RequestSpec};
 
 use super::{Change, Justification, PlanItem, Revokes};
 
@@ -97,19 +97,14 @@ impl<'a> Decider<'a> {
     /// Cedar's; the request is built (and schema-checked) only for Cedar.
     fn answer(
         &mut self,
-        principal: &EntityUid,
+        key: DecisionKey,
         action_name: &'static str,
-        resource: &EntityUid,
-    ) -> std::result::Result<DecisionOutcome, String> {
-        let action = self
-            .action(action_name)
-            .ok_or_else(|| format!("bad action `{action_name}`"))?;
-        let key = DecisionKey::empty_context(principal.clone(), action, resource.clone());
-        if let Some(outcome) = self.engine.cached(&key) {
-            return Ok(outcome);
+    ) -> std::result::Result<Arc<Answer>, String> {
+        if let Some(answer) = self.engine.cached_answer(&key) {
+            return Ok(answer);
         }
-        let request = self.request(principal, action_name, resource)?;
-        Ok(self.engine.evaluate(key, &[], &request))
+        let request = self.request(&key.principal, action_name, &key.resource)?;
+        Ok(self.engine.evaluate_answer(key, &[], &request))
     }
 
     pub(super) fn decide(
@@ -118,63 +113,85 @@ impl<'a> Decider<'a> {
         action: &'static str,
         resource: &EntityUid,
     ) -> Arc<Verdict> {
-        let (decision, reasons, errors) = match self.answer(principal, action, resource) {
-            Ok(outcome) => {
+        let asked = self
+            .action(action)
+            .ok_or_else(|| format!("bad action `{action}`"))
+            .and_then(|a| {
+                let key = DecisionKey::empty_context(principal.clone(), a, resource.clone());
+                self.answer(key, action)
+            });
+        let answer = match asked {
+            Ok(answer) => {
                 self.count += 1;
-                let errors: Vec<String> = outcome
-                    .errors
-                    .into_iter()
-                    .map(|e| format!("{}: {}", e.policy, e.message))
-                    .collect();
-                if !errors.is_empty() {
+                if !answer.errors.is_empty() {
                     self.warnings.push(format!(
                         "`{action}` for `{principal}` on `{resource}` had policy errors; treated as unknown: {}",
-                        errors.join("; ")
+                        error_texts(&answer).join("; ")
                     ));
                 }
-                (outcome.decision, outcome.reasons, errors)
+                answer
             }
             // A request the schema rejects is denied: never allow what cannot be asked.
             Err(e) => {
                 self.warnings.push(format!(
                     "cannot ask `{action}` for `{principal}` on `{resource}`: {e}"
                 ));
-                (
-                    Decision::Deny,
-                    Vec::new(),
-                    vec![format!("the request could not be asked: {e}")],
-                )
+                Arc::new(Answer {
+                    decision: Decision::Deny,
+                    reasons: Vec::new(),
+                    errors: vec![PolicyError {
+                        policy: String::new(),
+                        message: format!("the request could not be asked: {e}"),
+                    }],
+                })
             }
         };
         Arc::new(Verdict {
             principal: principal.clone(),
             action,
             resource: resource.clone(),
-            decision,
-            reasons,
-            errors,
+            answer,
         })
     }
 }
 
-/// A decision as the planner keeps it: cheap to make (no text is built), turned into a
-/// `Justification` only for the few that justify an item.
+/// An answer's errors as the plan shows them: `policy: message`.
+fn error_texts(answer: &Answer) -> Vec<String> {
+    answer
+        .errors
+        .iter()
+        .map(|e| match e.policy.as_str() {
+            "" => e.message.clone(),
+            policy => format!("{policy}: {}", e.message),
+        })
+        .collect()
+}
+
+/// A decision as the planner keeps it: cheap to make (no text is built, the answer is the
+/// cache's own), turned into a `Justification` only for the few that justify an item.
 pub(super) struct Verdict {
     principal: EntityUid,
     action: &'static str,
     resource: EntityUid,
-    decision: Decision,
-    pub(super) reasons: Vec<String>,
-    pub(super) errors: Vec<String>,
+    answer: Arc<Answer>,
 }
 
 impl Verdict {
     pub(super) fn allows(&self) -> bool {
-        self.decision == Decision::Allow && self.errors.is_empty()
+        self.answer.decision == Decision::Allow && self.answer.errors.is_empty()
     }
 
     pub(super) fn denies(&self) -> bool {
-        self.decision == Decision::Deny && self.errors.is_empty()
+        self.answer.decision == Decision::Deny && self.answer.errors.is_empty()
+    }
+
+    /// Unknown: the policies errored or the request could not be asked.
+    pub(super) fn errored(&self) -> bool {
+        !self.answer.errors.is_empty()
+    }
+
+    pub(super) fn reasons(&self) -> &[String] {
+        &self.answer.reasons
     }
 
     pub(super) fn justification(&self) -> Justification {
@@ -185,9 +202,9 @@ impl Verdict {
                 resource: self.resource.to_string(),
                 context: json!({}),
             },
-            decision: self.decision,
-            reasons: self.reasons.clone(),
-            errors: self.errors.clone(),
+            decision: self.answer.decision,
+            reasons: self.answer.reasons.clone(),
+            errors: error_texts(&self.answer),
             log_seq: None,
         }
     }
