@@ -341,13 +341,10 @@ impl Engine {
     }
 
     fn cache_mut(&mut self) -> &mut DecisionCache {
-        let poisoned = self.cache.is_poisoned();
-        self.cache.clear_poison();
-        let cache = self.cache.get_mut().unwrap_or_else(|p| p.into_inner());
-        if poisoned {
-            cache.clear();
+        if self.cache.is_poisoned() {
+            drop(self.cache());
         }
-        cache
+        self.cache.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Validates and writes a batch, then brings the graph up to date.
@@ -417,9 +414,14 @@ impl Engine {
     /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
     /// to measure Cedar).
     pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
+        self.ask_cedar(&request.request, request.action())
+    }
+
+    /// Cedar's authorizer over the store, with the policies in scope for `action`.
+    fn ask_cedar(&self, request: &Request, action: &EntityUid) -> DecisionOutcome {
         let response = self.authorizer.is_authorized(
-            &request.request,
-            self.bundle.policies_for(request.action()),
+            request,
+            self.bundle.policies_for(action),
             self.graph.entities(),
         );
         outcome_from_response(&response, &self.bundle)
@@ -453,12 +455,7 @@ impl Engine {
         context_entities: &[EntityUid],
         request: &Request,
     ) -> Arc<Answer> {
-        let response = self.authorizer.is_authorized(
-            request,
-            self.bundle.policies_for(&key.action),
-            self.graph.entities(),
-        );
-        let outcome = outcome_from_response(&response, &self.bundle);
+        let outcome = self.ask_cedar(request, &key.action);
         let answer = Arc::new(Answer {
             decision: outcome.decision,
             reasons: outcome.reasons,
