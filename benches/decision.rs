@@ -227,6 +227,25 @@ fn main() {
                 )
             })
         });
+        // Eight callers at once, one decision each per append, as API requests arrive:
+        // group commit shares their writes. Each iteration is 200 logged decisions.
+        let mut round = 0usize;
+        criterion.bench_function(&format!("decide_and_log_8_callers_x25/{n}"), |b| {
+            b.iter(|| {
+                round = (round + 200) % (reqs.len() - 200);
+                let engine = &engine;
+                std::thread::scope(|scope| {
+                    for caller in 0..8 {
+                        let mine = &reqs[round + caller * 25..round + caller * 25 + 25];
+                        scope.spawn(move || {
+                            for r in mine {
+                                std::hint::black_box(engine.decide_logged(r, "bench").expect("logged"));
+                            }
+                        });
+                    }
+                });
+            })
+        });
         // Every uncached decision timed on its own, for Cedar's tail.
         let mut samples = Vec::with_capacity(200_000);
         for k in 0..200_000 {

@@ -32,8 +32,8 @@ pub(crate) fn decide_asked(
         .zip(&outcomes)
         .map(|(request, outcome)| {
             let mut record = engine.decision_record(request, outcome, ORIGIN);
-            record.insert("kind".into(), Value::from(IS_AUTHORIZED_KIND));
-            record.insert("caller".into(), Value::from(caller));
+            record.insert("kind", Value::from(IS_AUTHORIZED_KIND));
+            record.insert("caller", Value::from(caller));
             record
         })
         .collect();

@@ -71,6 +71,24 @@ pub struct Answer {
     pub errors: Vec<PolicyError>,
 }
 
+/// What changed since the planner last looked (see `plan::memo`): every uid written or
+/// deleted and the principal of every answer dropped, or, once the cache was cleared or
+/// replaced, everything.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub everything: bool,
+    pub uids: FastSet<EntityUid>,
+}
+
+impl Touched {
+    fn everything() -> Self {
+        Self {
+            everything: true,
+            uids: FastSet::default(),
+        }
+    }
+}
+
 /// Counts since the engine started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -109,6 +127,7 @@ pub struct DecisionCache {
     /// What the policies' literal entities depend on; `None` until a change needs it.
     global: Option<FastSet<EntityUid>>,
     stats: CacheStats,
+    touched: Touched,
     /// Hits and misses are counted under a shared lock, by concurrent readers.
     hits: AtomicU64,
     misses: AtomicU64,
@@ -128,6 +147,8 @@ impl DecisionCache {
             dependents: FastMap::default(),
             global: None,
             stats: CacheStats::default(),
+            // A new cache knows nothing of what a remembered plan rests on.
+            touched: Touched::everything(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -239,6 +260,7 @@ impl DecisionCache {
     ) {
         self.resolve(graph, literals);
         for uid in changed {
+            self.touch(uid);
             if self.global.as_ref().is_some_and(|g| g.contains(uid)) {
                 self.clear();
                 return;
@@ -276,6 +298,7 @@ impl DecisionCache {
             return false;
         };
         self.index.remove(&entry.key);
+        self.touch(&entry.key.principal);
         for seed in entry.seeds.iter() {
             if let Some(set) = self.by_seed.get_mut(seed) {
                 set.remove(&id);
@@ -285,6 +308,24 @@ impl DecisionCache {
             }
         }
         true
+    }
+
+    /// Notes `uid` for the planner; past the capacity, everything is noted instead (a
+    /// daemon nobody plans with must not grow this without bound).
+    fn touch(&mut self, uid: &EntityUid) {
+        if self.touched.everything {
+            return;
+        }
+        if self.touched.uids.len() >= self.capacity {
+            self.touched = Touched::everything();
+            return;
+        }
+        self.touched.uids.insert(uid.clone());
+    }
+
+    /// What changed since the last call (or since the cache was made).
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
     }
 
     /// Every question with a remembered answer.

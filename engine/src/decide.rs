@@ -2,16 +2,18 @@
 //! erroring policies named, and every decision over the store written to the decision log.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cedar_policy::{Authorizer, Context, EntityUid, Request, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey};
+use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey, Touched};
+use crate::plan::PlanMemo;
 use crate::entities::{parse_uid, EntityGraph};
 use crate::error::{EngineError, Result};
-use crate::log::DecisionLog;
+use crate::log::{DecisionLog, LogRecord};
+use crate::rendered::RenderedEntities;
 use crate::policies::{PolicyBundle, PolicyMeta};
 use crate::store::{BatchOutcome, Store, StoreBatch};
 
@@ -206,6 +208,10 @@ pub struct Engine {
     authorizer: Authorizer,
     /// Answers whose inputs have not changed since Cedar gave them (see `cache`).
     cache: RwLock<DecisionCache>,
+    /// The roles' parts of the last plan (see `plan::memo`).
+    plan_memo: Mutex<PlanMemo>,
+    /// Each entity's text in a logged slice, while it stays right (see `rendered`).
+    rendered: Mutex<RenderedEntities>,
 }
 
 impl Engine {
@@ -219,6 +225,8 @@ impl Engine {
             log: None,
             authorizer: Authorizer::new(),
             cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
+            plan_memo: Mutex::default(),
+            rendered: Mutex::default(),
         }
     }
 
@@ -257,6 +265,8 @@ impl Engine {
             log: Some(log),
             authorizer: Authorizer::new(),
             cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
+            plan_memo: Mutex::default(),
+            rendered: Mutex::default(),
         })
     }
 
@@ -291,6 +301,7 @@ impl Engine {
                     bundle.schema.as_ref(),
                 )?);
                 self.graph_revision = revision;
+                self.rendered_mut().clear();
             }
         }
         self.bundle = Arc::new(bundle);
@@ -338,6 +349,27 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// What changed since the planner last asked (see `cache::Touched`).
+    pub(crate) fn take_touched(&self) -> Touched {
+        self.cache().take_touched()
+    }
+
+    /// How many roles plans kept from the last plan, and how many they planned afresh.
+    pub fn plan_reuse(&self) -> crate::plan::PlanReuse {
+        self.plan_memo().stats()
+    }
+
+    /// The planner's memo; a panic mid-plan may have left it half-updated, so it starts
+    /// afresh (every role re-planned).
+    pub(crate) fn plan_memo(&self) -> MutexGuard<'_, PlanMemo> {
+        self.plan_memo.lock().unwrap_or_else(|poisoned| {
+            self.plan_memo.clear_poison();
+            let mut memo = poisoned.into_inner();
+            *memo = PlanMemo::default();
+            memo
+        })
     }
 
     fn cache_mut(&mut self) -> &mut DecisionCache {
@@ -391,6 +423,8 @@ impl Engine {
             &old,
             &bundle.literal_entities,
         );
+        self.rendered_mut()
+            .invalidate(written.iter().chain(&changes.deletes));
         self.graph_revision = changes.revision;
         Ok(n as u64)
     }
@@ -526,7 +560,7 @@ impl Engine {
     ) -> Result<(ParsedRequest, DecisionOutcome)> {
         let (request, mut outcome, slice) = self.decide_over(spec, extra)?;
         if let (Some(log), Some(origin)) = (&self.log, origin) {
-            let mut record = self.decision_record(&request, &outcome, origin);
+            let mut record = self.decision_fields(&request, &outcome, origin);
             record.insert("slice".into(), Value::Array(slice));
             let seqs = log.append(vec![record])?;
             outcome.log_seq = seqs.first().copied();
@@ -544,7 +578,7 @@ impl Engine {
         let mut records = Vec::with_capacity(asks.len());
         for (spec, extra) in asks {
             let (request, outcome, slice) = self.decide_over(spec, &extra)?;
-            let mut record = self.decision_record(&request, &outcome, origin);
+            let mut record = self.decision_fields(&request, &outcome, origin);
             record.insert("slice".into(), Value::Array(slice));
             records.push(record);
             outcomes.push(outcome);
@@ -565,13 +599,7 @@ impl Engine {
     ) -> Result<(ParsedRequest, DecisionOutcome, Vec<Value>)> {
         let request = self.parse(spec)?;
         let mut extra_uids = std::collections::HashSet::new();
-        let mut seeds: Vec<EntityUid> = vec![
-            request.principal().clone(),
-            request.action().clone(),
-            request.resource().clone(),
-        ];
-        seeds.extend(request.context_entities.iter().cloned());
-        seeds.extend(self.bundle.literal_entities.iter().cloned());
+        let mut seeds: Vec<EntityUid> = self.seeds(&request).cloned().collect();
         for e in extra {
             if let Some(uid) = e.get("uid").and_then(crate::entities::uid_from_json) {
                 extra_uids.insert(uid);
@@ -600,18 +628,39 @@ impl Engine {
         Ok((request, outcome, slice))
     }
 
-    /// The log record of a decision (without sequence, time and hashes).
+    /// The log record of a decision (without sequence, time and hashes), its slice made of
+    /// the entities' kept texts.
     pub fn decision_record(
         &self,
         request: &ParsedRequest,
         outcome: &DecisionOutcome,
         origin: &str,
-    ) -> Map<String, Value> {
-        let seeds = [request.principal(), request.action(), request.resource()]
+    ) -> LogRecord {
+        let slice = self.rendered_slice(&self.slice_of(request));
+        LogRecord::with_slice(self.decision_fields(request, outcome, origin), slice)
+    }
+
+    /// Every entity a decision on `request` can read (see `EntityGraph::slice`).
+    pub fn slice_of(&self, request: &ParsedRequest) -> Vec<EntityUid> {
+        self.graph.slice(self.seeds(request))
+    }
+
+    /// What a decision's slice grows from: its principal, action and resource, the entities
+    /// its context names and those the policies name literally.
+    fn seeds<'a>(&'a self, request: &'a ParsedRequest) -> impl Iterator<Item = &'a EntityUid> {
+        [request.principal(), request.action(), request.resource()]
             .into_iter()
             .chain(request.context_entities.iter())
-            .chain(self.bundle.literal_entities.iter());
-        let slice = self.graph.render_slice(&self.graph.slice(seeds));
+            .chain(self.bundle.literal_entities.iter())
+    }
+
+    /// A decision record's fields but its slice.
+    fn decision_fields(
+        &self,
+        request: &ParsedRequest,
+        outcome: &DecisionOutcome,
+        origin: &str,
+    ) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("kind".into(), Value::from("decision"));
         m.insert("origin".into(), Value::from(origin));
@@ -629,8 +678,44 @@ impl Engine {
             "policyVersion".into(),
             Value::from(outcome.policy_version.clone()),
         );
-        m.insert("slice".into(), Value::Array(slice));
         m
+    }
+
+    /// The texts of the entities of `uids` that exist, rendering those not kept yet (outside
+    /// the lock: readers share the engine).
+    fn rendered_slice(&self, uids: &[EntityUid]) -> Vec<Arc<str>> {
+        let known = self.rendered().known(uids);
+        let mut fresh = Vec::new();
+        let slice = uids
+            .iter()
+            .zip(known)
+            .filter_map(|(uid, kept)| {
+                kept.or_else(|| {
+                    let (text, shows) = self.graph.render_entity(uid)?;
+                    let text: Arc<str> = Arc::from(text);
+                    fresh.push((uid.clone(), text.clone(), shows));
+                    Some(text)
+                })
+            })
+            .collect();
+        if !fresh.is_empty() {
+            self.rendered().keep(fresh);
+        }
+        slice
+    }
+
+    fn rendered(&self) -> MutexGuard<'_, RenderedEntities> {
+        // A panic mid-update may have kept a text without what it shows: start over.
+        self.rendered.lock().unwrap_or_else(|poisoned| {
+            let mut rendered = poisoned.into_inner();
+            rendered.clear();
+            self.rendered.clear_poison();
+            rendered
+        })
+    }
+
+    fn rendered_mut(&mut self) -> &mut RenderedEntities {
+        self.rendered.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -283,28 +283,29 @@ impl EntityGraph {
     /// slice decides alone exactly as the full store did. Missing entities are left out (a
     /// decision on the slice then misses them exactly as the live one did).
     pub fn render_slice(&self, uids: &[EntityUid]) -> Vec<Value> {
-        let mut out = Vec::with_capacity(uids.len());
-        for uid in uids {
-            let Some(entity) = self.entities.get(uid) else {
-                continue;
-            };
-            let Ok(mut json) = entity.to_json_value() else {
-                continue;
-            };
-            if let (Some(obj), Some(ancestors)) =
-                (json.as_object_mut(), self.entities.ancestors(uid))
-            {
-                let mut parents: Vec<Value> = ancestors
-                    .map(|a| {
-                        serde_json::json!({"type": a.type_name().to_string(), "id": a.id().unescaped()})
-                    })
-                    .collect();
-                parents.sort_by_key(|p| p.to_string());
-                obj.insert("parents".into(), Value::Array(parents));
-            }
-            out.push(json);
+        uids.iter().filter_map(|uid| self.entity_json(uid)).collect()
+    }
+
+    /// One entity of a slice as JSON text, and the uids the text shows (the entity and its
+    /// ancestors): it stays right until one of those is written or deleted.
+    pub fn render_entity(&self, uid: &EntityUid) -> Option<(String, Vec<EntityUid>)> {
+        let text = self.entity_json(uid)?.to_string();
+        let mut shows = vec![uid.clone()];
+        shows.extend(self.entities.ancestors(uid).into_iter().flatten().cloned());
+        Some((text, shows))
+    }
+
+    fn entity_json(&self, uid: &EntityUid) -> Option<Value> {
+        let entity = self.entities.get(uid)?;
+        let mut json = entity.to_json_value().ok()?;
+        if let (Some(obj), Some(ancestors)) = (json.as_object_mut(), self.entities.ancestors(uid)) {
+            let mut parents: Vec<Value> = ancestors
+                .map(|a| serde_json::json!({"type": a.type_name().to_string(), "id": a.id().unescaped()}))
+                .collect();
+            parents.sort_by_key(|p| p.to_string());
+            obj.insert("parents".into(), Value::Array(parents));
         }
-        out
+        Some(json)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod policies;
 pub mod policy_gate;
 pub mod position;
 pub mod reconcile;
+mod rendered;
 pub mod replay;
 pub mod safety;
 pub mod shared;

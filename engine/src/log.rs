@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -22,6 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 use crate::policies::{version_of, PolicySource};
+
+mod commit;
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".jsonl";
@@ -46,6 +49,57 @@ pub struct StoredPolicySet {
 
 pub struct DecisionLog {
     dir: PathBuf,
+    commits: commit::GroupCommit,
+}
+
+/// One record to append: its fields, and the entity slice of a decision as texts rendered
+/// once per entity (`Engine::decision_record`), written into the line as they are.
+#[derive(Debug, Clone, Default)]
+pub struct LogRecord {
+    fields: Map<String, Value>,
+    slice: Option<Vec<Arc<str>>>,
+}
+
+impl LogRecord {
+    /// `fields` with `slice`, each element the JSON text of one entity.
+    pub fn with_slice(mut fields: Map<String, Value>, slice: Vec<Arc<str>>) -> Self {
+        fields.remove("slice");
+        Self {
+            fields,
+            slice: Some(slice),
+        }
+    }
+
+    /// Sets a field; setting `slice` replaces the rendered one.
+    pub fn insert(&mut self, key: impl Into<String>, value: Value) {
+        let key = key.into();
+        if key == "slice" {
+            self.slice = None;
+        }
+        self.fields.insert(key, value);
+    }
+
+    /// The record as one JSON object (the slice parsed back), as it will read in the log.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = self.fields.clone();
+        if let Some(slice) = &self.slice {
+            let parsed = slice
+                .iter()
+                .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+                .collect();
+            m.insert("slice".into(), Value::Array(parsed));
+        }
+        m
+    }
+}
+
+impl From<Map<String, Value>> for LogRecord {
+    fn from(fields: Map<String, Value>) -> Self {
+        Self {
+            fields,
+            slice: None,
+        }
+    }
 }
 
 /// The first thing wrong with the log, if anything.
@@ -72,7 +126,10 @@ impl DecisionLog {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("log");
         std::fs::create_dir_all(dir.join("policies")).map_err(|e| EngineError::io(&dir, e))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            commits: commit::GroupCommit::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -244,11 +301,28 @@ impl DecisionLog {
     }
 
     /// Appends records (each a JSON object of fields) as one atomic, durable step and returns
-    /// their sequence numbers. Records are only acknowledged once on disk.
-    pub fn append(&self, records: Vec<Map<String, Value>>) -> Result<Vec<u64>> {
+    /// their sequence numbers. Records are only acknowledged once on disk; callers appending
+    /// at the same time share the write and its fsync (`commit`).
+    pub fn append<R: Into<LogRecord>>(&self, records: Vec<R>) -> Result<Vec<u64>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let records = records.into_iter().map(Into::into).collect();
+        self.commits
+            .append(records, |batches| self.write_batches(batches), |m| self.err(m))
+    }
+
+    /// Writes every batch in one append, returning each batch's sequence numbers.
+    fn write_batches(&self, batches: Vec<Vec<LogRecord>>) -> Result<Vec<Vec<u64>>> {
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut seqs = self.write(batches.into_iter().flatten())?.into_iter();
+        Ok(sizes
+            .into_iter()
+            .map(|n| seqs.by_ref().take(n).collect())
+            .collect())
+    }
+
+    fn write(&self, records: impl Iterator<Item = LogRecord>) -> Result<Vec<u64>> {
         let _lock = self.lock()?;
         let mut segments = self.segments()?;
         let tail = self.recover_tail(&mut segments)?;
@@ -277,10 +351,10 @@ impl DecisionLog {
                 .dir
                 .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", seq + 1)),
         };
-        let mut out = Vec::with_capacity(records.len());
+        let mut out = Vec::new();
         let mut buf = Vec::new();
         let now = now_rfc3339();
-        for fields in records {
+        for LogRecord { fields, slice } in records {
             seq += 1;
             let mut record = Map::new();
             record.insert("seq".into(), Value::from(seq));
@@ -291,7 +365,7 @@ impl DecisionLog {
                     record.insert(k, v);
                 }
             }
-            let line = seal(&record).map_err(|e| self.err(e))?;
+            let line = seal(&record, slice.as_deref()).map_err(|e| self.err(e))?;
             prev = sha256_hex(line.as_bytes());
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
@@ -614,9 +688,27 @@ impl DecisionLog {
     }
 }
 
-/// Serialises a record with its own hash as the last field.
-fn seal(record: &Map<String, Value>) -> std::result::Result<String, String> {
-    let body = serde_json::to_string(record).map_err(|e| e.to_string())?;
+/// The record's line: its JSON with `slice` (entity texts rendered before, when given) and
+/// its own hash last.
+fn seal(
+    record: &Map<String, Value>,
+    slice: Option<&[Arc<str>]>,
+) -> std::result::Result<String, String> {
+    let mut body = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    if let Some(slice) = slice {
+        body.pop();
+        if body.len() > 1 {
+            body.push(',');
+        }
+        body.push_str("\"slice\":[");
+        for (i, entity) in slice.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(entity);
+        }
+        body.push_str("]}");
+    }
     let hash = sha256_hex(body.as_bytes());
     let open = body
         .strip_suffix('}')
@@ -690,10 +782,64 @@ mod tests {
     fn a_sealed_record_checks_and_a_changed_one_does_not() {
         let mut m = record(1);
         m.insert("seq".into(), Value::from(1));
-        let line = seal(&m).expect("seal");
+        let line = seal(&m, None).expect("seal");
         assert!(check_seal(&line).is_ok());
         let tampered = line.replacen("\"n\":1", "\"n\":2", 1);
         assert!(check_seal(&tampered).is_err());
+    }
+
+    #[test]
+    fn callers_appending_at_once_each_get_their_own_records_numbered_in_one_chain() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        let (threads, appends) = (8u64, 25u64);
+        let numbered: Vec<Vec<(u64, Vec<u64>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let log = &log;
+                    scope.spawn(move || {
+                        (0..appends)
+                            .map(|a| {
+                                let n = t * 1000 + a;
+                                let batch = (0..=(a % 3)).map(|_| record(n)).collect();
+                                (n, log.append(batch).expect("append"))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let mut all: Vec<u64> = Vec::new();
+        for (n, seqs) in numbered.into_iter().flatten() {
+            // A batch's records are consecutive and hold what its caller wrote.
+            assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+            for seq in &seqs {
+                assert_eq!(log.record(*seq).expect("record")["n"], n);
+            }
+            all.extend(seqs);
+        }
+        all.sort_unstable();
+        let total = all.len() as u64;
+        assert_eq!(all, (1..=total).collect::<Vec<_>>());
+        let report = log.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, total);
+    }
+
+    #[test]
+    fn a_slice_of_rendered_texts_reads_back_as_the_entities_it_was_rendered_from() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        let entity = serde_json::json!({"uid": {"type": "Tre::User", "id": "rita"},
+            "attrs": {"status": "active"}, "parents": []});
+        let record = LogRecord::with_slice(record(1), vec![Arc::from(entity.to_string())]);
+        let expected = record.to_map();
+        let seq = log.append(vec![record]).expect("append")[0];
+        let read = log.record(seq).expect("record");
+        assert_eq!(read["slice"], serde_json::json!([entity]));
+        assert_eq!(read["slice"], expected["slice"]);
+        assert!(log.verify().expect("verify").ok);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::cache::CacheStats;
+use crate::plan::PlanReuse;
 
 type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
@@ -170,8 +171,15 @@ impl Metrics {
 
     /// The decision cache's counts as the engine reports them now.
     pub fn set_decision_cache(&self, stats: CacheStats) {
-        if let Ok(mut s) = self.cache.0.lock() {
+        if let Ok(mut s) = self.cache.decisions.lock() {
             *s = stats;
+        }
+    }
+
+    /// The planner's counts of roles kept from the last plan and planned afresh.
+    pub fn set_plan_reuse(&self, reuse: PlanReuse) {
+        if let Ok(mut s) = self.cache.plans.lock() {
+            *s = reuse;
         }
     }
 
@@ -297,14 +305,21 @@ impl Collector for CollectorLag {
     }
 }
 
-/// The engine's decision-cache counts, which the engine keeps itself (they are counted
-/// under its lock on every decision); rendered as counters at scrape time.
+/// The engine's decision-cache and plan-reuse counts, which the engine keeps itself (they
+/// are counted under its locks on every decision and plan); rendered as counters at scrape
+/// time.
 #[derive(Debug, Default)]
-struct CacheCounts(Mutex<CacheStats>);
+struct CacheCounts {
+    decisions: Mutex<CacheStats>,
+    plans: Mutex<PlanReuse>,
+}
 
 impl Collector for CacheCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(stats) = self.0.lock().map(|s| *s) else {
+        let (Ok(stats), Ok(plans)) = (
+            self.decisions.lock().map(|s| *s),
+            self.plans.lock().map(|s| *s),
+        ) else {
             return Ok(());
         };
         let counters = [
@@ -332,6 +347,16 @@ impl Collector for CacheCounts {
                 "tregov_decision_cache_clears",
                 "Whole-cache clears (a policy set swapped, a policy's literal entity changed)",
                 stats.cleared,
+            ),
+            (
+                "tregov_plan_roles_reused",
+                "Roles whose part of the last plan was kept: nothing it rests on changed",
+                plans.reused,
+            ),
+            (
+                "tregov_plan_roles_planned",
+                "Roles planned afresh",
+                plans.planned,
             ),
         ];
         for (name, help, value) in counters {
@@ -393,6 +418,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tregov_decision_cache_entries 3\n"), "{text}");
+        m.set_plan_reuse(PlanReuse {
+            reused: 5,
+            planned: 2,
+        });
+        let text = m.render();
+        assert!(text.contains("tregov_plan_roles_reused_total 5\n"), "{text}");
+        assert!(text.contains("tregov_plan_roles_planned_total 2\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -155,6 +155,7 @@ impl Governor {
         self.metrics
             .planned(plan.decisions, plan.items.len() as u64);
         self.metrics.set_decision_cache(self.engine.cache_stats());
+        self.metrics.set_plan_reuse(self.engine.plan_reuse());
         Ok(plan)
     }
 

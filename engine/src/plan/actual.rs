@@ -51,8 +51,8 @@ pub struct ActualState {
     /// Principals never planned for revocation that AWS itself names (the data lake
     /// administrators, tregov's own principal), as `principal_key`s.
     pub(super) protected: BTreeSet<String>,
-    /// (principal, canonical resource JSON) of the grants tregov made.
-    pub(super) made: BTreeSet<(String, String)>,
+    /// Principal -> the canonical resource JSON of each grant tregov made it.
+    pub(super) made: BTreeMap<String, BTreeSet<String>>,
     /// (principal, canonical resource JSON) -> (permissions, grantable permissions).
     pub(super) lf: BTreeMap<(String, String), Held>,
     /// Role ARN -> the role as observed.
@@ -81,7 +81,9 @@ impl ActualState {
                 kind::TREGOV_GRANT => {
                     let principal = o.body["principal"].as_str().unwrap_or_default();
                     s.made
-                        .insert((principal.to_string(), o.body["resource"].to_string()));
+                        .entry(principal.to_string())
+                        .or_default()
+                        .insert(o.body["resource"].to_string());
                 }
                 kind::IAM_ROLE => {
                     s.roles.insert(o.key.clone(), o.body.clone());
@@ -128,14 +130,15 @@ impl ActualState {
     /// What revoking `principal`'s grant on `resource` takes away: a grant tregov made, or
     /// one nothing explains.
     pub(super) fn revokes(&self, principal: &str, resource: &str) -> super::Revokes {
-        if self
-            .made
-            .contains(&(principal.to_string(), resource.to_string()))
-        {
+        if self.made_by_tregov(principal, resource) {
             super::Revokes::Granted
         } else {
             super::Revokes::Unexplained
         }
+    }
+
+    pub(super) fn made_by_tregov(&self, principal: &str, resource: &str) -> bool {
+        self.made.get(principal).is_some_and(|r| r.contains(resource))
     }
 
     /// What `principal` holds, by resource, without scanning everyone else's grants.

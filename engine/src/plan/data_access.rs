@@ -1,6 +1,7 @@
 //! Data access, one governed role at a time: the datasets its owners may use, the Lake
 //! Formation grants and revokes that make its permissions match, and its S3 inline policy.
-//! The roles are shared out over the cores, each worker with its own `Decider`.
+//! The roles are shared out over the cores, each worker with its own `Decider`; a role whose
+//! inputs have not changed since the last plan keeps its part of it (see `memo`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::decide::Engine;
 use super::actual::ActualState;
 use super::decider::{item, materialize, Decider, Verdict};
 use super::index::{Dataset, GraphIndex};
+use super::memo::{PlanMemo, Reads, RoleMemo, RolePart};
 use super::s3::{narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
 use super::{
     role_key, role_parts, Change, Inputs, Justification, PlanItem, Revokes, DATA_ACCESS_POLICY,
@@ -39,26 +41,28 @@ struct Wanted<'d> {
     dataset: &'d EntityUid,
 }
 
-/// What one worker planned: its items, how many decisions it took, its warnings.
+/// What one worker planned: its items, how many decisions it took, its warnings, and the
+/// parts of the roles it planned afresh, to remember.
+#[derive(Default)]
 struct WorkerOutput {
     items: Vec<PlanItem>,
     decisions: u64,
     warnings: Vec<String>,
+    remembered: Vec<(String, RoleMemo)>,
+    /// Roles whose remembered part was kept, and roles planned afresh.
+    reused: u64,
+    planned: u64,
 }
 
 /// Plans data access for every governed role in `scope` (all of them without one), adding
-/// the workers' decision counts and warnings to `decider`'s.
+/// the workers' decision counts and warnings to `decider`'s. `memo` has caught up with
+/// what changed since the last plan.
 pub(super) fn plan_data_access(
     inputs: &Inputs,
     scope: Option<&BTreeSet<String>>,
+    memo: &mut PlanMemo,
     decider: &mut Decider,
 ) -> Vec<PlanItem> {
-    let planner = RolePlanner {
-        entities: inputs.entities,
-        index: inputs.index,
-        actual: inputs.actual,
-        open_set: inputs.index.open.iter().collect(),
-    };
     let roles: Vec<Role> = inputs
         .index
         .role_owners
@@ -66,11 +70,26 @@ pub(super) fn plan_data_access(
         .filter(|(role, _)| scope.is_none_or(|s| role_key(role).is_some_and(|k| s.contains(&k))))
         .map(|(arn, owners)| Role { arn, owners })
         .collect();
+    let planner = RolePlanner {
+        entities: inputs.entities,
+        index: inputs.index,
+        actual: inputs.actual,
+        open_set: inputs.index.open.iter().collect(),
+        memo,
+    };
+    let parts = fan_out(inputs.engine, &planner, &roles);
     let mut items = Vec::new();
-    for part in fan_out(inputs.engine, &planner, &roles) {
+    for part in parts {
         items.extend(part.items);
         decider.count += part.decisions;
         decider.warnings.extend(part.warnings);
+        memo.count(part.reused, part.planned);
+        for (arn, remembered) in part.remembered {
+            memo.keep(arn, remembered);
+        }
+    }
+    if scope.is_none() {
+        memo.retain_roles(&inputs.index.role_owners);
     }
     items
 }
@@ -88,12 +107,10 @@ fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<Worker
             .map(|part| {
                 s.spawn(move || {
                     let mut worker = Decider::new(engine);
-                    let items = planner.plan_roles(part, &mut worker);
-                    WorkerOutput {
-                        items,
-                        decisions: worker.count,
-                        warnings: worker.warnings,
-                    }
+                    let mut out = planner.plan_roles(part, &mut worker);
+                    out.decisions = worker.count;
+                    out.warnings = worker.warnings;
+                    out
                 })
             })
             .collect();
@@ -114,31 +131,71 @@ struct RolePlanner<'a> {
     actual: &'a ActualState,
     /// Open Data, to keep it out of each owner's other candidates.
     open_set: BTreeSet<&'a EntityUid>,
+    /// The roles' parts of the last plan, caught up with what changed since.
+    memo: &'a PlanMemo,
 }
 
 impl<'a> RolePlanner<'a> {
-    fn plan_roles(&self, roles: &[Role], decider: &mut Decider) -> Vec<PlanItem> {
-        let mut items = Vec::new();
+    /// The items for `roles` and the parts planned afresh to remember; the decisions and
+    /// warnings are `decider`'s.
+    fn plan_roles(&self, roles: &[Role], decider: &mut Decider) -> WorkerOutput {
+        let mut out = WorkerOutput::default();
         for &role in roles {
-            let desired = self.desired_access(role, decider);
-            self.lf_changes_for_role(role, &desired, decider, &mut items);
-            items.extend(
-                self.role_policy_change(role.arn, &desired, decider)
-                    .map(|i| i.affecting(role.owners)),
+            if let Some(part) = self.memo.reusable(role.arn, role.owners, self.actual) {
+                out.items.extend(part.items.iter().cloned());
+                decider.count += part.decisions;
+                decider.warnings.extend(part.warnings.iter().cloned());
+                out.reused += 1;
+                continue;
+            }
+            let mut reads = self.memo.reads();
+            let part = self.plan_role(role, &mut reads, decider);
+            out.remembered.extend(
+                PlanMemo::remember(reads, role.arn, role.owners, self.actual, &part)
+                    .map(|m| (role.arn.clone(), m)),
             );
+            out.items.extend(part.items);
+            decider.count += part.decisions;
+            decider.warnings.extend(part.warnings);
+            out.planned += 1;
         }
-        items
+        out
+    }
+
+    /// One role's part of the plan, noting in `reads` the entities it read. The decisions
+    /// and warnings it adds to `decider` are taken back out into the part.
+    fn plan_role(&self, role: Role, reads: &mut Reads, decider: &mut Decider) -> RolePart {
+        let (counted, warned) = (decider.count, decider.warnings.len());
+        let mut items = Vec::new();
+        let desired = self.desired_access(role, reads, decider);
+        self.lf_changes_for_role(role, &desired, decider, &mut items);
+        items.extend(
+            self.role_policy_change(role.arn, &desired, decider)
+                .map(|i| i.affecting(role.owners)),
+        );
+        let decisions = decider.count - counted;
+        decider.count = counted;
+        RolePart {
+            items,
+            decisions,
+            warnings: decider.warnings.split_off(warned),
+        }
     }
 
     /// Per dataset: whether the role's owners may write it (reading is implied), and the
     /// decisions that justify it. Datasets no owner may read are left out.
-    fn desired_access(&self, role: Role, decider: &mut Decider) -> BTreeMap<EntityUid, Access> {
+    fn desired_access(
+        &self,
+        role: Role,
+        reads: &mut Reads,
+        decider: &mut Decider,
+    ) -> BTreeMap<EntityUid, Access> {
         let mut desired: BTreeMap<EntityUid, Access> = BTreeMap::new();
         for owner in role.owners {
             // Open Data is every user's candidate; the rest come from the owner's groups,
             // their own studies, and what the role holds now (that is how stale grants are
             // revoked). Open Data is walked as is rather than copied into each owner's set.
-            let others = self.candidate_datasets(role.arn, owner);
+            let others = self.candidate_datasets(role.arn, owner, reads);
             for d in self.index.open.iter().chain(others) {
                 // A quarantined dataset's facts are in doubt: nothing is granted on it.
                 if self.actual.quarantined.contains_key(d.id().unescaped()) {
@@ -170,11 +227,18 @@ impl<'a> RolePlanner<'a> {
 
     /// The candidates for `owner` on `role` other than Open Data: the datasets of the
     /// owner's access groups, their own studies, and the datasets the role holds now.
-    fn candidate_datasets(&self, role: &str, owner: &EntityUid) -> BTreeSet<&'a EntityUid> {
+    fn candidate_datasets(
+        &self,
+        role: &str,
+        owner: &EntityUid,
+        reads: &mut Reads,
+    ) -> BTreeSet<&'a EntityUid> {
         let index = self.index;
         let mut others: BTreeSet<&EntityUid> = BTreeSet::new();
+        reads.uid(owner);
         if let Some(groups) = self.entities.ancestors(owner) {
             for g in groups {
+                reads.uid(g);
                 if let Some(ds) = index.by_group.get(g) {
                     others.extend(ds.iter());
                 }
@@ -189,6 +253,9 @@ impl<'a> RolePlanner<'a> {
             }
         }
         others.retain(|d| !self.open_set.contains(d));
+        for d in &others {
+            reads.uid(d);
+        }
         others
     }
 
@@ -222,7 +289,7 @@ impl<'a> RolePlanner<'a> {
             }
             let why = access.why.as_slice();
             wanted.insert(
-                ds.resource.to_string(),
+                ds.resource_key.clone(),
                 Wanted {
                     perms,
                     why,
@@ -248,7 +315,11 @@ impl<'a> RolePlanner<'a> {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                let resource = serde_json::from_str(resource_key).unwrap_or(Value::Null);
+                let resource = self
+                    .index
+                    .datasets
+                    .get(w.dataset)
+                    .map_or(Value::Null, |d| d.resource.clone());
                 items.push(
                     item(
                         Change::LfGrant {

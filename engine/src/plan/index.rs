@@ -21,6 +21,12 @@ pub(super) struct Dataset {
     pub(super) prefix: String,
     /// Whether it may be written at all (`maxAccess` is `readwrite`).
     pub(super) max_write: bool,
+    /// `resource` as the canonical JSON text the actual state keys grants by.
+    pub(super) resource_key: String,
+    /// Its admin, reader and writer groups, and the owner of a `my` dataset: whose
+    /// candidates it is (what a remembered role plan is checked against, see `memo`).
+    pub(super) groups: Vec<EntityUid>,
+    pub(super) owner: Option<EntityUid>,
 }
 
 /// The graph, indexed for planning.
@@ -88,21 +94,29 @@ impl<'a> GraphIndex<'a> {
         let table = attr_string(e, "table");
         let resource = lf_table_resource(&database, table.as_deref());
         let (bucket, prefix) = s3_location(&uid, &location, warnings);
-        for group in ["admins", "readers", "writers"] {
-            if let Some(g) = attr_uid(e, group) {
-                self.by_group.entry(g).or_default().push(uid.clone());
-            }
+        let groups: Vec<EntityUid> = ["admins", "readers", "writers"]
+            .into_iter()
+            .filter_map(|group| attr_uid(e, group))
+            .collect();
+        for g in &groups {
+            self.by_group.entry(g.clone()).or_default().push(uid.clone());
         }
+        let mut owner = None;
         match attr_string(e, "category").as_deref() {
             Some("open") => self.open.push(uid.clone()),
             Some("my") => {
-                if let Some(owner) = attr_uid(e, "owner") {
-                    self.by_owner.entry(owner).or_default().push(uid.clone());
+                owner = attr_uid(e, "owner");
+                if let Some(owner) = &owner {
+                    self.by_owner
+                        .entry(owner.clone())
+                        .or_default()
+                        .push(uid.clone());
                 }
             }
             _ => {}
         }
-        self.by_resource.insert(resource.to_string(), uid.clone());
+        let resource_key = resource.to_string();
+        self.by_resource.insert(resource_key.clone(), uid.clone());
         self.datasets.insert(
             uid,
             Dataset {
@@ -110,6 +124,9 @@ impl<'a> GraphIndex<'a> {
                 bucket,
                 prefix,
                 max_write: attr_string(e, "maxAccess").as_deref() == Some("readwrite"),
+                resource_key,
+                groups,
+                owner,
             },
         );
     }

@@ -19,6 +19,7 @@ mod data_access;
 mod decider;
 mod foreign;
 mod index;
+mod memo;
 mod quarantine;
 mod s3;
 mod tags;
@@ -36,6 +37,8 @@ use crate::decide::{Decision, Engine, RequestSpec};
 use crate::error::Result;
 
 pub use actual::{kind, ActualState};
+pub(crate) use memo::PlanMemo;
+pub use memo::PlanReuse;
 
 use decider::Decider;
 use index::{GraphIndex, Protected};
@@ -425,7 +428,9 @@ pub fn role_key(arn: &str) -> Option<String> {
 }
 
 /// Computes the plan. Deterministic: the same store, policies and settings give the same
-/// items in the same order, and nothing already in the desired state is planned.
+/// items in the same order, and nothing already in the desired state is planned. Roles
+/// whose inputs have not changed since the engine's last plan keep their part of it, and
+/// the plan is the same as one made afresh.
 pub fn plan(engine: &Engine, actual: &ActualState, settings: &PlanSettings) -> Plan {
     plan_scoped(engine, actual, settings, None)
 }
@@ -444,6 +449,14 @@ pub fn plan_scoped(
     let mut decider = Decider::new(engine);
     let protected = Protected::new(&settings.protected_principals, actual);
     let index = GraphIndex::build(entities, actual, &protected, &mut decider.warnings);
+    // One plan at a time catches the memo up and plans over it.
+    let mut memo = engine.plan_memo();
+    memo.catch_up(
+        engine.take_touched(),
+        &engine.bundle().version,
+        &index,
+        actual,
+    );
     let inputs = Inputs {
         engine,
         entities,
@@ -452,7 +465,8 @@ pub fn plan_scoped(
         settings,
         protected: &protected,
     };
-    let mut items = data_access::plan_data_access(&inputs, scope, &mut decider);
+    let mut items = data_access::plan_data_access(&inputs, scope, &mut memo, &mut decider);
+    drop(memo);
     items.extend(foreign::plan_foreign_grants(&inputs, scope));
     budgets::plan_budgets(&inputs, &mut decider, &mut items);
     backup::plan_backups(&inputs, &mut decider, &mut items);

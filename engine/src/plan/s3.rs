@@ -107,6 +107,9 @@ mod tests {
             bucket: bucket.into(),
             prefix: prefix.into(),
             max_write: true,
+            resource_key: String::new(),
+            groups: Vec::new(),
+            owner: None,
         }
     }
 
