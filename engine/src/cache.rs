@@ -69,7 +69,35 @@ pub struct Answer {
     pub decision: Decision,
     pub reasons: Vec<String>,
     pub errors: Vec<PolicyError>,
+    /// The uids the decision could read, worked out the first time it is logged.
+    pub(crate) slice: KeptSlice,
 }
+
+/// A decision's slice, kept with its answer: the slice is a function of the entities the
+/// answer depends on, so it stays right exactly as long as the answer does. Not part of
+/// what Cedar answered, so answers compare equal whether or not it is known yet.
+#[derive(Debug, Default)]
+pub(crate) struct KeptSlice(std::sync::OnceLock<Arc<[EntityUid]>>);
+
+impl KeptSlice {
+    pub(crate) fn get_or_init(&self, slice: impl FnOnce() -> Vec<EntityUid>) -> Arc<[EntityUid]> {
+        self.0.get_or_init(|| slice().into()).clone()
+    }
+}
+
+impl Clone for KeptSlice {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for KeptSlice {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeptSlice {}
 
 /// What changed since the planner last looked (see `plan::memo`): every uid written or
 /// deleted and the principal of every answer dropped, or, once the cache was cleared or
@@ -161,6 +189,11 @@ impl DecisionCache {
             misses: self.misses.load(Ordering::Relaxed),
             ..self.stats
         }
+    }
+
+    /// The remembered answer to `key`, not counted (for what is done after a decision).
+    pub fn peek(&self, key: &DecisionKey) -> Option<Arc<Answer>> {
+        self.index.get(key).cloned()
     }
 
     /// The remembered answer to `key`, counted as a hit or a miss.

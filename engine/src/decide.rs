@@ -494,6 +494,7 @@ impl Engine {
             decision: outcome.decision,
             reasons: outcome.reasons,
             errors: outcome.errors,
+            slice: Default::default(),
         });
         let mut seeds = Vec::with_capacity(2 + context_entities.len());
         seeds.push(key.principal.clone());
@@ -636,7 +637,12 @@ impl Engine {
         outcome: &DecisionOutcome,
         origin: &str,
     ) -> LogRecord {
-        let slice = self.rendered_slice(&self.slice_of(request));
+        // The slice kept with the cached answer, when the answer is still there.
+        let remembered = self.cache_read().peek(&request.key);
+        let slice = match remembered {
+            Some(answer) => self.rendered_slice(&answer.slice.get_or_init(|| self.slice_of(request))),
+            None => self.rendered_slice(&self.slice_of(request)),
+        };
         LogRecord::with_slice(self.decision_fields(request, outcome, origin), slice)
     }
 

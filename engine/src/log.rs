@@ -50,6 +50,15 @@ pub struct StoredPolicySet {
 pub struct DecisionLog {
     dir: PathBuf,
     commits: commit::GroupCommit,
+    /// Where this process's last write left the log, so the next need not read it back.
+    written: std::sync::Mutex<Option<WrittenTail>>,
+}
+
+/// The last segment as this process left it: its length and last record.
+struct WrittenTail {
+    segment: PathBuf,
+    len: u64,
+    head: Head,
 }
 
 /// One record to append: its fields, and the entity slice of a decision as texts rendered
@@ -129,6 +138,7 @@ impl DecisionLog {
         Ok(Self {
             dir,
             commits: commit::GroupCommit::default(),
+            written: std::sync::Mutex::default(),
         })
     }
 
@@ -325,31 +335,33 @@ impl DecisionLog {
     fn write(&self, records: impl Iterator<Item = LogRecord>) -> Result<Vec<u64>> {
         let _lock = self.lock()?;
         let mut segments = self.segments()?;
-        let tail = self.recover_tail(&mut segments)?;
-        let head = self.head()?;
-        let (mut seq, mut prev) = match (&tail, &head) {
-            (Some(t), Some(h)) if t.seq < h.seq => {
-                return Err(self.err(format!(
-                    "the log ends at record {} but HEAD records {}: records were removed; refusing to append (run `tregov log verify`)",
-                    t.seq, h.seq
-                )))
+        // Taken, not copied: a write that fails leaves nothing known, and the next one reads
+        // the log back (cutting whatever the failure tore).
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (seg, seg_len, tail) = match self.unchanged_since(written, &segments) {
+            Some(w) => (Some(w.segment), w.len, w.head),
+            None => {
+                let tail = self.checked_tail(&mut segments)?;
+                let last = segments.last().cloned();
+                let len = match &last {
+                    Some(s) => std::fs::metadata(s).map_err(|e| EngineError::io(s, e))?.len(),
+                    None => 0,
+                };
+                (last, len, tail)
             }
-            (Some(t), _) => (t.seq, t.hash.clone()),
-            (None, Some(h)) if h.seq > 0 => {
-                return Err(self.err(format!(
-                    "the log is empty but HEAD records {}: refusing to append",
-                    h.seq
-                )))
-            }
-            _ => (0, GENESIS.to_string()),
         };
-        let segment = match segments.last() {
-            Some(s) if std::fs::metadata(s).map(|m| m.len()).unwrap_or(0) < MAX_SEGMENT_BYTES => {
-                s.clone()
-            }
-            _ => self
-                .dir
-                .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", seq + 1)),
+        let (mut seq, mut prev) = (tail.seq, tail.hash);
+        let (segment, segment_len) = match seg {
+            Some(s) if seg_len < MAX_SEGMENT_BYTES => (s, seg_len),
+            _ => (
+                self.dir
+                    .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", seq + 1)),
+                0,
+            ),
         };
         let mut out = Vec::new();
         let mut buf = Vec::new();
@@ -379,10 +391,68 @@ impl DecisionLog {
         f.write_all(&buf)
             .map_err(|e| EngineError::io(&segment, e))?;
         f.sync_data().map_err(|e| EngineError::io(&segment, e))?;
+        if segment_len == 0 {
+            // A new segment's name is durable only once the directory is.
+            sync_dir(&self.dir)?;
+        }
         let head = Head { seq, hash: prev };
-        let body = serde_json::to_vec(&head).map_err(|e| self.err(e.to_string()))?;
-        write_atomically(&self.dir.join("HEAD"), &body)?;
+        self.write_head(&head)?;
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(WrittenTail {
+            segment,
+            len: segment_len + buf.len() as u64,
+            head,
+        });
         Ok(out)
+    }
+
+    /// What this process's last write left, if the log still ends there: the same last
+    /// segment, of the same length (another process's append, a cut or a new segment all
+    /// change one of the two).
+    fn unchanged_since(
+        &self,
+        written: Option<WrittenTail>,
+        segments: &[PathBuf],
+    ) -> Option<WrittenTail> {
+        let w = written?;
+        let last = segments.last()?;
+        let len = std::fs::metadata(last).ok()?.len();
+        (*last == w.segment && len == w.len).then_some(w)
+    }
+
+    /// The log's last record read back from disk (a torn one cut), checked against `HEAD`.
+    fn checked_tail(&self, segments: &mut Vec<PathBuf>) -> Result<Head> {
+        let tail = self.recover_tail(segments)?;
+        match (tail, self.head()?) {
+            (Some(t), Some(h)) if t.seq < h.seq => Err(self.err(format!(
+                "the log ends at record {} but HEAD records {}: records were removed; refusing to append (run `tregov log verify`)",
+                t.seq, h.seq
+            ))),
+            (Some(t), _) => Ok(t),
+            (None, Some(h)) if h.seq > 0 => Err(self.err(format!(
+                "the log is empty but HEAD records {}: refusing to append",
+                h.seq
+            ))),
+            _ => Ok(Head {
+                seq: 0,
+                hash: GENESIS.to_string(),
+            }),
+        }
+    }
+
+    /// Replaces `HEAD`. Its content is on disk before the rename, so `HEAD` is always the
+    /// old or the new one; the directory is not synced, because a crash that loses the
+    /// rename leaves `HEAD` behind the log, which `verify` reports as an unanchored tail
+    /// and the next append accepts, and the records themselves are already durable.
+    fn write_head(&self, head: &Head) -> Result<()> {
+        let path = self.dir.join("HEAD");
+        let body = serde_json::to_vec(head).map_err(|e| self.err(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+            f.write_all(&body).map_err(|e| EngineError::io(&tmp, e))?;
+            f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))
     }
 
     /// Reads every record in order (without checking the chain: see `verify`).
@@ -825,6 +895,27 @@ mod tests {
         let report = log.verify().expect("verify");
         assert!(report.ok, "{report:?}");
         assert_eq!(report.records, total);
+    }
+
+    #[test]
+    fn a_log_written_by_two_processes_in_turn_stays_one_chain() {
+        // Each remembers where its own last write left the log: the other's appends in
+        // between must be read back, not written over.
+        let dir = tempfile::tempdir().expect("tmp");
+        let (one, two) = (
+            DecisionLog::open(dir.path()).expect("log"),
+            DecisionLog::open(dir.path()).expect("log"),
+        );
+        let mut seqs = Vec::new();
+        for n in 0..6u64 {
+            let log = if n % 3 == 0 { &two } else { &one };
+            seqs.extend(log.append(vec![record(n), record(n)]).expect("append"));
+        }
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+        let report = one.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 12);
+        assert_eq!(report.unanchored_tail, 0);
     }
 
     #[test]
