@@ -239,7 +239,9 @@ fn main() {
                         let mine = &reqs[round + caller * 25..round + caller * 25 + 25];
                         scope.spawn(move || {
                             for r in mine {
-                                std::hint::black_box(engine.decide_logged(r, "bench").expect("logged"));
+                                std::hint::black_box(
+                                    engine.decide_logged(r, "bench").expect("logged"),
+                                );
                             }
                         });
                     }

@@ -85,7 +85,9 @@ fn every_cached_answer_is_the_answer_cedar_gives_afresh() {
                 );
                 // The slice the log records, made of kept entity texts, is the one
                 // rendered afresh.
-                let logged = engine.decision_record(request, &answer, "differential").to_map();
+                let logged = engine
+                    .decision_record(request, &answer, "differential")
+                    .to_map();
                 let afresh = engine.graph().render_slice(&engine.slice_of(request));
                 assert_eq!(
                     logged["slice"],

@@ -64,7 +64,10 @@ impl Aws {
     }
 
     fn revoke(&mut self, principal: &str, resource: &Value, permissions: &[String]) {
-        let key = (kind::LF_PERMISSION.to_string(), format!("{principal}|{resource}"));
+        let key = (
+            kind::LF_PERMISSION.to_string(),
+            format!("{principal}|{resource}"),
+        );
         let Some(body) = self.observed.get_mut(&key) else {
             return;
         };
@@ -156,7 +159,11 @@ fn out_of_band(world: &mut World, aws: &mut Aws, pools: &Pools) {
     let resource = pools.resources[rng.below(pools.resources.len())].clone();
     match rng.below(7) {
         0 => {
-            let perms = [["SELECT"].as_slice(), &["SELECT", "DESCRIBE"], &["INSERT", "DROP"]];
+            let perms = [
+                ["SELECT"].as_slice(),
+                &["SELECT", "DESCRIBE"],
+                &["INSERT", "DROP"],
+            ];
             let p: Vec<String> = perms[rng.below(3)].iter().map(|s| s.to_string()).collect();
             aws.grant(&role, &resource, &p, false);
         }
@@ -185,7 +192,8 @@ fn out_of_band(world: &mut World, aws: &mut Aws, pools: &Pools) {
             let d = format!("ds-{}", rng.below(world.datasets));
             let key = (kind::DATASET_QUARANTINED.to_string(), d);
             if aws.observed.remove(&key).is_none() {
-                aws.observed.insert(key, json!({"message": "labels disagree"}));
+                aws.observed
+                    .insert(key, json!({"message": "labels disagree"}));
             }
         }
         4 => {
@@ -241,7 +249,10 @@ fn a_plan_that_reuses_the_last_one_is_the_plan_made_afresh() {
     eprintln!("plan differential: {steps} steps, about {total} entities, seed {seed}");
 
     let mut world = World::new(total, seed);
-    let (dir, fresh_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let (dir, fresh_dir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
     let mut extra = false;
     let mut engine = world.engine(dir.path(), extra);
     let mut fresh = world.engine(fresh_dir.path(), extra);
@@ -298,7 +309,8 @@ fn a_plan_that_reuses_the_last_one_is_the_plan_made_afresh() {
             _ => "nothing changed",
         };
         *tally.entry(what).or_default() += 1;
-        let (planned, afresh) = both_plans(&engine, &fresh, &aws.actual(), &settings, scope.as_ref());
+        let (planned, afresh) =
+            both_plans(&engine, &fresh, &aws.actual(), &settings, scope.as_ref());
         assert!(
             planned == afresh,
             "step {step} ({what}, seed {seed}): {}",
@@ -312,7 +324,10 @@ fn a_plan_that_reuses_the_last_one_is_the_plan_made_afresh() {
         }
     }
     let reuse = engine.plan_reuse();
-    eprintln!("{tally:?}; roles reused {}, planned afresh {}", reuse.reused, reuse.planned);
+    eprintln!(
+        "{tally:?}; roles reused {}, planned afresh {}",
+        reuse.reused, reuse.planned
+    );
     // The run means something only if parts were both kept and re-planned, and the fresh
     // engine never kept one.
     assert_eq!(fresh.plan_reuse().reused, 0);

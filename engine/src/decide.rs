@@ -9,12 +9,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey, Touched};
-use crate::plan::PlanMemo;
 use crate::entities::{parse_uid, EntityGraph};
 use crate::error::{EngineError, Result};
 use crate::log::{DecisionLog, LogRecord};
-use crate::rendered::RenderedEntities;
+use crate::plan::PlanMemo;
 use crate::policies::{PolicyBundle, PolicyMeta};
+use crate::rendered::RenderedEntities;
 use crate::store::{BatchOutcome, Store, StoreBatch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -640,7 +640,9 @@ impl Engine {
         // The slice kept with the cached answer, when the answer is still there.
         let remembered = self.cache_read().peek(&request.key);
         let slice = match remembered {
-            Some(answer) => self.rendered_slice(&answer.slice.get_or_init(|| self.slice_of(request))),
+            Some(answer) => {
+                self.rendered_slice(&answer.slice.get_or_init(|| self.slice_of(request)))
+            }
             None => self.rendered_slice(&self.slice_of(request)),
         };
         LogRecord::with_slice(self.decision_fields(request, outcome, origin), slice)

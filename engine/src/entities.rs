@@ -283,7 +283,9 @@ impl EntityGraph {
     /// slice decides alone exactly as the full store did. Missing entities are left out (a
     /// decision on the slice then misses them exactly as the live one did).
     pub fn render_slice(&self, uids: &[EntityUid]) -> Vec<Value> {
-        uids.iter().filter_map(|uid| self.entity_json(uid)).collect()
+        uids.iter()
+            .filter_map(|uid| self.entity_json(uid))
+            .collect()
     }
 
     /// One entity of a slice as JSON text, and the uids the text shows (the entity and its

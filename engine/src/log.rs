@@ -318,8 +318,11 @@ impl DecisionLog {
             return Ok(Vec::new());
         }
         let records = records.into_iter().map(Into::into).collect();
-        self.commits
-            .append(records, |batches| self.write_batches(batches), |m| self.err(m))
+        self.commits.append(
+            records,
+            |batches| self.write_batches(batches),
+            |m| self.err(m),
+        )
     }
 
     /// Writes every batch in one append, returning each batch's sequence numbers.
@@ -348,7 +351,9 @@ impl DecisionLog {
                 let tail = self.checked_tail(&mut segments)?;
                 let last = segments.last().cloned();
                 let len = match &last {
-                    Some(s) => std::fs::metadata(s).map_err(|e| EngineError::io(s, e))?.len(),
+                    Some(s) => std::fs::metadata(s)
+                        .map_err(|e| EngineError::io(s, e))?
+                        .len(),
                     None => 0,
                 };
                 (last, len, tail)
@@ -878,7 +883,10 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
         });
         let mut all: Vec<u64> = Vec::new();
         for (n, seqs) in numbered.into_iter().flatten() {

@@ -423,8 +423,14 @@ mod tests {
             planned: 2,
         });
         let text = m.render();
-        assert!(text.contains("tregov_plan_roles_reused_total 5\n"), "{text}");
-        assert!(text.contains("tregov_plan_roles_planned_total 2\n"), "{text}");
+        assert!(
+            text.contains("tregov_plan_roles_reused_total 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tregov_plan_roles_planned_total 2\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

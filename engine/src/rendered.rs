@@ -28,14 +28,19 @@ pub(crate) struct RenderedEntities {
 impl RenderedEntities {
     /// The kept text of each of `uids`, `None` where there is none yet.
     pub(crate) fn known(&self, uids: &[EntityUid]) -> Vec<Option<Arc<str>>> {
-        uids.iter().map(|uid| self.texts.get(uid).cloned()).collect()
+        uids.iter()
+            .map(|uid| self.texts.get(uid).cloned())
+            .collect()
     }
 
     /// Keeps texts rendered over the graph as it is now: each with its uid and what it shows.
     pub(crate) fn keep(&mut self, rendered: Vec<(EntityUid, Arc<str>, Vec<EntityUid>)>) {
         for (uid, text, shows) in rendered {
             if self.bytes + text.len() > MOST_BYTES {
-                tracing::debug!(bytes = self.bytes, "rendered entity texts over their cap: dropping them all");
+                tracing::debug!(
+                    bytes = self.bytes,
+                    "rendered entity texts over their cap: dropping them all"
+                );
                 self.clear();
             }
             self.bytes += text.len();
@@ -96,9 +101,13 @@ mod tests {
 
     #[test]
     fn a_text_is_dropped_when_an_ancestor_two_levels_up_gains_a_parent() {
-        let graph =
-            EntityGraph::from_bodies([body("a", &["b"]), body("b", &["c"]), body("c", &[])].iter().map(String::as_str), None)
-                .expect("graph");
+        let graph = EntityGraph::from_bodies(
+            [body("a", &["b"]), body("b", &["c"]), body("c", &[])]
+                .iter()
+                .map(String::as_str),
+            None,
+        )
+        .expect("graph");
         let a = parse_uid(r#"G::"a""#).expect("uid");
         let mut kept = RenderedEntities::default();
         let before = rendered(&mut kept, &graph, &a);

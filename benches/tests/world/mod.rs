@@ -112,7 +112,9 @@ impl World {
         let upserts = self
             .entities
             .values()
-            .map(|v| Entity::from_json_value(v.clone(), Some(&self.schema)).expect("fixture entity"))
+            .map(|v| {
+                Entity::from_json_value(v.clone(), Some(&self.schema)).expect("fixture entity")
+            })
             .collect();
         engine
             .apply(&StoreBatch {
@@ -213,7 +215,10 @@ impl World {
                 _ => attrs["owner"] = json!({"__entity": uid("User", &new_user)}),
             },
             "Tre::Workspace" => match pick {
-                0 => attrs["status"] = json!(["running", "stopped", "terminated"][new_user.len() % 3]),
+                0 => {
+                    attrs["status"] =
+                        json!(["running", "stopped", "terminated"][new_user.len() % 3])
+                }
                 // Two workspaces then share a role: its owners are both workspaces' owners.
                 1 => {
                     let other = new_user.trim_start_matches("user-");
@@ -307,4 +312,3 @@ impl World {
         Some(k)
     }
 }
-

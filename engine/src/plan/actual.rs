@@ -138,7 +138,9 @@ impl ActualState {
     }
 
     pub(super) fn made_by_tregov(&self, principal: &str, resource: &str) -> bool {
-        self.made.get(principal).is_some_and(|r| r.contains(resource))
+        self.made
+            .get(principal)
+            .is_some_and(|r| r.contains(resource))
     }
 
     /// What `principal` holds, by resource, without scanning everyone else's grants.

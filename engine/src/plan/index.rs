@@ -99,7 +99,10 @@ impl<'a> GraphIndex<'a> {
             .filter_map(|group| attr_uid(e, group))
             .collect();
         for g in &groups {
-            self.by_group.entry(g.clone()).or_default().push(uid.clone());
+            self.by_group
+                .entry(g.clone())
+                .or_default()
+                .push(uid.clone());
         }
         let mut owner = None;
         match attr_string(e, "category").as_deref() {

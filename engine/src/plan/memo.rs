@@ -96,7 +96,9 @@ impl RoleActual {
                 r == r2 && held == held2 && *made == actual.made_by_tregov(arn, r)
             })
         });
-        same_grants && now.next().is_none() && data_access_policy(actual, arn) == self.policy.as_ref()
+        same_grants
+            && now.next().is_none()
+            && data_access_policy(actual, arn) == self.policy.as_ref()
     }
 }
 
@@ -119,7 +121,8 @@ impl Reads<'_> {
     }
 
     fn resource(&mut self, resource_key: &str) {
-        self.read.insert(self.hasher.hash_one(("resource", resource_key)));
+        self.read
+            .insert(self.hasher.hash_one(("resource", resource_key)));
     }
 }
 
@@ -154,7 +157,12 @@ impl PlanMemo {
                 // A dataset can become a candidate of roles that never read it: those whose
                 // owners are in its groups or own it, or that hold its resource.
                 if let Some(d) = index.datasets.get(uid) {
-                    hits.extend(d.groups.iter().chain(&d.owner).map(|u| self.hasher.hash_one(u)));
+                    hits.extend(
+                        d.groups
+                            .iter()
+                            .chain(&d.owner)
+                            .map(|u| self.hasher.hash_one(u)),
+                    );
                     hits.push(self.hasher.hash_one(("resource", d.resource_key.as_str())));
                 }
             }
