@@ -141,23 +141,25 @@ impl<'a> RolePlanner<'a> {
     fn plan_roles(&self, roles: &[Role], decider: &mut Decider) -> WorkerOutput {
         let mut out = WorkerOutput::default();
         for &role in roles {
-            if let Some(part) = self.memo.reusable(role.arn, role.owners, self.actual) {
-                out.items.extend(part.items.iter().cloned());
-                decider.count += part.decisions;
-                decider.warnings.extend(part.warnings.iter().cloned());
-                out.reused += 1;
-                continue;
-            }
-            let mut reads = self.memo.reads();
-            let part = self.plan_role(role, &mut reads, decider);
-            out.remembered.extend(
-                PlanMemo::remember(reads, role.arn, role.owners, self.actual, &part)
-                    .map(|m| (role.arn.clone(), m)),
-            );
+            let part = match self.memo.reusable(role.arn, role.owners, self.actual) {
+                Some(kept) => {
+                    out.reused += 1;
+                    kept.clone()
+                }
+                None => {
+                    let mut reads = self.memo.reads();
+                    let part = self.plan_role(role, &mut reads, decider);
+                    out.remembered.extend(
+                        PlanMemo::remember(reads, role.arn, role.owners, self.actual, &part)
+                            .map(|m| (role.arn.clone(), m)),
+                    );
+                    out.planned += 1;
+                    part
+                }
+            };
             out.items.extend(part.items);
             decider.count += part.decisions;
             decider.warnings.extend(part.warnings);
-            out.planned += 1;
         }
         out
     }
