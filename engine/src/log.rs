@@ -449,15 +449,8 @@ impl DecisionLog {
     /// rename leaves `HEAD` behind the log, which `verify` reports as an unanchored tail
     /// and the next append accepts, and the records themselves are already durable.
     fn write_head(&self, head: &Head) -> Result<()> {
-        let path = self.dir.join("HEAD");
         let body = serde_json::to_vec(head).map_err(|e| self.err(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
-            f.write_all(&body).map_err(|e| EngineError::io(&tmp, e))?;
-            f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e))
+        replace_file(&self.dir.join("HEAD"), &body)
     }
 
     /// Reads every record in order (without checking the chain: see `verify`).
@@ -816,18 +809,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
+    replace_file(path, body)?;
+    // The rename itself is durable only once the directory is.
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Replaces `path` with `body` by renaming a synced temporary file over it: a crash leaves
+/// the old content or the new, never a mix (the rename is durable once the directory is).
+fn replace_file(path: &Path, body: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
         f.write_all(body).map_err(|e| EngineError::io(&tmp, e))?;
         f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
-    // The rename itself is durable only once the directory is.
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
+    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
