@@ -16,6 +16,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tregov_config::AuthConfig;
 
+use crate::verified::{Verified, VerifiedTokens};
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token (`Authorization: Bearer <jwt>`)")]
@@ -34,6 +36,8 @@ enum KeySource {
 struct Keys {
     set: JwkSet,
     fetched: Instant,
+    /// Counts loads: a token verified under one generation is checked again under the next.
+    generation: u64,
 }
 
 pub struct Authenticator {
@@ -47,6 +51,8 @@ pub struct Authenticator {
     keys: RwLock<Option<Keys>>,
     /// When keys were last fetched or tried: a failing issuer is not asked again at once.
     last_try: std::sync::Mutex<Option<Instant>>,
+    /// Tokens already verified under the keys held (see `verified`).
+    verified: VerifiedTokens,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +62,10 @@ struct Claims {
     aud: Option<Value>,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    exp: Option<Value>,
+    #[serde(default)]
+    nbf: Option<Value>,
 }
 
 /// Refetch an unknown `kid` at most this often: a key rotation is picked up at once, a flood
@@ -84,6 +94,7 @@ impl Authenticator {
             ttl: Duration::from_secs(config.jwks_ttl_seconds),
             keys: RwLock::new(None),
             last_try: std::sync::Mutex::new(None),
+            verified: VerifiedTokens::default(),
         };
         match auth.load().await {
             Ok(()) => {}
@@ -109,23 +120,27 @@ impl Authenticator {
         let set: JwkSet = serde_json::from_str(&text)
             .map_err(|e| AuthError::Keys(format!("not a JSON Web Key Set: {e}")))?;
         if let Ok(mut keys) = self.keys.write() {
+            let generation = keys.as_ref().map_or(0, |k| k.generation + 1);
             *keys = Some(Keys {
                 set,
                 fetched: Instant::now(),
+                generation,
             });
         }
         Ok(())
     }
 
-    fn find(&self, kid: Option<&str>) -> Option<Jwk> {
+    /// The key `kid` names, with the generation of the set it came from.
+    fn find(&self, kid: Option<&str>) -> Option<(Jwk, u64)> {
         let keys = self.keys.read().ok()?;
-        let set = &keys.as_ref()?.set;
-        match kid {
-            Some(kid) => set.find(kid).cloned(),
+        let keys = keys.as_ref()?;
+        let jwk = match kid {
+            Some(kid) => keys.set.find(kid).cloned(),
             // Without a `kid` only a single-key set is unambiguous.
-            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None if keys.set.keys.len() == 1 => keys.set.keys.first().cloned(),
             None => None,
-        }
+        }?;
+        Some((jwk, keys.generation))
     }
 
     /// Whether the keys may be fetched again now: not tried within `REFETCH_AFTER`, so a
@@ -136,6 +151,10 @@ impl Authenticator {
             .ok()
             .and_then(|t| *t)
             .is_none_or(|t| t.elapsed() >= REFETCH_AFTER.min(self.ttl))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.keys.read().ok()?.as_ref().map(|k| k.generation)
     }
 
     fn age(&self) -> Option<Duration> {
@@ -166,6 +185,15 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        self.refresh_if_old().await;
+        let now = unix_now();
+        let leeway = i64::try_from(self.leeway).unwrap_or(i64::MAX);
+        if let Some(sub) = self
+            .generation()
+            .and_then(|g| self.verified.lookup(token, g, now, leeway))
+        {
+            return Ok(sub);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
         if !is_asymmetric(header.alg) {
@@ -174,14 +202,13 @@ impl Authenticator {
                 header.alg
             )));
         }
-        self.refresh_if_old().await;
         let mut jwk = self.find(header.kid.as_deref());
         if jwk.is_none() && self.may_refetch() {
             // An unknown key: the issuer may have rotated since.
             self.load().await?;
             jwk = self.find(header.kid.as_deref());
         }
-        let jwk = jwk.ok_or_else(|| {
+        let (jwk, generation) = jwk.ok_or_else(|| {
             AuthError::Invalid(format!(
                 "no key `{}` in the issuer's key set",
                 header.kid.as_deref().unwrap_or("(none)")
@@ -211,8 +238,35 @@ impl Authenticator {
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty `sub`".into()));
         }
+        self.keep(token, &claims, generation, now, leeway);
         Ok(claims.sub)
     }
+
+    /// Keeps a token just verified under key-set `generation`, when its time window is plain
+    /// whole seconds (anything else is verified in full every time).
+    fn keep(&self, token: &str, claims: &Claims, generation: u64, now: i64, leeway: i64) {
+        let exp = claims.exp.as_ref().and_then(Value::as_i64);
+        let nbf = match &claims.nbf {
+            None => Some(None),
+            Some(v) => v.as_i64().map(Some),
+        };
+        if let (Some(exp), Some(nbf)) = (exp, nbf) {
+            let verified = Verified {
+                sub: claims.sub.clone(),
+                exp,
+                nbf,
+                generation,
+            };
+            self.verified.keep(token, verified, now, leeway);
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }
 
 fn is_asymmetric(alg: Algorithm) -> bool {
@@ -242,13 +296,17 @@ mod tests {
     }
 
     fn authenticator() -> Authenticator {
+        authenticator_over(fixture("jwks.json"), 3600)
+    }
+
+    fn authenticator_over(jwks_file: PathBuf, jwks_ttl_seconds: u64) -> Authenticator {
         let config = AuthConfig {
-            jwks_file: Some(fixture("jwks.json")),
+            jwks_file: Some(jwks_file),
             jwks_url: None,
             issuer: "iss".into(),
             audience: "aud".into(),
             leeway_seconds: 0,
-            jwks_ttl_seconds: 3600,
+            jwks_ttl_seconds,
         };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -292,5 +350,54 @@ mod tests {
         // GHSA-h395-gr6q-cpjc: jsonwebtoken before 10.3 skipped the check for a string.
         later["nbf"] = json!((now() + 3600).to_string());
         assert!(verify(&auth, &signed(&later)).is_err());
+    }
+
+    #[test]
+    fn a_token_seen_before_stops_working_once_its_key_leaves_the_issuers_set() {
+        let dir = std::env::temp_dir().join(format!("tregov-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let jwks = dir.join("jwks.json");
+        std::fs::copy(fixture("jwks.json"), &jwks).expect("copy");
+        // A TTL of zero reloads the set on every call, as an hourly TTL does once an hour.
+        let auth = authenticator_over(jwks.clone(), 0);
+        let token =
+            signed(&json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 600}));
+        assert_eq!(verify(&auth, &token).expect("first"), "alice");
+        assert_eq!(
+            verify(&auth, &token).expect("again, from the kept answer"),
+            "alice"
+        );
+        std::fs::write(&jwks, r#"{"keys": []}"#).expect("withdraw the key");
+        let refused = verify(&auth, &token);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            refused.is_err(),
+            "a withdrawn key's token was accepted: {refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_token_kept_once_is_not_accepted_after_it_expires() {
+        let auth = authenticator();
+        let token =
+            signed(&json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 600}));
+        assert_eq!(verify(&auth, &token).expect("valid"), "alice");
+        let generation = auth.generation().expect("keys");
+        assert_eq!(
+            auth.verified
+                .lookup(&token, generation, now(), 0)
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            auth.verified.lookup(&token, generation, now() + 601, 0),
+            None
+        );
+        let mut altered = token.clone();
+        altered.push('x');
+        assert!(
+            verify(&auth, &altered).is_err(),
+            "a token differing in one byte is checked in full"
+        );
     }
 }

@@ -42,6 +42,7 @@ mod guard;
 pub mod ops;
 mod parked;
 mod transport;
+mod verified;
 
 use auth::{AuthError, Authenticator};
 

@@ -220,6 +220,10 @@ impl DecisionLog {
     pub fn head(&self) -> Result<Option<Head>> {
         let path = self.dir.join("HEAD");
         match std::fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => {
+                tracing::warn!(path = %path.display(), "HEAD is empty (a crash before it reached the disk); the log is read without it");
+                Ok(None)
+            }
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| self.err(format!("HEAD is corrupt: {e}"))),
@@ -444,13 +448,15 @@ impl DecisionLog {
         }
     }
 
-    /// Replaces `HEAD`. Its content is on disk before the rename, so `HEAD` is always the
-    /// old or the new one; the directory is not synced, because a crash that loses the
-    /// rename leaves `HEAD` behind the log, which `verify` reports as an unanchored tail
-    /// and the next append accepts, and the records themselves are already durable.
+    /// Replaces `HEAD`, without syncing it: the records are already durable, and `HEAD` only
+    /// trails them. A crash can lose the rename (`HEAD` is then behind the log, which `verify`
+    /// reports as an unanchored tail and the next append accepts) or, on a file system that
+    /// does not order a renamed file's data before the rename, leave `HEAD` empty, which
+    /// `head` reads as no `HEAD` at all. Either way `HEAD` never claims a record the log
+    /// lacks. Syncing it would cost a second journal commit on every append.
     fn write_head(&self, head: &Head) -> Result<()> {
         let body = serde_json::to_vec(head).map_err(|e| self.err(e.to_string()))?;
-        replace_file(&self.dir.join("HEAD"), &body)
+        replace_file(&self.dir.join("HEAD"), &body, Content::Unsynced)
     }
 
     /// Reads every record in order (without checking the chain: see `verify`).
@@ -809,7 +815,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
-    replace_file(path, body)?;
+    replace_file(path, body, Content::Synced)?;
     // The rename itself is durable only once the directory is.
     match path.parent() {
         Some(dir) => sync_dir(dir),
@@ -817,14 +823,24 @@ fn write_atomically(path: &Path, body: &[u8]) -> Result<()> {
     }
 }
 
-/// Replaces `path` with `body` by renaming a synced temporary file over it: a crash leaves
-/// the old content or the new, never a mix (the rename is durable once the directory is).
-fn replace_file(path: &Path, body: &[u8]) -> Result<()> {
+/// Whether a replaced file's content is on disk before it is renamed into place.
+#[derive(Clone, Copy, PartialEq)]
+enum Content {
+    Synced,
+    Unsynced,
+}
+
+/// Replaces `path` with `body` by renaming a temporary file over it: a crash leaves the old
+/// content or the new, never a mix, when the content was synced first (the rename is durable
+/// once the directory is).
+fn replace_file(path: &Path, body: &[u8], content: Content) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
         f.write_all(body).map_err(|e| EngineError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+        if content == Content::Synced {
+            f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+        }
     }
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
@@ -989,6 +1005,24 @@ mod tests {
             assert!(report.ok, "{report:?}");
             assert_eq!(report.records, 3);
         }
+    }
+
+    /// `HEAD` is replaced without a sync: a crash on a file system that does not order a
+    /// renamed file's data before the rename can leave it empty.
+    #[test]
+    fn an_empty_head_left_by_a_crash_is_read_as_none_and_the_next_append_restores_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        DecisionLog::open(dir.path())
+            .expect("log")
+            .append(vec![record(1), record(2)])
+            .expect("append");
+        std::fs::write(dir.path().join("log").join("HEAD"), b"").expect("empty HEAD");
+        let log = DecisionLog::open(dir.path()).expect("reopened");
+        assert_eq!(log.head().expect("head"), None);
+        assert_eq!(log.append(vec![record(3)]).expect("append"), vec![3]);
+        let report = log.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.head.map(|h| h.seq), Some(3));
     }
 
     #[test]

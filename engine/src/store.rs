@@ -871,10 +871,10 @@ fn add_parked_kind(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn read_revision(conn: &Connection) -> rusqlite::Result<u64> {
+    // Cached: every API request asks, so the statement is compiled once per connection.
     let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM meta WHERE key = 'revision'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
 }
