@@ -69,19 +69,21 @@ pub struct Answer {
     pub decision: Decision,
     pub reasons: Vec<String>,
     pub errors: Vec<PolicyError>,
-    /// The uids the decision could read, worked out the first time it is logged.
+    /// The texts of the entities the decision could read, rendered the first time it is
+    /// logged.
     pub(crate) slice: KeptSlice,
 }
 
-/// A decision's slice, kept with its answer: the slice is a function of the entities the
-/// answer depends on, so it stays right exactly as long as the answer does. Not part of
-/// what Cedar answered, so answers compare equal whether or not it is known yet.
+/// A decision's slice as logged (each entity's JSON text), kept with its answer: the slice
+/// and its texts are a function of the entities the answer depends on (the slice, and the
+/// ancestors every text lists), so they stay right exactly as long as the answer does. Not
+/// part of what Cedar answered, so answers compare equal whether or not it is known yet.
 #[derive(Debug, Default)]
-pub(crate) struct KeptSlice(std::sync::OnceLock<Arc<[EntityUid]>>);
+pub(crate) struct KeptSlice(std::sync::OnceLock<Arc<[Arc<str>]>>);
 
 impl KeptSlice {
-    pub(crate) fn get_or_init(&self, slice: impl FnOnce() -> Vec<EntityUid>) -> Arc<[EntityUid]> {
-        self.0.get_or_init(|| slice().into()).clone()
+    pub(crate) fn get_or_init(&self, texts: impl FnOnce() -> Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+        self.0.get_or_init(|| texts().into()).clone()
     }
 }
 

@@ -66,16 +66,16 @@ struct WrittenTail {
 #[derive(Debug, Clone, Default)]
 pub struct LogRecord {
     fields: Map<String, Value>,
-    slice: Option<Vec<Arc<str>>>,
+    slice: Option<Arc<[Arc<str>]>>,
 }
 
 impl LogRecord {
     /// `fields` with `slice`, each element the JSON text of one entity.
-    pub fn with_slice(mut fields: Map<String, Value>, slice: Vec<Arc<str>>) -> Self {
+    pub fn with_slice(mut fields: Map<String, Value>, slice: impl Into<Arc<[Arc<str>]>>) -> Self {
         fields.remove("slice");
         Self {
             fields,
-            slice: Some(slice),
+            slice: Some(slice.into()),
         }
     }
 
@@ -386,9 +386,7 @@ impl DecisionLog {
                     record.insert(k, v);
                 }
             }
-            let line = seal(&record, slice.as_deref()).map_err(|e| self.err(e))?;
-            prev = sha256_hex(line.as_bytes());
-            buf.extend_from_slice(line.as_bytes());
+            prev = seal_into(&mut buf, &record, slice.as_deref()).map_err(|e| self.err(e))?;
             buf.push(b'\n');
             out.push(seq);
         }
@@ -671,13 +669,16 @@ impl DecisionLog {
                         ))
                     }
                 };
-                if let Err(problem) = check_seal(text) {
-                    return Ok(report(
-                        Some(bad(expected_seq, &seg, line_no, problem)),
-                        expected_seq - 1,
-                        0,
-                    ));
-                }
+                let line_hash = match check_seal(text) {
+                    Ok(hash) => hash,
+                    Err(problem) => {
+                        return Ok(report(
+                            Some(bad(expected_seq, &seg, line_no, problem)),
+                            expected_seq - 1,
+                            0,
+                        ))
+                    }
+                };
                 let seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
                 if seq != expected_seq {
                     let later = format!("\n{{\"seq\":{expected_seq},");
@@ -720,7 +721,7 @@ impl DecisionLog {
                         }
                     }
                 }
-                prev = sha256_hex(line);
+                prev = line_hash;
                 if head.as_ref().is_some_and(|h| h.seq == seq) {
                     hash_at_head = Some(prev.clone());
                 }
@@ -762,36 +763,46 @@ impl DecisionLog {
     }
 }
 
-/// The record's line: its JSON with `slice` (entity texts rendered before, when given) and
-/// its own hash last.
-fn seal(
+/// Appends the record's line to `out`: its JSON with `slice` (entity texts rendered before,
+/// when given) and its own hash last. Returns the line's hash, the next record's `prev`.
+///
+/// The line's hash and its own `hash` field are hashes of the same bytes up to the closing
+/// brace, so one SHA-256 state absorbs those bytes once and is finished twice.
+fn seal_into(
+    out: &mut Vec<u8>,
     record: &Map<String, Value>,
     slice: Option<&[Arc<str>]>,
 ) -> std::result::Result<String, String> {
-    let mut body = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    let start = out.len();
+    serde_json::to_writer(&mut *out, record).map_err(|e| e.to_string())?;
+    if out.pop() != Some(b'}') {
+        out.truncate(start);
+        return Err("record is not a JSON object".into());
+    }
     if let Some(slice) = slice {
-        body.pop();
-        if body.len() > 1 {
-            body.push(',');
+        if out.len() - start > 1 {
+            out.push(b',');
         }
-        body.push_str("\"slice\":[");
+        out.extend_from_slice(b"\"slice\":[");
         for (i, entity) in slice.iter().enumerate() {
             if i > 0 {
-                body.push(',');
+                out.push(b',');
             }
-            body.push_str(entity);
+            out.extend_from_slice(entity.as_bytes());
         }
-        body.push_str("]}");
+        out.push(b']');
     }
-    let hash = sha256_hex(body.as_bytes());
-    let open = body
-        .strip_suffix('}')
-        .ok_or_else(|| "record is not a JSON object".to_string())?;
-    Ok(format!("{open},\"hash\":\"{hash}\"}}"))
+    let mut open = Sha256::new();
+    open.update(&out[start..]);
+    let own = hex::encode(open.clone().chain_update(b"}").finalize());
+    let suffix = format!(",\"hash\":\"{own}\"}}");
+    out.extend_from_slice(suffix.as_bytes());
+    Ok(hex::encode(open.chain_update(suffix.as_bytes()).finalize()))
 }
 
-/// Checks a line's own `hash` field against its content.
-fn check_seal(line: &str) -> std::result::Result<(), String> {
+/// Checks a line's own `hash` field against its content, and returns the line's hash (what
+/// the next record's `prev` states), absorbing the content once as `seal_into` does.
+fn check_seal(line: &str) -> std::result::Result<String, String> {
     if line.len() < HASH_SUFFIX_LEN + 2 {
         return Err("record too short to carry its hash: altered".into());
     }
@@ -801,13 +812,17 @@ fn check_seal(line: &str) -> std::result::Result<(), String> {
         .strip_prefix(",\"hash\":\"")
         .and_then(|s| s.strip_suffix("\"}"))
         .ok_or_else(|| "record does not end with its hash: altered".to_string())?;
-    let actual = sha256_hex(format!("{open}}}").as_bytes());
+    let mut content = Sha256::new();
+    content.update(open.as_bytes());
+    let actual = hex::encode(content.clone().chain_update(b"}").finalize());
     if actual != stated {
         return Err(format!(
             "record content hashes to {actual} but states {stated}: this record was altered"
         ));
     }
-    Ok(())
+    Ok(hex::encode(
+        content.chain_update(suffix.as_bytes()).finalize(),
+    ))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -872,8 +887,11 @@ mod tests {
     fn a_sealed_record_checks_and_a_changed_one_does_not() {
         let mut m = record(1);
         m.insert("seq".into(), Value::from(1));
-        let line = seal(&m, None).expect("seal");
-        assert!(check_seal(&line).is_ok());
+        let mut line = Vec::new();
+        let hash = seal_into(&mut line, &m, None).expect("seal");
+        assert_eq!(hash, sha256_hex(&line), "the hash returned is the line's");
+        let line = String::from_utf8(line).expect("utf-8");
+        assert_eq!(check_seal(&line).as_deref(), Ok(hash.as_str()));
         let tampered = line.replacen("\"n\":1", "\"n\":2", 1);
         assert!(check_seal(&tampered).is_err());
     }

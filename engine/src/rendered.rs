@@ -17,11 +17,14 @@ use cedar_policy::EntityUid;
 /// (a bound on memory, not an eviction policy).
 const MOST_BYTES: usize = 128 << 20;
 
+/// Looked up for every entity of every logged slice: a fast hash, as in the decision cache.
+type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 pub(crate) struct RenderedEntities {
-    texts: HashMap<EntityUid, Arc<str>>,
+    texts: HashMap<EntityUid, Arc<str>, Fast>,
     /// For each uid, the texts that show it (an entity's own, its descendants').
-    shown_by: HashMap<EntityUid, HashSet<EntityUid>>,
+    shown_by: HashMap<EntityUid, HashSet<EntityUid, Fast>, Fast>,
     bytes: usize,
 }
 
