@@ -4,7 +4,9 @@
 //!
 //! Checked: the signature (asymmetric algorithms only, with the key the token's `kid` names),
 //! `iss`, the audience (`aud`, or for Cognito access tokens, which carry none, `client_id`),
-//! `exp` and `nbf` (with the configured leeway). Anything else is refused.
+//! `exp` and `nbf` (with the configured leeway). Anything else is refused. A token seen before
+//! is answered from that verification while its time window and the key set hold
+//! (`verified`).
 
 use std::path::PathBuf;
 use std::sync::RwLock;
