@@ -639,11 +639,10 @@ impl Engine {
     ) -> LogRecord {
         // The slice kept with the cached answer, when the answer is still there.
         let remembered = self.cache_read().peek(&request.key);
+        let render = || self.rendered_slice(&self.slice_of(request));
         let slice: Arc<[Arc<str>]> = match remembered {
-            Some(answer) => answer
-                .slice
-                .get_or_init(|| self.rendered_slice(&self.slice_of(request))),
-            None => self.rendered_slice(&self.slice_of(request)).into(),
+            Some(answer) => answer.slice.get_or_init(render),
+            None => render().into(),
         };
         LogRecord::with_slice(self.decision_fields(request, outcome, origin), slice)
     }

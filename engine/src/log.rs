@@ -766,8 +766,7 @@ impl DecisionLog {
 /// Appends the record's line to `out`: its JSON with `slice` (entity texts rendered before,
 /// when given) and its own hash last. Returns the line's hash, the next record's `prev`.
 ///
-/// The line's hash and its own `hash` field are hashes of the same bytes up to the closing
-/// brace, so one SHA-256 state absorbs those bytes once and is finished twice.
+/// Both hashes come from one pass over the line (`OpenLine`).
 fn seal_into(
     out: &mut Vec<u8>,
     record: &Map<String, Value>,
@@ -792,16 +791,32 @@ fn seal_into(
         }
         out.push(b']');
     }
-    let mut open = Sha256::new();
-    open.update(&out[start..]);
-    let own = hex::encode(open.clone().chain_update(b"}").finalize());
-    let suffix = format!(",\"hash\":\"{own}\"}}");
+    let open = OpenLine::new(&out[start..]);
+    let suffix = format!(",\"hash\":\"{}\"}}", open.own_hash());
     out.extend_from_slice(suffix.as_bytes());
-    Ok(hex::encode(open.chain_update(suffix.as_bytes()).finalize()))
+    Ok(open.line_hash(suffix.as_bytes()))
+}
+
+/// A line's bytes before its `hash` field, absorbed once: its own hash is theirs closed with
+/// `}`, and the whole line's hash (the next record's `prev`) is theirs followed by the field.
+struct OpenLine(Sha256);
+
+impl OpenLine {
+    fn new(open: &[u8]) -> Self {
+        Self(Sha256::new().chain_update(open))
+    }
+
+    fn own_hash(&self) -> String {
+        hex::encode(self.0.clone().chain_update(b"}").finalize())
+    }
+
+    fn line_hash(self, hash_field: &[u8]) -> String {
+        hex::encode(self.0.chain_update(hash_field).finalize())
+    }
 }
 
 /// Checks a line's own `hash` field against its content, and returns the line's hash (what
-/// the next record's `prev` states), absorbing the content once as `seal_into` does.
+/// the next record's `prev` states), from one pass over it as `seal_into` makes them.
 fn check_seal(line: &str) -> std::result::Result<String, String> {
     if line.len() < HASH_SUFFIX_LEN + 2 {
         return Err("record too short to carry its hash: altered".into());
@@ -812,17 +827,14 @@ fn check_seal(line: &str) -> std::result::Result<String, String> {
         .strip_prefix(",\"hash\":\"")
         .and_then(|s| s.strip_suffix("\"}"))
         .ok_or_else(|| "record does not end with its hash: altered".to_string())?;
-    let mut content = Sha256::new();
-    content.update(open.as_bytes());
-    let actual = hex::encode(content.clone().chain_update(b"}").finalize());
+    let content = OpenLine::new(open.as_bytes());
+    let actual = content.own_hash();
     if actual != stated {
         return Err(format!(
             "record content hashes to {actual} but states {stated}: this record was altered"
         ));
     }
-    Ok(hex::encode(
-        content.chain_update(suffix.as_bytes()).finalize(),
-    ))
+    Ok(content.line_hash(suffix.as_bytes()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
