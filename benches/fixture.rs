@@ -228,3 +228,14 @@ pub fn rss_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// Cedar's own entities for everything in `engine`'s store, built as Cedar builds them:
+/// what the benches time Cedar's authorizer over, and what exactness tests compare with.
+pub fn cedar_store_entities(engine: &tregov_engine::Engine) -> cedar_policy::Entities {
+    let bodies = engine.store().expect("store").all_bodies().expect("bodies");
+    tregov_engine::entities::cedar_entities(
+        bodies.iter().map(String::as_str),
+        engine.bundle().schema.as_ref(),
+    )
+    .expect("entities")
+}

@@ -207,13 +207,16 @@ fn choose_stored(
             matches!(entity.attr(a), Some(Ok(cedar_policy::EvalResult::EntityUid(u))) if u == *uid)
         })
     };
-    let mut candidates: Vec<EntityUid> = engine
-        .graph()
-        .entities()
-        .iter()
-        .filter(|e| e.uid().type_name().to_string() == fact.entity_type)
-        .filter(|e| is(e, &fact.principal, &principal) && is(e, &fact.resource, &resource))
-        .map(|e| e.uid())
+    let graph = engine.graph();
+    let mut candidates: Vec<EntityUid> = graph
+        .uids()
+        .filter(|uid| uid.type_name().to_string() == fact.entity_type)
+        .filter(|uid| {
+            graph.entity(uid).is_some_and(|e| {
+                is(&e, &fact.principal, &principal) && is(&e, &fact.resource, &resource)
+            })
+        })
+        .cloned()
         .collect();
     candidates.sort_by_key(|u| u.to_string());
     let allows = |uid: &EntityUid| {

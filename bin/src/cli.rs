@@ -207,9 +207,9 @@ impl Ctx {
         let outcome = engine.decide_logged(&request, origin)?;
         let bundle = engine.bundle();
         if explain_it {
-            let entities = engine.graph().entities();
+            let entities = engine.entities_of(&request)?;
             let expl =
-                tregov_engine::explain::explain(&outcome, &request.request, entities, bundle);
+                tregov_engine::explain::explain(&outcome, &request.request, &entities, bundle);
             match self.output {
                 Format::Json => print_json(&show::explanation_json(&outcome, &expl, bundle)),
                 Format::Text => print!("{}", show::explanation_text(&outcome, &expl)),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use cedar_policy::{Authorizer, Context, EntityUid, Request, Response};
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -448,15 +448,46 @@ impl Engine {
     /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
     /// to measure Cedar).
     pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
-        self.ask_cedar(&request.request, request.action())
+        self.ask_cedar(&request.request, &request.key, &request.context_entities)
     }
 
-    /// Cedar's authorizer over the store, with the policies in scope for `action`.
-    fn ask_cedar(&self, request: &Request, action: &EntityUid) -> DecisionOutcome {
+    /// Cedar's entities for a decision on `request`: its slice of the store.
+    pub fn entities_of(&self, request: &ParsedRequest) -> Result<Entities> {
+        self.graph.entities_for(self.seeds(request))
+    }
+
+    /// Cedar's authorizer over the request's slice of the store, with the policies in scope
+    /// for its action. A slice that cannot be built is a Deny with the reason as its error.
+    fn ask_cedar(
+        &self,
+        request: &Request,
+        key: &DecisionKey,
+        context_entities: &[EntityUid],
+    ) -> DecisionOutcome {
+        let seeds = [&key.principal, &key.action, &key.resource]
+            .into_iter()
+            .chain(context_entities)
+            .chain(&self.bundle.literal_entities);
+        let entities = match self.graph.entities_for(seeds) {
+            Ok(entities) => entities,
+            Err(e) => {
+                tracing::error!(error = %e, principal = %key.principal, resource = %key.resource, "cannot build a decision's entities: denied");
+                return DecisionOutcome {
+                    decision: Decision::Deny,
+                    reasons: Vec::new(),
+                    errors: vec![PolicyError {
+                        policy: String::new(),
+                        message: e.to_string(),
+                    }],
+                    policy_version: self.bundle.version.clone(),
+                    log_seq: None,
+                };
+            }
+        };
         let response = self.authorizer.is_authorized(
             request,
-            self.bundle.policies_for(action),
-            self.graph.entities(),
+            self.bundle.policies_for(&key.action),
+            &entities,
         );
         outcome_from_response(&response, &self.bundle)
     }
@@ -489,7 +520,7 @@ impl Engine {
         context_entities: &[EntityUid],
         request: &Request,
     ) -> Arc<Answer> {
-        let outcome = self.ask_cedar(request, &key.action);
+        let outcome = self.ask_cedar(request, &key, context_entities);
         let answer = Arc::new(Answer {
             decision: outcome.decision,
             reasons: outcome.reasons,

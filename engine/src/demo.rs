@@ -50,12 +50,8 @@ pub fn decide_all(engine: &Engine) -> Result<Vec<DemoDecision>> {
                 .map_err(|e| EngineError::Request(format!("demo request: {e}")))?;
             let request = engine.parse(spec.clone())?;
             let outcome = engine.decide_logged(&request, "demo")?;
-            let explanation = explain(
-                &outcome,
-                &request.request,
-                engine.graph().entities(),
-                engine.bundle(),
-            );
+            let entities = engine.entities_of(&request)?;
+            let explanation = explain(&outcome, &request.request, &entities, engine.bundle());
             Ok(DemoDecision {
                 title,
                 spec,

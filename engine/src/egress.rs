@@ -369,8 +369,7 @@ impl<'a> Egress<'a> {
         let entity = self
             .engine
             .graph()
-            .entities()
-            .get(&uid)
+            .entity(&uid)
             .ok_or_else(|| WorkflowError::NotFound(format!("workspace `{workspace}`")))?;
         let json = entity.to_json_value().map_err(|e| {
             WorkflowError::Invalid(format!("workspace `{workspace}` is unreadable: {e}"))

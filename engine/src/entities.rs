@@ -1,6 +1,6 @@
 //! Entities: parsing user files with positions, and the in-memory graph decisions run on.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{Entities, Entity, EntityUid, Schema};
@@ -163,152 +163,22 @@ pub fn offset_of_line_col(text: &str, line: usize, column: usize) -> usize {
     text.len()
 }
 
-/// The entities decisions run on: every stored entity plus the schema's actions, with the
-/// transitive closure of `in` computed once.
-#[derive(Clone)]
-pub struct EntityGraph {
-    entities: Entities,
-}
+pub use crate::graph::EntityGraph;
 
-impl EntityGraph {
-    /// Builds the graph from stored entity bodies (canonical JSON, explicit `__entity` and
-    /// `__extn` escapes, so no schema is needed to read them back).
-    pub fn from_bodies<'a>(
-        bodies: impl IntoIterator<Item = &'a str>,
-        schema: Option<&Schema>,
-    ) -> Result<Self> {
-        let mut list = Vec::new();
-        for body in bodies {
-            list.push(entity_from_body(body)?);
-        }
-        list.extend(action_entities(schema)?);
-        let entities = Entities::from_entities(list, None)
-            .map_err(|e| EngineError::Request(format!("cannot build entity graph: {e}")))?;
-        Ok(Self { entities })
+/// Cedar's own entities for every stored body plus the schema's actions, built the way
+/// Cedar builds them: what decisions over the compact graph are checked against, and what
+/// benchmarks compare with.
+pub fn cedar_entities<'a>(
+    bodies: impl IntoIterator<Item = &'a str>,
+    schema: Option<&Schema>,
+) -> Result<Entities> {
+    let mut list = Vec::new();
+    for body in bodies {
+        list.push(entity_from_body(body)?);
     }
-
-    /// Builds the graph from parsed entities (an entities file given on the command line).
-    pub fn from_entities(list: &[Entity], schema: Option<&Schema>) -> Result<Self> {
-        let bodies = list
-            .iter()
-            .map(|e| {
-                e.to_json_string()
-                    .map_err(|err| EngineError::Request(format!("entity `{}`: {err}", e.uid())))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Self::from_bodies(bodies.iter().map(String::as_str), schema)
-    }
-
-    /// A new graph with `upserts` written over and `deletes` removed, and the uids written.
-    pub fn apply<'a>(
-        &self,
-        upserts: impl IntoIterator<Item = &'a str>,
-        deletes: &[EntityUid],
-    ) -> Result<(Self, Vec<EntityUid>)> {
-        let mut entities = self.entities.clone();
-        if !deletes.is_empty() {
-            entities = entities
-                .remove_entities(deletes.iter().cloned())
-                .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
-        }
-        let mut changed = Vec::new();
-        for body in upserts {
-            changed.push(entity_from_body(body)?);
-        }
-        let written = changed.iter().map(Entity::uid).collect();
-        if !changed.is_empty() {
-            entities = entities
-                .upsert_entities(changed, None)
-                .map_err(|e| EngineError::Request(format!("cannot update entity graph: {e}")))?;
-        }
-        Ok((Self { entities }, written))
-    }
-
-    pub fn entities(&self) -> &Entities {
-        &self.entities
-    }
-
-    pub fn len(&self) -> usize {
-        self.entities.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entities.is_empty()
-    }
-
-    /// Every entity a decision over `seeds` can read: the seeds and everything reachable from
-    /// them through attributes. Ancestors need not be followed: Cedar reads an ancestor only
-    /// through `in`, which the descendant's own (closed) ancestor set answers.
-    pub fn slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<EntityUid> {
-        let mut seen: HashSet<EntityUid> = HashSet::new();
-        let mut queue: VecDeque<EntityUid> = VecDeque::new();
-        let mut out = Vec::new();
-        for s in seeds {
-            if seen.insert(s.clone()) {
-                queue.push_back(s.clone());
-            }
-        }
-        while let Some(uid) = queue.pop_front() {
-            if let Some(entity) = self.entities.get(&uid) {
-                for next in references_of(entity) {
-                    if seen.insert(next.clone()) {
-                        queue.push_back(next);
-                    }
-                }
-            }
-            out.push(uid);
-        }
-        out
-    }
-
-    /// What a decision asked about `seed` depends on: its slice, missing uids included, and
-    /// the ancestors of everything in it (see `cache`).
-    pub fn dependencies(&self, seed: &EntityUid) -> Vec<EntityUid> {
-        let slice = self.slice(std::iter::once(seed));
-        let mut seen: HashSet<&EntityUid> = slice.iter().collect();
-        let mut out = slice.clone();
-        for uid in &slice {
-            if let Some(ancestors) = self.entities.ancestors(uid) {
-                for a in ancestors {
-                    if seen.insert(a) {
-                        out.push(a.clone());
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The slice as entities JSON, each entity with its whole ancestor set as parents so the
-    /// slice decides alone exactly as the full store did. Missing entities are left out (a
-    /// decision on the slice then misses them exactly as the live one did).
-    pub fn render_slice(&self, uids: &[EntityUid]) -> Vec<Value> {
-        uids.iter()
-            .filter_map(|uid| self.entity_json(uid))
-            .collect()
-    }
-
-    /// One entity of a slice as JSON text, and the uids the text shows (the entity and its
-    /// ancestors): it stays right until one of those is written or deleted.
-    pub fn render_entity(&self, uid: &EntityUid) -> Option<(String, Vec<EntityUid>)> {
-        let text = self.entity_json(uid)?.to_string();
-        let mut shows = vec![uid.clone()];
-        shows.extend(self.entities.ancestors(uid).into_iter().flatten().cloned());
-        Some((text, shows))
-    }
-
-    fn entity_json(&self, uid: &EntityUid) -> Option<Value> {
-        let entity = self.entities.get(uid)?;
-        let mut json = entity.to_json_value().ok()?;
-        if let (Some(obj), Some(ancestors)) = (json.as_object_mut(), self.entities.ancestors(uid)) {
-            let mut parents: Vec<Value> = ancestors
-                .map(|a| serde_json::json!({"type": a.type_name().to_string(), "id": a.id().unescaped()}))
-                .collect();
-            parents.sort_by_key(|p| p.to_string());
-            obj.insert("parents".into(), Value::Array(parents));
-        }
-        Some(json)
-    }
+    list.extend(action_entities(schema)?);
+    Entities::from_entities(list, None)
+        .map_err(|e| EngineError::Request(format!("cannot build entity graph: {e}")))
 }
 
 /// The schema's action entities (with their action-group parents).
@@ -327,26 +197,6 @@ pub fn action_entities(schema: Option<&Schema>) -> Result<Vec<Entity>> {
 fn entity_from_body(body: &str) -> Result<Entity> {
     Entity::from_json_str(body, None)
         .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))
-}
-
-/// The entities an entity's attributes and tags refer to (inside sets and records too).
-/// Computed when a slice is taken rather than kept per entity: it is needed only to log.
-pub fn references_of(entity: &Entity) -> Vec<EntityUid> {
-    fn walk(v: &cedar_policy::EvalResult, out: &mut Vec<EntityUid>) {
-        match v {
-            cedar_policy::EvalResult::EntityUid(u) => out.push(u.clone()),
-            cedar_policy::EvalResult::Set(set) => set.iter().for_each(|i| walk(i, out)),
-            cedar_policy::EvalResult::Record(rec) => rec.iter().for_each(|(_, i)| walk(i, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for (_, v) in entity.attrs().chain(entity.tags()) {
-        if let Ok(v) = v {
-            walk(&v, &mut out);
-        }
-    }
-    out
 }
 
 /// Builds Cedar entities for a slice read back from the log (or a test), adding the

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod governor;
+pub mod graph;
 pub mod labels;
 pub mod log;
 pub mod metrics;

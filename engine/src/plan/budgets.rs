@@ -32,7 +32,7 @@ struct Budget {
 struct BudgetPlanner<'a> {
     /// The service that asks for budget responses.
     service: EntityUid,
-    index: &'a GraphIndex<'a>,
+    index: &'a GraphIndex,
     actual: &'a ActualState,
     settings: &'a PlanSettings,
 }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use cedar_policy::{Entities, EntityUid};
+use cedar_policy::EntityUid;
+
+use crate::entities::EntityGraph;
 use serde_json::{json, Value};
 
 use crate::decide::Engine;
@@ -71,7 +73,7 @@ pub(super) fn plan_data_access(
         .map(|(arn, owners)| Role { arn, owners })
         .collect();
     let planner = RolePlanner {
-        entities: inputs.entities,
+        graph: inputs.graph,
         index: inputs.index,
         actual: inputs.actual,
         open_set: inputs.index.open.iter().collect(),
@@ -126,8 +128,8 @@ fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<Worker
 
 /// What every worker shares: read only, so the workers need no locks.
 struct RolePlanner<'a> {
-    entities: &'a Entities,
-    index: &'a GraphIndex<'a>,
+    graph: &'a EntityGraph,
+    index: &'a GraphIndex,
     actual: &'a ActualState,
     /// Open Data, to keep it out of each owner's other candidates.
     open_set: BTreeSet<&'a EntityUid>,
@@ -238,12 +240,10 @@ impl<'a> RolePlanner<'a> {
         let index = self.index;
         let mut others: BTreeSet<&EntityUid> = BTreeSet::new();
         reads.uid(owner);
-        if let Some(groups) = self.entities.ancestors(owner) {
-            for g in groups {
-                reads.uid(g);
-                if let Some(ds) = index.by_group.get(g) {
-                    others.extend(ds.iter());
-                }
+        for g in self.graph.ancestors(owner) {
+            reads.uid(g);
+            if let Some(ds) = index.by_group.get(g) {
+                others.extend(ds.iter());
             }
         }
         if let Some(ds) = index.by_owner.get(owner) {

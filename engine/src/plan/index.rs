@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cedar_policy::{Entities, Entity, EntityUid};
+
+use cedar_policy::{Entity, EntityUid};
+
+use crate::entities::EntityGraph;
 use serde_json::Value;
 
 use super::actual::{principal_key, ActualState};
@@ -30,7 +33,7 @@ pub(super) struct Dataset {
 }
 
 /// The graph, indexed for planning.
-pub(super) struct GraphIndex<'a> {
+pub(super) struct GraphIndex {
     pub(super) datasets: BTreeMap<EntityUid, Dataset>,
     /// Access group -> the datasets it is an admin, reader or writer group of.
     pub(super) by_group: HashMap<EntityUid, Vec<EntityUid>>,
@@ -41,19 +44,19 @@ pub(super) struct GraphIndex<'a> {
     /// The Open Data datasets, sorted.
     pub(super) open: Vec<EntityUid>,
     /// Sorted by uid.
-    pub(super) workspaces: Vec<&'a Entity>,
+    pub(super) workspaces: Vec<Entity>,
     /// Sorted by uid.
-    pub(super) budgets: Vec<&'a Entity>,
+    pub(super) budgets: Vec<Entity>,
     /// Governed principals: every workspace role, and every role tagged as a workspace's,
     /// with the owners of its live workspaces.
     pub(super) role_owners: BTreeMap<String, BTreeSet<EntityUid>>,
 }
 
-impl<'a> GraphIndex<'a> {
+impl GraphIndex {
     /// Indexes the graph once: datasets by access group, owner and category; workspaces.
     /// Datasets that cannot be planned on are reported in `warnings`.
     pub(super) fn build(
-        entities: &'a Entities,
+        graph: &EntityGraph,
         actual: &ActualState,
         protected: &Protected,
         warnings: &mut Vec<String>,
@@ -68,14 +71,17 @@ impl<'a> GraphIndex<'a> {
             budgets: Vec::new(),
             role_owners: BTreeMap::new(),
         };
-        for e in entities.iter() {
-            let uid = e.uid();
-            if type_is(&uid, "Tre::Dataset") {
-                index.add_dataset(e, uid, warnings);
-            } else if type_is(&uid, "Tre::Workspace") {
-                index.workspaces.push(e);
-            } else if type_is(&uid, "Tre::Budget") {
-                index.budgets.push(e);
+        for uid in graph.uids() {
+            let kind = ["Tre::Dataset", "Tre::Workspace", "Tre::Budget"]
+                .into_iter()
+                .find(|t| type_is(uid, t));
+            let (Some(kind), Some(e)) = (kind, kind.and_then(|_| graph.entity(uid))) else {
+                continue;
+            };
+            match kind {
+                "Tre::Dataset" => index.add_dataset(&e, uid.clone(), warnings),
+                "Tre::Workspace" => index.workspaces.push(e),
+                _ => index.budgets.push(e),
             }
         }
         index.workspaces.sort_by_key(|e| e.uid());
@@ -159,7 +165,7 @@ fn s3_location(uid: &EntityUid, location: &str, warnings: &mut Vec<String>) -> (
 /// never a protected one (a workspace pointing at the lake admin role does not make it
 /// governed).
 fn governed_roles(
-    workspaces: &[&Entity],
+    workspaces: &[Entity],
     actual: &ActualState,
     protected: &Protected,
     warnings: &mut Vec<String>,

@@ -28,7 +28,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cedar_policy::Entities;
+use crate::entities::EntityGraph;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -445,10 +445,10 @@ pub fn plan_scoped(
     settings: &PlanSettings,
     scope: Option<&BTreeSet<String>>,
 ) -> Plan {
-    let entities = engine.graph().entities();
+    let graph = engine.graph();
     let mut decider = Decider::new(engine);
     let protected = Protected::new(&settings.protected_principals, actual);
-    let index = GraphIndex::build(entities, actual, &protected, &mut decider.warnings);
+    let index = GraphIndex::build(graph, actual, &protected, &mut decider.warnings);
     // One plan at a time catches the memo up and plans over it.
     let mut memo = engine.plan_memo();
     memo.catch_up(
@@ -459,7 +459,7 @@ pub fn plan_scoped(
     );
     let inputs = Inputs {
         engine,
-        entities,
+        graph,
         index: &index,
         actual,
         settings,
@@ -485,8 +485,8 @@ pub fn plan_scoped(
 /// What every phase reads: the graph and its index, the actual state, the settings.
 struct Inputs<'a> {
     engine: &'a Engine,
-    entities: &'a Entities,
-    index: &'a GraphIndex<'a>,
+    graph: &'a EntityGraph,
+    index: &'a GraphIndex,
     actual: &'a ActualState,
     settings: &'a PlanSettings,
     protected: &'a Protected,

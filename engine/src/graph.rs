@@ -1,0 +1,675 @@
+//! The entity graph decisions run on, held compactly.
+//!
+//! Cedar's own `Entities` for a whole store cost about 3.5 KiB of heap per entity and
+//! seconds to build at 100k entities (each attribute map, each closed ancestor set, each uid
+//! allocated apart). A decision reads only its slice: its seeds and what their attributes
+//! reach. So the graph keeps, per entity, its attributes as the store's own JSON text, its
+//! closed ancestor set and the uids its attributes name, as slot numbers; and it builds
+//! Cedar's `Entities` per decision from the slice, each entity with its whole ancestor set as
+//! its parents, which is exactly what the decision log records and `why --replay` proves
+//! decides as the full store does. Entities parsed for a slice are kept (a bounded number)
+//! until the entity or one of its ancestors changes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, Schema};
+use cedar_policy_core::ast;
+use cedar_policy_core::entities::{EntityJsonParser, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::{EngineError, Result};
+
+type Fast = foldhash::fast::RandomState;
+
+/// Parsed entities kept at most; past it a random eighth is dropped. A parsed entity costs
+/// a few KiB, so this bounds the cache near 100 MiB while covering a TRE's working set.
+const MOST_PARSED: usize = 32_768;
+
+/// The entities decisions run on: every stored entity plus the schema's actions, with the
+/// transitive closure of `in` computed once.
+pub struct EntityGraph {
+    slots: Vec<Slot>,
+    index: HashMap<EntityUid, u32, Fast>,
+    /// Slots that hold an entity (the rest are uids only named as a parent or a value).
+    stored: usize,
+    parsed: RwLock<HashMap<u32, Arc<ast::Entity>, Fast>>,
+}
+
+/// One uid the graph knows: an entity, or a uid an entity names that is not stored.
+#[derive(Clone)]
+struct Slot {
+    uid: EntityUid,
+    /// The entity's attributes (and tags, when it has any) as stored; `None` when the uid
+    /// is only named.
+    body: Option<Arc<Body>>,
+    parents: Arc<[u32]>,
+    /// Every ancestor: the closure of `parents`.
+    ancestors: Arc<[u32]>,
+    /// The uids its attributes and tags name, inside sets and records too.
+    refs: Arc<[u32]>,
+}
+
+struct Body {
+    attrs: Box<str>,
+    tags: Option<Box<str>>,
+}
+
+/// An entity's JSON as the store, the Cedar CLI and Cedar's own `to_json_value` write it.
+#[derive(Deserialize)]
+struct EntityJson<'a> {
+    #[serde(borrow)]
+    uid: UidJson<'a>,
+    #[serde(borrow, default)]
+    attrs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parents: Vec<UidJson<'a>>,
+    #[serde(borrow, default)]
+    tags: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UidJson<'a> {
+    #[serde(rename = "type", borrow)]
+    type_name: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+impl Clone for EntityGraph {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+            index: self.index.clone(),
+            stored: self.stored,
+            parsed: RwLock::new(self.parsed_read().clone()),
+        }
+    }
+}
+
+impl EntityGraph {
+    /// Builds the graph from stored entity bodies (canonical JSON, explicit `__entity` and
+    /// `__extn` escapes, so no schema is needed to read them back).
+    pub fn from_bodies<'a>(
+        bodies: impl IntoIterator<Item = &'a str>,
+        schema: Option<&Schema>,
+    ) -> Result<Self> {
+        let mut graph = Self::empty();
+        let mut types = TypeNames::default();
+        for body in bodies {
+            graph.put(body, &mut types)?;
+        }
+        for action in crate::entities::action_entities(schema)? {
+            graph.put(&entity_text(&action)?, &mut types)?;
+        }
+        let everything: Vec<u32> = (0..graph.slots.len() as u32).collect();
+        graph.close(&everything);
+        Ok(graph)
+    }
+
+    /// Builds the graph from parsed entities (an entities file given on the command line).
+    pub fn from_entities(list: &[Entity], schema: Option<&Schema>) -> Result<Self> {
+        let bodies = list.iter().map(entity_text).collect::<Result<Vec<_>>>()?;
+        Self::from_bodies(bodies.iter().map(String::as_str), schema)
+    }
+
+    fn empty() -> Self {
+        Self {
+            slots: Vec::new(),
+            index: HashMap::default(),
+            stored: 0,
+            parsed: RwLock::default(),
+        }
+    }
+
+    /// A new graph with `upserts` written over and `deletes` removed, and the uids written.
+    pub fn apply<'a>(
+        &self,
+        upserts: impl IntoIterator<Item = &'a str>,
+        deletes: &[EntityUid],
+    ) -> Result<(Self, Vec<EntityUid>)> {
+        let mut next = Self {
+            slots: self.slots.clone(),
+            index: self.index.clone(),
+            stored: self.stored,
+            parsed: RwLock::default(),
+        };
+        let mut types = TypeNames::default();
+        let mut changed = Vec::new();
+        for uid in deletes {
+            if let Some(&slot) = next.index.get(uid) {
+                next.forget(slot);
+                changed.push(slot);
+            }
+        }
+        let mut written = Vec::new();
+        for body in upserts {
+            let slot = next.put(body, &mut types)?;
+            written.push(next.slots[slot as usize].uid.clone());
+            changed.push(slot);
+        }
+        let reclosed = next.reclose(&changed);
+        let mut kept = self.parsed_read().clone();
+        for slot in &reclosed {
+            kept.remove(slot);
+        }
+        next.parsed = RwLock::new(kept);
+        Ok((next, written))
+    }
+
+    /// Stores one entity's JSON over whatever its slot held, its ancestors not yet closed.
+    fn put(&mut self, text: &str, types: &mut TypeNames) -> Result<u32> {
+        let json: EntityJson = serde_json::from_str(text)
+            .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))?;
+        let uid = types.uid(&json.uid)?;
+        let parents = json
+            .parents
+            .iter()
+            .map(|p| Ok(self.slot_of(types.uid(p)?)))
+            .collect::<Result<Vec<u32>>>()?;
+        let mut refs = Vec::new();
+        for raw in json.attrs.iter().chain(json.tags.iter()) {
+            // Most entities name no other entity: skip parsing their attributes.
+            if raw.get().contains("\"__entity\"") {
+                let value: Value = serde_json::from_str(raw.get())
+                    .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))?;
+                entity_refs(&value, &mut |t, id| {
+                    if let Ok(uid) = types.uid_of(t, id) {
+                        refs.push(uid);
+                    }
+                });
+            }
+        }
+        let refs: Vec<u32> = refs.into_iter().map(|u| self.slot_of(u)).collect();
+        let slot = self.slot_of(uid);
+        let entry = &mut self.slots[slot as usize];
+        if entry.body.is_none() {
+            self.stored += 1;
+        }
+        entry.body = Some(Arc::new(Body {
+            attrs: json.attrs.map_or("{}", RawValue::get).into(),
+            tags: json.tags.map(|t| t.get().into()),
+        }));
+        entry.parents = parents.into();
+        entry.refs = refs.into();
+        Ok(slot)
+    }
+
+    /// Turns a stored entity back into a uid that is only named.
+    fn forget(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        if entry.body.take().is_some() {
+            self.stored -= 1;
+        }
+        entry.parents = Arc::from([]);
+        entry.refs = Arc::from([]);
+    }
+
+    fn slot_of(&mut self, uid: EntityUid) -> u32 {
+        if let Some(&slot) = self.index.get(&uid) {
+            return slot;
+        }
+        let slot = self.slots.len() as u32;
+        self.index.insert(uid.clone(), slot);
+        self.slots.push(Slot {
+            uid,
+            body: None,
+            parents: Arc::from([]),
+            ancestors: Arc::from([]),
+            refs: Arc::from([]),
+        });
+        slot
+    }
+
+    /// Recloses what `changed` slots can have changed: their own ancestors and those of
+    /// every descendant. Returns the slots whose ancestors were recomputed.
+    fn reclose(&mut self, changed: &[u32]) -> Vec<u32> {
+        let changed_set: HashSet<u32, Fast> = changed.iter().copied().collect();
+        let mut affected: Vec<u32> = changed.to_vec();
+        affected.extend(
+            (0..self.slots.len() as u32)
+                .filter(|s| !changed_set.contains(s))
+                .filter(|&s| {
+                    self.slots[s as usize]
+                        .ancestors
+                        .iter()
+                        .any(|a| changed_set.contains(a))
+                }),
+        );
+        self.close(&affected);
+        affected
+    }
+
+    /// Computes the ancestors of `slots` from the parents of everything (a walk per slot, so
+    /// cycles and stale closures elsewhere cannot mislead it).
+    fn close(&mut self, slots: &[u32]) {
+        let mut seen: HashSet<u32, Fast> = HashSet::default();
+        let mut queue = VecDeque::new();
+        for &slot in slots {
+            seen.clear();
+            queue.extend(self.slots[slot as usize].parents.iter().copied());
+            let mut ancestors = Vec::new();
+            while let Some(next) = queue.pop_front() {
+                if seen.insert(next) {
+                    ancestors.push(next);
+                    queue.extend(self.slots[next as usize].parents.iter().copied());
+                }
+            }
+            self.slots[slot as usize].ancestors = ancestors.into();
+        }
+    }
+
+    /// How many entities the graph holds (stored ones and the schema's actions).
+    pub fn len(&self) -> usize {
+        self.stored
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stored == 0
+    }
+
+    /// Whether `uid` is an entity of the graph (not only a uid some entity names).
+    pub fn contains(&self, uid: &EntityUid) -> bool {
+        self.stored_slot(uid).is_some()
+    }
+
+    fn stored_slot(&self, uid: &EntityUid) -> Option<u32> {
+        let slot = *self.index.get(uid)?;
+        self.slots[slot as usize].body.as_ref().map(|_| slot)
+    }
+
+    /// The uids of every entity, in no particular order.
+    pub fn uids(&self) -> impl Iterator<Item = &EntityUid> {
+        self.slots
+            .iter()
+            .filter(|s| s.body.is_some())
+            .map(|s| &s.uid)
+    }
+
+    /// Every ancestor of `uid` (none for a uid the graph does not hold).
+    pub fn ancestors(&self, uid: &EntityUid) -> impl Iterator<Item = &EntityUid> {
+        let ancestors = self
+            .stored_slot(uid)
+            .map(|s| self.slots[s as usize].ancestors.clone())
+            .unwrap_or_else(|| Arc::from([]));
+        (0..ancestors.len()).map(move |i| &self.slots[ancestors[i] as usize].uid)
+    }
+
+    /// The entity `uid` as Cedar holds it, with its whole ancestor set as its parents.
+    pub fn entity(&self, uid: &EntityUid) -> Option<Entity> {
+        let parsed = self.parsed_entity(self.stored_slot(uid)?).ok()?;
+        Some(Entity::from(ast::Entity::clone(&parsed)))
+    }
+
+    /// Cedar's entities for a decision over `seeds`: the slice they grow (see `slice`).
+    /// Each entity carries its closed ancestor set, so the slice is closed as it stands and
+    /// Cedar is told so rather than made to recompute it; the parsed entities are shared, not
+    /// copied.
+    pub fn entities_for<'a>(
+        &self,
+        seeds: impl IntoIterator<Item = &'a EntityUid>,
+    ) -> Result<Entities> {
+        let slots = self.slice_slots(seeds).into_iter().filter_map(|s| match s {
+            SliceItem::Stored(slot) => Some(slot),
+            SliceItem::Missing(_) => None,
+        });
+        self.cedar_entities(slots)
+    }
+
+    /// Every entity, as Cedar's entities (what a scan of the whole store needs).
+    pub fn to_entities(&self) -> Result<Entities> {
+        let stored =
+            (0..self.slots.len() as u32).filter(|&s| self.slots[s as usize].body.is_some());
+        self.cedar_entities(stored)
+    }
+
+    fn cedar_entities(&self, slots: impl Iterator<Item = u32>) -> Result<Entities> {
+        let parsed = slots
+            .map(|slot| self.parsed_entity(slot))
+            .collect::<Result<Vec<_>>>()?;
+        let entities = cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                parsed,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map_err(|e| {
+                EngineError::Request(format!("cannot build the decision's entities: {e}"))
+            })?;
+        Ok(Entities::from(entities))
+    }
+
+    fn parsed_entity(&self, slot: u32) -> Result<Arc<ast::Entity>> {
+        if let Some(entity) = self.parsed_read().get(&slot) {
+            return Ok(entity.clone());
+        }
+        let entity = Arc::new(self.entity_of_slot(slot)?);
+        let mut parsed = self.parsed.write().unwrap_or_else(|p| p.into_inner());
+        if parsed.len() >= MOST_PARSED {
+            let drop: Vec<u32> = parsed.keys().copied().step_by(8).collect();
+            for d in drop {
+                parsed.remove(&d);
+            }
+        }
+        parsed.insert(slot, entity.clone());
+        Ok(entity)
+    }
+
+    /// The entity in `slot` parsed by Cedar, its ancestors given as parents. Only its
+    /// attributes go through Cedar's JSON parser; the ancestors are known uids already.
+    fn entity_of_slot(&self, slot: u32) -> Result<ast::Entity> {
+        let text = self.render_text(slot, false).unwrap_or_default();
+        let parser = EntityJsonParser::new(
+            None::<&NoEntitiesSchema>,
+            Extensions::all_available(),
+            TCComputation::AssumeAlreadyComputed,
+        );
+        let mut entity = parser
+            .single_from_json_str(&text)
+            .map_err(|e| EngineError::Request(format!("stored entity is invalid: {e}")))?;
+        for &a in self.slots[slot as usize].ancestors.iter() {
+            let uid: &ast::EntityUID = self.slots[a as usize].uid.as_ref();
+            entity.add_parent(uid.clone());
+        }
+        Ok(entity)
+    }
+
+    fn parsed_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<ast::Entity>, Fast>> {
+        // What it holds is only ever whole entries: a panic elsewhere cannot leave it torn.
+        self.parsed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every entity a decision over `seeds` can read: the seeds and everything reachable from
+    /// them through attributes. Ancestors need not be followed: Cedar reads an ancestor only
+    /// through `in`, which the descendant's own (closed) ancestor set answers.
+    pub fn slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<EntityUid> {
+        self.slice_slots(seeds)
+            .into_iter()
+            .map(|item| match item {
+                SliceItem::Stored(slot) => self.slots[slot as usize].uid.clone(),
+                SliceItem::Missing(uid) => uid,
+            })
+            .collect()
+    }
+
+    fn slice_slots<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<SliceItem> {
+        let mut seen: HashSet<u32, Fast> = HashSet::default();
+        let mut unknown: Vec<&EntityUid> = Vec::new();
+        let mut queue: VecDeque<u32> = VecDeque::new();
+        let mut out = Vec::new();
+        for uid in seeds {
+            match self.index.get(uid) {
+                Some(&slot) => {
+                    if seen.insert(slot) {
+                        queue.push_back(slot);
+                    }
+                }
+                None if !unknown.contains(&uid) => {
+                    unknown.push(uid);
+                    out.push(SliceItem::Missing(uid.clone()));
+                }
+                None => {}
+            }
+        }
+        while let Some(slot) = queue.pop_front() {
+            let entry = &self.slots[slot as usize];
+            for &next in entry.refs.iter() {
+                if seen.insert(next) {
+                    queue.push_back(next);
+                }
+            }
+            out.push(match entry.body {
+                Some(_) => SliceItem::Stored(slot),
+                None => SliceItem::Missing(entry.uid.clone()),
+            });
+        }
+        out
+    }
+
+    /// What a decision asked about `seed` depends on: its slice, missing uids included, and
+    /// the ancestors of everything in it (see `cache`).
+    pub fn dependencies(&self, seed: &EntityUid) -> Vec<EntityUid> {
+        let slice = self.slice(std::iter::once(seed));
+        let mut seen: HashSet<&EntityUid> = slice.iter().collect();
+        let mut out = slice.clone();
+        for uid in &slice {
+            for a in self.ancestors(uid) {
+                if seen.insert(a) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The slice as entities JSON, each entity with its whole ancestor set as parents so the
+    /// slice decides alone exactly as the full store did. Missing entities are left out (a
+    /// decision on the slice then misses them exactly as the live one did).
+    pub fn render_slice(&self, uids: &[EntityUid]) -> Vec<Value> {
+        uids.iter()
+            .filter_map(|uid| self.render_slot(self.stored_slot(uid)?))
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect()
+    }
+
+    /// One entity of a slice as JSON text, and the uids the text shows (the entity and its
+    /// ancestors): it stays right until one of those is written or deleted.
+    pub fn render_entity(&self, uid: &EntityUid) -> Option<(String, Vec<EntityUid>)> {
+        let slot = self.stored_slot(uid)?;
+        let text = self.render_slot(slot)?;
+        let mut shows = vec![uid.clone()];
+        shows.extend(self.ancestors(uid).cloned());
+        Some((text, shows))
+    }
+
+    /// `{"uid":…,"attrs":…,"parents":[every ancestor, sorted],"tags":…}`, as Cedar writes an
+    /// entity, with the ancestors in the order their own JSON text sorts.
+    fn render_slot(&self, slot: u32) -> Option<String> {
+        self.render_text(slot, true)
+    }
+
+    /// The entity's JSON with its ancestors as parents, or with none.
+    fn render_text(&self, slot: u32, with_ancestors: bool) -> Option<String> {
+        let entry = &self.slots[slot as usize];
+        let body = entry.body.as_ref()?;
+        let mut parents: Vec<String> = match with_ancestors {
+            true => entry
+                .ancestors
+                .iter()
+                .map(|&a| uid_json(&self.slots[a as usize].uid))
+                .collect(),
+            false => Vec::new(),
+        };
+        parents.sort();
+        let mut text = String::with_capacity(64 + body.attrs.len() + 48 * parents.len());
+        text.push_str("{\"uid\":");
+        text.push_str(&uid_json(&entry.uid));
+        text.push_str(",\"attrs\":");
+        text.push_str(&body.attrs);
+        text.push_str(",\"parents\":[");
+        text.push_str(&parents.join(","));
+        text.push(']');
+        if let Some(tags) = &body.tags {
+            text.push_str(",\"tags\":");
+            text.push_str(tags);
+        }
+        text.push('}');
+        Some(text)
+    }
+}
+
+enum SliceItem {
+    Stored(u32),
+    Missing(EntityUid),
+}
+
+/// `{"type":"Tre::User","id":"alice"}`.
+fn uid_json(uid: &EntityUid) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        "{{\"type\":{},\"id\":{}}}",
+        quote(&uid.type_name().to_string()),
+        quote(uid.id().unescaped())
+    )
+}
+
+fn entity_text(e: &Entity) -> Result<String> {
+    e.to_json_string()
+        .map_err(|err| EngineError::Request(format!("entity `{}`: {err}", e.uid())))
+}
+
+/// Calls `f` with the type and id of every `{"__entity": {...}}` in an attribute value.
+fn entity_refs(v: &Value, f: &mut impl FnMut(&str, &str)) {
+    match v {
+        Value::Object(map) => {
+            if let Some(inner) = map.get("__entity") {
+                if let (Some(t), Some(id)) = (
+                    inner.get("type").and_then(Value::as_str),
+                    inner.get("id").and_then(Value::as_str),
+                ) {
+                    f(t, id);
+                }
+                return;
+            }
+            if map.contains_key("__extn") {
+                return;
+            }
+            map.values().for_each(|v| entity_refs(v, f));
+        }
+        Value::Array(items) => items.iter().for_each(|v| entity_refs(v, f)),
+        _ => {}
+    }
+}
+
+/// Entity type names, parsed once each: Cedar parses one with its full grammar.
+#[derive(Default)]
+struct TypeNames(HashMap<String, EntityTypeName, Fast>);
+
+impl TypeNames {
+    fn uid(&mut self, json: &UidJson) -> Result<EntityUid> {
+        self.uid_of(&json.type_name, &json.id)
+    }
+
+    fn uid_of(&mut self, type_name: &str, id: &str) -> Result<EntityUid> {
+        let ty = match self.0.get(type_name) {
+            Some(ty) => ty.clone(),
+            None => {
+                let ty: EntityTypeName = type_name.parse().map_err(|e| {
+                    EngineError::Request(format!("invalid entity type `{type_name}`: {e}"))
+                })?;
+                self.0.insert(type_name.to_string(), ty.clone());
+                ty
+            }
+        };
+        Ok(EntityUid::from_type_name_and_id(
+            ty,
+            cedar_policy::EntityId::new(id),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::{cedar_entities, parse_uid};
+
+    fn body(id: &str, parents: &[&str]) -> String {
+        let parents: Vec<Value> = parents
+            .iter()
+            .map(|p| serde_json::json!({"type": "Tre::AccessGroup", "id": p}))
+            .collect();
+        serde_json::json!({"uid": {"type": "Tre::AccessGroup", "id": id}, "attrs": {}, "parents": parents})
+            .to_string()
+    }
+
+    fn group(id: &str) -> EntityUid {
+        parse_uid(&format!("Tre::AccessGroup::\"{id}\"")).expect("uid")
+    }
+
+    fn ancestors(graph: &EntityGraph, id: &str) -> Vec<String> {
+        let mut out: Vec<String> = graph.ancestors(&group(id)).map(|u| u.to_string()).collect();
+        out.sort();
+        out
+    }
+
+    fn cedar_ancestors(entities: &Entities, id: &str) -> Vec<String> {
+        let mut out: Vec<String> = entities
+            .ancestors(&group(id))
+            .into_iter()
+            .flatten()
+            .map(|u| u.to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_group_given_a_new_parent_passes_it_to_members_of_its_members() {
+        let member = body("member", &["mid"]);
+        let mid = body("mid", &["late"]);
+        let late = body("late", &[]);
+        let graph = EntityGraph::from_bodies([member.as_str(), mid.as_str(), late.as_str()], None)
+            .expect("graph");
+        let late_now = body("late", &["top"]);
+        let (graph, written) = graph.apply([late_now.as_str()], &[]).expect("apply");
+        assert_eq!(written, vec![group("late")]);
+        let fresh = cedar_entities([member.as_str(), mid.as_str(), late_now.as_str()], None)
+            .expect("cedar");
+        assert_eq!(
+            ancestors(&graph, "member"),
+            cedar_ancestors(&fresh, "member")
+        );
+        assert_eq!(
+            ancestors(&graph, "member"),
+            ["late", "mid", "top"].map(|g| group(g).to_string())
+        );
+    }
+
+    /// Regression: the graph used to follow the store through Cedar's own
+    /// `Entities::remove_entities`, which also takes the removed uid out of its members'
+    /// parents, while a fresh build from the same bodies (a restart) keeps it there: deleting
+    /// a group changed `member in group` from true to false until the process restarted.
+    #[test]
+    fn a_deleted_parent_stays_in_its_members_ancestors_as_after_a_restart() {
+        let member = body("member", &["mid"]);
+        let mid = body("mid", &["top"]);
+        let graph = EntityGraph::from_bodies([member.as_str(), mid.as_str()], None).expect("graph");
+        let (graph, _) = graph.apply([], &[group("mid")]).expect("apply");
+        let fresh = cedar_entities([member.as_str()], None).expect("cedar");
+        assert_eq!(
+            ancestors(&graph, "member"),
+            cedar_ancestors(&fresh, "member")
+        );
+        assert_eq!(ancestors(&graph, "member"), vec![group("mid").to_string()]);
+        assert!(!graph.contains(&group("mid")));
+        assert!(graph.render_entity(&group("mid")).is_none());
+    }
+
+    #[test]
+    fn a_slice_holds_what_attributes_name_and_misses_what_is_not_stored() {
+        let user = r#"{"uid":{"type":"Tre::User","id":"u"},"attrs":{"manager":{"__entity":{"type":"Tre::User","id":"m"}},"tags":[{"__entity":{"type":"Tre::User","id":"ghost"}}]},"parents":[]}"#;
+        let manager = r#"{"uid":{"type":"Tre::User","id":"m"},"attrs":{},"parents":[]}"#;
+        let graph = EntityGraph::from_bodies([user, manager], None).expect("graph");
+        let u = parse_uid(r#"Tre::User::"u""#).expect("uid");
+        let slice: Vec<String> = graph.slice([&u]).iter().map(|x| x.to_string()).collect();
+        assert_eq!(
+            slice,
+            [
+                r#"Tre::User::"u""#,
+                r#"Tre::User::"m""#,
+                r#"Tre::User::"ghost""#
+            ]
+        );
+        let entities = graph.entities_for([&u]).expect("entities");
+        assert_eq!(entities.len(), 2);
+        let fresh = cedar_entities([user, manager], None).expect("cedar");
+        assert_eq!(
+            entities.get(&u).map(|e| e.to_json_value().ok()),
+            fresh.get(&u).map(|e| e.to_json_value().ok())
+        );
+    }
+}
