@@ -456,8 +456,9 @@ impl Engine {
         self.graph.entities_for(self.seeds(request))
     }
 
-    /// Cedar's authorizer over the request's slice of the store, with the policies in scope
-    /// for its action. A slice that cannot be built is a Deny with the reason as its error.
+    /// Cedar's authorizer over entities holding the request's slice of the store, with the
+    /// policies in scope for its action. A slice that cannot be parsed is a Deny with the
+    /// reason as its error.
     fn ask_cedar(
         &self,
         request: &Request,
@@ -468,11 +469,15 @@ impl Engine {
             .into_iter()
             .chain(context_entities)
             .chain(&self.bundle.literal_entities);
-        let entities = match self.graph.entities_for(seeds) {
-            Ok(entities) => entities,
+        let policies = self.bundle.policies_for(&key.action);
+        let asked = self.graph.decide_over(seeds, |entities| {
+            self.authorizer.is_authorized(request, policies, entities)
+        });
+        match asked {
+            Ok(response) => outcome_from_response(&response, &self.bundle),
             Err(e) => {
-                tracing::error!(error = %e, principal = %key.principal, resource = %key.resource, "cannot build a decision's entities: denied");
-                return DecisionOutcome {
+                tracing::error!(error = %e, principal = %key.principal, resource = %key.resource, "cannot hold a decision's entities: denied");
+                DecisionOutcome {
                     decision: Decision::Deny,
                     reasons: Vec::new(),
                     errors: vec![PolicyError {
@@ -481,15 +486,9 @@ impl Engine {
                     }],
                     policy_version: self.bundle.version.clone(),
                     log_seq: None,
-                };
+                }
             }
-        };
-        let response = self.authorizer.is_authorized(
-            request,
-            self.bundle.policies_for(&key.action),
-            &entities,
-        );
-        outcome_from_response(&response, &self.bundle)
+        }
     }
 
     /// The remembered answer to `key`, if nothing it depends on has changed since.

@@ -17,17 +17,15 @@ use cedar_policy::{Entities, Entity, EntityTypeName, EntityUid, Schema};
 use cedar_policy_core::ast;
 use cedar_policy_core::entities::{EntityJsonParser, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
+use ref_cast::RefCast;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
+use crate::working_set::{WorkingSet, MOST_HELD};
 
 type Fast = foldhash::fast::RandomState;
-
-/// Parsed entities kept at most; past it a random eighth is dropped. A parsed entity costs
-/// a few KiB, so this bounds the cache near 100 MiB while covering a TRE's working set.
-const MOST_PARSED: usize = 32_768;
 
 /// The entities decisions run on: every stored entity plus the schema's actions, with the
 /// transitive closure of `in` computed once.
@@ -36,7 +34,8 @@ pub struct EntityGraph {
     index: HashMap<EntityUid, u32, Fast>,
     /// Slots that hold an entity (the rest are uids only named as a parent or a value).
     stored: usize,
-    parsed: RwLock<HashMap<u32, Arc<ast::Entity>, Fast>>,
+    /// The entities decisions have needed, parsed (see `working_set`).
+    working: RwLock<WorkingSet>,
 }
 
 /// One uid the graph knows: an entity, or a uid an entity names that is not stored.
@@ -85,7 +84,7 @@ impl Clone for EntityGraph {
             slots: self.slots.clone(),
             index: self.index.clone(),
             stored: self.stored,
-            parsed: RwLock::new(self.parsed_read().clone()),
+            working: RwLock::new(self.working_read().clone()),
         }
     }
 }
@@ -121,7 +120,7 @@ impl EntityGraph {
             slots: Vec::new(),
             index: HashMap::default(),
             stored: 0,
-            parsed: RwLock::default(),
+            working: RwLock::default(),
         }
     }
 
@@ -135,7 +134,7 @@ impl EntityGraph {
             slots: self.slots.clone(),
             index: self.index.clone(),
             stored: self.stored,
-            parsed: RwLock::default(),
+            working: RwLock::default(),
         };
         let mut types = TypeNames::default();
         let mut changed = Vec::new();
@@ -152,11 +151,7 @@ impl EntityGraph {
             changed.push(slot);
         }
         let reclosed = next.reclose(&changed);
-        let mut kept = self.parsed_read().clone();
-        for slot in &reclosed {
-            kept.remove(slot);
-        }
-        next.parsed = RwLock::new(kept);
+        next.working = RwLock::new(self.working_read().without(&reclosed));
         Ok((next, written))
     }
 
@@ -299,37 +294,35 @@ impl EntityGraph {
     }
 
     /// The entity `uid` as Cedar holds it, with its whole ancestor set as its parents.
-    pub fn entity(&self, uid: &EntityUid) -> Option<Entity> {
-        let parsed = self.parsed_entity(self.stored_slot(uid)?).ok()?;
-        Some(Entity::from(ast::Entity::clone(&parsed)))
+    pub fn entity(&self, uid: &EntityUid) -> Option<GraphEntity> {
+        let slot = self.stored_slot(uid)?;
+        let held = self.with_held(&[slot], |working| working.get(slot).cloned());
+        held.ok().flatten().map(GraphEntity)
     }
 
-    /// Cedar's entities for a decision over `seeds`: the slice they grow (see `slice`).
-    /// Each entity carries its closed ancestor set, so the slice is closed as it stands and
-    /// Cedar is told so rather than made to recompute it; the parsed entities are shared, not
-    /// copied.
+    /// Cedar's authorizer (or anything else) run by `decide` over entities that hold the
+    /// slice of `seeds`: the decision is the one over the whole store.
+    pub fn decide_over<'a, R>(
+        &self,
+        seeds: impl IntoIterator<Item = &'a EntityUid>,
+        decide: impl FnOnce(&Entities) -> R,
+    ) -> Result<R> {
+        let slots = self.stored_slice(seeds);
+        self.with_held(&slots, |working| decide(working.entities()))
+    }
+
+    /// Cedar's entities for the slice of `seeds` alone (see `slice`).
     pub fn entities_for<'a>(
         &self,
         seeds: impl IntoIterator<Item = &'a EntityUid>,
     ) -> Result<Entities> {
-        let slots = self.slice_slots(seeds).into_iter().filter_map(|s| match s {
-            SliceItem::Stored(slot) => Some(slot),
-            SliceItem::Missing(_) => None,
-        });
-        self.cedar_entities(slots)
-    }
-
-    /// Every entity, as Cedar's entities (what a scan of the whole store needs).
-    pub fn to_entities(&self) -> Result<Entities> {
-        let stored =
-            (0..self.slots.len() as u32).filter(|&s| self.slots[s as usize].body.is_some());
-        self.cedar_entities(stored)
-    }
-
-    fn cedar_entities(&self, slots: impl Iterator<Item = u32>) -> Result<Entities> {
-        let parsed = slots
-            .map(|slot| self.parsed_entity(slot))
-            .collect::<Result<Vec<_>>>()?;
+        let slots = self.stored_slice(seeds);
+        let parsed = self.with_held(&slots, |working| {
+            slots
+                .iter()
+                .filter_map(|&s| working.get(s).cloned())
+                .collect::<Vec<_>>()
+        })?;
         let entities = cedar_policy_core::entities::Entities::new()
             .add_entities(
                 parsed,
@@ -343,20 +336,56 @@ impl EntityGraph {
         Ok(Entities::from(entities))
     }
 
-    fn parsed_entity(&self, slot: u32) -> Result<Arc<ast::Entity>> {
-        if let Some(entity) = self.parsed_read().get(&slot) {
-            return Ok(entity.clone());
-        }
-        let entity = Arc::new(self.entity_of_slot(slot)?);
-        let mut parsed = self.parsed.write().unwrap_or_else(|p| p.into_inner());
-        if parsed.len() >= MOST_PARSED {
-            let drop: Vec<u32> = parsed.keys().copied().step_by(8).collect();
-            for d in drop {
-                parsed.remove(&d);
+    fn stored_slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<u32> {
+        self.slice_slots(seeds)
+            .into_iter()
+            .filter_map(|s| match s {
+                SliceItem::Stored(slot) => Some(slot),
+                SliceItem::Missing(_) => None,
+            })
+            .collect()
+    }
+
+    /// Runs `f` over the working set once it holds every one of `slots`, parsing those it
+    /// lacks (outside the lock when it can: readers share the graph).
+    fn with_held<R>(&self, slots: &[u32], f: impl FnOnce(&WorkingSet) -> R) -> Result<R> {
+        let lacking: Vec<u32> = {
+            let working = self.working_read();
+            let lacking: Vec<u32> = slots
+                .iter()
+                .copied()
+                .filter(|&s| !working.holds(s))
+                .collect();
+            if lacking.is_empty() {
+                return Ok(f(&working));
             }
+            lacking
+        };
+        let mut parsed: HashMap<u32, Arc<ast::Entity>, Fast> = HashMap::default();
+        for &slot in &lacking {
+            parsed.insert(slot, Arc::new(self.entity_of_slot(slot)?));
         }
-        parsed.insert(slot, entity.clone());
-        Ok(entity)
+        let mut working = self.working.write().unwrap_or_else(|p| p.into_inner());
+        if working.len() + slots.len() > MOST_HELD {
+            tracing::debug!(
+                held = working.len(),
+                "working set over its bound: starting over"
+            );
+            working.clear();
+        }
+        let mut fresh = Vec::new();
+        for &slot in slots {
+            if working.holds(slot) || fresh.iter().any(|(s, _)| *s == slot) {
+                continue;
+            }
+            let entity = match parsed.remove(&slot) {
+                Some(entity) => entity,
+                None => Arc::new(self.entity_of_slot(slot)?),
+            };
+            fresh.push((slot, entity));
+        }
+        working.add(fresh)?;
+        Ok(f(&working))
     }
 
     /// The entity in `slot` parsed by Cedar, its ancestors given as parents. Only its
@@ -378,9 +407,9 @@ impl EntityGraph {
         Ok(entity)
     }
 
-    fn parsed_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<ast::Entity>, Fast>> {
-        // What it holds is only ever whole entries: a panic elsewhere cannot leave it torn.
-        self.parsed.read().unwrap_or_else(|p| p.into_inner())
+    fn working_read(&self) -> std::sync::RwLockReadGuard<'_, WorkingSet> {
+        // It is changed only by `add` and `clear`, which leave it whole even when they fail.
+        self.working.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every entity a decision over `seeds` can read: the seeds and everything reachable from
@@ -499,6 +528,18 @@ impl EntityGraph {
         }
         text.push('}');
         Some(text)
+    }
+}
+
+/// An entity of the graph as Cedar parsed it, shared with the graph's working set.
+#[derive(Clone)]
+pub struct GraphEntity(Arc<ast::Entity>);
+
+impl std::ops::Deref for GraphEntity {
+    type Target = Entity;
+
+    fn deref(&self) -> &Entity {
+        Entity::ref_cast(&self.0)
     }
 }
 

@@ -30,6 +30,7 @@ pub mod shared;
 pub mod store;
 pub mod testfile;
 pub mod workflow;
+mod working_set;
 
 pub use decide::{Decision, DecisionOutcome, Engine, PolicyError, RequestSpec};
 pub use error::{EngineError, Result};

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-
 use cedar_policy::{Entity, EntityUid};
 
 use crate::entities::EntityGraph;
+use crate::graph::GraphEntity;
 use serde_json::Value;
 
 use super::actual::{principal_key, ActualState};
@@ -44,9 +44,9 @@ pub(super) struct GraphIndex {
     /// The Open Data datasets, sorted.
     pub(super) open: Vec<EntityUid>,
     /// Sorted by uid.
-    pub(super) workspaces: Vec<Entity>,
+    pub(super) workspaces: Vec<GraphEntity>,
     /// Sorted by uid.
-    pub(super) budgets: Vec<Entity>,
+    pub(super) budgets: Vec<GraphEntity>,
     /// Governed principals: every workspace role, and every role tagged as a workspace's,
     /// with the owners of its live workspaces.
     pub(super) role_owners: BTreeMap<String, BTreeSet<EntityUid>>,
@@ -165,7 +165,7 @@ fn s3_location(uid: &EntityUid, location: &str, warnings: &mut Vec<String>) -> (
 /// never a protected one (a workspace pointing at the lake admin role does not make it
 /// governed).
 fn governed_roles(
-    workspaces: &[Entity],
+    workspaces: &[GraphEntity],
     actual: &ActualState,
     protected: &Protected,
     warnings: &mut Vec<String>,
