@@ -36,7 +36,12 @@ pub struct EntityGraph {
     stored: usize,
     /// The entities decisions have needed, parsed (see `working_set`).
     working: RwLock<WorkingSet>,
+    /// Each seed's slice, as walked over this version of the graph (see `seed_slice`).
+    slices: RwLock<HashMap<u32, Arc<[u32]>, Fast>>,
 }
+
+/// Seeds whose slices are kept at most; past it they are walked afresh.
+const MOST_SLICES: usize = 262_144;
 
 /// One uid the graph knows: an entity, or a uid an entity names that is not stored.
 #[derive(Clone)]
@@ -85,6 +90,7 @@ impl Clone for EntityGraph {
             index: self.index.clone(),
             stored: self.stored,
             working: RwLock::new(self.working_read().clone()),
+            slices: RwLock::new(self.slices_read().clone()),
         }
     }
 }
@@ -121,6 +127,7 @@ impl EntityGraph {
             index: HashMap::default(),
             stored: 0,
             working: RwLock::default(),
+            slices: RwLock::default(),
         }
     }
 
@@ -135,6 +142,7 @@ impl EntityGraph {
             index: self.index.clone(),
             stored: self.stored,
             working: RwLock::default(),
+            slices: RwLock::default(),
         };
         let mut types = TypeNames::default();
         let mut changed = Vec::new();
@@ -152,6 +160,12 @@ impl EntityGraph {
         }
         let reclosed = next.reclose(&changed);
         next.working = RwLock::new(self.working_read().without(&reclosed));
+        // A slice follows attributes only: it changes when one of its own uids is written,
+        // deleted or created, not when an ancestor is.
+        let touched: HashSet<u32, Fast> = changed.iter().copied().collect();
+        let mut slices = self.slices_read().clone();
+        slices.retain(|_, part| !part.iter().any(|s| touched.contains(s)));
+        next.slices = RwLock::new(slices);
         Ok((next, written))
     }
 
@@ -337,13 +351,9 @@ impl EntityGraph {
     }
 
     fn stored_slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<u32> {
-        self.slice_slots(seeds)
-            .into_iter()
-            .filter_map(|s| match s {
-                SliceItem::Stored(slot) => Some(slot),
-                SliceItem::Missing(_) => None,
-            })
-            .collect()
+        let (mut slots, _) = self.slice_slots(seeds);
+        slots.retain(|&s| self.slots[s as usize].body.is_some());
+        slots
     }
 
     /// Runs `f` over the working set once it holds every one of `slots`, parsing those it
@@ -416,47 +426,67 @@ impl EntityGraph {
     /// them through attributes. Ancestors need not be followed: Cedar reads an ancestor only
     /// through `in`, which the descendant's own (closed) ancestor set answers.
     pub fn slice<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<EntityUid> {
-        self.slice_slots(seeds)
+        let (slots, unknown) = self.slice_slots(seeds);
+        unknown
             .into_iter()
-            .map(|item| match item {
-                SliceItem::Stored(slot) => self.slots[slot as usize].uid.clone(),
-                SliceItem::Missing(uid) => uid,
-            })
+            .cloned()
+            .chain(slots.iter().map(|&s| self.slots[s as usize].uid.clone()))
             .collect()
     }
 
-    fn slice_slots<'a>(&self, seeds: impl IntoIterator<Item = &'a EntityUid>) -> Vec<SliceItem> {
+    /// The slots of the slice of `seeds`, stored or only named, and the seeds the graph
+    /// does not know at all.
+    fn slice_slots<'a>(
+        &self,
+        seeds: impl IntoIterator<Item = &'a EntityUid>,
+    ) -> (Vec<u32>, Vec<&'a EntityUid>) {
         let mut seen: HashSet<u32, Fast> = HashSet::default();
         let mut unknown: Vec<&EntityUid> = Vec::new();
-        let mut queue: VecDeque<u32> = VecDeque::new();
         let mut out = Vec::new();
         for uid in seeds {
             match self.index.get(uid) {
-                Some(&slot) => {
-                    if seen.insert(slot) {
-                        queue.push_back(slot);
-                    }
+                Some(&seed) => {
+                    let part = self.seed_slice(seed);
+                    out.extend(part.iter().copied().filter(|&s| seen.insert(s)));
                 }
-                None if !unknown.contains(&uid) => {
-                    unknown.push(uid);
-                    out.push(SliceItem::Missing(uid.clone()));
-                }
+                None if !unknown.contains(&uid) => unknown.push(uid),
                 None => {}
             }
         }
+        (out, unknown)
+    }
+
+    /// The slice of one seed, walked once per version of the graph: a decision's seeds are
+    /// mostly the same few thousand users and datasets, and the walk is a chain of cache
+    /// misses over the slots.
+    fn seed_slice(&self, seed: u32) -> Arc<[u32]> {
+        if let Some(part) = self.slices_read().get(&seed) {
+            return part.clone();
+        }
+        let mut seen: HashSet<u32, Fast> = HashSet::default();
+        let mut queue: VecDeque<u32> = VecDeque::from([seed]);
+        seen.insert(seed);
+        let mut part = Vec::new();
         while let Some(slot) = queue.pop_front() {
-            let entry = &self.slots[slot as usize];
-            for &next in entry.refs.iter() {
+            for &next in self.slots[slot as usize].refs.iter() {
                 if seen.insert(next) {
                     queue.push_back(next);
                 }
             }
-            out.push(match entry.body {
-                Some(_) => SliceItem::Stored(slot),
-                None => SliceItem::Missing(entry.uid.clone()),
-            });
+            part.push(slot);
         }
-        out
+        let part: Arc<[u32]> = part.into();
+        let mut slices = self.slices.write().unwrap_or_else(|p| p.into_inner());
+        if slices.len() >= MOST_SLICES {
+            slices.clear();
+        }
+        slices.insert(seed, part.clone());
+        part
+    }
+
+    fn slices_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Arc<[u32]>, Fast>> {
+        // Entries are whole or absent: a panic elsewhere cannot leave one torn.
+        self.slices.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// What a decision asked about `seed` depends on: its slice, missing uids included, and
@@ -541,11 +571,6 @@ impl std::ops::Deref for GraphEntity {
     fn deref(&self) -> &Entity {
         Entity::ref_cast(&self.0)
     }
-}
-
-enum SliceItem {
-    Stored(u32),
-    Missing(EntityUid),
 }
 
 /// `{"type":"Tre::User","id":"alice"}`.
