@@ -260,7 +260,7 @@ fn cedar_alone(engine: &Engine, asked: &[DecisionKey]) -> std::time::Duration {
                     std::hint::black_box(authorizer.is_authorized(
                         r,
                         engine.bundle().policies_for(&k.action),
-                        &whole,
+                        whole,
                     ));
                 }
             });
