@@ -8,25 +8,26 @@
 
 use serde_json::Value;
 use tregov_engine::decide::{ParsedRequest, IS_AUTHORIZED_KIND};
+use tregov_engine::log::LogRecord;
 use tregov_engine::{DecisionOutcome, Engine};
 
 /// Where these decisions come from, in the log's `origin`.
 const ORIGIN: &str = "api";
 
-/// Decides `requests` for `caller` and logs every answer in one durable append. An answer
-/// that cannot be logged is not given.
+/// Decides `requests` for `caller`, fail closed, with each answer's log record (none without
+/// a log). The answers may be given only once `logged` has their records' sequence numbers.
 pub(crate) fn decide_asked(
     engine: &Engine,
     requests: &[ParsedRequest],
     caller: &str,
-) -> tregov_engine::Result<Vec<DecisionOutcome>> {
-    let mut outcomes: Vec<DecisionOutcome> = requests
+) -> (Vec<DecisionOutcome>, Vec<LogRecord>) {
+    let outcomes: Vec<DecisionOutcome> = requests
         .iter()
         .map(|r| engine.decide(r).fail_closed())
         .collect();
-    let Some(log) = engine.log() else {
-        return Ok(outcomes);
-    };
+    if engine.log().is_none() {
+        return (outcomes, Vec::new());
+    }
     let records = requests
         .iter()
         .zip(&outcomes)
@@ -37,11 +38,15 @@ pub(crate) fn decide_asked(
             record
         })
         .collect();
-    for (outcome, seq) in outcomes.iter_mut().zip(log.append(records)?) {
+    (outcomes, records)
+}
+
+/// Gives each answer the sequence number of its durable record.
+pub(crate) fn logged(outcomes: &mut [DecisionOutcome], seqs: Vec<u64>, caller: &str) {
+    for (outcome, seq) in outcomes.iter_mut().zip(seqs) {
         outcome.log_seq = Some(seq);
     }
     for outcome in outcomes.iter().filter(|o| !o.errors.is_empty()) {
         tracing::warn!(caller, log_seq = ?outcome.log_seq, errors = outcome.errors.len(), "an erroring policy denied an is-authorized ask");
     }
-    Ok(outcomes)
 }

@@ -265,17 +265,20 @@ async fn is_authorized(
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     api.may_ask(&asker, std::slice::from_ref(&spec.principal))?;
     let now = server_now()?;
-    let answer = api
-        .blocking(move |api, engine| {
+    let caller = asker.sub.clone();
+    let ((mut outcomes, ignored), seqs) = api
+        .decide_logged(move |api, engine| {
             let (request, ignored) = settle(api, engine, &asker, spec, &now)?
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-            let outcomes = crate::asked::decide_asked(engine, &[request], &asker.sub)?;
-            let outcome = outcomes.first().ok_or_else(|| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no decision was made")
-            })?;
-            Ok(avp_answer(outcome, &ignored))
+            let (outcomes, records) = crate::asked::decide_asked(engine, &[request], &asker.sub);
+            Ok(((outcomes, ignored), records))
         })
         .await?;
+    crate::asked::logged(&mut outcomes, seqs, &caller);
+    let outcome = outcomes
+        .first()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no decision was made"))?;
+    let answer = avp_answer(outcome, &ignored);
     Ok(Json(answer))
 }
 
@@ -298,8 +301,9 @@ async fn batch_is_authorized(
     let principals: Vec<String> = body.requests.iter().map(batch_principal).collect();
     api.may_ask(&asker, &principals)?;
     let now = server_now()?;
-    let results = api
-        .blocking(move |api, engine| {
+    let caller = asker.sub.clone();
+    let ((mut outcomes, slots, requests), seqs) = api
+        .decide_logged(move |api, engine| {
             let mut parsed = Vec::new();
             let mut slots = Vec::new();
             for item in &body.requests {
@@ -316,9 +320,12 @@ async fn batch_is_authorized(
                     (parsed.len() - 1, ignored)
                 }));
             }
-            let outcomes = crate::asked::decide_asked(engine, &parsed, &asker.sub)?;
-            Ok(body
-                .requests
+            let (outcomes, records) = crate::asked::decide_asked(engine, &parsed, &asker.sub);
+            Ok(((outcomes, slots, body.requests), records))
+        })
+        .await?;
+    crate::asked::logged(&mut outcomes, seqs, &caller);
+    let results: Vec<Value> = requests
                 .iter()
                 .zip(slots)
                 .map(|(item, slot)| {
@@ -335,9 +342,7 @@ async fn batch_is_authorized(
                     }
                     answer
                 })
-                .collect::<Vec<_>>())
-        })
-        .await?;
+                .collect();
     Ok(Json(json!({ "results": results })))
 }
 

@@ -28,6 +28,7 @@ use tregov_config::Config;
 use tregov_enforcers::egress::EgressStore;
 use tregov_enforcers::egress_effects::EffectRunner;
 use tregov_engine::egress::EgressSettings;
+use tregov_engine::log::LogRecord;
 use tregov_engine::shared::SharedEngine;
 use tregov_engine::workflow::WorkflowError;
 use tregov_engine::{Engine, PolicyBundle};
@@ -36,6 +37,7 @@ mod asked;
 pub mod auth;
 mod avp;
 pub mod client;
+mod committer;
 mod egress;
 mod facts;
 mod guard;
@@ -141,6 +143,8 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Everything the routes share.
 pub struct Api {
     engine: SharedEngine,
+    /// Appends decision records for requests that await them (see `committer`).
+    committer: committer::Committer,
     settings: EgressSettings,
     /// The egress S3 work; `None` without `[egress]`.
     effects: Option<Arc<EffectRunner>>,
@@ -152,6 +156,12 @@ pub struct Api {
     limits: tregov_config::api::ApiLimits,
     guard: guard::Guard,
     transport: transport::Transport,
+}
+
+/// Where a decision stands: made already, or to be made on a blocking thread.
+enum Step<T, F> {
+    Decided(ApiResult<T>),
+    Later(F),
 }
 
 impl Api {
@@ -202,8 +212,11 @@ impl Api {
             ))),
             None => None,
         };
+        let committer = committer::Committer::start(engine.clone())
+            .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
         Ok(Arc::new(Self {
             engine,
+            committer,
             settings,
             effects,
             auth,
@@ -290,6 +303,30 @@ impl Api {
         })
         .await
         .map_err(|e| ApiError::internal(&e))?
+    }
+
+    /// Decides with `decide` and awaits the durability of the records it returns. It decides
+    /// on the async worker when the engine is current and free (a decision takes
+    /// microseconds), on a blocking thread otherwise (bringing the engine up to date can
+    /// take longer); either way no thread waits for the fsync.
+    async fn decide_logged<T: Send + 'static>(
+        self: &Arc<Self>,
+        decide: impl FnOnce(&Api, &Engine) -> ApiResult<(T, Vec<LogRecord>)> + Send + 'static,
+    ) -> ApiResult<(T, Vec<u64>)> {
+        let step = match self.engine.try_read_current() {
+            Some(engine) => Step::Decided(decide(self, &engine)),
+            None => Step::Later(decide),
+        };
+        let (value, records) = match step {
+            Step::Decided(done) => done?,
+            Step::Later(decide) => self.blocking(decide).await?,
+        };
+        let seqs = self
+            .committer
+            .append(records)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok((value, seqs))
     }
 
     async fn caller(&self, headers: &HeaderMap) -> ApiResult<String> {

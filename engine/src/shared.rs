@@ -29,6 +29,13 @@ impl SharedEngine {
         self.0.read().map_err(poisoned)
     }
 
+    /// The engine, if it is current and no writer holds it, without waiting: what a caller
+    /// on an async worker takes before it falls back to `read` on a blocking thread.
+    pub fn try_read_current(&self) -> Option<RwLockReadGuard<'_, Engine>> {
+        let engine = self.0.try_read().ok()?;
+        matches!(engine.is_current(), Ok(true)).then_some(engine)
+    }
+
     pub fn set_policies(&self, bundle: PolicyBundle) -> Result<()> {
         self.0.write().map_err(poisoned)?.set_policies(bundle)
     }
