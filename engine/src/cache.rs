@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cedar_policy::EntityUid;
 
@@ -33,8 +33,8 @@ type Fast = foldhash::fast::RandomState;
 type FastMap<K, V> = HashMap<K, V, Fast>;
 type FastSet<K> = HashSet<K, Fast>;
 
-/// Answers kept when nothing bounds the cache otherwise: about 150 MiB at the plan bench's
-/// shape, which asks 478,569 questions per plan.
+/// Answers kept when nothing bounds the cache otherwise (the plan bench's shape asks
+/// 478,569 questions per plan); also the most uids it numbers before it starts over.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
 /// What a decision is asked: its uids and its context as JSON text.
@@ -63,43 +63,19 @@ impl DecisionKey {
     }
 }
 
-/// What Cedar answered, without what depends on where it is recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What Cedar answered, without what depends on where it is recorded. Answers are shared:
+/// most of a plan's half a million questions get one of a few answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Answer {
     pub decision: Decision,
     pub reasons: Vec<String>,
     pub errors: Vec<PolicyError>,
-    /// The texts of the entities the decision could read, rendered the first time it is
-    /// logged.
-    pub(crate) slice: KeptSlice,
 }
 
 /// A decision's slice as logged (each entity's JSON text), kept with its answer: the slice
 /// and its texts are a function of the entities the answer depends on (the slice, and the
-/// ancestors every text lists), so they stay right exactly as long as the answer does. Not
-/// part of what Cedar answered, so answers compare equal whether or not it is known yet.
-#[derive(Debug, Default)]
-pub(crate) struct KeptSlice(std::sync::OnceLock<Arc<[Arc<str>]>>);
-
-impl KeptSlice {
-    pub(crate) fn get_or_init(&self, texts: impl FnOnce() -> Vec<Arc<str>>) -> Arc<[Arc<str>]> {
-        self.0.get_or_init(|| texts().into()).clone()
-    }
-}
-
-impl Clone for KeptSlice {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for KeptSlice {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for KeptSlice {}
+/// ancestors every text lists), so they stay right exactly as long as the answer does.
+type SliceTexts = Arc<[Arc<str>]>;
 
 /// What changed since the planner last looked (see `plan::memo`): every uid written or
 /// deleted and the principal of every answer dropped, or, once the cache was cleared or
@@ -133,27 +109,112 @@ pub struct CacheStats {
     pub entries: u64,
 }
 
-struct Entry {
-    key: DecisionKey,
-    seeds: Box<[EntityUid]>,
+/// Uids the cache has seen, each numbered: keys and seeds hold the numbers, since a uid
+/// takes over a hundred bytes and a plan's half a million answers name three each. What the
+/// cache knows of a seed is kept by its number too.
+#[derive(Default)]
+struct Names {
+    numbers: FastMap<EntityUid, u32>,
+    uids: Vec<EntityUid>,
+    seeds: Vec<Seed>,
 }
+
+/// What the cache knows of one uid asked about (a principal, a resource or an entity a
+/// context names).
+#[derive(Default)]
+struct Seed {
+    /// The answers asked about it, by slot.
+    answers: FastSet<u32>,
+    /// Its dependencies (itself included); `None` until worked out.
+    deps: Option<Arc<[EntityUid]>>,
+}
+
+impl Names {
+    fn number(&mut self, uid: &EntityUid) -> u32 {
+        if let Some(&n) = self.numbers.get(uid) {
+            return n;
+        }
+        let n = self.uids.len() as u32;
+        self.numbers.insert(uid.clone(), n);
+        self.uids.push(uid.clone());
+        self.seeds.push(Seed::default());
+        n
+    }
+
+    fn find(&self, uid: &EntityUid) -> Option<u32> {
+        self.numbers.get(uid).copied()
+    }
+
+    fn uid(&self, n: u32) -> &EntityUid {
+        &self.uids[n as usize]
+    }
+
+    fn seed(&mut self, n: u32) -> &mut Seed {
+        &mut self.seeds[n as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.uids.len()
+    }
+}
+
+/// A `DecisionKey` with its uids numbered.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    principal: u32,
+    action: u32,
+    resource: u32,
+    context: Arc<str>,
+}
+
+/// A remembered answer, and the slice texts once it is logged.
+struct Kept {
+    id: u64,
+    answer: Arc<Answer>,
+    slice: OnceLock<SliceTexts>,
+}
+
+/// What an answer was asked about, for dropping it: its key, and the entities its context
+/// names (its other seeds are the key's principal and resource).
+struct Entry {
+    id: u64,
+    key: Key,
+    context_seeds: Box<[u32]>,
+}
+
+impl Entry {
+    fn seeds(&self) -> impl Iterator<Item = u32> + '_ {
+        [self.key.principal, self.key.resource]
+            .into_iter()
+            .chain(self.context_seeds.iter().copied())
+    }
+}
+
+/// Uids numbered at most however small the capacity (see `most_names`).
+const MOST_NAMES_FLOOR: usize = 4096;
+
+/// Distinct answers at most before the unused ones are swept.
+const ANSWERS_SWEPT_PAST: usize = 4096;
 
 pub struct DecisionCache {
     capacity: usize,
     next_id: u64,
-    /// Key → its answer: a hit is this one lookup.
-    index: FastMap<DecisionKey, Arc<Answer>>,
-    entries: FastMap<u64, Entry>,
-    /// Ids in insertion order, for eviction; ids already gone are skipped.
-    order: VecDeque<u64>,
-    /// Seed → the answers asked about it.
-    by_seed: FastMap<EntityUid, FastSet<u64>>,
-    /// Seed → its dependencies (itself included).
-    deps: FastMap<EntityUid, Arc<[EntityUid]>>,
-    /// Seeds with answers whose dependencies are not worked out yet.
-    unresolved: FastSet<EntityUid>,
+    names: Names,
+    /// Key → its answer: a hit is this lookup (and one per uid of the key).
+    index: FastMap<Key, Kept>,
+    /// The remembered answers' entries by slot; a slot is reused once its entry is gone.
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    live: usize,
+    /// Slots and ids in insertion order, for eviction; entries already gone are skipped.
+    order: VecDeque<(u32, u64)>,
+    /// The distinct answers, each held once.
+    answers: FastSet<Arc<Answer>>,
+    answers_swept_past: usize,
+    /// Seeds with answers whose dependencies may not be worked out yet.
+    unresolved: Vec<u32>,
     /// Uid → the seeds that depend on it.
-    dependents: FastMap<EntityUid, FastSet<EntityUid>>,
+    dependents: FastMap<EntityUid, FastSet<u32>>,
     /// What the policies' literal entities depend on; `None` until a change needs it.
     global: Option<FastSet<EntityUid>>,
     stats: CacheStats,
@@ -168,12 +229,15 @@ impl DecisionCache {
         Self {
             capacity: capacity.max(1),
             next_id: 0,
+            names: Names::default(),
             index: FastMap::default(),
-            entries: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
             order: VecDeque::new(),
-            by_seed: FastMap::default(),
-            deps: FastMap::default(),
-            unresolved: FastSet::default(),
+            answers: FastSet::default(),
+            answers_swept_past: ANSWERS_SWEPT_PAST,
+            unresolved: Vec::new(),
             dependents: FastMap::default(),
             global: None,
             stats: CacheStats::default(),
@@ -186,21 +250,36 @@ impl DecisionCache {
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            entries: self.entries.len() as u64,
+            entries: self.live as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             ..self.stats
         }
     }
 
-    /// The remembered answer to `key`, not counted (for what is done after a decision).
-    pub fn peek(&self, key: &DecisionKey) -> Option<Arc<Answer>> {
-        self.index.get(key).cloned()
+    /// Uids numbered at most: a plan's answers name a few thousand, a daemon's callers may
+    /// name any number.
+    fn most_names(&self) -> usize {
+        self.capacity.saturating_mul(2).max(MOST_NAMES_FLOOR)
+    }
+
+    /// `key` numbered, if every uid in it has been seen (else nothing is remembered of it).
+    fn find(&self, key: &DecisionKey) -> Option<Key> {
+        Some(Key {
+            principal: self.names.find(&key.principal)?,
+            action: self.names.find(&key.action)?,
+            resource: self.names.find(&key.resource)?,
+            context: key.context.clone(),
+        })
+    }
+
+    fn kept(&self, key: &DecisionKey) -> Option<&Kept> {
+        self.index.get(&self.find(key)?)
     }
 
     /// The remembered answer to `key`, counted as a hit or a miss.
     pub fn get(&self, key: &DecisionKey) -> Option<Arc<Answer>> {
-        let found = self.index.get(key).cloned();
+        let found = self.kept(key).map(|k| k.answer.clone());
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -210,55 +289,128 @@ impl DecisionCache {
         found
     }
 
-    /// Remembers `answer` to `key`, asked about `seeds` (the principal, the resource and the
-    /// context's entities).
-    pub fn insert(&mut self, key: DecisionKey, seeds: Vec<EntityUid>, answer: Arc<Answer>) {
-        if self.index.contains_key(&key) {
-            return;
+    /// The slice texts kept with the answer to `key`: `None` when no answer is remembered,
+    /// else the answer's id and its texts if they were kept already.
+    pub fn kept_slice(&self, key: &DecisionKey) -> Option<(u64, Option<SliceTexts>)> {
+        self.kept(key).map(|k| (k.id, k.slice.get().cloned()))
+    }
+
+    /// Keeps `texts` with the answer to `key`, if it is still the answer `id` (one given
+    /// over the graph the texts were rendered from).
+    pub fn keep_slice(&self, key: &DecisionKey, id: u64, texts: SliceTexts) {
+        if let Some(kept) = self.kept(key).filter(|k| k.id == id) {
+            let _ = kept.slice.set(texts);
         }
-        // Seeds asked about but never stored (a caller's typo, a probe) would otherwise grow
-        // the dependency memo without bound.
-        if self.deps.len() + self.unresolved.len() >= self.capacity {
+    }
+
+    /// Remembers `answer` to `key`, asked about its principal, its resource and the
+    /// `context_entities` its context names; returns the answer as shared.
+    pub fn insert(
+        &mut self,
+        key: &DecisionKey,
+        context_entities: &[EntityUid],
+        answer: Arc<Answer>,
+    ) -> Arc<Answer> {
+        // Uids asked about but never stored (a caller's typo, a probe) would otherwise grow
+        // the names and what is known of them without bound.
+        if self.names.len() + 3 + context_entities.len() > self.most_names() {
             self.clear();
-            return;
+            return answer;
+        }
+        let key = Key {
+            principal: self.names.number(&key.principal),
+            action: self.names.number(&key.action),
+            resource: self.names.number(&key.resource),
+            context: key.context.clone(),
+        };
+        if let Some(kept) = self.index.get(&key) {
+            return kept.answer.clone();
+        }
+        let mut context_seeds: Vec<u32> = Vec::new();
+        for uid in context_entities {
+            let n = self.names.number(uid);
+            if n != key.principal && n != key.resource && !context_seeds.contains(&n) {
+                context_seeds.push(n);
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
-        for seed in &seeds {
-            if !self.deps.contains_key(seed) {
-                self.unresolved.insert(seed.clone());
-            }
-            self.by_seed.entry(seed.clone()).or_default().insert(id);
-        }
-        self.index.insert(key.clone(), answer);
-        self.entries.insert(
+        let entry = Entry {
             id,
-            Entry {
-                key,
-                seeds: seeds.into_boxed_slice(),
+            key: key.clone(),
+            context_seeds: context_seeds.into_boxed_slice(),
+        };
+        let slot = self.slot_for(entry);
+        let answer = self.shared(answer);
+        self.index.insert(
+            key,
+            Kept {
+                id,
+                answer: answer.clone(),
+                slice: OnceLock::new(),
             },
         );
-        self.order.push_back(id);
-        while self.entries.len() > self.capacity {
+        self.order.push_back((slot, id));
+        self.evict_past_capacity();
+        answer
+    }
+
+    /// Places `entry` in a slot and notes it under its seeds.
+    fn slot_for(&mut self, entry: Entry) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        for n in entry.seeds() {
+            let seed = self.names.seed(n);
+            if seed.deps.is_none() && seed.answers.is_empty() {
+                self.unresolved.push(n);
+            }
+            seed.answers.insert(slot);
+        }
+        self.slots[slot as usize] = Some(entry);
+        self.live += 1;
+        slot
+    }
+
+    /// The one shared copy of `answer`.
+    fn shared(&mut self, answer: Arc<Answer>) -> Arc<Answer> {
+        if let Some(held) = self.answers.get(&answer) {
+            return held.clone();
+        }
+        if self.answers.len() >= self.answers_swept_past {
+            self.answers.retain(|a| Arc::strong_count(a) > 1);
+            self.answers_swept_past = (2 * self.answers.len()).max(ANSWERS_SWEPT_PAST);
+        }
+        self.answers.insert(answer.clone());
+        answer
+    }
+
+    fn evict_past_capacity(&mut self) {
+        while self.live > self.capacity {
             match self.order.pop_front() {
-                Some(old) => {
-                    if self.remove_entry(old) {
+                Some((slot, id)) => {
+                    if self.remove_entry(slot, id) {
                         self.stats.evicted += 1;
                     }
                 }
                 None => break,
             }
         }
-        // Invalidation leaves ids behind in `order`; keep it within twice the live count.
-        if self.order.len() > 2 * self.entries.len() + 1024 {
-            let live = &self.entries;
-            self.order.retain(|id| live.contains_key(id));
+        // Invalidation leaves slots behind in `order`; keep it within twice the live count.
+        if self.order.len() > 2 * self.live + 1024 {
+            let slots = &self.slots;
+            self.order
+                .retain(|&(slot, id)| slots[slot as usize].as_ref().is_some_and(|e| e.id == id));
         }
     }
 
     /// Works out what every answer depends on, over `graph`: the graph they were given over.
     fn resolve(&mut self, graph: &EntityGraph, literals: &[EntityUid]) {
-        if self.global.is_none() && !self.entries.is_empty() {
+        if self.global.is_none() && self.live > 0 {
             let mut global = FastSet::default();
             for l in literals {
                 global.extend(graph.dependencies(l));
@@ -266,22 +418,19 @@ impl DecisionCache {
             self.global = Some(global);
         }
         for seed in std::mem::take(&mut self.unresolved) {
-            self.remember_dependencies(&seed, graph);
+            self.remember_dependencies(seed, graph);
         }
     }
 
-    fn remember_dependencies(&mut self, seed: &EntityUid, graph: &EntityGraph) {
-        if self.deps.contains_key(seed) {
+    fn remember_dependencies(&mut self, n: u32, graph: &EntityGraph) {
+        if self.names.seed(n).deps.is_some() {
             return;
         }
-        let deps: Arc<[EntityUid]> = graph.dependencies(seed).into();
+        let deps: Arc<[EntityUid]> = graph.dependencies(self.names.uid(n)).into();
         for d in deps.iter() {
-            self.dependents
-                .entry(d.clone())
-                .or_default()
-                .insert(seed.clone());
+            self.dependents.entry(d.clone()).or_default().insert(n);
         }
-        self.deps.insert(seed.clone(), deps);
+        self.names.seed(n).deps = Some(deps);
     }
 
     /// Drops every answer that depends on one of `changed` (uids written or deleted) and
@@ -304,43 +453,49 @@ impl DecisionCache {
                 continue;
             };
             for seed in seeds {
-                self.forget_seed(&seed);
+                self.forget_seed(seed);
             }
         }
     }
 
-    fn forget_seed(&mut self, seed: &EntityUid) {
-        if let Some(deps) = self.deps.remove(seed) {
+    fn forget_seed(&mut self, n: u32) {
+        if let Some(deps) = self.names.seed(n).deps.take() {
             for d in deps.iter() {
                 if let Some(set) = self.dependents.get_mut(d) {
-                    set.remove(seed);
+                    set.remove(&n);
                     if set.is_empty() {
                         self.dependents.remove(d);
                     }
                 }
             }
         }
-        for id in self.by_seed.remove(seed).unwrap_or_default() {
-            if self.remove_entry(id) {
+        for slot in std::mem::take(&mut self.names.seed(n).answers) {
+            if self.remove_slot(slot) {
                 self.stats.invalidated += 1;
             }
         }
     }
 
-    /// Removes one answer and its place under its seeds; false if it was already gone.
-    fn remove_entry(&mut self, id: u64) -> bool {
-        let Some(entry) = self.entries.remove(&id) else {
+    /// Removes the answer `id` if `slot` still holds it.
+    fn remove_entry(&mut self, slot: u32, id: u64) -> bool {
+        let holds = self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|e| e.id == id);
+        holds && self.remove_slot(slot)
+    }
+
+    /// Removes one answer and its place under its seeds; false if the slot was empty.
+    fn remove_slot(&mut self, slot: u32) -> bool {
+        let Some(entry) = self.slots[slot as usize].take() else {
             return false;
         };
+        self.free.push(slot);
+        self.live -= 1;
         self.index.remove(&entry.key);
-        self.touch(&entry.key.principal);
-        for seed in entry.seeds.iter() {
-            if let Some(set) = self.by_seed.get_mut(seed) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_seed.remove(seed);
-                }
-            }
+        let principal = self.names.uid(entry.key.principal).clone();
+        self.touch(&principal);
+        for n in entry.seeds() {
+            self.names.seed(n).answers.remove(&slot);
         }
         true
     }
@@ -365,16 +520,115 @@ impl DecisionCache {
 
     /// Every question with a remembered answer.
     pub fn keys(&self) -> Vec<DecisionKey> {
-        self.index.keys().cloned().collect()
+        self.index
+            .keys()
+            .map(|k| DecisionKey {
+                principal: self.names.uid(k.principal).clone(),
+                action: self.names.uid(k.action).clone(),
+                resource: self.names.uid(k.resource).clone(),
+                context: k.context.clone(),
+            })
+            .collect()
     }
 
     /// Forgets everything (the counts stay).
     pub fn clear(&mut self) {
         let stats = self.stats();
+        // Ids go on from where they were: an id from before the clear names no new answer.
+        let next_id = self.next_id;
         *self = Self::new(self.capacity);
+        self.next_id = next_id;
         self.stats = stats;
         self.stats.cleared += 1;
         self.hits = AtomicU64::new(stats.hits);
         self.misses = AtomicU64::new(stats.misses);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(principal: &str, resource: &str) -> DecisionKey {
+        let uid = |t: &str, id: &str| crate::entities::uid_from_parts(t, id).expect("uid");
+        DecisionKey::empty_context(
+            uid("Tre::User", principal),
+            uid("Tre::Action", "read"),
+            uid("Tre::Dataset", resource),
+        )
+    }
+
+    fn allow(reason: &str) -> Arc<Answer> {
+        Arc::new(Answer {
+            decision: Decision::Allow,
+            reasons: vec![reason.to_string()],
+            errors: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn past_its_capacity_the_oldest_answers_go_first() {
+        let mut cache = DecisionCache::new(2);
+        for d in ["d1", "d2", "d3"] {
+            cache.insert(&key("u", d), &[], allow("p"));
+        }
+        assert!(cache.get(&key("u", "d1")).is_none(), "the oldest went");
+        assert!(cache.get(&key("u", "d2")).is_some());
+        assert!(cache.get(&key("u", "d3")).is_some());
+        assert_eq!(cache.stats().evicted, 1);
+        assert_eq!(cache.stats().entries, 2);
+    }
+
+    #[test]
+    fn an_evicted_answers_slot_serves_the_next_one_and_not_the_old_key() {
+        let mut cache = DecisionCache::new(1);
+        cache.insert(&key("u", "d1"), &[], allow("first"));
+        cache.insert(&key("u", "d2"), &[], allow("second"));
+        cache.insert(&key("u", "d3"), &[], allow("third"));
+        assert!(cache.get(&key("u", "d1")).is_none());
+        assert!(cache.get(&key("u", "d2")).is_none());
+        assert_eq!(
+            cache.get(&key("u", "d3")).map(|a| a.reasons.clone()),
+            Some(vec!["third".to_string()])
+        );
+        assert_eq!(cache.slots.len(), 2, "freed slots are reused");
+    }
+
+    #[test]
+    fn equal_answers_to_different_questions_are_held_once() {
+        let mut cache = DecisionCache::new(10);
+        let a = cache.insert(&key("u", "d1"), &[], allow("p"));
+        let b = cache.insert(&key("v", "d2"), &[], allow("p"));
+        let c = cache.insert(&key("v", "d3"), &[], allow("q"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn slice_texts_are_kept_only_for_the_answer_they_were_rendered_for() {
+        let mut cache = DecisionCache::new(10);
+        let k = key("u", "d1");
+        cache.insert(&k, &[], allow("p"));
+        let (old_id, texts) = cache.kept_slice(&k).expect("remembered");
+        assert!(texts.is_none());
+        // The answer is dropped and asked again before the texts come back.
+        cache.clear();
+        cache.insert(&k, &[], allow("p"));
+        let texts: SliceTexts = vec![Arc::from("{}")].into();
+        cache.keep_slice(&k, old_id, texts.clone());
+        assert_eq!(cache.kept_slice(&k).map(|(_, t)| t.is_some()), Some(false));
+        let (id, _) = cache.kept_slice(&k).expect("remembered");
+        cache.keep_slice(&k, id, texts);
+        assert_eq!(cache.kept_slice(&k).map(|(_, t)| t.is_some()), Some(true));
+    }
+
+    #[test]
+    fn uids_past_the_bound_start_the_cache_over() {
+        let mut cache = DecisionCache::new(1);
+        for i in 0..(MOST_NAMES_FLOOR + 10) {
+            cache.insert(&key(&format!("u{i}"), "d"), &[], allow("p"));
+        }
+        assert!(cache.names.len() <= MOST_NAMES_FLOOR);
+        assert!(cache.stats().cleared >= 1);
     }
 }

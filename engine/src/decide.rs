@@ -17,7 +17,7 @@ use crate::policies::{PolicyBundle, PolicyMeta};
 use crate::rendered::RenderedEntities;
 use crate::store::{BatchOutcome, Store, StoreBatch};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum Decision {
     Allow,
     Deny,
@@ -146,7 +146,7 @@ impl ParsedRequest {
 }
 
 /// An erroring policy and what went wrong while evaluating it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
 pub struct PolicyError {
     pub policy: String,
     pub message: String,
@@ -524,14 +524,8 @@ impl Engine {
             decision: outcome.decision,
             reasons: outcome.reasons,
             errors: outcome.errors,
-            slice: Default::default(),
         });
-        let mut seeds = Vec::with_capacity(2 + context_entities.len());
-        seeds.push(key.principal.clone());
-        seeds.push(key.resource.clone());
-        seeds.extend(context_entities.iter().cloned());
-        self.cache().insert(key, seeds, answer.clone());
-        answer
+        self.cache().insert(&key, context_entities, answer)
     }
 
     fn outcome(&self, answer: &Answer) -> DecisionOutcome {
@@ -668,11 +662,17 @@ impl Engine {
         origin: &str,
     ) -> LogRecord {
         // The slice kept with the cached answer, when the answer is still there.
-        let remembered = self.cache_read().peek(&request.key);
-        let render = || self.rendered_slice(&self.slice_of(request));
-        let slice: Arc<[Arc<str>]> = match remembered {
-            Some(answer) => answer.slice.get_or_init(render),
-            None => render().into(),
+        let remembered = self.cache_read().kept_slice(&request.key);
+        let render = || -> Arc<[Arc<str>]> { self.rendered_slice(&self.slice_of(request)).into() };
+        let slice = match remembered {
+            Some((_, Some(texts))) => texts,
+            Some((id, None)) => {
+                let texts = render();
+                self.cache_read()
+                    .keep_slice(&request.key, id, texts.clone());
+                texts
+            }
+            None => render(),
         };
         LogRecord::with_slice(self.decision_fields(request, outcome, origin), slice)
     }

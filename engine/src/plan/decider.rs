@@ -143,7 +143,6 @@ impl<'a> Decider<'a> {
                         policy: String::new(),
                         message: format!("the request could not be asked: {e}"),
                     }],
-                    slice: Default::default(),
                 })
             }
         };
