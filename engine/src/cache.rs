@@ -531,17 +531,31 @@ impl DecisionCache {
             .collect()
     }
 
-    /// Forgets everything (the counts stay).
+    /// Forgets everything (the counts stay). The tables keep their room: a policy reload
+    /// clears the cache and the next plan asks as many questions again, and fresh memory
+    /// costs more than the questions' own answers do.
     pub fn clear(&mut self) {
-        let stats = self.stats();
+        let Names {
+            numbers,
+            uids,
+            seeds,
+        } = &mut self.names;
+        numbers.clear();
+        uids.clear();
+        seeds.clear();
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.live = 0;
+        self.order.clear();
+        self.answers.clear();
+        self.answers_swept_past = ANSWERS_SWEPT_PAST;
+        self.unresolved.clear();
+        self.dependents.clear();
+        self.global = None;
         // Ids go on from where they were: an id from before the clear names no new answer.
-        let next_id = self.next_id;
-        *self = Self::new(self.capacity);
-        self.next_id = next_id;
-        self.stats = stats;
+        self.touched = Touched::everything();
         self.stats.cleared += 1;
-        self.hits = AtomicU64::new(stats.hits);
-        self.misses = AtomicU64::new(stats.misses);
     }
 }
 

@@ -321,8 +321,25 @@ impl EntityGraph {
         seeds: impl IntoIterator<Item = &'a EntityUid>,
         decide: impl FnOnce(&Entities) -> R,
     ) -> Result<R> {
+        let seeds: Vec<&EntityUid> = seeds.into_iter().collect();
+        let known: Vec<u32> = seeds
+            .iter()
+            .filter_map(|u| self.index.get(*u).copied())
+            .collect();
+        // Seeds the graph does not know reach nothing: only the known ones need holding.
+        {
+            let working = self.working_read();
+            if known.iter().all(|&s| working.covers(s)) {
+                return Ok(decide(working.entities()));
+            }
+        }
         let slots = self.stored_slice(seeds);
-        self.with_held(&slots, |working| decide(working.entities()))
+        let decided = self.with_held(&slots, |working| decide(working.entities()))?;
+        self.working
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .cover(&known, &slots);
+        Ok(decided)
     }
 
     /// Cedar's entities for the slice of `seeds` alone (see `slice`).
@@ -737,5 +754,32 @@ mod tests {
             entities.get(&u).map(|e| e.to_json_value().ok()),
             fresh.get(&u).map(|e| e.to_json_value().ok())
         );
+    }
+
+    #[test]
+    fn a_covered_seed_is_walked_again_once_its_working_set_starts_over() {
+        let user = r#"{"uid":{"type":"Tre::User","id":"u"},"attrs":{"manager":{"__entity":{"type":"Tre::User","id":"m"}}},"parents":[]}"#;
+        let manager = r#"{"uid":{"type":"Tre::User","id":"m"},"attrs":{},"parents":[]}"#;
+        let graph = EntityGraph::from_bodies([user, manager], None).expect("graph");
+        let u = parse_uid(r#"Tre::User::"u""#).expect("uid");
+        let m = parse_uid(r#"Tre::User::"m""#).expect("uid");
+        let held = |graph: &EntityGraph| {
+            graph
+                .decide_over([&u], |entities| {
+                    (entities.get(&u).is_some(), entities.get(&m).is_some())
+                })
+                .expect("decide")
+        };
+        assert_eq!(held(&graph), (true, true));
+        assert!(graph.working_read().covers(graph.index[&u]));
+        // Past its bound the set starts over: the seed is no longer covered, and the next
+        // decision holds its whole slice again rather than reading an empty set.
+        graph.working.write().expect("lock").clear();
+        assert!(!graph.working_read().covers(graph.index[&u]));
+        assert_eq!(held(&graph), (true, true));
+        // A new version of the graph starts with nothing covered either.
+        let (next, _) = graph.apply([manager], &[]).expect("apply");
+        assert!(!next.working_read().covers(next.index[&u]));
+        assert_eq!(held(&next), (true, true));
     }
 }

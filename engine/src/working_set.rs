@@ -9,7 +9,7 @@
 //! set starts over empty, so memory stays bounded while the working set of a TRE (the users
 //! and datasets in use) stays parsed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy_core::ast;
@@ -29,6 +29,10 @@ pub(crate) struct WorkingSet {
     entities: CoreEntities,
     /// The same entities by graph slot.
     held: HashMap<u32, Arc<ast::Entity>, Fast>,
+    /// Seeds whose whole slice is held: a decision over only these needs no slice walked.
+    /// Entities are only ever added to a set, so a seed stays covered for as long as the set
+    /// lives (a new graph version, or a set that starts over, starts with none).
+    covered: HashSet<u32, Fast>,
 }
 
 impl WorkingSet {
@@ -38,6 +42,18 @@ impl WorkingSet {
 
     pub(crate) fn get(&self, slot: u32) -> Option<&Arc<ast::Entity>> {
         self.held.get(&slot)
+    }
+
+    pub(crate) fn covers(&self, seed: u32) -> bool {
+        self.covered.contains(&seed)
+    }
+
+    /// Notes `seeds` as covered, if every one of `slots` (the stored slice of the seeds) is
+    /// held.
+    pub(crate) fn cover(&mut self, seeds: &[u32], slots: &[u32]) {
+        if slots.iter().all(|&s| self.holds(s)) {
+            self.covered.extend(seeds.iter().copied());
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -68,8 +84,9 @@ impl WorkingSet {
                 Ok(())
             }
             Err(e) => {
-                // `take` left the store empty: forget what it held too, so the two agree.
-                self.held.clear();
+                // `take` left the store empty: forget what it held and covered too, so they
+                // agree.
+                self.clear();
                 Err(e)
             }
         }
