@@ -156,6 +156,12 @@ impl Names {
     fn len(&self) -> usize {
         self.uids.len()
     }
+
+    fn clear(&mut self) {
+        self.numbers.clear();
+        self.uids.clear();
+        self.seeds.clear();
+    }
 }
 
 /// A `DecisionKey` with its uids numbered.
@@ -535,14 +541,9 @@ impl DecisionCache {
     /// clears the cache and the next plan asks as many questions again, and fresh memory
     /// costs more than the questions' own answers do.
     pub fn clear(&mut self) {
-        let Names {
-            numbers,
-            uids,
-            seeds,
-        } = &mut self.names;
-        numbers.clear();
-        uids.clear();
-        seeds.clear();
+        // `next_id` goes on from where it was: an id from before the clear names no new
+        // answer (see `keep_slice`).
+        self.names.clear();
         self.index.clear();
         self.slots.clear();
         self.free.clear();
@@ -553,7 +554,6 @@ impl DecisionCache {
         self.unresolved.clear();
         self.dependents.clear();
         self.global = None;
-        // Ids go on from where they were: an id from before the clear names no new answer.
         self.touched = Touched::everything();
         self.stats.cleared += 1;
     }

@@ -437,11 +437,7 @@ impl Engine {
     /// is the cache's when nothing it depends on has changed since Cedar gave it.
     pub fn decide(&self, request: &ParsedRequest) -> DecisionOutcome {
         self.cached(&request.key).unwrap_or_else(|| {
-            self.evaluate(
-                request.key.clone(),
-                &request.context_entities,
-                &request.request,
-            )
+            self.evaluate(&request.key, &request.context_entities, &request.request)
         })
     }
 
@@ -505,7 +501,7 @@ impl Engine {
     /// context names), remembered for the next time it is asked.
     pub fn evaluate(
         &self,
-        key: DecisionKey,
+        key: &DecisionKey,
         context_entities: &[EntityUid],
         request: &Request,
     ) -> DecisionOutcome {
@@ -515,17 +511,17 @@ impl Engine {
 
     pub fn evaluate_answer(
         &self,
-        key: DecisionKey,
+        key: &DecisionKey,
         context_entities: &[EntityUid],
         request: &Request,
     ) -> Arc<Answer> {
-        let outcome = self.ask_cedar(request, &key, context_entities);
+        let outcome = self.ask_cedar(request, key, context_entities);
         let answer = Arc::new(Answer {
             decision: outcome.decision,
             reasons: outcome.reasons,
             errors: outcome.errors,
         });
-        self.cache().insert(&key, context_entities, answer)
+        self.cache().insert(key, context_entities, answer)
     }
 
     fn outcome(&self, answer: &Answer) -> DecisionOutcome {

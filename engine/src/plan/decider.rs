@@ -104,7 +104,7 @@ impl<'a> Decider<'a> {
             return Ok(answer);
         }
         let request = self.request(&key.principal, action_name, &key.resource)?;
-        Ok(self.engine.evaluate_answer(key, &[], &request))
+        Ok(self.engine.evaluate_answer(&key, &[], &request))
     }
 
     pub(super) fn decide(
