@@ -234,9 +234,9 @@ fn cedar_alone(engine: &Engine, asked: &[DecisionKey]) -> std::time::Duration {
         .iter()
         .map(|k| {
             let r = Request::new(
-                k.principal.clone(),
-                k.action.clone(),
-                k.resource.clone(),
+                k.principal().clone(),
+                k.action().clone(),
+                k.resource().clone(),
                 Context::empty(),
                 None,
             )
@@ -259,7 +259,7 @@ fn cedar_alone(engine: &Engine, asked: &[DecisionKey]) -> std::time::Duration {
                 for (r, k) in part {
                     std::hint::black_box(authorizer.is_authorized(
                         r,
-                        engine.bundle().policies_for(&k.action),
+                        engine.bundle().policies_for(k.action()),
                         whole,
                     ));
                 }

@@ -21,6 +21,7 @@
 //! few map inserts, and a seed asked about a thousand times is resolved once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
@@ -37,29 +38,68 @@ type FastSet<K> = HashSet<K, Fast>;
 /// 478,569 questions per plan); also the most uids it numbers before it starts over.
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
-/// What a decision is asked: its uids and its context as JSON text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a decision is asked: its uids and its context as JSON text, hashed once when the
+/// key is made. The cache finds an answer by that hash in one lookup, and checks it against
+/// the key's parts: a hash shared by two keys is a miss, never another key's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionKey {
-    pub principal: EntityUid,
-    pub action: EntityUid,
-    pub resource: EntityUid,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
     /// The context as its JSON text; `{}` when empty. Two texts of the same value are two
     /// keys: a miss, never a wrong answer.
-    pub context: Arc<str>,
+    context: Arc<str>,
+    hash: u64,
 }
 
 /// The planner asks hundreds of thousands of questions with an empty context: one text.
 static EMPTY_CONTEXT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("{}"));
 
+/// One hasher for every key of the process, so equal keys hash alike wherever made.
+static KEY_HASHER: LazyLock<Fast> = LazyLock::new(Fast::default);
+
 impl DecisionKey {
-    /// A key with an empty context, as the planner asks.
-    pub fn empty_context(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
+    pub fn new(
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Arc<str>,
+    ) -> Self {
+        let hash = KEY_HASHER.hash_one((&principal, &action, &resource, &*context));
         Self {
             principal,
             action,
             resource,
-            context: EMPTY_CONTEXT.clone(),
+            context,
+            hash,
         }
+    }
+
+    /// A key with an empty context, as the planner asks.
+    pub fn empty_context(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
+        Self::new(principal, action, resource, EMPTY_CONTEXT.clone())
+    }
+
+    pub fn principal(&self) -> &EntityUid {
+        &self.principal
+    }
+
+    pub fn action(&self) -> &EntityUid {
+        &self.action
+    }
+
+    pub fn resource(&self) -> &EntityUid {
+        &self.resource
+    }
+
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+}
+
+impl std::hash::Hash for DecisionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
     }
 }
 
@@ -141,10 +181,6 @@ impl Names {
         n
     }
 
-    fn find(&self, uid: &EntityUid) -> Option<u32> {
-        self.numbers.get(uid).copied()
-    }
-
     fn uid(&self, n: u32) -> &EntityUid {
         &self.uids[n as usize]
     }
@@ -165,7 +201,7 @@ impl Names {
 }
 
 /// A `DecisionKey` with its uids numbered.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 struct Key {
     principal: u32,
     action: u32,
@@ -173,24 +209,30 @@ struct Key {
     context: Arc<str>,
 }
 
-/// A remembered answer, and the slice texts once it is logged.
+/// A remembered answer, the question it answers and where its entry is, and the slice texts
+/// once it is logged.
 struct Kept {
     id: u64,
+    slot: u32,
+    key: Key,
     answer: Arc<Answer>,
     slice: OnceLock<SliceTexts>,
 }
 
-/// What an answer was asked about, for dropping it: its key, and the entities its context
-/// names (its other seeds are the key's principal and resource).
+/// What an answer was asked about, for dropping it: where its key is, and its seeds (the
+/// key's principal and resource, and the entities its context names).
 struct Entry {
     id: u64,
-    key: Key,
+    /// The key's hash: where the answer is in the index.
+    hash: u64,
+    principal: u32,
+    resource: u32,
     context_seeds: Box<[u32]>,
 }
 
 impl Entry {
     fn seeds(&self) -> impl Iterator<Item = u32> + '_ {
-        [self.key.principal, self.key.resource]
+        [self.principal, self.resource]
             .into_iter()
             .chain(self.context_seeds.iter().copied())
     }
@@ -206,8 +248,8 @@ pub struct DecisionCache {
     capacity: usize,
     next_id: u64,
     names: Names,
-    /// Key → its answer: a hit is this lookup (and one per uid of the key).
-    index: FastMap<Key, Kept>,
+    /// A key's hash → its answer: a hit is this lookup and a check of the key's parts.
+    index: FastMap<u64, Kept>,
     /// The remembered answers' entries by slot; a slot is reused once its entry is gone.
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
@@ -269,18 +311,15 @@ impl DecisionCache {
         self.capacity.saturating_mul(2).max(MOST_NAMES_FLOOR)
     }
 
-    /// `key` numbered, if every uid in it has been seen (else nothing is remembered of it).
-    fn find(&self, key: &DecisionKey) -> Option<Key> {
-        Some(Key {
-            principal: self.names.find(&key.principal)?,
-            action: self.names.find(&key.action)?,
-            resource: self.names.find(&key.resource)?,
-            context: key.context.clone(),
-        })
-    }
-
+    /// The answer remembered for `key`: the one under its hash, if it was asked as `key`.
     fn kept(&self, key: &DecisionKey) -> Option<&Kept> {
-        self.index.get(&self.find(key)?)
+        let kept = self.index.get(&key.hash)?;
+        let k = &kept.key;
+        let asked = self.names.uid(k.resource) == &key.resource
+            && self.names.uid(k.principal) == &key.principal
+            && self.names.uid(k.action) == &key.action
+            && *k.context == *key.context;
+        asked.then_some(kept)
     }
 
     /// The remembered answer to `key`, counted as a hit or a miss.
@@ -323,15 +362,22 @@ impl DecisionCache {
             self.clear();
             return answer;
         }
+        if let Some(kept) = self.kept(key) {
+            return kept.answer.clone();
+        }
+        // Another question under the same hash gives way: one answer per hash.
+        if let Some((slot, id)) = self.index.get(&key.hash).map(|k| (k.slot, k.id)) {
+            if self.remove_entry(slot, id) {
+                self.stats.evicted += 1;
+            }
+        }
+        let hash = key.hash;
         let key = Key {
             principal: self.names.number(&key.principal),
             action: self.names.number(&key.action),
             resource: self.names.number(&key.resource),
             context: key.context.clone(),
         };
-        if let Some(kept) = self.index.get(&key) {
-            return kept.answer.clone();
-        }
         let mut context_seeds: Vec<u32> = Vec::new();
         for uid in context_entities {
             let n = self.names.number(uid);
@@ -343,15 +389,19 @@ impl DecisionCache {
         self.next_id += 1;
         let entry = Entry {
             id,
-            key: key.clone(),
+            hash,
+            principal: key.principal,
+            resource: key.resource,
             context_seeds: context_seeds.into_boxed_slice(),
         };
         let slot = self.slot_for(entry);
         let answer = self.shared(answer);
         self.index.insert(
-            key,
+            hash,
             Kept {
                 id,
+                slot,
+                key,
                 answer: answer.clone(),
                 slice: OnceLock::new(),
             },
@@ -497,8 +547,14 @@ impl DecisionCache {
         };
         self.free.push(slot);
         self.live -= 1;
-        self.index.remove(&entry.key);
-        let principal = self.names.uid(entry.key.principal).clone();
+        if self
+            .index
+            .get(&entry.hash)
+            .is_some_and(|k| k.id == entry.id)
+        {
+            self.index.remove(&entry.hash);
+        }
+        let principal = self.names.uid(entry.principal).clone();
         self.touch(&principal);
         for n in entry.seeds() {
             self.names.seed(n).answers.remove(&slot);
@@ -527,12 +583,15 @@ impl DecisionCache {
     /// Every question with a remembered answer.
     pub fn keys(&self) -> Vec<DecisionKey> {
         self.index
-            .keys()
-            .map(|k| DecisionKey {
-                principal: self.names.uid(k.principal).clone(),
-                action: self.names.uid(k.action).clone(),
-                resource: self.names.uid(k.resource).clone(),
-                context: k.context.clone(),
+            .values()
+            .map(|kept| {
+                let k = &kept.key;
+                DecisionKey::new(
+                    self.names.uid(k.principal).clone(),
+                    self.names.uid(k.action).clone(),
+                    self.names.uid(k.resource).clone(),
+                    k.context.clone(),
+                )
             })
             .collect()
     }
@@ -606,6 +665,22 @@ mod tests {
             Some(vec!["third".to_string()])
         );
         assert_eq!(cache.slots.len(), 2, "freed slots are reused");
+    }
+
+    #[test]
+    fn two_questions_under_one_hash_never_get_each_others_answer() {
+        let mut cache = DecisionCache::new(10);
+        let collide = |k: DecisionKey| DecisionKey { hash: 7, ..k };
+        let (first, second) = (collide(key("u", "d1")), collide(key("v", "d2")));
+        cache.insert(&first, &[], allow("first"));
+        assert!(cache.get(&second).is_none(), "a shared hash is a miss");
+        cache.insert(&second, &[], allow("second"));
+        assert!(cache.get(&first).is_none(), "the older question gave way");
+        assert_eq!(
+            cache.get(&second).map(|a| a.reasons.clone()),
+            Some(vec!["second".to_string()])
+        );
+        assert_eq!(cache.stats().entries, 1);
     }
 
     #[test]

@@ -118,12 +118,12 @@ impl ParsedRequest {
         .map_err(|e| EngineError::Request(error_chain(&e)))?;
         let mut context_entities = Vec::new();
         crate::entities::collect_entity_refs(&spec.context, &mut |u| context_entities.push(u));
-        let key = DecisionKey {
+        let key = DecisionKey::new(
             principal,
             action,
             resource,
-            context: Arc::from(spec.context.to_string()),
-        };
+            Arc::from(spec.context.to_string()),
+        );
         Ok(Self {
             spec,
             key,
@@ -133,15 +133,15 @@ impl ParsedRequest {
     }
 
     pub fn principal(&self) -> &EntityUid {
-        &self.key.principal
+        self.key.principal()
     }
 
     pub fn action(&self) -> &EntityUid {
-        &self.key.action
+        self.key.action()
     }
 
     pub fn resource(&self) -> &EntityUid {
-        &self.key.resource
+        self.key.resource()
     }
 }
 
@@ -461,18 +461,18 @@ impl Engine {
         key: &DecisionKey,
         context_entities: &[EntityUid],
     ) -> DecisionOutcome {
-        let seeds = [&key.principal, &key.action, &key.resource]
+        let seeds = [key.principal(), key.action(), key.resource()]
             .into_iter()
             .chain(context_entities)
             .chain(&self.bundle.literal_entities);
-        let policies = self.bundle.policies_for(&key.action);
+        let policies = self.bundle.policies_for(key.action());
         let asked = self.graph.decide_over(seeds, |entities| {
             self.authorizer.is_authorized(request, policies, entities)
         });
         match asked {
             Ok(response) => outcome_from_response(&response, &self.bundle),
             Err(e) => {
-                tracing::error!(error = %e, principal = %key.principal, resource = %key.resource, "cannot hold a decision's entities: denied");
+                tracing::error!(error = %e, principal = %key.principal(), resource = %key.resource(), "cannot hold a decision's entities: denied");
                 DecisionOutcome {
                     decision: Decision::Deny,
                     reasons: Vec::new(),

@@ -3,7 +3,7 @@
 //! The roles are shared out over the cores, each worker with its own `Decider`; a role whose
 //! inputs have not changed since the last plan keeps its part of it (see `memo`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cedar_policy::EntityUid;
@@ -17,7 +17,7 @@ use super::actual::ActualState;
 use super::decider::{item, materialize, Decider, Verdict};
 use super::index::{Dataset, GraphIndex};
 use super::memo::{PlanMemo, Reads, RoleMemo, RolePart};
-use super::s3::{narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
+use super::s3::{json_len, narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
 use super::{
     role_key, role_parts, Change, Inputs, Justification, PlanItem, Revokes, DATA_ACCESS_POLICY,
     READ_PERMISSIONS, WRITE_PERMISSIONS,
@@ -31,14 +31,16 @@ struct Role<'r> {
 }
 
 /// What a role's owners may do with one dataset, and the decisions that say so.
-struct Access {
+struct Access<'a> {
+    /// The dataset as indexed (`None` for a uid the index does not hold).
+    dataset: Option<&'a Dataset>,
     write: bool,
     why: Vec<Arc<Verdict>>,
 }
 
 /// Per resource: the permissions wanted, the decisions behind them, the dataset.
 struct Wanted<'d> {
-    perms: BTreeSet<String>,
+    perms: BTreeSet<&'static str>,
     why: &'d [Arc<Verdict>],
     dataset: &'d EntityUid,
 }
@@ -193,8 +195,8 @@ impl<'a> RolePlanner<'a> {
         role: Role,
         reads: &mut Reads,
         decider: &mut Decider,
-    ) -> BTreeMap<EntityUid, Access> {
-        let mut desired: BTreeMap<EntityUid, Access> = BTreeMap::new();
+    ) -> BTreeMap<EntityUid, Access<'a>> {
+        let mut desired: BTreeMap<EntityUid, Access<'a>> = BTreeMap::new();
         for owner in role.owners {
             // Open Data is every user's candidate; the rest come from the owner's groups,
             // their own studies, and what the role holds now (that is how stale grants are
@@ -213,9 +215,11 @@ impl<'a> RolePlanner<'a> {
                 }
                 // A read-only dataset is never written whatever the policies say, so its
                 // write decision could not change the plan.
-                let writable = self.index.datasets.get(&d).is_some_and(|x| x.max_write);
+                let dataset = self.index.datasets.get(&d);
+                let writable = dataset.is_some_and(|x| x.max_write);
                 let write = writable.then(|| decider.decide(owner, "write", &d));
                 let entry = desired.entry(d).or_insert(Access {
+                    dataset,
                     write: false,
                     why: Vec::new(),
                 });
@@ -265,7 +269,7 @@ impl<'a> RolePlanner<'a> {
     fn lf_changes_for_role(
         &self,
         role: Role,
-        desired: &BTreeMap<EntityUid, Access>,
+        desired: &BTreeMap<EntityUid, Access<'a>>,
         decider: &mut Decider,
         items: &mut Vec<PlanItem>,
     ) {
@@ -277,21 +281,20 @@ impl<'a> RolePlanner<'a> {
     /// Per canonical resource JSON: the permissions the desired access calls for.
     fn wanted_permissions<'d>(
         &self,
-        desired: &'d BTreeMap<EntityUid, Access>,
-    ) -> BTreeMap<String, Wanted<'d>> {
-        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
+        desired: &'d BTreeMap<EntityUid, Access<'a>>,
+    ) -> BTreeMap<&'a str, Wanted<'d>> {
+        let mut wanted: BTreeMap<&'a str, Wanted> = BTreeMap::new();
         for (d, access) in desired {
-            let Some(ds) = self.index.datasets.get(d) else {
+            let Some(ds) = access.dataset else {
                 continue;
             };
-            let mut perms: BTreeSet<String> =
-                READ_PERMISSIONS.iter().map(|p| p.to_string()).collect();
+            let mut perms: BTreeSet<&'static str> = READ_PERMISSIONS.into_iter().collect();
             if access.write {
-                perms.extend(WRITE_PERMISSIONS.iter().map(|p| p.to_string()));
+                perms.extend(WRITE_PERMISSIONS);
             }
             let why = access.why.as_slice();
             wanted.insert(
-                ds.resource_key.clone(),
+                ds.resource_key.as_str(),
                 Wanted {
                     perms,
                     why,
@@ -303,18 +306,21 @@ impl<'a> RolePlanner<'a> {
     }
 
     /// Grants of the wanted permissions the role does not hold yet.
-    fn lf_grants(&self, role: Role, wanted: &BTreeMap<String, Wanted>, items: &mut Vec<PlanItem>) {
+    fn lf_grants(&self, role: Role, wanted: &BTreeMap<&str, Wanted>, items: &mut Vec<PlanItem>) {
+        // What the role holds, by resource: one walk of its grants rather than a lookup in
+        // every grant of the account per wanted resource.
+        let holds: HashMap<&str, &BTreeSet<String>> = self
+            .actual
+            .held_by_with(role.arn)
+            .map(|((_, resource_key), held)| (resource_key.as_str(), &held.0))
+            .collect();
         for (resource_key, w) in wanted {
-            let held = self
-                .actual
-                .lf
-                .get(&(role.arn.clone(), resource_key.clone()))
-                .map(|h| &h.0);
+            let held = holds.get(resource_key);
             let missing: Vec<String> = w
                 .perms
                 .iter()
-                .filter(|p| !held.is_some_and(|h| h.contains(*p)))
-                .cloned()
+                .filter(|p| !held.is_some_and(|h| h.contains(**p)))
+                .map(|p| p.to_string())
                 .collect();
             if !missing.is_empty() {
                 let resource = self
@@ -346,15 +352,15 @@ impl<'a> RolePlanner<'a> {
     fn lf_revokes(
         &self,
         role: Role,
-        wanted: &BTreeMap<String, Wanted>,
+        wanted: &BTreeMap<&str, Wanted>,
         decider: &mut Decider,
         items: &mut Vec<PlanItem>,
     ) {
         for ((_, resource_key), (held, grantable)) in self.actual.held_by_with(role.arn) {
-            let allowed = wanted.get(resource_key).map(|w| &w.perms);
+            let allowed = wanted.get(resource_key.as_str()).map(|w| &w.perms);
             let extra: Vec<String> = held
                 .iter()
-                .filter(|p| !allowed.is_some_and(|a| a.contains(*p)))
+                .filter(|p| !allowed.is_some_and(|a| a.contains(p.as_str())))
                 .cloned()
                 .collect();
             // Workspace roles never pass grants on.
@@ -418,7 +424,7 @@ impl<'a> RolePlanner<'a> {
     fn role_policy_change(
         &self,
         role: &String,
-        desired: &BTreeMap<EntityUid, Access>,
+        desired: &BTreeMap<EntityUid, Access<'a>>,
         decider: &mut Decider,
     ) -> Option<PlanItem> {
         let Some((account, _)) = role_parts(role) else {
@@ -449,19 +455,22 @@ impl<'a> RolePlanner<'a> {
             });
         }
         let document = json!({"Version": "2012-10-17", "Statement": statements});
-        let size = document.to_string().len();
+        let size = json_len(&document);
         if size > IAM_INLINE_POLICY_LIMIT {
             decider.warnings.push(format!(
                 "`{role}`: the S3 policy for {} dataset(s) is {size} characters, over IAM's {IAM_INLINE_POLICY_LIMIT}-character inline limit; putting it will fail",
                 allowed.len()
             ));
         }
+        if current == Some(&document) {
+            return None;
+        }
         // The policy is tregov's own: narrowing it takes away access tregov granted.
         let narrower = match current.is_some_and(|c| narrows(c, &document)) {
             true => Revokes::Granted,
             false => Revokes::Nothing,
         };
-        (current != Some(&document)).then(|| {
+        Some(
             item(
                 Change::PutRolePolicy {
                     account: account.to_string(),
@@ -475,20 +484,20 @@ impl<'a> RolePlanner<'a> {
                 ),
                 materialize(why),
             )
-            .revoking(narrower)
-        })
+            .revoking(narrower),
+        )
     }
 
     /// The desired datasets that live in S3, each with whether it is written, and the
     /// decisions behind them all.
     fn s3_datasets<'d>(
         &self,
-        desired: &'d BTreeMap<EntityUid, Access>,
+        desired: &'d BTreeMap<EntityUid, Access<'a>>,
     ) -> (Vec<(&'a Dataset, bool)>, Vec<&'d Arc<Verdict>>) {
         let mut allowed = Vec::new();
         let mut why = Vec::new();
-        for (d, access) in desired {
-            let Some(ds) = self.index.datasets.get(d) else {
+        for access in desired.values() {
+            let Some(ds) = access.dataset else {
                 continue;
             };
             if ds.bucket.is_empty() {

@@ -103,7 +103,7 @@ impl<'a> Decider<'a> {
         if let Some(answer) = self.engine.cached_answer(&key) {
             return Ok(answer);
         }
-        let request = self.request(&key.principal, action_name, &key.resource)?;
+        let request = self.request(key.principal(), action_name, key.resource())?;
         Ok(self.engine.evaluate_answer(&key, &[], &request))
     }
 

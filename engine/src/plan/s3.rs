@@ -56,6 +56,25 @@ pub(super) fn s3_statements(allowed: &[(&Dataset, bool)]) -> Vec<Value> {
     out
 }
 
+/// The length of `document` as JSON text, without the text: the planner checks every
+/// role's policy against IAM's limit.
+pub(super) fn json_len(document: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a `Value` always serialises.
+    let _ = serde_json::to_writer(&mut counter, document);
+    counter.0
+}
+
 /// Whether `new` takes away anything `current` allows: an action on a resource, or a listed
 /// prefix, that only `current` has. A narrower data-access policy is a revocation.
 pub(super) fn narrows(current: &Value, new: &Value) -> bool {
@@ -142,6 +161,7 @@ mod tests {
                 .as_array()
                 .is_some_and(|p| p.len() == 75)));
         let document = json!({"Version": "2012-10-17", "Statement": statements});
+        assert_eq!(json_len(&document), document.to_string().len());
         assert!(
             document.to_string().len() <= IAM_INLINE_POLICY_LIMIT,
             "{}",
