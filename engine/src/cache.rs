@@ -46,14 +46,22 @@ pub struct DecisionKey {
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
-    /// The context as its JSON text; `{}` when empty. Two texts of the same value are two
-    /// keys: a miss, never a wrong answer.
-    context: Arc<str>,
+    /// The context as its JSON text, `None` when it is `{}`. Two texts of the same value are
+    /// two keys: a miss, never a wrong answer.
+    context: Context,
     hash: u64,
 }
 
-/// The planner asks hundreds of thousands of questions with an empty context: one text.
-static EMPTY_CONTEXT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("{}"));
+/// A key's context text. The empty one, which the planner asks hundreds of thousands of
+/// questions with, is no shared allocation: its reference count would pass between the
+/// planner's threads on every question.
+type Context = Option<Arc<str>>;
+
+const EMPTY_CONTEXT: &str = "{}";
+
+fn context_text(context: &Context) -> &str {
+    context.as_deref().unwrap_or(EMPTY_CONTEXT)
+}
 
 /// One hasher for every key of the process, so equal keys hash alike wherever made.
 static KEY_HASHER: LazyLock<Fast> = LazyLock::new(Fast::default);
@@ -65,7 +73,17 @@ impl DecisionKey {
         resource: EntityUid,
         context: Arc<str>,
     ) -> Self {
-        let hash = KEY_HASHER.hash_one((&principal, &action, &resource, &*context));
+        let context = (*context != *EMPTY_CONTEXT).then_some(context);
+        Self::with_context(principal, action, resource, context)
+    }
+
+    fn with_context(
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Context,
+    ) -> Self {
+        let hash = KEY_HASHER.hash_one((&principal, &action, &resource, context_text(&context)));
         Self {
             principal,
             action,
@@ -77,7 +95,7 @@ impl DecisionKey {
 
     /// A key with an empty context, as the planner asks.
     pub fn empty_context(principal: EntityUid, action: EntityUid, resource: EntityUid) -> Self {
-        Self::new(principal, action, resource, EMPTY_CONTEXT.clone())
+        Self::with_context(principal, action, resource, None)
     }
 
     pub fn principal(&self) -> &EntityUid {
@@ -93,7 +111,12 @@ impl DecisionKey {
     }
 
     pub fn context(&self) -> &str {
-        &self.context
+        context_text(&self.context)
+    }
+
+    /// The principal, action and resource, for a caller done asking.
+    pub fn into_uids(self) -> (EntityUid, EntityUid, EntityUid) {
+        (self.principal, self.action, self.resource)
     }
 }
 
@@ -206,7 +229,7 @@ struct Key {
     principal: u32,
     action: u32,
     resource: u32,
-    context: Arc<str>,
+    context: Context,
 }
 
 /// A remembered answer, the question it answers and where its entry is, and the slice texts
@@ -313,13 +336,18 @@ impl DecisionCache {
 
     /// The answer remembered for `key`: the one under its hash, if it was asked as `key`.
     fn kept(&self, key: &DecisionKey) -> Option<&Kept> {
-        let kept = self.index.get(&key.hash)?;
+        self.index
+            .get(&key.hash)
+            .filter(|kept| self.asked_as(kept, key))
+    }
+
+    /// Whether `kept` answers `key` (and not another key under the same hash).
+    fn asked_as(&self, kept: &Kept, key: &DecisionKey) -> bool {
         let k = &kept.key;
-        let asked = self.names.uid(k.resource) == &key.resource
+        self.names.uid(k.resource) == &key.resource
             && self.names.uid(k.principal) == &key.principal
             && self.names.uid(k.action) == &key.action
-            && *k.context == *key.context;
-        asked.then_some(kept)
+            && k.context == key.context
     }
 
     /// The remembered answer to `key`, counted as a hit or a miss.
@@ -362,11 +390,12 @@ impl DecisionCache {
             self.clear();
             return answer;
         }
-        if let Some(kept) = self.kept(key) {
-            return kept.answer.clone();
-        }
-        // Another question under the same hash gives way: one answer per hash.
-        if let Some((slot, id)) = self.index.get(&key.hash).map(|k| (k.slot, k.id)) {
+        if let Some(kept) = self.index.get(&key.hash) {
+            if self.asked_as(kept, key) {
+                return kept.answer.clone();
+            }
+            // Another question under the same hash gives way: one answer per hash.
+            let (slot, id) = (kept.slot, kept.id);
             if self.remove_entry(slot, id) {
                 self.stats.evicted += 1;
             }
@@ -586,7 +615,7 @@ impl DecisionCache {
             .values()
             .map(|kept| {
                 let k = &kept.key;
-                DecisionKey::new(
+                DecisionKey::with_context(
                     self.names.uid(k.principal).clone(),
                     self.names.uid(k.action).clone(),
                     self.names.uid(k.resource).clone(),

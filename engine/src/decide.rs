@@ -444,7 +444,7 @@ impl Engine {
     /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
     /// to measure Cedar).
     pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
-        self.ask_cedar(&request.request, &request.key, &request.context_entities)
+        self.outcome(&self.ask_cedar(&request.request, &request.key, &request.context_entities))
     }
 
     /// Cedar's entities for a decision on `request`: its slice of the store.
@@ -460,7 +460,7 @@ impl Engine {
         request: &Request,
         key: &DecisionKey,
         context_entities: &[EntityUid],
-    ) -> DecisionOutcome {
+    ) -> Answer {
         let seeds = [key.principal(), key.action(), key.resource()]
             .into_iter()
             .chain(context_entities)
@@ -470,18 +470,16 @@ impl Engine {
             self.authorizer.is_authorized(request, policies, entities)
         });
         match asked {
-            Ok(response) => outcome_from_response(&response, &self.bundle),
+            Ok(response) => answer_from_response(&response),
             Err(e) => {
                 tracing::error!(error = %e, principal = %key.principal(), resource = %key.resource(), "cannot hold a decision's entities: denied");
-                DecisionOutcome {
+                Answer {
                     decision: Decision::Deny,
                     reasons: Vec::new(),
                     errors: vec![PolicyError {
                         policy: String::new(),
                         message: e.to_string(),
                     }],
-                    policy_version: self.bundle.version.clone(),
-                    log_seq: None,
                 }
             }
         }
@@ -515,12 +513,7 @@ impl Engine {
         context_entities: &[EntityUid],
         request: &Request,
     ) -> Arc<Answer> {
-        let outcome = self.ask_cedar(request, key, context_entities);
-        let answer = Arc::new(Answer {
-            decision: outcome.decision,
-            reasons: outcome.reasons,
-            errors: outcome.errors,
-        });
+        let answer = Arc::new(self.ask_cedar(request, key, context_entities));
         self.cache().insert(key, context_entities, answer)
     }
 
@@ -754,6 +747,22 @@ impl Engine {
 
 /// Names the determining and erroring policies of a Cedar response.
 pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> DecisionOutcome {
+    let Answer {
+        decision,
+        reasons,
+        errors,
+    } = answer_from_response(response);
+    DecisionOutcome {
+        decision,
+        reasons,
+        errors,
+        policy_version: bundle.version.clone(),
+        log_seq: None,
+    }
+}
+
+/// Cedar's answer: the decision, the determining policies and the erroring ones, each sorted.
+pub fn answer_from_response(response: &Response) -> Answer {
     let decision = match response.decision() {
         cedar_policy::Decision::Allow => Decision::Allow,
         cedar_policy::Decision::Deny => Decision::Deny,
@@ -775,12 +784,10 @@ pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> Deci
         })
         .collect();
     errors.sort_by(|a, b| a.policy.cmp(&b.policy));
-    DecisionOutcome {
+    Answer {
         decision,
         reasons,
         errors,
-        policy_version: bundle.version.clone(),
-        log_seq: None,
     }
 }
 

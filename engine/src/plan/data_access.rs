@@ -195,8 +195,8 @@ impl<'a> RolePlanner<'a> {
         role: Role,
         reads: &mut Reads,
         decider: &mut Decider,
-    ) -> BTreeMap<EntityUid, Access<'a>> {
-        let mut desired: BTreeMap<EntityUid, Access<'a>> = BTreeMap::new();
+    ) -> BTreeMap<&'a EntityUid, Access<'a>> {
+        let mut desired: BTreeMap<&'a EntityUid, Access<'a>> = BTreeMap::new();
         for owner in role.owners {
             // Open Data is every user's candidate; the rest come from the owner's groups,
             // their own studies, and what the role holds now (that is how stale grants are
@@ -207,17 +207,16 @@ impl<'a> RolePlanner<'a> {
                 if self.actual.quarantined.contains_key(d.id().unescaped()) {
                     continue;
                 }
-                let d = d.clone();
-                let read = decider.decide(owner, "read", &d);
+                let read = decider.decide(owner, "read", d);
                 // An errored decision grants nothing (and so revokes what is held).
                 if !read.allows() {
                     continue;
                 }
                 // A read-only dataset is never written whatever the policies say, so its
                 // write decision could not change the plan.
-                let dataset = self.index.datasets.get(&d);
+                let dataset = self.index.datasets.get(d);
                 let writable = dataset.is_some_and(|x| x.max_write);
-                let write = writable.then(|| decider.decide(owner, "write", &d));
+                let write = writable.then(|| decider.decide(owner, "write", d));
                 let entry = desired.entry(d).or_insert(Access {
                     dataset,
                     write: false,
@@ -269,7 +268,7 @@ impl<'a> RolePlanner<'a> {
     fn lf_changes_for_role(
         &self,
         role: Role,
-        desired: &BTreeMap<EntityUid, Access<'a>>,
+        desired: &BTreeMap<&'a EntityUid, Access<'a>>,
         decider: &mut Decider,
         items: &mut Vec<PlanItem>,
     ) {
@@ -281,7 +280,7 @@ impl<'a> RolePlanner<'a> {
     /// Per canonical resource JSON: the permissions the desired access calls for.
     fn wanted_permissions<'d>(
         &self,
-        desired: &'d BTreeMap<EntityUid, Access<'a>>,
+        desired: &'d BTreeMap<&'a EntityUid, Access<'a>>,
     ) -> BTreeMap<&'a str, Wanted<'d>> {
         let mut wanted: BTreeMap<&'a str, Wanted> = BTreeMap::new();
         for (d, access) in desired {
@@ -309,7 +308,7 @@ impl<'a> RolePlanner<'a> {
     fn lf_grants(&self, role: Role, wanted: &BTreeMap<&str, Wanted>, items: &mut Vec<PlanItem>) {
         // What the role holds, by resource: one walk of its grants rather than a lookup in
         // every grant of the account per wanted resource.
-        let holds: HashMap<&str, &BTreeSet<String>> = self
+        let holds: HashMap<&str, &BTreeSet<String>, foldhash::fast::RandomState> = self
             .actual
             .held_by_with(role.arn)
             .map(|((_, resource_key), held)| (resource_key.as_str(), &held.0))
@@ -424,7 +423,7 @@ impl<'a> RolePlanner<'a> {
     fn role_policy_change(
         &self,
         role: &String,
-        desired: &BTreeMap<EntityUid, Access<'a>>,
+        desired: &BTreeMap<&'a EntityUid, Access<'a>>,
         decider: &mut Decider,
     ) -> Option<PlanItem> {
         let Some((account, _)) = role_parts(role) else {
@@ -492,7 +491,7 @@ impl<'a> RolePlanner<'a> {
     /// decisions behind them all.
     fn s3_datasets<'d>(
         &self,
-        desired: &'d BTreeMap<EntityUid, Access<'a>>,
+        desired: &'d BTreeMap<&'a EntityUid, Access<'a>>,
     ) -> (Vec<(&'a Dataset, bool)>, Vec<&'d Arc<Verdict>>) {
         let mut allowed = Vec::new();
         let mut why = Vec::new();

@@ -2,7 +2,6 @@
 //! worker thread, with its own caches and counts), keeps each answer as a cheap shared
 //! `Verdict`, and turns the few that justify a change into `Justification`s on a `PlanItem`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::{EntityTypeName, EntityUid};
@@ -16,8 +15,9 @@ use super::{Change, Justification, PlanItem, Revokes};
 pub(super) struct Decider<'a> {
     engine: &'a Engine,
     /// Action uids, parsed once: Cedar parses a type name with its full grammar, which cost
-    /// more per decision than a quarter of the evaluation itself.
-    actions: HashMap<&'static str, Option<EntityUid>>,
+    /// more per decision than a quarter of the evaluation itself. The planner asks a handful
+    /// of actions: a short list beats hashing the name on every decision.
+    actions: Vec<(&'static str, Option<EntityUid>)>,
     /// Request shapes (action, principal type, resource type) checked against the schema.
     checked: Vec<(
         &'static str,
@@ -37,7 +37,7 @@ impl<'a> Decider<'a> {
     pub(super) fn new(engine: &'a Engine) -> Self {
         Self {
             engine,
-            actions: HashMap::new(),
+            actions: Vec::new(),
             checked: Vec::new(),
             count: 0,
             warnings: Vec::new(),
@@ -47,10 +47,12 @@ impl<'a> Decider<'a> {
     /// A schema-checked request built from uids directly: planning asks hundreds of
     /// thousands of these, and parsing each from text would double the cost.
     fn action(&mut self, action: &'static str) -> Option<EntityUid> {
-        self.actions
-            .entry(action)
-            .or_insert_with(|| action_uid(action))
-            .clone()
+        if let Some((_, uid)) = self.actions.iter().find(|(name, _)| *name == action) {
+            return uid.clone();
+        }
+        let uid = action_uid(action);
+        self.actions.push((action, uid.clone()));
+        uid
     }
 
     fn request(
@@ -97,14 +99,14 @@ impl<'a> Decider<'a> {
     /// Cedar's; the request is built (and schema-checked) only for Cedar.
     fn answer(
         &mut self,
-        key: DecisionKey,
+        key: &DecisionKey,
         action_name: &'static str,
     ) -> std::result::Result<Arc<Answer>, String> {
-        if let Some(answer) = self.engine.cached_answer(&key) {
+        if let Some(answer) = self.engine.cached_answer(key) {
             return Ok(answer);
         }
         let request = self.request(key.principal(), action_name, key.resource())?;
-        Ok(self.engine.evaluate_answer(&key, &[], &request))
+        Ok(self.engine.evaluate_answer(key, &[], &request))
     }
 
     pub(super) fn decide(
@@ -113,44 +115,59 @@ impl<'a> Decider<'a> {
         action: &'static str,
         resource: &EntityUid,
     ) -> Arc<Verdict> {
-        let asked = self
-            .action(action)
-            .ok_or_else(|| format!("bad action `{action}`"))
-            .and_then(|a| {
-                let key = DecisionKey::empty_context(principal.clone(), a, resource.clone());
-                self.answer(key, action)
-            });
-        let answer = match asked {
-            Ok(answer) => {
-                self.count += 1;
-                if !answer.errors.is_empty() {
-                    self.warnings.push(format!(
-                        "`{action}` for `{principal}` on `{resource}` had policy errors; treated as unknown: {}",
-                        error_texts(&answer).join("; ")
-                    ));
-                }
-                answer
-            }
-            // A request the schema rejects is denied: never allow what cannot be asked.
-            Err(e) => {
-                self.warnings.push(format!(
-                    "cannot ask `{action}` for `{principal}` on `{resource}`: {e}"
-                ));
-                Arc::new(Answer {
-                    decision: Decision::Deny,
-                    reasons: Vec::new(),
-                    errors: vec![PolicyError {
-                        policy: String::new(),
-                        message: format!("the request could not be asked: {e}"),
-                    }],
-                })
-            }
+        let Some(a) = self.action(action) else {
+            return self.unasked(
+                principal,
+                action,
+                resource,
+                format!("bad action `{action}`"),
+            );
         };
+        let key = DecisionKey::empty_context(principal.clone(), a, resource.clone());
+        let answer = match self.answer(&key, action) {
+            Ok(answer) => answer,
+            Err(e) => return self.unasked(principal, action, resource, e),
+        };
+        self.count += 1;
+        if !answer.errors.is_empty() {
+            self.warnings.push(format!(
+                "`{action}` for `{principal}` on `{resource}` had policy errors; treated as unknown: {}",
+                error_texts(&answer).join("; ")
+            ));
+        }
+        // The verdict keeps the key's own uids: no more copies per decision.
+        let (principal, _, resource) = key.into_uids();
+        Arc::new(Verdict {
+            principal,
+            action,
+            resource,
+            answer,
+        })
+    }
+
+    /// A request the schema rejects is denied: never allow what cannot be asked.
+    fn unasked(
+        &mut self,
+        principal: &EntityUid,
+        action: &'static str,
+        resource: &EntityUid,
+        e: String,
+    ) -> Arc<Verdict> {
+        self.warnings.push(format!(
+            "cannot ask `{action}` for `{principal}` on `{resource}`: {e}"
+        ));
         Arc::new(Verdict {
             principal: principal.clone(),
             action,
             resource: resource.clone(),
-            answer,
+            answer: Arc::new(Answer {
+                decision: Decision::Deny,
+                reasons: Vec::new(),
+                errors: vec![PolicyError {
+                    policy: String::new(),
+                    message: format!("the request could not be asked: {e}"),
+                }],
+            }),
         })
     }
 }
