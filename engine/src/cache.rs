@@ -224,7 +224,6 @@ impl Names {
 }
 
 /// A `DecisionKey` with its uids numbered.
-#[derive(Clone)]
 struct Key {
     principal: u32,
     action: u32,
@@ -576,12 +575,12 @@ impl DecisionCache {
         };
         self.free.push(slot);
         self.live -= 1;
-        if self
-            .index
-            .get(&entry.hash)
-            .is_some_and(|k| k.id == entry.id)
-        {
-            self.index.remove(&entry.hash);
+        // The index holds this entry's answer unless a question under the same hash took
+        // its place.
+        if let std::collections::hash_map::Entry::Occupied(kept) = self.index.entry(entry.hash) {
+            if kept.get().id == entry.id {
+                kept.remove();
+            }
         }
         let principal = self.names.uid(entry.principal).clone();
         self.touch(&principal);

@@ -3,7 +3,7 @@
 //! The roles are shared out over the cores, each worker with its own `Decider`; a role whose
 //! inputs have not changed since the last plan keeps its part of it (see `memo`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cedar_policy::EntityUid;
@@ -15,7 +15,7 @@ use crate::decide::Engine;
 
 use super::actual::ActualState;
 use super::decider::{item, materialize, Decider, Verdict};
-use super::index::{Dataset, GraphIndex};
+use super::index::{Dataset, FastMap, GraphIndex};
 use super::memo::{PlanMemo, Reads, RoleMemo, RolePart};
 use super::s3::{json_len, narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
 use super::{
@@ -38,11 +38,13 @@ struct Access<'a> {
     why: Vec<Arc<Verdict>>,
 }
 
-/// Per resource: the permissions wanted, the decisions behind them, the dataset.
+/// Per resource: the permissions wanted, the decisions behind them, the dataset (its uid
+/// and as indexed).
 struct Wanted<'d> {
     perms: BTreeSet<&'static str>,
     why: &'d [Arc<Verdict>],
     dataset: &'d EntityUid,
+    indexed: &'d Dataset,
 }
 
 /// What one worker planned: its items, how many decisions it took, its warnings, and the
@@ -298,6 +300,7 @@ impl<'a> RolePlanner<'a> {
                     perms,
                     why,
                     dataset: d,
+                    indexed: ds,
                 },
             );
         }
@@ -308,7 +311,7 @@ impl<'a> RolePlanner<'a> {
     fn lf_grants(&self, role: Role, wanted: &BTreeMap<&str, Wanted>, items: &mut Vec<PlanItem>) {
         // What the role holds, by resource: one walk of its grants rather than a lookup in
         // every grant of the account per wanted resource.
-        let holds: HashMap<&str, &BTreeSet<String>, foldhash::fast::RandomState> = self
+        let holds: FastMap<&str, &BTreeSet<String>> = self
             .actual
             .held_by_with(role.arn)
             .map(|((_, resource_key), held)| (resource_key.as_str(), &held.0))
@@ -322,11 +325,7 @@ impl<'a> RolePlanner<'a> {
                 .map(|p| p.to_string())
                 .collect();
             if !missing.is_empty() {
-                let resource = self
-                    .index
-                    .datasets
-                    .get(w.dataset)
-                    .map_or(Value::Null, |d| d.resource.clone());
+                let resource = w.indexed.resource.clone();
                 items.push(
                     item(
                         Change::LfGrant {

@@ -35,7 +35,7 @@ pub(super) struct Dataset {
 /// The planner's lookup tables hash uids and resource texts on every candidate of every
 /// role: foldhash, seeded at random per table as the standard SipHash is, at a fraction of
 /// its cost.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The graph, indexed for planning.
 pub(super) struct GraphIndex {
