@@ -2,13 +2,14 @@
 //! it was writing and appends them as one batch with one fsync, and each request awaits its
 //! own sequence numbers. A request never holds a thread while its record is written, so a
 //! fsync is shared by however many requests arrived during the last one, and no request is
-//! answered before its record is durable.
+//! answered before its record is durable. `HEAD` trails the records while requests keep
+//! coming and is brought up to them once the writer has been idle for `HEAD_LAG`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 
 use tokio::sync::oneshot;
-use tregov_engine::log::LogRecord;
+use tregov_engine::log::{LogRecord, HEAD_LAG};
 use tregov_engine::shared::SharedEngine;
 
 /// Requests whose records go into one append at most: a bound on one write's size.
@@ -52,7 +53,18 @@ impl Committer {
 }
 
 fn write_until_closed(engine: &SharedEngine, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    loop {
+        let first = match queue.recv_timeout(HEAD_LAG) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                catch_up_head(engine);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                catch_up_head(engine);
+                break;
+            }
+        };
         let mut jobs = vec![first];
         jobs.extend(queue.try_iter().take(MOST_JOBS - 1));
         let sizes: Vec<usize> = jobs.iter().map(|j| j.records.len()).collect();
@@ -87,8 +99,18 @@ fn append(engine: &SharedEngine, records: Vec<Vec<LogRecord>>) -> Written {
     let engine = engine.read().map_err(|e| e.to_string())?;
     match engine.log() {
         Some(log) => log
-            .append(records.into_iter().flatten().collect())
+            .append_trailing_head(records.into_iter().flatten().collect())
             .map_err(|e| e.to_string()),
         None => Ok(Vec::new()),
+    }
+}
+
+fn catch_up_head(engine: &SharedEngine) {
+    let caught_up = match engine.read() {
+        Ok(engine) => engine.log().map_or(Ok(()), |log| log.catch_up_head()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = caught_up {
+        tracing::warn!(error = %e, "cannot bring HEAD up to the log's last record");
     }
 }

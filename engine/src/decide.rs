@@ -12,6 +12,7 @@ use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey, Touched};
 use crate::entities::{parse_uid, EntityGraph};
 use crate::error::{EngineError, Result};
 use crate::log::{DecisionLog, LogRecord};
+use crate::parsed::{Parsed, ParsedRequests};
 use crate::plan::PlanMemo;
 use crate::policies::{PolicyBundle, PolicyMeta};
 use crate::rendered::RenderedEntities;
@@ -97,6 +98,33 @@ pub struct ParsedRequest {
 
 impl ParsedRequest {
     pub fn parse(spec: RequestSpec, bundle: &PolicyBundle) -> Result<Self> {
+        let context_text = spec.context.to_string();
+        let parsed = Self::parse_text(&spec, context_text, bundle)?;
+        Ok(Self::from_parsed(spec, parsed))
+    }
+
+    /// Parses `spec` once per policy set: an exact repeat is the memo's answer.
+    fn parse_remembered(
+        spec: RequestSpec,
+        bundle: &PolicyBundle,
+        memo: &Mutex<ParsedRequests>,
+    ) -> Result<Self> {
+        let context_text = spec.context.to_string();
+        let text = crate::parsed::request_text(&spec, &context_text);
+        let lock = || memo.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(parsed) = lock().get(&text) {
+            return Ok(Self::from_parsed(spec, parsed));
+        }
+        let parsed = Self::parse_text(&spec, context_text, bundle)?;
+        lock().keep(text, parsed.clone());
+        Ok(Self::from_parsed(spec, parsed))
+    }
+
+    fn parse_text(
+        spec: &RequestSpec,
+        context_text: String,
+        bundle: &PolicyBundle,
+    ) -> Result<Parsed> {
         let principal = parse_uid(&spec.principal)?;
         let action = parse_uid(&spec.action)?;
         let resource = parse_uid(&spec.resource)?;
@@ -118,18 +146,26 @@ impl ParsedRequest {
         .map_err(|e| EngineError::Request(error_chain(&e)))?;
         let mut context_entities = Vec::new();
         crate::entities::collect_entity_refs(&spec.context, &mut |u| context_entities.push(u));
-        let key = DecisionKey::new(
-            principal,
-            action,
-            resource,
-            Arc::from(spec.context.to_string()),
-        );
-        Ok(Self {
-            spec,
+        let key = DecisionKey::new(principal, action, resource, Arc::from(context_text));
+        Ok(Parsed {
             key,
             request,
             context_entities,
         })
+    }
+
+    fn from_parsed(spec: RequestSpec, parsed: Parsed) -> Self {
+        let Parsed {
+            key,
+            request,
+            context_entities,
+        } = parsed;
+        Self {
+            spec,
+            key,
+            request,
+            context_entities,
+        }
     }
 
     pub fn principal(&self) -> &EntityUid {
@@ -212,6 +248,8 @@ pub struct Engine {
     plan_memo: Mutex<PlanMemo>,
     /// Each entity's text in a logged slice, while it stays right (see `rendered`).
     rendered: Mutex<RenderedEntities>,
+    /// Requests parsed under the running policy set (see `parsed`).
+    parsed: Mutex<ParsedRequests>,
 }
 
 impl Engine {
@@ -227,6 +265,7 @@ impl Engine {
             cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
             plan_memo: Mutex::default(),
             rendered: Mutex::default(),
+            parsed: Mutex::default(),
         }
     }
 
@@ -267,6 +306,7 @@ impl Engine {
             cache: RwLock::new(DecisionCache::new(crate::cache::DEFAULT_CAPACITY)),
             plan_memo: Mutex::default(),
             rendered: Mutex::default(),
+            parsed: Mutex::default(),
         })
     }
 
@@ -306,6 +346,8 @@ impl Engine {
         }
         self.bundle = Arc::new(bundle);
         self.cache_mut().clear();
+        // The schema a parse was checked against may be gone.
+        self.parsed = Mutex::default();
         Ok(())
     }
 
@@ -398,7 +440,7 @@ impl Engine {
     /// Whether the engine holds the store as it is now (no change since the last refresh).
     pub fn is_current(&self) -> Result<bool> {
         match &self.store {
-            Some(store) => Ok(store.revision()? == self.graph_revision),
+            Some(store) => store.still_at(self.graph_revision),
             None => Ok(true),
         }
     }
@@ -430,7 +472,7 @@ impl Engine {
     }
 
     pub fn parse(&self, spec: RequestSpec) -> Result<ParsedRequest> {
-        ParsedRequest::parse(spec, &self.bundle)
+        ParsedRequest::parse_remembered(spec, &self.bundle, &self.parsed)
     }
 
     /// Decides without logging: the hot path, and what `decide_logged` builds on. The answer
@@ -949,6 +991,59 @@ pub(crate) mod tests {
         );
         assert_eq!(again.decision, outcome.decision);
         assert_eq!(again.reasons, outcome.reasons);
+    }
+
+    #[test]
+    fn a_repeated_request_is_parsed_once_and_reads_as_a_fresh_parse() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let ask = || {
+            spec(
+                r#"Tre::User::"alice""#,
+                r#"Tre::Action::"read""#,
+                r#"Tre::Dataset::"gwas-2024""#,
+            )
+        };
+        let first = engine.parse(ask()).expect("request");
+        let again = engine.parse(ask()).expect("request");
+        let fresh = ParsedRequest::parse(ask(), engine.bundle()).expect("request");
+        assert_eq!(again.key, fresh.key);
+        assert_eq!(again.request.to_string(), fresh.request.to_string());
+        assert_eq!(again.context_entities, fresh.context_entities);
+        assert_eq!(first.key, again.key);
+        assert_eq!(engine.parsed.lock().expect("memo").len(), 1);
+    }
+
+    #[test]
+    fn a_request_parsed_under_the_old_schema_is_checked_again_after_a_reload() {
+        // Regression: a remembered parse must not outlive the schema it was checked against.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut engine = sample_engine(dir.path());
+        let read = || {
+            spec(
+                r#"Tre::User::"alice""#,
+                r#"Tre::Action::"read""#,
+                r#"Tre::Dataset::"gwas-2024""#,
+            )
+        };
+        engine
+            .parse(read())
+            .expect("valid under the shipped schema");
+        let mut schema = crate::policies::embedded_schema();
+        let empty = "resource: [Dataset],\n    context: {},";
+        assert!(
+            schema.text.contains(empty),
+            "the shipped schema changed shape"
+        );
+        schema.text = schema.text.replace(
+            empty,
+            "resource: [Dataset],\n    context: { reason: String },",
+        );
+        let bundle = PolicyBundle::from_sources(Some(schema), crate::policies::embedded_sources())
+            .expect("policies");
+        engine.set_policies(bundle).expect("reload");
+        let err = engine.parse(read()).expect_err("`reason` is now required");
+        assert!(err.is_invalid_input(), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod graph;
 pub mod labels;
 pub mod log;
 pub mod metrics;
+mod parsed;
 pub mod plan;
 pub mod policies;
 pub mod policy_gate;

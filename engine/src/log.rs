@@ -14,8 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,6 +27,7 @@ use crate::error::{EngineError, Result};
 use crate::policies::{version_of, PolicySource};
 
 mod commit;
+mod lock;
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".jsonl";
@@ -32,6 +35,9 @@ const MAX_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// `,"hash":"` + 64 hex digits + `"}`
 const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+/// How long `HEAD` may trail the records of `append_trailing_head` while appends keep
+/// coming; a writer that goes quiet catches it up (`catch_up_head`).
+pub const HEAD_LAG: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Head {
@@ -50,15 +56,37 @@ pub struct StoredPolicySet {
 pub struct DecisionLog {
     dir: PathBuf,
     commits: commit::GroupCommit,
+    append_lock: lock::AppendLock,
     /// Where this process's last write left the log, so the next need not read it back.
     written: std::sync::Mutex<Option<WrittenTail>>,
 }
 
-/// The last segment as this process left it: its length and last record.
+/// The last segment as a write leaves it: the segment, still open, its length and last
+/// record, and the last record `HEAD` names.
 struct WrittenTail {
     segment: PathBuf,
+    /// The segment's inode: a file put in its place is another file.
+    inode: u64,
+    /// Open for appending; `None` until the first write to it.
+    file: Option<File>,
     len: u64,
     head: Head,
+    /// The sequence number `HEAD` was last written with, and when; `None` if not by us.
+    head_written: Option<(u64, Instant)>,
+}
+
+impl WrittenTail {
+    fn head_behind(&self) -> bool {
+        self.head_written.map(|(seq, _)| seq) != Some(self.head.seq)
+    }
+}
+
+/// When a write brings `HEAD` up to its last record.
+#[derive(Clone, Copy, PartialEq)]
+enum HeadWhen {
+    Always,
+    /// Once `HEAD_LAG` has passed since it was last written.
+    Due,
 }
 
 /// One record to append: its fields, and the entity slice of a decision as texts rendered
@@ -111,6 +139,14 @@ impl From<Map<String, Value>> for LogRecord {
     }
 }
 
+impl Drop for DecisionLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.catch_up_head() {
+            tracing::warn!(error = %e, "cannot bring HEAD up to the log's last record");
+        }
+    }
+}
+
 /// The first thing wrong with the log, if anything.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -118,7 +154,8 @@ pub struct VerifyReport {
     pub records: u64,
     pub head: Option<Head>,
     pub first_bad: Option<BadRecord>,
-    /// Records written after the last `HEAD` update (a crash between the two writes).
+    /// Records written after the last `HEAD` update: a crash between the two writes, or a
+    /// server's appends of the last moments (`HEAD_LAG`).
     pub unanchored_tail: u64,
 }
 
@@ -136,6 +173,7 @@ impl DecisionLog {
         let dir = data_dir.join("log");
         std::fs::create_dir_all(dir.join("policies")).map_err(|e| EngineError::io(&dir, e))?;
         Ok(Self {
+            append_lock: lock::AppendLock::new(&dir),
             dir,
             commits: commit::GroupCommit::default(),
             written: std::sync::Mutex::default(),
@@ -192,16 +230,8 @@ impl DecisionLog {
         Ok(stored)
     }
 
-    fn lock(&self) -> Result<File> {
-        let path = self.dir.join("LOCK");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
-        f.lock().map_err(|e| EngineError::io(&path, e))?;
-        Ok(f)
+    fn lock(&self) -> Result<lock::Locked<'_>> {
+        self.append_lock.lock()
     }
 
     fn segments(&self) -> Result<Vec<PathBuf>> {
@@ -318,30 +348,62 @@ impl DecisionLog {
     /// their sequence numbers. Records are only acknowledged once on disk; callers appending
     /// at the same time share the write and its fsync (`commit`).
     pub fn append<R: Into<LogRecord>>(&self, records: Vec<R>) -> Result<Vec<u64>> {
+        self.append_with(records, HeadWhen::Always)
+    }
+
+    /// Appends as `append` does, but lets `HEAD` trail the records by up to `HEAD_LAG` while
+    /// appends keep coming: replacing `HEAD` costs the file system as much again as the
+    /// records' own sync. For a writer that appends often and calls `catch_up_head` when it
+    /// goes quiet (the API's). `HEAD` trailing is what a crash between the two writes leaves
+    /// anyway: `verify` reports the records after it, which chain as every other.
+    pub fn append_trailing_head<R: Into<LogRecord>>(&self, records: Vec<R>) -> Result<Vec<u64>> {
+        self.append_with(records, HeadWhen::Due)
+    }
+
+    fn append_with<R: Into<LogRecord>>(&self, records: Vec<R>, head: HeadWhen) -> Result<Vec<u64>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let records = records.into_iter().map(Into::into).collect();
         self.commits.append(
             records,
-            |batches| self.write_batches(batches),
+            |batches| self.write_batches(batches, head),
             |m| self.err(m),
         )
     }
 
+    /// Writes `HEAD` if this process's last append left it behind.
+    pub fn catch_up_head(&self) -> Result<()> {
+        let behind = |w: &Option<WrittenTail>| w.as_ref().is_some_and(WrittenTail::head_behind);
+        if !behind(&self.written.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        // Another process's append since ours moved the log on: its write brought `HEAD`.
+        let Some(mut tail) = written.take().and_then(|w| self.unchanged_since(w)) else {
+            return Ok(());
+        };
+        if tail.head_behind() {
+            self.write_head(&tail.head)?;
+            tail.head_written = Some((tail.head.seq, Instant::now()));
+        }
+        *written = Some(tail);
+        Ok(())
+    }
+
     /// Writes every batch in one append, returning each batch's sequence numbers.
-    fn write_batches(&self, batches: Vec<Vec<LogRecord>>) -> Result<Vec<Vec<u64>>> {
+    fn write_batches(&self, batches: Vec<Vec<LogRecord>>, head: HeadWhen) -> Result<Vec<Vec<u64>>> {
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
-        let mut seqs = self.write(batches.into_iter().flatten())?.into_iter();
+        let mut seqs = self.write(batches.into_iter().flatten(), head)?.into_iter();
         Ok(sizes
             .into_iter()
             .map(|n| seqs.by_ref().take(n).collect())
             .collect())
     }
 
-    fn write(&self, records: impl Iterator<Item = LogRecord>) -> Result<Vec<u64>> {
+    fn write(&self, records: impl Iterator<Item = LogRecord>, head: HeadWhen) -> Result<Vec<u64>> {
         let _lock = self.lock()?;
-        let mut segments = self.segments()?;
         // Taken, not copied: a write that fails leaves nothing known, and the next one reads
         // the log back (cutting whatever the failure tore).
         let written = self
@@ -349,30 +411,52 @@ impl DecisionLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let (seg, seg_len, tail) = match self.unchanged_since(written, &segments) {
-            Some(w) => (Some(w.segment), w.len, w.head),
-            None => {
-                let tail = self.checked_tail(&mut segments)?;
-                let last = segments.last().cloned();
-                let len = match &last {
-                    Some(s) => std::fs::metadata(s)
-                        .map_err(|e| EngineError::io(s, e))?
-                        .len(),
-                    None => 0,
-                };
-                (last, len, tail)
-            }
+        let mut tail = match written.and_then(|w| self.unchanged_since(w)) {
+            Some(w) => w,
+            None => self.read_tail()?,
         };
-        let (mut seq, mut prev) = (tail.seq, tail.hash);
-        let (segment, segment_len) = match seg {
-            Some(s) if seg_len < MAX_SEGMENT_BYTES => (s, seg_len),
-            _ => (
-                self.dir
-                    .join(format!("{SEGMENT_PREFIX}{:08}{SEGMENT_SUFFIX}", seq + 1)),
-                0,
-            ),
+        if tail.len >= MAX_SEGMENT_BYTES {
+            tail.segment = self.segment_path(tail.head.seq + 1);
+            tail.file = None;
+            tail.len = 0;
+        }
+        let (buf, last) = self.seal_records(records, &tail.head)?;
+        let file = match tail.file.take() {
+            Some(f) => f,
+            None => self.open_segment(&tail.segment, &mut tail.inode)?,
         };
-        let mut out = Vec::new();
+        (&file)
+            .write_all(&buf)
+            .map_err(|e| EngineError::io(&tail.segment, e))?;
+        file.sync_data()
+            .map_err(|e| EngineError::io(&tail.segment, e))?;
+        if tail.len == 0 {
+            // A new segment's name is durable only once the directory is.
+            sync_dir(&self.dir)?;
+        }
+        let seqs = (tail.head.seq + 1..=last.seq).collect();
+        tail.file = Some(file);
+        tail.len += buf.len() as u64;
+        tail.head = last;
+        let due = match (head, tail.head_written) {
+            (HeadWhen::Due, Some((_, at))) => at.elapsed() >= HEAD_LAG,
+            _ => true,
+        };
+        if due {
+            self.write_head(&tail.head)?;
+            tail.head_written = Some((tail.head.seq, Instant::now()));
+        }
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(tail);
+        Ok(seqs)
+    }
+
+    /// The records as the lines that follow `after`, and the head they leave.
+    fn seal_records(
+        &self,
+        records: impl Iterator<Item = LogRecord>,
+        after: &Head,
+    ) -> Result<(Vec<u8>, Head)> {
+        let (mut seq, mut prev) = (after.seq, after.hash.clone());
         let mut buf = Vec::new();
         let now = now_rfc3339();
         for LogRecord { fields, slice } in records {
@@ -380,7 +464,7 @@ impl DecisionLog {
             let mut record = Map::new();
             record.insert("seq".into(), Value::from(seq));
             record.insert("time".into(), Value::from(now.clone()));
-            record.insert("prev".into(), Value::from(prev.clone()));
+            record.insert("prev".into(), Value::from(prev));
             for (k, v) in fields {
                 if !matches!(k.as_str(), "seq" | "time" | "prev" | "hash") {
                     record.insert(k, v);
@@ -388,42 +472,57 @@ impl DecisionLog {
             }
             prev = seal_into(&mut buf, &record, slice.as_deref()).map_err(|e| self.err(e))?;
             buf.push(b'\n');
-            out.push(seq);
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&segment)
-            .map_err(|e| EngineError::io(&segment, e))?;
-        f.write_all(&buf)
-            .map_err(|e| EngineError::io(&segment, e))?;
-        f.sync_data().map_err(|e| EngineError::io(&segment, e))?;
-        if segment_len == 0 {
-            // A new segment's name is durable only once the directory is.
-            sync_dir(&self.dir)?;
-        }
-        let head = Head { seq, hash: prev };
-        self.write_head(&head)?;
-        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(WrittenTail {
-            segment,
-            len: segment_len + buf.len() as u64,
-            head,
-        });
-        Ok(out)
+        Ok((buf, Head { seq, hash: prev }))
     }
 
-    /// What this process's last write left, if the log still ends there: the same last
-    /// segment, of the same length (another process's append, a cut or a new segment all
-    /// change one of the two).
-    fn unchanged_since(
-        &self,
-        written: Option<WrittenTail>,
-        segments: &[PathBuf],
-    ) -> Option<WrittenTail> {
-        let w = written?;
-        let last = segments.last()?;
-        let len = std::fs::metadata(last).ok()?.len();
-        (*last == w.segment && len == w.len).then_some(w)
+    fn open_segment(&self, segment: &Path, inode: &mut u64) -> Result<File> {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment)
+            .map_err(|e| EngineError::io(segment, e))?;
+        *inode = f.metadata().map_err(|e| EngineError::io(segment, e))?.ino();
+        Ok(f)
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        self.dir
+            .join(format!("{SEGMENT_PREFIX}{first_seq:08}{SEGMENT_SUFFIX}"))
+    }
+
+    /// The tail as the log on disk has it: its last segment (none yet: the first one's
+    /// name), and its last record checked against `HEAD`.
+    fn read_tail(&self) -> Result<WrittenTail> {
+        let mut segments = self.segments()?;
+        let head = self.checked_tail(&mut segments)?;
+        let (segment, inode, len) = match segments.pop() {
+            Some(s) => {
+                let meta = std::fs::metadata(&s).map_err(|e| EngineError::io(&s, e))?;
+                (s, meta.ino(), meta.len())
+            }
+            None => (self.segment_path(head.seq + 1), 0, 0),
+        };
+        Ok(WrittenTail {
+            segment,
+            inode,
+            file: None,
+            len,
+            head,
+            head_written: None,
+        })
+    }
+
+    /// What this process's last write left, if the log still ends there: the same file, of
+    /// the same length, and no segment after it (another process's append, a cut, a file
+    /// put in its place or a new segment each change one of these).
+    fn unchanged_since(&self, w: WrittenTail) -> Option<WrittenTail> {
+        let meta = std::fs::metadata(&w.segment).ok()?;
+        let next = self.segment_path(w.head.seq + 1);
+        let unchanged = meta.ino() == w.inode
+            && meta.len() == w.len
+            && matches!(std::fs::symlink_metadata(&next), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        unchanged.then_some(w)
     }
 
     /// The log's last record read back from disk (a torn one cut), checked against `HEAD`.
@@ -969,6 +1068,49 @@ mod tests {
         assert!(report.ok, "{report:?}");
         assert_eq!(report.records, 12);
         assert_eq!(report.unanchored_tail, 0);
+    }
+
+    #[test]
+    fn a_trailing_head_is_brought_up_to_the_last_record_when_the_writer_goes_quiet() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        log.append_trailing_head(vec![record(1)]).expect("append");
+        log.append_trailing_head(vec![record(2)]).expect("append");
+        assert_eq!(log.head().expect("head").map(|h| h.seq), Some(1));
+        assert_eq!(log.verify().expect("verify").unanchored_tail, 1);
+        log.catch_up_head().expect("catch up");
+        let report = log.verify().expect("verify");
+        assert_eq!(report.head.map(|h| h.seq), Some(2));
+        assert_eq!(report.unanchored_tail, 0);
+    }
+
+    #[test]
+    fn a_log_dropped_with_head_trailing_leaves_head_at_its_last_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        log.append_trailing_head(vec![record(1)]).expect("append");
+        log.append_trailing_head(vec![record(2), record(3)])
+            .expect("append");
+        drop(log);
+        let reopened = DecisionLog::open(dir.path()).expect("log");
+        assert_eq!(reopened.head().expect("head").map(|h| h.seq), Some(3));
+    }
+
+    #[test]
+    fn a_segment_put_in_place_of_the_open_one_is_appended_to_not_the_old_file() {
+        // The writer keeps its segment open between appends: a copy renamed over it (same
+        // length, another file) must get the next record, or the record would be lost.
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = DecisionLog::open(dir.path()).expect("log");
+        log.append(vec![record(1)]).expect("append");
+        let segment = log.segments().expect("segments").remove(0);
+        let copy = segment.with_extension("copy");
+        std::fs::copy(&segment, &copy).expect("copy");
+        std::fs::rename(&copy, &segment).expect("rename");
+        log.append(vec![record(2)]).expect("append");
+        let report = log.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.records, 2);
     }
 
     #[test]

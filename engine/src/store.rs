@@ -60,9 +60,13 @@ pub struct ChangeSet {
     pub deletes: Vec<EntityUid>,
 }
 
+mod beacon;
+
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Tells readers, without a transaction, that the entities have not changed.
+    beacon: beacon::Beacon,
 }
 
 impl Store {
@@ -125,6 +129,7 @@ impl Store {
         Ok(Self {
             path,
             conn: Mutex::new(conn),
+            beacon: beacon::Beacon::open(data_dir)?,
         })
     }
 
@@ -186,6 +191,12 @@ impl Store {
         read_revision(&conn).map_err(|e| store_err(&self.path, e))
     }
 
+    /// Whether the entities are still at `revision`: the beacon's word when it has one,
+    /// else the store's.
+    pub fn still_at(&self, revision: u64) -> Result<bool> {
+        Ok(self.beacon.settled_at(revision) || self.revision()? == revision)
+    }
+
     /// Validates and writes a batch in one transaction.
     pub fn apply(&self, batch: &StoreBatch, schema: &Schema) -> Result<BatchOutcome> {
         // Validation happens before the transaction: a bad entity writes nothing.
@@ -208,6 +219,7 @@ impl Store {
             batch.partition.as_str()
         };
         let mut conn = self.conn()?;
+        let writing = self.beacon.begin_write()?;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| store_err(&self.path, e))?;
@@ -279,6 +291,10 @@ impl Store {
         })()
         .map_err(|e| store_err(&self.path, e))?;
         tx.commit().map_err(|e| store_err(&self.path, e))?;
+        // The batch is in: a beacon left unsettled only sends readers to the store.
+        if let Err(e) = writing.settle(outcome.revision) {
+            tracing::warn!(error = %e, "cannot mark the store's revision beacon settled");
+        }
         Ok(outcome)
     }
 
@@ -910,6 +926,36 @@ mod tests {
             partition: "test".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_write_through_another_store_is_seen_without_asking_the_store_twice() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (reader, writer) = (
+            Store::open(dir.path()).expect("store"),
+            Store::open(dir.path()).expect("store"),
+        );
+        let schema = crate::policies::PolicyBundle::embedded()
+            .expect("policies")
+            .schema
+            .expect("schema");
+        let role = cedar_policy::Entity::from_json_value(
+            serde_json::json!({"uid": {"type": "Tre::Role", "id": "Researcher"}, "attrs": {}, "parents": []}),
+            Some(&schema),
+        )
+        .expect("entity");
+        assert!(reader.still_at(0).expect("check"));
+        let batch = StoreBatch {
+            upserts: vec![role],
+            ..Default::default()
+        };
+        let written = writer.apply(&batch, &schema).expect("apply");
+        assert_eq!(written.revision, 1);
+        assert!(!reader.still_at(0).expect("check"));
+        assert!(reader.still_at(1).expect("check"));
+        // Nothing changed: still settled at the same revision.
+        writer.apply(&batch, &schema).expect("apply");
+        assert!(reader.still_at(1).expect("check"));
     }
 
     #[test]

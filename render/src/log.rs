@@ -39,7 +39,7 @@ pub fn verify_text(report: &VerifyReport) -> String {
     if report.unanchored_tail > 0 {
         line!(
             out,
-            "note: {} record(s) after HEAD (a crash between append and HEAD update); they chain correctly",
+            "note: {} record(s) after HEAD (appended in the last moments by a running server, or a crash between append and HEAD update); they chain correctly",
             report.unanchored_tail
         );
     }
