@@ -136,7 +136,7 @@ struct RolePlanner<'a> {
     index: &'a GraphIndex,
     actual: &'a ActualState,
     /// Open Data, to keep it out of each owner's other candidates.
-    open_set: BTreeSet<&'a EntityUid>,
+    open_set: super::index::FastSet<&'a EntityUid>,
     /// The roles' parts of the last plan, caught up with what changed since.
     memo: &'a PlanMemo,
 }
@@ -241,9 +241,9 @@ impl<'a> RolePlanner<'a> {
         role: &str,
         owner: &EntityUid,
         reads: &mut Reads,
-    ) -> BTreeSet<&'a EntityUid> {
+    ) -> Vec<&'a EntityUid> {
         let index = self.index;
-        let mut others: BTreeSet<&EntityUid> = BTreeSet::new();
+        let mut others: Vec<&EntityUid> = Vec::new();
         reads.uid(owner);
         for g in self.graph.ancestors(owner) {
             reads.uid(g);
@@ -256,9 +256,12 @@ impl<'a> RolePlanner<'a> {
         }
         for (_, resource) in self.actual.held_by(role) {
             if let Some(d) = index.by_resource.get(resource) {
-                others.insert(d);
+                others.push(d);
             }
         }
+        // Sorted, as the plan reads them in uid order whatever the groups' order.
+        others.sort_unstable();
+        others.dedup();
         others.retain(|d| !self.open_set.contains(d));
         for d in &others {
             reads.uid(d);

@@ -36,10 +36,11 @@ pub(super) struct Dataset {
 /// role: foldhash, seeded at random per table as the standard SipHash is, at a fraction of
 /// its cost.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The graph, indexed for planning.
 pub(super) struct GraphIndex {
-    pub(super) datasets: BTreeMap<EntityUid, Dataset>,
+    pub(super) datasets: FastMap<EntityUid, Dataset>,
     /// Access group -> the datasets it is an admin, reader or writer group of.
     pub(super) by_group: FastMap<EntityUid, Vec<EntityUid>>,
     /// User -> the `my` datasets (their own studies) they own.
@@ -67,7 +68,7 @@ impl GraphIndex {
         warnings: &mut Vec<String>,
     ) -> Self {
         let mut index = Self {
-            datasets: BTreeMap::new(),
+            datasets: FastMap::default(),
             by_group: FastMap::default(),
             by_owner: FastMap::default(),
             by_resource: FastMap::default(),

@@ -495,12 +495,7 @@ struct Inputs<'a> {
 /// A plan's items in order: by enforcer, then target, then id. The sort is stable, so of
 /// two items for the same change the one planned first is kept.
 fn sort_and_dedup(items: &mut Vec<PlanItem>) {
-    items.sort_by(|a, b| {
-        (a.change.enforcer(), a.change.target(), &a.id).cmp(&(
-            b.change.enforcer(),
-            b.change.target(),
-            &b.id,
-        ))
-    });
+    // A target is text made on demand: made once per item, not twice per comparison.
+    items.sort_by_cached_key(|i| (i.change.enforcer(), i.change.target(), i.id.clone()));
     items.dedup_by(|a, b| a.id == b.id);
 }
