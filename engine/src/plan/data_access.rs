@@ -3,7 +3,7 @@
 //! The roles are shared out over the cores, each worker with its own `Decider`; a role whose
 //! inputs have not changed since the last plan keeps its part of it (see `memo`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cedar_policy::EntityUid;
@@ -20,7 +20,7 @@ use super::memo::{PlanMemo, Reads, RoleMemo, RolePart};
 use super::s3::{json_len, narrows, s3_statements, IAM_INLINE_POLICY_LIMIT};
 use super::{
     role_key, role_parts, Change, Inputs, Justification, PlanItem, Revokes, DATA_ACCESS_POLICY,
-    READ_PERMISSIONS, WRITE_PERMISSIONS,
+    READ_PERMISSIONS,
 };
 
 /// A governed role and the owners of its live workspaces.
@@ -31,6 +31,9 @@ struct Role<'r> {
 }
 
 /// What a role's owners may do with one dataset, and the decisions that say so.
+/// Per dataset the role's owners may read, sorted by dataset, each once: the access.
+type Desired<'a> = Vec<(&'a EntityUid, Access<'a>)>;
+
 struct Access<'a> {
     /// The dataset as indexed (`None` for a uid the index does not hold).
     dataset: Option<&'a Dataset>,
@@ -41,7 +44,8 @@ struct Access<'a> {
 /// Per resource: the permissions wanted, the decisions behind them, the dataset (its uid
 /// and as indexed).
 struct Wanted<'d> {
-    perms: BTreeSet<&'static str>,
+    /// Sorted, as a grant lists them.
+    perms: &'static [&'static str],
     why: &'d [Arc<Verdict>],
     dataset: &'d EntityUid,
     indexed: &'d Dataset,
@@ -130,6 +134,10 @@ fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<Worker
     })
 }
 
+/// What a grant for writing holds: the read and the write permissions, sorted as a grant
+/// lists them (`tests::read_write_permissions_are_the_reads_and_writes_sorted`).
+const READ_WRITE_PERMISSIONS: [&str; 4] = ["DELETE", "DESCRIBE", "INSERT", "SELECT"];
+
 /// What every worker shares: read only, so the workers need no locks.
 struct RolePlanner<'a> {
     graph: &'a EntityGraph,
@@ -192,13 +200,8 @@ impl<'a> RolePlanner<'a> {
 
     /// Per dataset: whether the role's owners may write it (reading is implied), and the
     /// decisions that justify it. Datasets no owner may read are left out.
-    fn desired_access(
-        &self,
-        role: Role,
-        reads: &mut Reads,
-        decider: &mut Decider,
-    ) -> BTreeMap<&'a EntityUid, Access<'a>> {
-        let mut desired: BTreeMap<&'a EntityUid, Access<'a>> = BTreeMap::new();
+    fn desired_access(&self, role: Role, reads: &mut Reads, decider: &mut Decider) -> Desired<'a> {
+        let mut desired: Desired<'a> = Vec::new();
         for owner in role.owners {
             // Open Data is every user's candidate; the rest come from the owner's groups,
             // their own studies, and what the role holds now (that is how stale grants are
@@ -219,18 +222,30 @@ impl<'a> RolePlanner<'a> {
                 let dataset = self.index.datasets.get(d);
                 let writable = dataset.is_some_and(|x| x.max_write);
                 let write = writable.then(|| decider.decide(owner, "write", d));
-                let entry = desired.entry(d).or_insert(Access {
+                let mut access = Access {
                     dataset,
                     write: false,
-                    why: Vec::new(),
-                });
-                entry.why.push(read);
+                    why: vec![read],
+                };
                 if let Some(write) = write.filter(|w| w.allows()) {
-                    entry.write = true;
-                    entry.why.push(write);
+                    access.write = true;
+                    access.why.push(write);
                 }
+                desired.push((d, access));
             }
         }
+        // Each owner's candidates come as two sorted runs (Open Data, the rest), which a
+        // stable sort merges in one pass; owners sharing a dataset share its entry, their
+        // decisions in owner order.
+        desired.sort_by(|a, b| a.0.cmp(b.0));
+        desired.dedup_by(|later, kept| {
+            if later.0 != kept.0 {
+                return false;
+            }
+            kept.1.write |= later.1.write;
+            kept.1.why.append(&mut later.1.why);
+            true
+        });
         desired
     }
 
@@ -273,7 +288,7 @@ impl<'a> RolePlanner<'a> {
     fn lf_changes_for_role(
         &self,
         role: Role,
-        desired: &BTreeMap<&'a EntityUid, Access<'a>>,
+        desired: &Desired<'a>,
         decider: &mut Decider,
         items: &mut Vec<PlanItem>,
     ) {
@@ -283,19 +298,19 @@ impl<'a> RolePlanner<'a> {
     }
 
     /// Per canonical resource JSON: the permissions the desired access calls for.
-    fn wanted_permissions<'d>(
-        &self,
-        desired: &'d BTreeMap<&'a EntityUid, Access<'a>>,
-    ) -> BTreeMap<&'a str, Wanted<'d>> {
-        let mut wanted: BTreeMap<&'a str, Wanted> = BTreeMap::new();
+    fn wanted_permissions<'d>(&self, desired: &'d Desired<'a>) -> FastMap<&'a str, Wanted<'d>> {
+        // Keyed by hash: resource texts share long prefixes, which ordered keys compare
+        // again and again; the items made from them are sorted with the plan's.
+        let mut wanted: FastMap<&'a str, Wanted> = FastMap::default();
         for (d, access) in desired {
             let Some(ds) = access.dataset else {
                 continue;
             };
-            let mut perms: BTreeSet<&'static str> = READ_PERMISSIONS.into_iter().collect();
-            if access.write {
-                perms.extend(WRITE_PERMISSIONS);
-            }
+            let perms: &[&str] = if access.write {
+                &READ_WRITE_PERMISSIONS
+            } else {
+                &READ_PERMISSIONS
+            };
             let why = access.why.as_slice();
             wanted.insert(
                 ds.resource_key.as_str(),
@@ -311,7 +326,7 @@ impl<'a> RolePlanner<'a> {
     }
 
     /// Grants of the wanted permissions the role does not hold yet.
-    fn lf_grants(&self, role: Role, wanted: &BTreeMap<&str, Wanted>, items: &mut Vec<PlanItem>) {
+    fn lf_grants(&self, role: Role, wanted: &FastMap<&str, Wanted>, items: &mut Vec<PlanItem>) {
         // What the role holds, by resource: one walk of its grants rather than a lookup in
         // every grant of the account per wanted resource.
         let holds: FastMap<&str, &BTreeSet<String>> = self
@@ -353,15 +368,15 @@ impl<'a> RolePlanner<'a> {
     fn lf_revokes(
         &self,
         role: Role,
-        wanted: &BTreeMap<&str, Wanted>,
+        wanted: &FastMap<&str, Wanted>,
         decider: &mut Decider,
         items: &mut Vec<PlanItem>,
     ) {
         for ((_, resource_key), (held, grantable)) in self.actual.held_by_with(role.arn) {
-            let allowed = wanted.get(resource_key.as_str()).map(|w| &w.perms);
+            let allowed = wanted.get(resource_key.as_str()).map(|w| w.perms);
             let extra: Vec<String> = held
                 .iter()
-                .filter(|p| !allowed.is_some_and(|a| a.contains(p.as_str())))
+                .filter(|p| !allowed.is_some_and(|a| a.contains(&p.as_str())))
                 .cloned()
                 .collect();
             // Workspace roles never pass grants on.
@@ -425,7 +440,7 @@ impl<'a> RolePlanner<'a> {
     fn role_policy_change(
         &self,
         role: &String,
-        desired: &BTreeMap<&'a EntityUid, Access<'a>>,
+        desired: &Desired<'a>,
         decider: &mut Decider,
     ) -> Option<PlanItem> {
         let Some((account, _)) = role_parts(role) else {
@@ -493,11 +508,11 @@ impl<'a> RolePlanner<'a> {
     /// decisions behind them all.
     fn s3_datasets<'d>(
         &self,
-        desired: &'d BTreeMap<&'a EntityUid, Access<'a>>,
+        desired: &'d Desired<'a>,
     ) -> (Vec<(&'a Dataset, bool)>, Vec<&'d Arc<Verdict>>) {
         let mut allowed = Vec::new();
         let mut why = Vec::new();
-        for access in desired.values() {
+        for (_, access) in desired {
             let Some(ds) = access.dataset else {
                 continue;
             };
@@ -508,5 +523,22 @@ impl<'a> RolePlanner<'a> {
             allowed.push((ds, access.write));
         }
         (allowed, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::WRITE_PERMISSIONS;
+    use super::*;
+
+    #[test]
+    fn read_write_permissions_are_the_reads_and_writes_sorted() {
+        let mut both: Vec<&str> = READ_PERMISSIONS
+            .into_iter()
+            .chain(WRITE_PERMISSIONS)
+            .collect();
+        both.sort_unstable();
+        assert_eq!(both, READ_WRITE_PERMISSIONS);
+        assert!(READ_PERMISSIONS.is_sorted());
     }
 }
