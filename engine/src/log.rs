@@ -1085,6 +1085,27 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_head_caught_up_after_another_process_appended_does_not_go_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (server, cli) = (
+            DecisionLog::open(dir.path()).expect("log"),
+            DecisionLog::open(dir.path()).expect("log"),
+        );
+        server
+            .append_trailing_head(vec![record(1)])
+            .expect("append");
+        server
+            .append_trailing_head(vec![record(2)])
+            .expect("append");
+        cli.append(vec![record(3)]).expect("append");
+        server.catch_up_head().expect("catch up");
+        let report = server.verify().expect("verify");
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.head.map(|h| h.seq), Some(3));
+        assert_eq!(report.unanchored_tail, 0);
+    }
+
+    #[test]
     fn a_log_dropped_with_head_trailing_leaves_head_at_its_last_record() {
         let dir = tempfile::tempdir().expect("tmp");
         let log = DecisionLog::open(dir.path()).expect("log");
