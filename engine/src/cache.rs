@@ -20,7 +20,7 @@
 //! over (the engine calls it before that graph is replaced). A miss then costs Cedar and a
 //! few map inserts, and a seed asked about a thousand times is resolved once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -30,9 +30,7 @@ use cedar_policy::EntityUid;
 use crate::decide::{Decision, PolicyError};
 use crate::entities::EntityGraph;
 
-type Fast = foldhash::fast::RandomState;
-type FastMap<K, V> = HashMap<K, V, Fast>;
-type FastSet<K> = HashSet<K, Fast>;
+use crate::fast::{Fast, FastMap, FastSet};
 
 /// Answers kept when nothing bounds the cache otherwise (the plan bench's shape asks
 /// 478,569 questions per plan); also the most uids it numbers before it starts over.

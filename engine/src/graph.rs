@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::error::{EngineError, Result};
 use crate::working_set::{WorkingSet, MOST_HELD};
 
-type Fast = foldhash::fast::RandomState;
+use crate::fast::Fast;
 
 /// The entities decisions run on: every stored entity plus the schema's actions, with the
 /// transitive closure of `in` computed once.

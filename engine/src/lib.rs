@@ -13,6 +13,7 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod explain;
+mod fast;
 pub mod governor;
 pub mod graph;
 pub mod labels;

@@ -385,8 +385,7 @@ impl DecisionLog {
             return Ok(());
         };
         if tail.head_behind() {
-            self.write_head(&tail.head)?;
-            tail.head_written = Some((tail.head.seq, Instant::now()));
+            self.write_head_of(&mut tail)?;
         }
         *written = Some(tail);
         Ok(())
@@ -443,11 +442,17 @@ impl DecisionLog {
             _ => true,
         };
         if due {
-            self.write_head(&tail.head)?;
-            tail.head_written = Some((tail.head.seq, Instant::now()));
+            self.write_head_of(&mut tail)?;
         }
         *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some(tail);
         Ok(seqs)
+    }
+
+    /// Brings `HEAD` up to `tail`'s last record and notes when.
+    fn write_head_of(&self, tail: &mut WrittenTail) -> Result<()> {
+        self.write_head(&tail.head)?;
+        tail.head_written = Some((tail.head.seq, Instant::now()));
+        Ok(())
     }
 
     /// The records as the lines that follow `after`, and the head they leave.

@@ -13,7 +13,7 @@ use crate::decide::RequestSpec;
 /// one parse each, as without a memo).
 const MOST_PARSED: usize = 4096;
 
-type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::fast::FastMap;
 
 /// What parsing a request's text yields, besides the text itself.
 #[derive(Clone)]

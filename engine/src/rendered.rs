@@ -18,7 +18,7 @@ use cedar_policy::EntityUid;
 const MOST_BYTES: usize = 128 << 20;
 
 /// Looked up for every entity of every logged slice: a fast hash, as in the decision cache.
-type Fast = foldhash::fast::RandomState;
+use crate::fast::Fast;
 
 #[derive(Default)]
 pub(crate) struct RenderedEntities {

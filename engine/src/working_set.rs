@@ -19,7 +19,7 @@ use ref_cast::RefCast;
 
 use crate::error::{EngineError, Result};
 
-type Fast = foldhash::fast::RandomState;
+use crate::fast::Fast;
 
 /// Entities held at most (a parsed entity costs 1–3 KiB): past it the set starts over.
 pub(crate) const MOST_HELD: usize = 131_072;

@@ -30,10 +30,10 @@ struct Role<'r> {
     owners: &'r BTreeSet<EntityUid>,
 }
 
-/// What a role's owners may do with one dataset, and the decisions that say so.
 /// Per dataset the role's owners may read, sorted by dataset, each once: the access.
 type Desired<'a> = Vec<(&'a EntityUid, Access<'a>)>;
 
+/// What a role's owners may do with one dataset, and the decisions that say so.
 struct Access<'a> {
     /// The dataset as indexed (`None` for a uid the index does not hold).
     dataset: Option<&'a Dataset>,

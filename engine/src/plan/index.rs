@@ -2,7 +2,7 @@
 //! Formation resource, the Open Data list, workspaces, budgets, and the governed roles with
 //! their owners. Every phase reads this index instead of walking the graph again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use cedar_policy::{Entity, EntityUid};
 
@@ -33,10 +33,8 @@ pub(super) struct Dataset {
 }
 
 /// The planner's lookup tables hash uids and resource texts on every candidate of every
-/// role: foldhash, seeded at random per table as the standard SipHash is, at a fraction of
-/// its cost.
-pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(super) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+/// role.
+pub(super) use crate::fast::{FastMap, FastSet};
 
 /// The graph, indexed for planning.
 pub(super) struct GraphIndex {

@@ -27,7 +27,7 @@ use super::actual::{ActualState, Held};
 use super::index::GraphIndex;
 use super::{PlanItem, DATA_ACCESS_POLICY};
 
-type Fast = foldhash::fast::RandomState;
+use crate::fast::Fast;
 
 /// Parts with more items than this are not kept: a role with that much to change is about
 /// to be changed, and its next plan sees a different actual state anyway.
