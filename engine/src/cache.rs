@@ -184,10 +184,35 @@ struct Names {
 /// context names).
 #[derive(Default)]
 struct Seed {
-    /// The answers asked about it, by slot.
-    answers: FastSet<u32>,
+    /// The answers asked about it, as (slot, low bits of the answer's id). An answer
+    /// removed for another reason stays listed until the list is compacted: checking the
+    /// slot still holds that answer is cheaper than a set kept exact on every insert (a
+    /// plan adds half a million). A stale pair can at worst drop an answer that shares
+    /// the slot and the id's low bits: a later miss, never a wrong answer.
+    answers: Vec<(u32, u32)>,
+    /// How many of `answers` are still held.
+    live: u32,
     /// Its dependencies (itself included); `None` until worked out.
     deps: Option<Arc<[EntityUid]>>,
+}
+
+impl Seed {
+    fn add(&mut self, slot: u32, id: u64, slots: &[Option<Entry>]) {
+        // Listed pairs past twice the live ones (and a few) are mostly stale: keep the
+        // live ones, so the list stays within a constant of what it holds.
+        if self.answers.len() >= 2 * self.live as usize + 8 {
+            self.answers.retain(|&(s, low)| holds(slots, s, low));
+        }
+        self.answers.push((slot, id as u32));
+        self.live += 1;
+    }
+}
+
+/// Whether `slot` holds the answer whose id's low bits are `low`.
+fn holds(slots: &[Option<Entry>], slot: u32, low: u32) -> bool {
+    slots[slot as usize]
+        .as_ref()
+        .is_some_and(|e| e.id as u32 == low)
 }
 
 impl Names {
@@ -359,6 +384,11 @@ impl DecisionCache {
         found
     }
 
+    /// Counts a question answered without looking here first.
+    pub fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The slice texts kept with the answer to `key`: `None` when no answer is remembered,
     /// else the answer's id and its texts if they were kept already.
     pub fn kept_slice(&self, key: &DecisionKey) -> Option<(u64, Option<SliceTexts>)> {
@@ -447,11 +477,11 @@ impl DecisionCache {
             }
         };
         for n in entry.seeds() {
-            let seed = self.names.seed(n);
-            if seed.deps.is_none() && seed.answers.is_empty() {
+            let seed = &mut self.names.seeds[n as usize];
+            if seed.deps.is_none() && seed.live == 0 {
                 self.unresolved.push(n);
             }
-            seed.answers.insert(slot);
+            seed.add(slot, entry.id, &self.slots);
         }
         self.slots[slot as usize] = Some(entry);
         self.live += 1;
@@ -551,8 +581,8 @@ impl DecisionCache {
                 }
             }
         }
-        for slot in std::mem::take(&mut self.names.seed(n).answers) {
-            if self.remove_slot(slot) {
+        for (slot, low) in std::mem::take(&mut self.names.seed(n).answers) {
+            if holds(&self.slots, slot, low) && self.remove_slot(slot) {
                 self.stats.invalidated += 1;
             }
         }
@@ -583,7 +613,8 @@ impl DecisionCache {
         let principal = self.names.uid(entry.principal).clone();
         self.touch(&principal);
         for n in entry.seeds() {
-            self.names.seed(n).answers.remove(&slot);
+            let seed = self.names.seed(n);
+            seed.live = seed.live.saturating_sub(1);
         }
         true
     }
@@ -735,6 +766,35 @@ mod tests {
         let (id, _) = cache.kept_slice(&k).expect("remembered");
         cache.keep_slice(&k, id, texts);
         assert_eq!(cache.kept_slice(&k).map(|(_, t)| t.is_some()), Some(true));
+    }
+
+    #[test]
+    fn a_seeds_list_of_answers_stays_within_a_constant_of_what_it_holds() {
+        let mut cache = DecisionCache::new(4);
+        for i in 0..1000 {
+            cache.insert(&key("u", &format!("d{i}")), &[], allow("p"));
+        }
+        let u = cache.names.number(key("u", "d").principal());
+        let seed = cache.names.seed(u);
+        assert_eq!(seed.live, 4);
+        assert!(
+            seed.answers.len() <= 2 * 4 + 8 + 1,
+            "{}",
+            seed.answers.len()
+        );
+    }
+
+    #[test]
+    fn forgetting_a_seed_spares_the_answer_that_took_over_its_evicted_answers_slot() {
+        let mut cache = DecisionCache::new(1);
+        cache.insert(&key("u", "d1"), &[], allow("p"));
+        cache.insert(&key("v", "d2"), &[], allow("p"));
+        cache.insert(&key("w", "d3"), &[], allow("p"));
+        assert_eq!(cache.slots.len(), 2, "`w` took `u`'s freed slot");
+        let u = cache.names.number(key("u", "d").principal());
+        cache.forget_seed(u);
+        assert!(cache.get(&key("w", "d3")).is_some());
+        assert_eq!(cache.stats().invalidated, 0);
     }
 
     #[test]

@@ -486,7 +486,12 @@ impl Engine {
     /// Cedar's own answer, neither read from nor kept in the cache (to check the cache, and
     /// to measure Cedar).
     pub fn decide_uncached(&self, request: &ParsedRequest) -> DecisionOutcome {
-        self.outcome(&self.ask_cedar(&request.request, &request.key, &request.context_entities))
+        self.outcome(&self.ask_cedar(
+            &request.request,
+            &request.key,
+            &request.context_entities,
+            None,
+        ))
     }
 
     /// Cedar's entities for a decision on `request`: its slice of the store.
@@ -502,7 +507,8 @@ impl Engine {
         request: &Request,
         key: &DecisionKey,
         context_entities: &[EntityUid],
-    ) -> Answer {
+        recent: Option<&mut RecentAnswers>,
+    ) -> Arc<Answer> {
         let seeds = [key.principal(), key.action(), key.resource()]
             .into_iter()
             .chain(context_entities)
@@ -511,18 +517,19 @@ impl Engine {
         let asked = self.graph.decide_over(seeds, |entities| {
             self.authorizer.is_authorized(request, policies, entities)
         });
-        match asked {
-            Ok(response) => answer_from_response(&response),
-            Err(e) => {
+        match (asked, recent) {
+            (Ok(response), Some(recent)) => recent.answer(&response),
+            (Ok(response), None) => Arc::new(answer_from_response(&response)),
+            (Err(e), _) => {
                 tracing::error!(error = %e, principal = %key.principal(), resource = %key.resource(), "cannot hold a decision's entities: denied");
-                Answer {
+                Arc::new(Answer {
                     decision: Decision::Deny,
                     reasons: Vec::new(),
                     errors: vec![PolicyError {
                         policy: String::new(),
                         message: e.to_string(),
                     }],
-                }
+                })
             }
         }
     }
@@ -555,8 +562,39 @@ impl Engine {
         context_entities: &[EntityUid],
         request: &Request,
     ) -> Arc<Answer> {
-        let answer = Arc::new(self.ask_cedar(request, key, context_entities));
+        let answer = self.ask_cedar(request, key, context_entities, None);
         self.cache().insert(key, context_entities, answer)
+    }
+
+    /// Cedar's answer to `request` (asked as `key`, with an empty context) for a caller
+    /// asking many questions in a row, the planner: an answer like one of its `recent`
+    /// ones is that one, not a new copy. Neither read from nor kept in the cache: the
+    /// caller keeps its answers with `remember_answers`.
+    pub fn ask_recalling(
+        &self,
+        key: &DecisionKey,
+        request: &Request,
+        recent: &mut RecentAnswers,
+    ) -> Arc<Answer> {
+        self.ask_cedar(request, key, &[], Some(recent))
+    }
+
+    /// Keeps answers from `ask_recalling` in the cache, under one lock: a planner's worker
+    /// would otherwise take the lock, which every worker shares, once per question.
+    /// `unlooked` says they were asked without looking in the cache first (it was emptied
+    /// since the caller last planned); they count as the misses they are.
+    pub fn remember_answers(
+        &self,
+        answers: impl IntoIterator<Item = (DecisionKey, Arc<Answer>)>,
+        unlooked: bool,
+    ) {
+        let mut cache = self.cache();
+        for (key, answer) in answers {
+            cache.insert(&key, &[], answer);
+            if unlooked {
+                cache.count_miss();
+            }
+        }
     }
 
     fn outcome(&self, answer: &Answer) -> DecisionOutcome {
@@ -805,10 +843,7 @@ pub fn outcome_from_response(response: &Response, bundle: &PolicyBundle) -> Deci
 
 /// Cedar's answer: the decision, the determining policies and the erroring ones, each sorted.
 pub fn answer_from_response(response: &Response) -> Answer {
-    let decision = match response.decision() {
-        cedar_policy::Decision::Allow => Decision::Allow,
-        cedar_policy::Decision::Deny => Decision::Deny,
-    };
+    let decision = decision_of(response);
     let mut reasons: Vec<String> = response
         .diagnostics()
         .reason()
@@ -830,6 +865,53 @@ pub fn answer_from_response(response: &Response) -> Answer {
         decision,
         reasons,
         errors,
+    }
+}
+
+/// The answers a caller asking many questions in a row got last: most of a plan's half a
+/// million questions get one of a few answers, so a response is matched against these
+/// before any text is copied out of it. Only error-free answers are kept (errors carry
+/// messages that differ from question to question).
+#[derive(Default)]
+pub struct RecentAnswers(Vec<Arc<Answer>>);
+
+/// Answers kept at most: past this, new ones are built and not kept.
+const RECENT_ANSWERS: usize = 32;
+
+impl RecentAnswers {
+    pub fn answer(&mut self, response: &Response) -> Arc<Answer> {
+        let diagnostics = response.diagnostics();
+        if diagnostics.errors().next().is_none() {
+            let decision = decision_of(response);
+            let count = diagnostics.reason().count();
+            // Both sides are sets (Cedar's reasons, an answer's sorted and distinct ones):
+            // as many, each found, is equal.
+            let same = |a: &&Arc<Answer>| {
+                a.decision == decision
+                    && a.errors.is_empty()
+                    && a.reasons.len() == count
+                    && diagnostics.reason().all(|id| {
+                        a.reasons
+                            .binary_search_by(|r| r.as_str().cmp(id.as_ref()))
+                            .is_ok()
+                    })
+            };
+            if let Some(known) = self.0.iter().find(same) {
+                return known.clone();
+            }
+        }
+        let answer = Arc::new(answer_from_response(response));
+        if answer.errors.is_empty() && self.0.len() < RECENT_ANSWERS {
+            self.0.push(answer.clone());
+        }
+        answer
+    }
+}
+
+fn decision_of(response: &Response) -> Decision {
+    match response.decision() {
+        cedar_policy::Decision::Allow => Decision::Allow,
+        cedar_policy::Decision::Deny => Decision::Deny,
     }
 }
 
@@ -859,6 +941,51 @@ pub(crate) mod tests {
             resource: r.into(),
             context: serde_json::json!({}),
         }
+    }
+
+    #[test]
+    fn recent_answers_share_an_equal_answer_and_never_one_with_errors() {
+        let policies: cedar_policy::PolicySet = r#"
+            permit(principal, action == Action::"read", resource);
+            forbid(principal, action == Action::"write", resource)
+                when { principal.missing == 1 };
+        "#
+        .parse()
+        .expect("policies");
+        let respond = |principal: &str, action: &str| {
+            let uid = |text: &str| text.parse::<EntityUid>().expect("uid");
+            let request = Request::new(
+                uid(principal),
+                uid(action),
+                uid(r#"Dataset::"d""#),
+                cedar_policy::Context::empty(),
+                None,
+            )
+            .expect("request");
+            cedar_policy::Authorizer::new().is_authorized(
+                &request,
+                &policies,
+                &cedar_policy::Entities::empty(),
+            )
+        };
+        let mut recent = RecentAnswers::default();
+        let (a_reads, b_reads) = (
+            recent.answer(&respond(r#"User::"a""#, r#"Action::"read""#)),
+            recent.answer(&respond(r#"User::"b""#, r#"Action::"read""#)),
+        );
+        assert!(Arc::ptr_eq(&a_reads, &b_reads));
+        assert_eq!(a_reads.reasons, ["policy0"]);
+        let a_writes = recent.answer(&respond(r#"User::"a""#, r#"Action::"write""#));
+        let b_writes = recent.answer(&respond(r#"User::"b""#, r#"Action::"write""#));
+        assert!(!Arc::ptr_eq(&a_writes, &b_writes));
+        assert!(
+            b_writes.errors[0].message.contains("User::\"b\""),
+            "{b_writes:?}"
+        );
+        assert_eq!(
+            *b_writes,
+            answer_from_response(&respond(r#"User::"b""#, r#"Action::"write""#))
+        );
     }
 
     /// An engine over the sample TRE, with its store and log in `dir`.

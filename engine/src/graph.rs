@@ -318,21 +318,26 @@ impl EntityGraph {
     /// slice of `seeds`: the decision is the one over the whole store.
     pub fn decide_over<'a, R>(
         &self,
-        seeds: impl IntoIterator<Item = &'a EntityUid>,
+        seeds: impl IntoIterator<Item = &'a EntityUid> + Clone,
         decide: impl FnOnce(&Entities) -> R,
     ) -> Result<R> {
+        // Seeds the graph does not know reach nothing: only the known ones need holding.
+        // Once the working set covers them (nearly always), nothing is collected.
+        {
+            let working = self.working_read();
+            let covered = seeds
+                .clone()
+                .into_iter()
+                .all(|u| self.index.get(u).is_none_or(|&s| working.covers(s)));
+            if covered {
+                return Ok(decide(working.entities()));
+            }
+        }
         let seeds: Vec<&EntityUid> = seeds.into_iter().collect();
         let known: Vec<u32> = seeds
             .iter()
             .filter_map(|u| self.index.get(*u).copied())
             .collect();
-        // Seeds the graph does not know reach nothing: only the known ones need holding.
-        {
-            let working = self.working_read();
-            if known.iter().all(|&s| working.covers(s)) {
-                return Ok(decide(working.entities()));
-            }
-        }
         let slots = self.stored_slice(seeds);
         let decided = self.with_held(&slots, |working| decide(working.entities()))?;
         self.working

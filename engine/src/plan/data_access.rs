@@ -11,8 +11,6 @@ use cedar_policy::EntityUid;
 use crate::entities::EntityGraph;
 use serde_json::{json, Value};
 
-use crate::decide::Engine;
-
 use super::actual::ActualState;
 use super::decider::{item, materialize, Decider, Verdict};
 use super::index::{Dataset, FastMap, GraphIndex};
@@ -87,7 +85,7 @@ pub(super) fn plan_data_access(
         open_set: inputs.index.open.iter().collect(),
         memo,
     };
-    let parts = fan_out(inputs.engine, &planner, &roles);
+    let parts = fan_out(decider, &planner, &roles);
     let mut items = Vec::new();
     for part in parts {
         items.extend(part.items);
@@ -106,7 +104,7 @@ pub(super) fn plan_data_access(
 
 /// Data access, one role at a time; the roles are shared out over the cores. The parts come
 /// back in the roles' order, so the plan does not depend on the number of cores.
-fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<WorkerOutput> {
+fn fan_out(decider: &Decider, planner: &RolePlanner, roles: &[Role]) -> Vec<WorkerOutput> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -116,10 +114,11 @@ fn fan_out(engine: &Engine, planner: &RolePlanner, roles: &[Role]) -> Vec<Worker
             .chunks(chunk.max(1))
             .map(|part| {
                 s.spawn(move || {
-                    let mut worker = Decider::new(engine);
+                    let mut worker = decider.worker();
                     let mut out = planner.plan_roles(part, &mut worker);
+                    worker.remember();
                     out.decisions = worker.count;
-                    out.warnings = worker.warnings;
+                    out.warnings = std::mem::take(&mut worker.warnings);
                     out
                 })
             })

@@ -8,7 +8,7 @@ use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::json;
 
 use crate::cache::{Answer, DecisionKey};
-use crate::decide::{Decision, Engine, PolicyError, RequestSpec};
+use crate::decide::{Decision, Engine, PolicyError, RecentAnswers, RequestSpec};
 
 use super::{Change, Justification, PlanItem, Revokes};
 
@@ -25,8 +25,24 @@ pub(super) struct Decider<'a> {
         EntityTypeName,
         std::result::Result<(), String>,
     )>,
+    recent: RecentAnswers,
+    /// The cache was emptied since the last plan (a policy reload, a start), so it holds
+    /// none of this plan's questions: they are asked without looking.
+    fresh: bool,
+    /// Answers not yet kept in the cache (see `remember`).
+    unremembered: Vec<(DecisionKey, Arc<Answer>)>,
     pub(super) count: u64,
     pub(super) warnings: Vec<String>,
+}
+
+/// Answers kept in the cache together at most (about a role's worth).
+const REMEMBERED_TOGETHER: usize = 512;
+
+/// Answers still unremembered when a worker stops are kept, not lost.
+impl Drop for Decider<'_> {
+    fn drop(&mut self) {
+        self.remember();
+    }
 }
 
 fn action_uid(action: &str) -> Option<EntityUid> {
@@ -39,8 +55,30 @@ impl<'a> Decider<'a> {
             engine,
             actions: Vec::new(),
             checked: Vec::new(),
+            recent: RecentAnswers::default(),
+            fresh: false,
+            unremembered: Vec::new(),
             count: 0,
             warnings: Vec::new(),
+        }
+    }
+
+    /// A decider for a plan over a cache emptied since the last plan (see `fresh`).
+    pub(super) fn asking_afresh(mut self, fresh: bool) -> Self {
+        self.fresh = fresh;
+        self
+    }
+
+    /// A decider for a worker thread of the same plan.
+    pub(super) fn worker(&self) -> Self {
+        Self::new(self.engine).asking_afresh(self.fresh)
+    }
+
+    /// Keeps the answers asked since the last call in the cache, together.
+    pub(super) fn remember(&mut self) {
+        if !self.unremembered.is_empty() {
+            self.engine
+                .remember_answers(self.unremembered.drain(..), self.fresh);
         }
     }
 
@@ -102,11 +140,18 @@ impl<'a> Decider<'a> {
         key: &DecisionKey,
         action_name: &'static str,
     ) -> std::result::Result<Arc<Answer>, String> {
-        if let Some(answer) = self.engine.cached_answer(key) {
-            return Ok(answer);
+        if !self.fresh {
+            if let Some(answer) = self.engine.cached_answer(key) {
+                return Ok(answer);
+            }
         }
         let request = self.request(key.principal(), action_name, key.resource())?;
-        Ok(self.engine.evaluate_answer(key, &[], &request))
+        let answer = self.engine.ask_recalling(key, &request, &mut self.recent);
+        self.unremembered.push((key.clone(), answer.clone()));
+        if self.unremembered.len() >= REMEMBERED_TOGETHER {
+            self.remember();
+        }
+        Ok(answer)
     }
 
     pub(super) fn decide(

@@ -451,14 +451,10 @@ pub fn plan_scoped(
     let index = GraphIndex::build(graph, actual, &protected, &mut decider.warnings);
     // One plan at a time catches the memo up and plans over it.
     let mut memo = engine.plan_memo();
-    memo.catch_up(
-        engine.take_touched(),
-        &engine.bundle().version,
-        &index,
-        actual,
-    );
+    let touched = engine.take_touched();
+    decider = decider.asking_afresh(touched.everything);
+    memo.catch_up(touched, &engine.bundle().version, &index, actual);
     let inputs = Inputs {
-        engine,
         graph,
         index: &index,
         actual,
@@ -473,10 +469,11 @@ pub fn plan_scoped(
     tags::plan_tag_reverts(&inputs, &mut items);
     quarantine::hold_revocations(&inputs, &mut items);
     sort_and_dedup(&mut items);
+    decider.remember();
     Plan {
         policy_version: engine.bundle().version.clone(),
         items,
-        warnings: decider.warnings,
+        warnings: std::mem::take(&mut decider.warnings),
         decisions: decider.count,
         governed_grants: foreign::governed_grants(&inputs),
     }
@@ -484,7 +481,6 @@ pub fn plan_scoped(
 
 /// What every phase reads: the graph and its index, the actual state, the settings.
 struct Inputs<'a> {
-    engine: &'a Engine,
     graph: &'a EntityGraph,
     index: &'a GraphIndex,
     actual: &'a ActualState,

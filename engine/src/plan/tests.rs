@@ -687,3 +687,22 @@ fn a_drifted_workspace_tag_is_set_back_only_when_configured() {
         vec![("tre:owner".to_string(), "alice".to_string())]
     );
 }
+
+#[test]
+fn a_plan_over_an_emptied_cache_counts_its_questions_as_misses_and_keeps_their_answers() {
+    let engine = engine_with(|_| {});
+    engine.clear_cache();
+    let before = engine.cache_stats();
+    let first = plan(&engine, &ActualState::default(), &settings());
+    let after = engine.cache_stats();
+    assert!(first.decisions > 0);
+    assert_eq!(after.misses - before.misses, first.decisions);
+    assert_eq!(after.entries, first.decisions, "every answer was kept");
+    // The same questions again (parts planned afresh) are the cache's answers.
+    engine.plan_memo().retain_roles(&Default::default());
+    let second = plan(&engine, &ActualState::default(), &settings());
+    let last = engine.cache_stats();
+    assert_eq!(last.misses, after.misses);
+    assert_eq!(last.hits - after.hits, second.decisions);
+    assert_eq!(second.items, first.items);
+}
