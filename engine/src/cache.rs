@@ -116,6 +116,11 @@ impl DecisionKey {
     pub fn into_uids(self) -> (EntityUid, EntityUid, EntityUid) {
         (self.principal, self.action, self.resource)
     }
+
+    /// The principal and resource, and the context text unless it is `{}`.
+    pub fn into_parts(self) -> (EntityUid, EntityUid, Option<Arc<str>>) {
+        (self.principal, self.resource, self.context)
+    }
 }
 
 impl std::hash::Hash for DecisionKey {

@@ -2,6 +2,7 @@
 //! erroring policies named, and every decision over the store written to the decision log.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request, Response};
@@ -9,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey, Touched};
+use crate::clock::{Instants, Tick};
 use crate::entities::{parse_uid, EntityGraph};
 use crate::error::{EngineError, Result};
 use crate::log::{DecisionLog, LogRecord};
@@ -250,11 +252,18 @@ pub struct Engine {
     rendered: Mutex<RenderedEntities>,
     /// Requests parsed under the running policy set (see `parsed`).
     parsed: Mutex<ParsedRequests>,
+    /// When the governance clock moves (see `clock`), and how long before a date its warning
+    /// goes out.
+    instants: Instants,
+    warning_ms: i64,
+    /// The `now` the last plan was made at: a plan at another one starts afresh.
+    planned_at: AtomicI64,
 }
 
 impl Engine {
     /// An engine over entities given directly (no store, no log).
     pub fn in_memory(bundle: PolicyBundle, graph: EntityGraph) -> Self {
+        let instants = Instants::new(&graph, &bundle.set, 0);
         Self {
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
@@ -266,6 +275,9 @@ impl Engine {
             plan_memo: Mutex::default(),
             rendered: Mutex::default(),
             parsed: Mutex::default(),
+            instants,
+            warning_ms: 0,
+            planned_at: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -296,6 +308,7 @@ impl Engine {
         let (revision, bodies) = store.snapshot()?;
         let graph =
             EntityGraph::from_bodies(bodies.iter().map(String::as_str), bundle.schema.as_ref())?;
+        let instants = Instants::new(&graph, &bundle.set, 0);
         Ok(Self {
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
@@ -307,6 +320,9 @@ impl Engine {
             plan_memo: Mutex::default(),
             rendered: Mutex::default(),
             parsed: Mutex::default(),
+            instants,
+            warning_ms: 0,
+            planned_at: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -345,6 +361,7 @@ impl Engine {
             }
         }
         self.bundle = Arc::new(bundle);
+        self.instants = Instants::new(&self.graph, &self.bundle.set, self.warning_ms);
         self.cache_mut().clear();
         // The schema a parse was checked against may be gone.
         self.parsed = Mutex::default();
@@ -467,8 +484,46 @@ impl Engine {
         );
         self.rendered_mut()
             .invalidate(written.iter().chain(&changes.deletes));
+        for uid in written.iter().chain(&changes.deletes) {
+            self.instants.set_entity(uid, self.graph.attrs_text(uid));
+        }
         self.graph_revision = changes.revision;
         Ok(n as u64)
+    }
+
+    /// How long before a stored date its expiry warning goes out: the clock moves then too.
+    pub fn set_expiry_warning(&mut self, window: std::time::Duration) {
+        self.warning_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        self.instants
+            .set_policies(&self.bundle.set, self.warning_ms);
+    }
+
+    pub fn expiry_warning_ms(&self) -> i64 {
+        self.warning_ms
+    }
+
+    /// The governance clock at `wall` (see `clock`).
+    pub fn tick_at(&self, wall: std::time::SystemTime) -> Tick {
+        self.instants.tick_at(crate::clock::wall_ms(wall))
+    }
+
+    /// The stored dates in `(after, until]`, with the entity holding each.
+    pub fn dates_within(&self, after: i64, until: i64) -> Vec<(EntityUid, i64)> {
+        self.instants.dates_within(after, until)
+    }
+
+    /// How many stored dates are still ahead of `wall`.
+    pub fn pending_dates(&self, wall: std::time::SystemTime) -> usize {
+        self.instants.pending_after(crate::clock::wall_ms(wall))
+    }
+
+    /// Notes that a plan is made at `now`: when the clock has moved since the last plan,
+    /// every cached answer was asked at another `now`, so the cache (and with it the plan
+    /// memo) starts afresh rather than hold answers no question will ask again.
+    pub fn plan_at(&self, now: i64) {
+        if self.planned_at.swap(now, Ordering::Relaxed) != now {
+            self.cache().clear();
+        }
     }
 
     pub fn parse(&self, spec: RequestSpec) -> Result<ParsedRequest> {
@@ -1157,14 +1212,14 @@ pub(crate) mod tests {
             .parse(read())
             .expect("valid under the shipped schema");
         let mut schema = crate::policies::embedded_schema();
-        let empty = "resource: [Dataset],\n    context: {},";
+        let empty = "resource: [Dataset],\n    context: {\n";
         assert!(
             schema.text.contains(empty),
             "the shipped schema changed shape"
         );
         schema.text = schema.text.replace(
             empty,
-            "resource: [Dataset],\n    context: { reason: String },",
+            "resource: [Dataset],\n    context: {\n      reason: String,\n",
         );
         let bundle = PolicyBundle::from_sources(Some(schema), crate::policies::embedded_sources())
             .expect("policies");

@@ -298,6 +298,19 @@ impl EntityGraph {
             .map(|s| &s.uid)
     }
 
+    /// Each stored entity with its attributes' JSON text, as stored.
+    pub(crate) fn stored_attrs(&self) -> impl Iterator<Item = (&EntityUid, &str)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.body.as_ref().map(|b| (&s.uid, &*b.attrs)))
+    }
+
+    /// The attributes' JSON text of `uid`, as stored (none for a uid the graph does not hold).
+    pub(crate) fn attrs_text(&self, uid: &EntityUid) -> Option<&str> {
+        let slot = self.stored_slot(uid)?;
+        self.slots[slot as usize].body.as_ref().map(|b| &*b.attrs)
+    }
+
     /// Every ancestor of `uid` (none for a uid the graph does not hold).
     pub fn ancestors(&self, uid: &EntityUid) -> impl Iterator<Item = &EntityUid> {
         let ancestors = self

@@ -4,6 +4,7 @@
 pub mod anchor;
 pub mod approval;
 pub mod cache;
+pub mod clock;
 pub mod collect;
 pub mod decide;
 pub mod demo;

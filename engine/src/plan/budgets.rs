@@ -8,7 +8,7 @@ use cedar_policy::{Entity, EntityUid};
 use serde_json::{json, Value};
 
 use super::actual::ActualState;
-use super::attrs::{attr_string, attr_uid};
+use super::attrs::attr_uid;
 use super::decider::{item, materialize, Decider, Verdict};
 use super::index::GraphIndex;
 use super::{role_parts, Change, Inputs, PlanItem, PlanSettings, BUDGET_DENY_POLICY};
@@ -145,22 +145,11 @@ impl BudgetPlanner<'_> {
             if attr_uid(w, "project").as_ref() != Some(&budget.project) {
                 continue;
             }
-            let status = attr_string(w, "status").unwrap_or_default();
-            if !matches!(status.as_str(), "running" | "pending" | "inservice") {
-                continue;
-            }
-            let (Some(kind), Some(instance_id)) =
-                (attr_string(w, "kind"), attr_string(w, "instanceId"))
-            else {
+            let Some(change) = super::lifetimes::stop_change(w, self.settings) else {
                 continue;
             };
             items.push(item(
-                Change::StopWorkspace {
-                    account: budget.account.clone(),
-                    workspace: w.uid().id().unescaped().to_string(),
-                    workspace_kind: kind,
-                    instance_id,
-                },
+                change,
                 format!(
                     "budget `{}` reached the threshold for stopping workspaces",
                     budget.uid

@@ -18,13 +18,18 @@ pub(super) struct Decider<'a> {
     /// more per decision than a quarter of the evaluation itself. The planner asks a handful
     /// of actions: a short list beats hashing the name on every decision.
     actions: Vec<(&'static str, Option<EntityUid>)>,
-    /// Request shapes (action, principal type, resource type) checked against the schema.
+    /// Request shapes (action, principal type, resource type) checked against the schema,
+    /// with whether the action's context takes the clock.
     checked: Vec<(
         &'static str,
         EntityTypeName,
         EntityTypeName,
-        std::result::Result<(), String>,
+        std::result::Result<bool, String>,
     )>,
+    /// The governance clock the plan is made at, as context text and as Cedar's context:
+    /// given to every action whose context declares `now`. Each worker has its own copy, so
+    /// no reference count passes between threads on every question.
+    now: Option<(Arc<str>, cedar_policy::Context)>,
     recent: RecentAnswers,
     /// The cache was emptied since the last plan (a policy reload, a start), so it holds
     /// none of this plan's questions: they are asked without looking.
@@ -50,11 +55,17 @@ fn action_uid(action: &str) -> Option<EntityUid> {
 }
 
 impl<'a> Decider<'a> {
-    pub(super) fn new(engine: &'a Engine) -> Self {
+    pub(super) fn new(engine: &'a Engine, now: Option<i64>) -> Self {
+        let now = now.and_then(|ms| {
+            let value = json!({"now": crate::clock::Tick { now: ms, next: ms }.now_value()});
+            let context = cedar_policy::Context::from_json_value(value.clone(), None).ok()?;
+            Some((Arc::from(value.to_string()), context))
+        });
         Self {
             engine,
             actions: Vec::new(),
             checked: Vec::new(),
+            now,
             recent: RecentAnswers::default(),
             fresh: false,
             unremembered: Vec::new(),
@@ -71,7 +82,12 @@ impl<'a> Decider<'a> {
 
     /// A decider for a worker thread of the same plan.
     pub(super) fn worker(&self) -> Self {
-        Self::new(self.engine).asking_afresh(self.fresh)
+        let mut worker = Self::new(self.engine, None).asking_afresh(self.fresh);
+        worker.now = self
+            .now
+            .as_ref()
+            .map(|(text, context)| (Arc::from(&**text), context.clone()));
+        worker
     }
 
     /// Keeps the answers asked since the last call in the cache, together.
@@ -93,59 +109,75 @@ impl<'a> Decider<'a> {
         uid
     }
 
-    fn request(
+    /// Whether requests of this shape are asked with the clock: checked against the schema
+    /// once per (action, principal type, resource type), first with the clock, and the
+    /// answer, pass or fail, stands for every request of that shape. (The uids themselves are
+    /// those of stored entities, which the store validated when they came in.)
+    fn timed(
         &mut self,
         principal: &EntityUid,
         action_name: &'static str,
+        action: &EntityUid,
         resource: &EntityUid,
-    ) -> std::result::Result<cedar_policy::Request, String> {
-        let action = self
-            .action(action_name)
-            .ok_or_else(|| format!("bad action `{action_name}`"))?;
-        // The schema check of a request depends only on the action, the two entity types and
-        // the (always empty) context: it is made once per combination, and its answer, pass
-        // or fail, stands for every request of that shape. (The uids themselves are those of
-        // stored entities, which the store validated against the schema when they came in.)
+    ) -> std::result::Result<bool, String> {
         let shape = self.checked.iter().find(|(a, p, r, _)| {
             *a == action_name && p == principal.type_name() && r == resource.type_name()
         });
-        let schema = match shape {
-            Some((_, _, _, Ok(()))) => None,
-            Some((_, _, _, Err(e))) => return Err(e.clone()),
-            None => self.engine.bundle().schema.as_ref(),
-        };
-        let request = cedar_policy::Request::new(
-            principal.clone(),
-            action,
-            resource.clone(),
-            cedar_policy::Context::empty(),
-            schema,
-        )
-        .map_err(|e| crate::decide::error_chain(&e));
-        if schema.is_some() {
-            self.checked.push((
-                action_name,
-                principal.type_name().clone(),
-                resource.type_name().clone(),
-                request.as_ref().map(|_| ()).map_err(Clone::clone),
-            ));
+        if let Some((_, _, _, checked)) = shape {
+            return checked.clone();
         }
-        request
+        let schema = self.engine.bundle().schema.as_ref();
+        let ask = |context: cedar_policy::Context| {
+            cedar_policy::Request::new(
+                principal.clone(),
+                action.clone(),
+                resource.clone(),
+                context,
+                schema,
+            )
+            .map(|_| ())
+            .map_err(|e| crate::decide::error_chain(&e))
+        };
+        let with_clock = self.now.as_ref().map(|(_, context)| ask(context.clone()));
+        let checked = match with_clock {
+            Some(Ok(())) => Ok(true),
+            _ => ask(cedar_policy::Context::empty()).map(|()| false),
+        };
+        self.checked.push((
+            action_name,
+            principal.type_name().clone(),
+            resource.type_name().clone(),
+            checked.clone(),
+        ));
+        checked
+    }
+
+    /// The request of a key whose shape was checked (see `timed`).
+    fn request(&self, key: &DecisionKey) -> std::result::Result<cedar_policy::Request, String> {
+        let context = match (key.context(), &self.now) {
+            ("{}", _) | (_, None) => cedar_policy::Context::empty(),
+            (_, Some((_, context))) => context.clone(),
+        };
+        // Checked once per shape already; built without the schema.
+        cedar_policy::Request::new(
+            key.principal().clone(),
+            key.action().clone(),
+            key.resource().clone(),
+            context,
+            None,
+        )
+        .map_err(|e| crate::decide::error_chain(&e))
     }
 
     /// The cache's answer when nothing it depends on changed since the last plan, else
     /// Cedar's; the request is built (and schema-checked) only for Cedar.
-    fn answer(
-        &mut self,
-        key: &DecisionKey,
-        action_name: &'static str,
-    ) -> std::result::Result<Arc<Answer>, String> {
+    fn answer(&mut self, key: &DecisionKey) -> std::result::Result<Arc<Answer>, String> {
         if !self.fresh {
             if let Some(answer) = self.engine.cached_answer(key) {
                 return Ok(answer);
             }
         }
-        let request = self.request(key.principal(), action_name, key.resource())?;
+        let request = self.request(key)?;
         let answer = self.engine.ask_recalling(key, &request, &mut self.recent);
         self.unremembered.push((key.clone(), answer.clone()));
         if self.unremembered.len() >= REMEMBERED_TOGETHER {
@@ -168,8 +200,17 @@ impl<'a> Decider<'a> {
                 format!("bad action `{action}`"),
             );
         };
-        let key = DecisionKey::empty_context(principal.clone(), a, resource.clone());
-        let answer = match self.answer(&key, action) {
+        let timed = match self.timed(principal, action, &a, resource) {
+            Ok(timed) => timed,
+            Err(e) => return self.unasked(principal, action, resource, e),
+        };
+        let key = match (&self.now, timed) {
+            (Some((text, _)), true) => {
+                DecisionKey::new(principal.clone(), a, resource.clone(), text.clone())
+            }
+            _ => DecisionKey::empty_context(principal.clone(), a, resource.clone()),
+        };
+        let answer = match self.answer(&key) {
             Ok(answer) => answer,
             Err(e) => return self.unasked(principal, action, resource, e),
         };
@@ -181,11 +222,12 @@ impl<'a> Decider<'a> {
             ));
         }
         // The verdict keeps the key's own uids: no more copies per decision.
-        let (principal, _, resource) = key.into_uids();
+        let (principal, resource, context) = key.into_parts();
         Arc::new(Verdict {
             principal,
             action,
             resource,
+            context,
             answer,
         })
     }
@@ -205,6 +247,7 @@ impl<'a> Decider<'a> {
             principal: principal.clone(),
             action,
             resource: resource.clone(),
+            context: None,
             answer: Arc::new(Answer {
                 decision: Decision::Deny,
                 reasons: Vec::new(),
@@ -235,6 +278,8 @@ pub(super) struct Verdict {
     principal: EntityUid,
     action: &'static str,
     resource: EntityUid,
+    /// The context text it was asked with, unless `{}`.
+    context: Option<Arc<str>>,
     answer: Arc<Answer>,
 }
 
@@ -262,7 +307,11 @@ impl Verdict {
                 principal: self.principal.to_string(),
                 action: format!("Tre::Action::\"{}\"", self.action),
                 resource: self.resource.to_string(),
-                context: json!({}),
+                context: self
+                    .context
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .unwrap_or_else(|| json!({})),
             },
             decision: self.answer.decision,
             reasons: self.answer.reasons.clone(),

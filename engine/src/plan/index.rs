@@ -52,19 +52,15 @@ pub(super) struct GraphIndex {
     /// Sorted by uid.
     pub(super) budgets: Vec<GraphEntity>,
     /// Governed principals: every workspace role, and every role tagged as a workspace's,
-    /// with the owners of its live workspaces.
+    /// with the owners of its live workspaces (see `govern_roles`).
     pub(super) role_owners: BTreeMap<String, BTreeSet<EntityUid>>,
 }
 
 impl GraphIndex {
     /// Indexes the graph once: datasets by access group, owner and category; workspaces.
-    /// Datasets that cannot be planned on are reported in `warnings`.
-    pub(super) fn build(
-        graph: &EntityGraph,
-        actual: &ActualState,
-        protected: &Protected,
-        warnings: &mut Vec<String>,
-    ) -> Self {
+    /// Datasets that cannot be planned on are reported in `warnings`. The governed roles
+    /// come after (`govern_roles`), once it is known which workspaces may operate.
+    pub(super) fn build(graph: &EntityGraph, warnings: &mut Vec<String>) -> Self {
         let mut index = Self {
             datasets: FastMap::default(),
             by_group: FastMap::default(),
@@ -91,8 +87,19 @@ impl GraphIndex {
         index.workspaces.sort_by_key(|e| e.uid());
         index.budgets.sort_by_key(|e| e.uid());
         index.open.sort();
-        index.role_owners = governed_roles(&index.workspaces, actual, protected, warnings);
         index
+    }
+
+    /// The governed roles and their owners, counting no owner of a `retired` workspace (one
+    /// that may no longer operate: its role keeps nothing on its behalf).
+    pub(super) fn govern_roles(
+        &mut self,
+        actual: &ActualState,
+        protected: &Protected,
+        retired: &FastSet<EntityUid>,
+        warnings: &mut Vec<String>,
+    ) {
+        self.role_owners = governed_roles(&self.workspaces, actual, protected, retired, warnings);
     }
 
     fn add_dataset(&mut self, e: &Entity, uid: EntityUid, warnings: &mut Vec<String>) {
@@ -172,6 +179,7 @@ fn governed_roles(
     workspaces: &[GraphEntity],
     actual: &ActualState,
     protected: &Protected,
+    retired: &FastSet<EntityUid>,
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, BTreeSet<EntityUid>> {
     let mut role_owners: BTreeMap<String, BTreeSet<EntityUid>> = BTreeMap::new();
@@ -180,7 +188,8 @@ fn governed_roles(
             continue;
         };
         let entry = role_owners.entry(role).or_default();
-        if attr_string(w, "status").as_deref() != Some("terminated") {
+        let live = attr_string(w, "status").as_deref() != Some("terminated");
+        if live && !retired.contains(&w.uid()) {
             if let Some(owner) = attr_uid(w, "owner") {
                 entry.insert(owner);
             }

@@ -19,6 +19,7 @@ mod data_access;
 mod decider;
 mod foreign;
 mod index;
+mod lifetimes;
 mod memo;
 mod quarantine;
 mod s3;
@@ -77,6 +78,12 @@ pub struct PlanSettings {
     pub protected_principals: BTreeSet<String>,
     /// Set the `tre:` tags someone changed on a workspace back to the registry's values.
     pub revert_tag_drift: bool,
+    /// The governance clock (milliseconds since the epoch) the plan is made at, chosen by
+    /// the caller (`Engine::tick_at`) so planning stays free of the clock. Without it no
+    /// request carries `now`, and every date the policies compare holds access back.
+    pub now: Option<i64>,
+    /// The SNS topic warned before a stored date passes (`[daemon] expiry_topic`).
+    pub expiry_topic: Option<String>,
 }
 
 /// One change to AWS.
@@ -446,13 +453,23 @@ pub fn plan_scoped(
     scope: Option<&BTreeSet<String>>,
 ) -> Plan {
     let graph = engine.graph();
-    let mut decider = Decider::new(engine);
+    if let Some(now) = settings.now {
+        engine.plan_at(now);
+    }
+    let mut decider = Decider::new(engine, settings.now);
     let protected = Protected::new(&settings.protected_principals, actual);
-    let index = GraphIndex::build(graph, actual, &protected, &mut decider.warnings);
+    let mut index = GraphIndex::build(graph, &mut decider.warnings);
     // One plan at a time catches the memo up and plans over it.
     let mut memo = engine.plan_memo();
     let touched = engine.take_touched();
     decider = decider.asking_afresh(touched.everything);
+    let retired = lifetimes::retired_workspaces(&index, &mut decider);
+    index.govern_roles(
+        actual,
+        &protected,
+        &lifetimes::retired_set(&retired),
+        &mut decider.warnings,
+    );
     memo.catch_up(touched, &engine.bundle().version, &index, actual);
     let inputs = Inputs {
         graph,
@@ -464,6 +481,11 @@ pub fn plan_scoped(
     let mut items = data_access::plan_data_access(&inputs, scope, &mut memo, &mut decider);
     drop(memo);
     items.extend(foreign::plan_foreign_grants(&inputs, scope));
+    lifetimes::plan_stops(&inputs, &retired, &mut items);
+    if let Some(now) = settings.now {
+        let dated = engine.dates_within(now, now.saturating_add(engine.expiry_warning_ms()));
+        lifetimes::plan_expiry_warnings(&inputs, &dated, &mut decider.warnings, &mut items);
+    }
     budgets::plan_budgets(&inputs, &mut decider, &mut items);
     backup::plan_backups(&inputs, &mut decider, &mut items);
     tags::plan_tag_reverts(&inputs, &mut items);

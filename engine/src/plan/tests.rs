@@ -53,8 +53,15 @@ fn settings() -> PlanSettings {
         period: "2026-11".into(),
         protected_principals: [ETL_ROLE.to_string()].into(),
         revert_tag_drift: false,
+        now: Some(NOW),
+        expiry_topic: Some(EXPIRY_TOPIC.into()),
     }
 }
+
+/// 2026-12-06T10:00:00Z: the governance clock the tests plan at.
+const NOW: i64 = 1_796_551_200_000;
+
+const EXPIRY_TOPIC: &str = "arn:aws:sns:eu-west-2:999999999999:tre-expiry";
 
 const ETL_ROLE: &str = "arn:aws:iam::999999999999:role/tre-etl";
 
@@ -705,4 +712,136 @@ fn a_plan_over_an_emptied_cache_counts_its_questions_as_misses_and_keeps_their_a
     assert_eq!(last.misses, after.misses);
     assert_eq!(last.hits - after.hits, second.decisions);
     assert_eq!(second.items, first.items);
+}
+
+const HOUR: i64 = 3_600_000;
+
+fn datetime(ms: i64) -> Value {
+    json!({"__extn": {"fn": "datetime", "arg": crate::clock::datetime_text(ms)}})
+}
+
+/// The sample TRE with `gwas-2024` under an agreement that expires at `expires`.
+fn engine_with_agreement(expires: i64) -> Engine {
+    engine_with(|json| {
+        json.push(json!({"uid": {"type": "Tre::Agreement", "id": "dua-gwas"},
+            "attrs": {"reference": "DUA-17", "expires": datetime(expires)}, "parents": []}));
+        entity(json, "Tre::Dataset", "gwas-2024")["attrs"]["agreement"] =
+            json!({"__entity": {"type": "Tre::Agreement", "id": "dua-gwas"}});
+    })
+}
+
+fn at(now: i64) -> PlanSettings {
+    PlanSettings {
+        now: Some(now),
+        ..settings()
+    }
+}
+
+#[test]
+fn access_under_an_agreement_ends_when_the_clock_passes_its_expiry() {
+    let expires = NOW + HOUR;
+    let engine = engine_with_agreement(expires);
+    let actual = ActualState::default();
+    let before = plan(&engine, &actual, &at(engine.tick_at(wall(NOW)).now));
+    assert!(grants_of(&before, ALICE_ROLE)
+        .iter()
+        .any(|(r, _)| r.contains("gwas")));
+    let tick = engine.tick_at(wall(expires + 1));
+    assert_eq!(
+        tick.now, expires,
+        "the clock stands at the expiry once it passed"
+    );
+    let after = plan(&engine, &actual, &at(tick.now));
+    assert!(!grants_of(&after, ALICE_ROLE)
+        .iter()
+        .any(|(r, _)| r.contains("gwas")));
+    // Without the clock the agreement holds access back: never granted for want of a date.
+    let unclocked = plan(
+        &engine,
+        &actual,
+        &PlanSettings {
+            now: None,
+            ..settings()
+        },
+    );
+    assert!(!grants_of(&unclocked, ALICE_ROLE)
+        .iter()
+        .any(|(r, _)| r.contains("gwas")));
+}
+
+#[test]
+fn the_clock_stands_still_between_dates_so_the_next_plan_reuses_every_answer() {
+    let engine = engine_with_agreement(NOW + HOUR);
+    let actual = ActualState::default();
+    plan(&engine, &actual, &at(engine.tick_at(wall(NOW)).now));
+    let misses = engine.cache_stats().misses;
+    let later = engine.tick_at(wall(NOW + HOUR / 2));
+    assert_eq!(later, engine.tick_at(wall(NOW)));
+    plan(&engine, &actual, &at(later.now));
+    assert_eq!(engine.cache_stats().misses, misses, "nothing asked again");
+}
+
+#[test]
+fn a_project_that_ended_stops_its_workspaces_and_its_roles_keep_nothing() {
+    let engine = engine_with(|json| {
+        entity(json, "Tre::Project", "proj-genomics")["attrs"]["endsAt"] = datetime(NOW - HOUR);
+    });
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&observed_instances()),
+        &at(NOW),
+    );
+    let stop = p
+        .items
+        .iter()
+        .find(|i| matches!(&i.change, Change::StopWorkspace { workspace, .. } if workspace == "ws-alice-ec2"))
+        .expect("alice's workspace is stopped");
+    assert_eq!(
+        stop.decisions[0].reasons,
+        vec!["workspaces-stop-when-their-project-ends".to_string()]
+    );
+    assert!(
+        grants_of(&p, ALICE_ROLE).is_empty(),
+        "{:?}",
+        grants_of(&p, ALICE_ROLE)
+    );
+}
+
+#[test]
+fn a_warning_goes_out_once_before_a_stored_date_passes() {
+    let expires = NOW + HOUR;
+    let mut engine = engine_with_agreement(expires);
+    engine.set_expiry_warning(std::time::Duration::from_secs(2 * 3600));
+    let warned = |p: &Plan| {
+        p.items
+            .iter()
+            .filter_map(|i| match &i.change {
+                Change::Notify {
+                    topic_arn, mark, ..
+                } if topic_arn == EXPIRY_TOPIC => Some(mark.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let p = plan(
+        &engine,
+        &ActualState::default(),
+        &at(engine.tick_at(wall(NOW)).now),
+    );
+    let marks = warned(&p);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert!(marks[0].contains("dua-gwas"));
+    let sent = ActualState::from_observed(&[Observed {
+        kind: NOTIFICATION_KIND.into(),
+        key: marks[0].clone(),
+        body: json!({}),
+    }]);
+    assert!(
+        warned(&plan(&engine, &sent, &at(NOW))).is_empty(),
+        "sent once"
+    );
+}
+
+fn wall(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
 }
