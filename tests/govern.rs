@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tregov_tests::governed::{
-    applied_counts, http_get, identity, lf_permissions, log_records, out_of_band_grant, runtime,
-    seed, seed_studies, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
+    applied_counts, http_get, identity, instance_state_and_tags, lf_permissions, log_records,
+    out_of_band_grant, runtime, seed, seed_studies, tregov, write_config, write_identity,
+    writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -195,34 +196,6 @@ fn budget(limit: &str, actual: &str) -> aws_sdk_budgets::types::Budget {
         )
         .build()
         .expect("budget")
-}
-
-fn instance_state_and_tags(moto: &Moto) -> (String, std::collections::BTreeMap<String, String>) {
-    runtime().block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
-        let out = ec2.describe_instances().send().await.expect("describe");
-        let i = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .next()
-            .expect("the instance");
-        (
-            i.state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default(),
-            i.tags()
-                .iter()
-                .map(|t| {
-                    (
-                        t.key().unwrap_or_default().to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect(),
-        )
-    })
 }
 
 fn env_role_policies(moto: &Moto) -> Vec<String> {

@@ -76,18 +76,10 @@ impl Api {
     }
 }
 
-/// The API's clock, as a Cedar `datetime` (whole seconds, UTC).
-fn server_now() -> ApiResult<String> {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the clock: {e}"),
-            )
-        })
+/// The governance clock now (see `tregov_engine::clock`): the server's own time as the
+/// policies see it, the same `now` the planner asks at.
+fn governance_now(engine: &Engine) -> String {
+    tregov_engine::clock::datetime_text(engine.tick_at(std::time::SystemTime::now()).now)
 }
 
 #[derive(Deserialize)]
@@ -264,10 +256,10 @@ async fn is_authorized(
     let asker = api.asker(user);
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     api.may_ask(&asker, std::slice::from_ref(&spec.principal))?;
-    let now = server_now()?;
     let caller = asker.sub.clone();
     let ((mut outcomes, ignored), seqs) = api
         .decide_logged(move |api, engine| {
+            let now = governance_now(engine);
             let (request, ignored) = settle(api, engine, &asker, spec, &now)?
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
             let (outcomes, records) = crate::asked::decide_asked(engine, &[request], &asker.sub);
@@ -300,10 +292,10 @@ async fn batch_is_authorized(
     }
     let principals: Vec<String> = body.requests.iter().map(batch_principal).collect();
     api.may_ask(&asker, &principals)?;
-    let now = server_now()?;
     let caller = asker.sub.clone();
     let ((mut outcomes, slots, requests), seqs) = api
         .decide_logged(move |api, engine| {
+            let now = governance_now(engine);
             let mut parsed = Vec::new();
             let mut slots = Vec::new();
             for item in &body.requests {

@@ -6,7 +6,7 @@
 //! `annotations`), so whoever edits the schema sees which facts a caller cannot choose, and
 //! no attribute name is repeated here. Sources:
 //!
-//! - `clock`: the API's current time (a `datetime`). A caller's value is ignored.
+//! - `clock`: the governance clock's `now` (a `datetime`, see `tregov_engine::clock`). A caller's value is ignored.
 //! - `store`: an entity of the attribute's type from the entity store whose attributes marked
 //!   `@matches("principal")` and `@matches("resource")` (at least one) are the request's
 //!   principal and resource: a break-glass grant for that user and project. The context
@@ -406,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_schema_marks_the_break_glass_grant_and_the_clock() {
+    fn the_default_schema_marks_the_break_glass_grant_and_the_clock_of_timed_actions() {
         let marks =
             ContextMarks::from_bundle(&PolicyBundle::embedded().expect("default")).expect("marks");
         let action = parse_uid(r#"Tre::Action::"breakGlass""#).expect("uid");
@@ -428,9 +428,17 @@ mod tests {
                 mark("now", Source::Clock)
             ]
         );
+        for timed in ["read", "write", "administer", "operateWorkspace"] {
+            let action = parse_uid(&format!(r#"Tre::Action::"{timed}""#)).expect("uid");
+            assert_eq!(
+                marks.actions.get(&action).cloned().unwrap_or_default(),
+                [mark("now", Source::Clock)],
+                "{timed}"
+            );
+        }
         assert_eq!(
             marks.actions.len(),
-            1,
+            5,
             "no other action has server-provided context"
         );
     }

@@ -202,7 +202,7 @@ impl Ctx {
             }
             None => Engine::open_existing(&self.data_dir, self.bundle()?)?,
         };
-        let request = engine.parse(spec)?;
+        let request = engine.parse(engine.at_the_clock(spec))?;
         let origin = if explain_it { "why" } else { "authorize" };
         let outcome = engine.decide_logged(&request, origin)?;
         let bundle = engine.bundle();

@@ -59,6 +59,7 @@ async fn governor(
     let enforcers = tregov_enforcers::build(aws.clone(), config.clone());
     let mut engine = Engine::open(data_dir, bundle)?;
     engine.refresh()?;
+    engine.set_expiry_warning(config.daemon.expiry_warning());
     let settings = settings(config, options);
     Governor::new(engine, events, collectors, enforcers, settings, metrics)
 }

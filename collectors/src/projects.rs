@@ -20,10 +20,12 @@ impl Projects {
 
     fn read(&self, ctx: &CollectContext<'_>, report: &mut RunReport) -> tregov_engine::Result<()> {
         let mut values = Vec::new();
+        let mut described_elsewhere = 0;
         for p in &self.projects {
             let uid = tregov_engine::entities::uid_from_parts("Tre::Project", &p.id)?;
             let owner = ctx.store.partition_of(&uid)?;
             if owner.is_some_and(|owner| owner != Source::Projects.name()) {
+                described_elsewhere += 1;
                 continue;
             }
             values.push((
@@ -39,6 +41,7 @@ impl Projects {
         let listing = Listing {
             entities,
             complete: true,
+            described_elsewhere,
             ..Default::default()
         };
         ctx.write(Source::Projects, listing, report)

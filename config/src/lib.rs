@@ -278,6 +278,13 @@ impl Config {
             period: period.to_string(),
             protected_principals: self.protected_principals(),
             revert_tag_drift: self.workspaces.revert_tag_drift,
+            // The governor reads the clock when it plans.
+            now: None,
+            expiry_topic: self
+                .daemon
+                .expiry_topic_arn
+                .clone()
+                .or_else(|| self.safety.alert_topic_arn.clone()),
         }
     }
 

@@ -173,11 +173,14 @@ pub struct Listing {
     /// Every account, page and call succeeded: the listing is the whole truth and may replace
     /// what the store holds. An incomplete one only adds and updates.
     pub complete: bool,
+    /// Items the source lists but leaves to another source that describes them (a configured
+    /// project the identity file describes): still listed, so not a shrink.
+    pub described_elsewhere: u64,
 }
 
 impl Listing {
     fn size(&self) -> u64 {
-        (self.entities.len() + self.observed.len()) as u64
+        (self.entities.len() + self.observed.len()) as u64 + self.described_elsewhere
     }
 }
 
@@ -188,7 +191,7 @@ impl CollectContext<'_> {
     /// listing) until an admin approves it as the new baseline (`tregov approve`).
     pub fn write(&self, source: Source, listing: Listing, report: &mut RunReport) -> Result<()> {
         let partition = source.name();
-        report.items = listing.size();
+        report.items = (listing.entities.len() + listing.observed.len()) as u64;
         if !listing.complete {
             report.complete = false;
             self.store

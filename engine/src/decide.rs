@@ -507,6 +507,27 @@ impl Engine {
         self.instants.tick_at(crate::clock::wall_ms(wall))
     }
 
+    /// `spec` as the server asks it: when its context does not say `now` and its action's
+    /// context takes one, the governance clock's (as the planner and the API put it there).
+    pub fn at_the_clock(&self, spec: RequestSpec) -> RequestSpec {
+        let Some(context) = spec.context.as_object() else {
+            return spec;
+        };
+        if context.contains_key("now") {
+            return spec;
+        }
+        let mut timed = spec.clone();
+        let now = self.tick_at(std::time::SystemTime::now()).now_value();
+        if let Some(context) = timed.context.as_object_mut() {
+            context.insert("now".into(), now);
+        }
+        if self.parse(timed.clone()).is_ok() {
+            timed
+        } else {
+            spec
+        }
+    }
+
     /// The stored dates in `(after, until]`, with the entity holding each.
     pub fn dates_within(&self, after: i64, until: i64) -> Vec<(EntityUid, i64)> {
         self.instants.dates_within(after, until)
@@ -1226,6 +1247,31 @@ pub(crate) mod tests {
         engine.set_policies(bundle).expect("reload");
         let err = engine.parse(read()).expect_err("`reason` is now required");
         assert!(err.is_invalid_input(), "{err}");
+    }
+
+    #[test]
+    fn a_request_asked_without_now_is_asked_at_the_clock_where_its_action_takes_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = sample_engine(dir.path());
+        let read = engine.at_the_clock(spec(
+            r#"Tre::User::"alice""#,
+            r#"Tre::Action::"read""#,
+            r#"Tre::Dataset::"gwas-2024""#,
+        ));
+        assert_eq!(
+            read.context["now"],
+            engine.tick_at(std::time::SystemTime::now()).now_value()
+        );
+        let connect = engine.at_the_clock(spec(
+            r#"Tre::User::"alice""#,
+            r#"Tre::Action::"connectWorkspace""#,
+            r#"Tre::Workspace::"ws-alice-ec2""#,
+        ));
+        assert_eq!(
+            connect.context,
+            serde_json::json!({}),
+            "its context takes no clock"
+        );
     }
 
     #[test]

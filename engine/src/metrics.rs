@@ -31,6 +31,7 @@ pub struct Metrics {
     plan_items: Counter,
     applies: Family<Labels2, Counter>,
     parked: Gauge,
+    pending_dates: Gauge,
     findings: Family<Labels1, Gauge>,
     safety_trips: Family<Labels1, Counter>,
     reloads: Counter,
@@ -94,6 +95,12 @@ impl Metrics {
             "Plan items waiting for an admin's approval",
             parked.clone(),
         );
+        let pending_dates = Gauge::default();
+        registry.register(
+            "tregov_pending_dates",
+            "Stored dates (expiries, training lapses, project ends) still ahead of the clock",
+            pending_dates.clone(),
+        );
         let findings = Family::<Labels1, Gauge>::default();
         registry.register(
             "tregov_findings",
@@ -135,6 +142,7 @@ impl Metrics {
             plan_items,
             applies,
             parked,
+            pending_dates,
             findings,
             safety_trips,
             reloads,
@@ -191,6 +199,11 @@ impl Metrics {
                 ("result", result.into()),
             ])
             .inc();
+    }
+
+    pub fn set_pending_dates(&self, pending: usize) {
+        self.pending_dates
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     pub fn set_parked(&self, pending: u64) {

@@ -516,3 +516,34 @@ pub fn wait_until(what: &str, within: Duration, mut ready: impl FnMut() -> bool)
     }
     panic!("{what} within {within:?}");
 }
+
+/// The state and tags of the TRE's one instance.
+pub fn instance_state_and_tags(
+    moto: &Moto,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.sdk_config().await);
+        let out = ec2.describe_instances().send().await.expect("describe");
+        let i = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .expect("the instance");
+        (
+            i.state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
+            i.tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        )
+    })
+}

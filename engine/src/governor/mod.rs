@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Tick;
 use crate::collect::{Collector, Progress, Quiet};
 use crate::decide::Engine;
 use crate::enforce::Enforcer;
@@ -81,6 +82,9 @@ pub struct Governor {
     failures: u32,
     /// The limits that are holding changes back now, so each alert goes out once.
     tripped: BTreeSet<String>,
+    /// The governance clock the last plan was made at: when it moves, everything is
+    /// planned again (access that rested on a date that passed ends).
+    planned_at: Option<Tick>,
 }
 
 impl Governor {
@@ -116,6 +120,7 @@ impl Governor {
             next_poll: now,
             failures: 0,
             tripped: BTreeSet::new(),
+            planned_at: None,
         })
     }
 
@@ -145,10 +150,22 @@ impl Governor {
         }
     }
 
-    /// When to look again: the next poll or resync, whichever is first.
+    /// When to look again: the next poll or resync, or the moment the governance clock
+    /// moves, whichever is first.
     fn next_action(&self) -> Action {
+        let now = Instant::now();
         let next = self.next_poll.min(self.next_resync);
-        Action::requeue(next.saturating_duration_since(Instant::now()))
+        let wait = next.saturating_duration_since(now);
+        let clock = self
+            .planned_at
+            .map(|tick| tick.until_next(std::time::SystemTime::now()));
+        Action::requeue(clock.map_or(wait, |clock| clock.min(wait)))
+    }
+
+    /// Whether the governance clock has moved since the last plan.
+    fn clock_moved(&self) -> bool {
+        self.planned_at
+            .is_some_and(|tick| self.engine.tick_at(std::time::SystemTime::now()).now != tick.now)
     }
 
     async fn handle(&mut self, trigger: Trigger) -> Result<()> {
@@ -162,6 +179,10 @@ impl Governor {
             }
             Trigger::Trail(changes) => self.on_trail(changes, None).await,
             Trigger::Scheduled(_) if Instant::now() >= self.next_resync => self.resync().await,
+            Trigger::Scheduled(_) if self.clock_moved() => {
+                tracing::info!("the governance clock moved: a stored date passed");
+                self.converge(None, None).await
+            }
             Trigger::Scheduled(_) => self.poll().await,
         }
     }

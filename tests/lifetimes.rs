@@ -1,0 +1,187 @@
+//! Access that rests on a date ends at that date, against the AWS emulator: an agreement
+//! expiring while the daemon runs (warned before, revoked within seconds of the moment) and
+//! a project that has ended (its workspace stopped, its role keeping nothing).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use tregov_tests::governed::{
+    identity, instance_state_and_tags, lf_permissions, log_records, runtime, seed, tregov,
+    write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
+};
+use tregov_tests::moto::Moto;
+use tregov_tests::{stderr, stdout, Tre};
+
+fn datetime(at: SystemTime) -> Value {
+    let ms = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis();
+    json!({"__extn": {"fn": "datetime", "arg": tregov_engine::clock::datetime_text(ms as i64)}})
+}
+
+/// The test identity file with the project described there too, `project` its attributes
+/// beyond the account, and `more` entities added.
+fn identity_with_project(project: Value, more: &[Value]) -> Value {
+    let mut entities = identity(true).as_array().cloned().unwrap_or_default();
+    let mut attrs = json!({"accountId": ACCOUNT});
+    for (k, v) in project.as_object().into_iter().flatten() {
+        attrs[k] = v.clone();
+    }
+    entities.push(json!({"uid": {"type": "Tre::Project", "id": "proj-genomics"}, "attrs": attrs, "parents": []}));
+    entities.extend(more.iter().cloned());
+    Value::Array(entities)
+}
+
+fn topic(moto: &Moto) -> String {
+    runtime().block_on(async {
+        aws_sdk_sns::Client::new(&moto.sdk_config().await)
+            .create_topic()
+            .name("tre-expiry")
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn()
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+#[test]
+fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants_within_two_seconds(
+) {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let topic = topic(&moto);
+    let cfg = write_config(
+        &tre,
+        1,
+        &format!(
+            "expiry_warning_seconds = 30\nexpiry_topic_arn = \"{topic}\"\n[safety]\nmax_revoke_fraction = 1.0\n"
+        ),
+    );
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
+        "{}",
+        stdout(&out)
+    );
+
+    // The project's access now rests on an agreement that expires while the daemon runs.
+    let expires = SystemTime::now() + Duration::from_secs(45);
+    write_identity(
+        &tre,
+        &identity_with_project(
+            json!({"agreement": {"__entity": {"type": "Tre::Agreement", "id": "dua-genomics"}}}),
+            &[
+                json!({"uid": {"type": "Tre::Agreement", "id": "dua-genomics"},
+                     "attrs": {"reference": "DUA-2026-017", "expires": datetime(expires)}, "parents": []}),
+            ],
+        ),
+    );
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    daemon.wait_for("resync done", Duration::from_secs(40));
+    assert!(
+        SystemTime::now() < expires,
+        "the daemon took too long to start for the expiry to fall while it runs"
+    );
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
+        "kept while the agreement is in force"
+    );
+    // Poll Lake Formation until the grant is gone; the expiry must have passed by then.
+    let deadline = expires + Duration::from_secs(20);
+    let revoked_at = loop {
+        if lf_permissions(&moto).is_empty() {
+            break SystemTime::now();
+        }
+        assert!(
+            SystemTime::now() < deadline,
+            "still granted 20 s after the expiry"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let late = revoked_at
+        .duration_since(expires)
+        .expect("never revoked before the agreement expired");
+    eprintln!("revoked {} ms after the expiry", late.as_millis());
+    assert!(
+        late < Duration::from_secs(2),
+        "revoked {late:?} after expiry"
+    );
+    drop(daemon);
+
+    // The warning went out before, once; the revoke is logged with the policy that ended it.
+    let records = log_records(&tre);
+    let warnings: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "apply" && r["change"]["kind"] == "notify")
+        .filter(|r| r["change"]["topicArn"] == topic.as_str())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["result"], "applied", "{:#}", warnings[0]);
+    let warned_at = warnings[0]["time"].as_str().unwrap_or_default().to_string();
+    let expiry_text = datetime(expires)["__extn"]["arg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        warned_at < expiry_text,
+        "warned at {warned_at}, expiry {expiry_text}"
+    );
+    let revoke = records
+        .iter()
+        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == "lf-revoke")
+        .expect("the revoke is logged");
+    let seq = revoke["decisions"][0].as_u64().expect("decision seq");
+    let why = tre.run(&["why", "--replay", &seq.to_string()]);
+    assert!(
+        stdout(&why).contains("data-project-agreement-in-force"),
+        "{}",
+        stdout(&why)
+    );
+}
+
+#[test]
+fn a_project_that_has_ended_stops_its_workspace_and_its_role_keeps_no_data_access() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let cfg = write_config(&tre, 5, "[safety]\nmax_revoke_fraction = 1.0\n");
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!lf_permissions(&moto).is_empty());
+
+    let ended = SystemTime::now() - Duration::from_secs(60);
+    write_identity(
+        &tre,
+        &identity_with_project(json!({"endsAt": datetime(ended)}), &[]),
+    );
+    let started = Instant::now();
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    eprintln!("ended project applied in {:?}", started.elapsed());
+    assert_eq!(lf_permissions(&moto), vec![], "{}", stdout(&out));
+    let (state, _) = instance_state_and_tags(&moto);
+    assert!(
+        matches!(state.as_str(), "stopping" | "stopped"),
+        "{state}: {}",
+        stdout(&out)
+    );
+    let records = log_records(&tre);
+    let stop = records
+        .iter()
+        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == "stop-workspace")
+        .expect("the stop is logged");
+    let seq = stop["decisions"][0].as_u64().expect("decision seq");
+    let why = tre.run(&["why", "--replay", &seq.to_string()]);
+    assert!(
+        stdout(&why).contains("workspaces-stop-when-their-project-ends"),
+        "{}",
+        stdout(&why)
+    );
+}
