@@ -49,6 +49,8 @@ fn main() {
     let settings = PlanSettings {
         backup_tag: ("tregov:backup".into(), "enabled".into()),
         period: "2026-11".into(),
+        // As the daemon plans: every data-access question carries the governance clock.
+        now: Some(engine.tick_at(std::time::SystemTime::now()).now),
         ..Default::default()
     };
 
@@ -250,7 +252,7 @@ fn cedar_alone(engine: &Engine, asked: &[DecisionKey]) -> std::time::Duration {
                 k.principal().clone(),
                 k.action().clone(),
                 k.resource().clone(),
-                Context::empty(),
+                Context::from_json_str(k.context(), None).expect("context"),
                 None,
             )
             .expect("request");

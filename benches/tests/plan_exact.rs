@@ -256,9 +256,12 @@ fn a_plan_that_reuses_the_last_one_is_the_plan_made_afresh() {
     let mut extra = false;
     let mut engine = world.engine(dir.path(), extra);
     let mut fresh = world.engine(fresh_dir.path(), extra);
-    let settings = PlanSettings {
+    // The governance clock the plans are made at (2026-12-06 and on, a day at a time).
+    let day = |n: i64| 1_796_515_200_000 + n * 86_400_000;
+    let mut settings = PlanSettings {
         backup_tag: ("tregov:backup".into(), "enabled".into()),
         period: "2026-12".into(),
+        now: Some(day(0)),
         ..Default::default()
     };
     let mut aws = Aws::default();
@@ -300,6 +303,10 @@ fn a_plan_that_reuses_the_last_one_is_the_plan_made_afresh() {
                 engine.set_policies(bundle(extra)).expect("reload");
                 fresh.set_policies(bundle(extra)).expect("reload");
                 "policy reloads"
+            }
+            93..=95 => {
+                settings.now = Some(day(world.rng.below(3) as i64));
+                "the clock moved"
             }
             85..=92 => {
                 let role = &pools.roles[world.rng.below(pools.roles.len())];
