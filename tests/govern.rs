@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tregov_tests::governed::{
-    applied_counts, http_get, identity, instance_state_and_tags, lf_permissions, log_records,
-    out_of_band_grant, runtime, seed, seed_studies, tregov, write_config, write_identity,
-    writer_permissions, Daemon, ACCOUNT,
+    applied_counts, create_topic, http_get, identity, instance_state_and_tags, lf_permissions,
+    log_records, out_of_band_grant, runtime, seed, seed_studies, tregov, write_config,
+    write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -237,7 +237,7 @@ fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_f
     let moto = Moto::start();
     let tre = Tre::new();
     seed(&moto, &tre);
-    let topic = runtime().block_on(async {
+    runtime().block_on(async {
         let sdk = moto.sdk_config().await;
         aws_sdk_budgets::Client::new(&sdk)
             .create_budget()
@@ -247,16 +247,8 @@ fn a_budget_breach_denies_and_stops_until_the_budget_is_raised_and_backup_tags_f
             .await
             .expect("budget");
         moto.create_role("swb-env-mgmt", &[]).await;
-        aws_sdk_sns::Client::new(&sdk)
-            .create_topic()
-            .name("tre-budget")
-            .send()
-            .await
-            .expect("topic")
-            .topic_arn()
-            .unwrap_or_default()
-            .to_string()
     });
+    let topic = create_topic(&moto, "tre-budget");
     let cfg = write_config(&tre, 5, "");
     let text = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    identity, instance_state_and_tags, lf_permissions, log_records, runtime, seed, tregov,
+    create_topic, identity, instance_state_and_tags, lf_permissions, log_records, seed, tregov,
     write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::moto::Moto;
@@ -33,27 +33,13 @@ fn identity_with_project(project: Value, more: &[Value]) -> Value {
     Value::Array(entities)
 }
 
-fn topic(moto: &Moto) -> String {
-    runtime().block_on(async {
-        aws_sdk_sns::Client::new(&moto.sdk_config().await)
-            .create_topic()
-            .name("tre-expiry")
-            .send()
-            .await
-            .expect("topic")
-            .topic_arn()
-            .unwrap_or_default()
-            .to_string()
-    })
-}
-
 #[test]
 fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants_within_two_seconds(
 ) {
     let moto = Moto::start();
     let tre = Tre::new();
     seed(&moto, &tre);
-    let topic = topic(&moto);
+    let topic = create_topic(&moto, "tre-expiry");
     let cfg = write_config(
         &tre,
         1,

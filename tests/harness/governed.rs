@@ -547,3 +547,18 @@ pub fn instance_state_and_tags(
         )
     })
 }
+
+/// Creates an SNS topic in the emulator; its ARN.
+pub fn create_topic(moto: &Moto, name: &str) -> String {
+    runtime().block_on(async {
+        aws_sdk_sns::Client::new(&moto.sdk_config().await)
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn()
+            .unwrap_or_default()
+            .to_string()
+    })
+}

@@ -27,12 +27,7 @@ fn backup_change(w: &Entity, inputs: &Inputs, decider: &mut Decider) -> Option<P
     } = inputs;
     let (tag_key, tag_value) = &settings.backup_tag;
     let uid = w.uid();
-    let project = attr_uid(w, "project")?;
-    let account = settings
-        .project_accounts
-        .get(project.id().unescaped())
-        .cloned()
-        .unwrap_or_default();
+    let account = settings.account_of(&attr_uid(w, "project")?);
     let (Some(kind), Some(instance_id)) = (attr_string(w, "kind"), attr_string(w, "instanceId"))
     else {
         return None;

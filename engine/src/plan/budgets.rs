@@ -70,12 +70,7 @@ impl BudgetPlanner<'_> {
             return;
         };
         let project_id = project.id().unescaped().to_string();
-        let account = self
-            .settings
-            .project_accounts
-            .get(&project_id)
-            .cloned()
-            .unwrap_or_default();
+        let account = self.settings.account_of(&project);
         let budget = Budget {
             uid,
             project,

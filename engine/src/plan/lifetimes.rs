@@ -70,14 +70,8 @@ pub(super) fn stop_change(
     if !matches!(status.as_str(), "running" | "pending" | "inservice") {
         return None;
     }
-    let project = attr_uid(w, "project")?;
-    let account = settings
-        .project_accounts
-        .get(project.id().unescaped())
-        .cloned()
-        .unwrap_or_default();
     Some(Change::StopWorkspace {
-        account,
+        account: settings.account_of(&attr_uid(w, "project")?),
         workspace: w.uid().id().unescaped().to_string(),
         workspace_kind: attr_string(w, "kind")?,
         instance_id: attr_string(w, "instanceId")?,

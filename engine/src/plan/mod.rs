@@ -86,6 +86,16 @@ pub struct PlanSettings {
     pub expiry_topic: Option<String>,
 }
 
+impl PlanSettings {
+    /// The account of a project (empty when the settings do not name one).
+    pub(crate) fn account_of(&self, project: &cedar_policy::EntityUid) -> String {
+        self.project_accounts
+            .get(project.id().unescaped())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// One change to AWS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
