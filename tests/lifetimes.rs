@@ -13,11 +13,7 @@ use tregov_tests::moto::Moto;
 use tregov_tests::{stderr, stdout, Tre};
 
 fn datetime(at: SystemTime) -> Value {
-    let ms = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after the epoch")
-        .as_millis();
-    json!({"__extn": {"fn": "datetime", "arg": tregov_engine::clock::datetime_text(ms as i64)}})
+    tregov_engine::clock::datetime_value(tregov_engine::clock::wall_ms(at))
 }
 
 /// The test identity file with the project described there too, `project` its attributes

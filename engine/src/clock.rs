@@ -39,7 +39,7 @@ pub struct Tick {
 impl Tick {
     /// `now` as a request context attribute value (Cedar's JSON form).
     pub fn now_value(&self) -> Value {
-        serde_json::json!({"__extn": {"fn": "datetime", "arg": datetime_text(self.now)}})
+        datetime_value(self.now)
     }
 
     /// How long from `wall` until the clock moves.
@@ -53,6 +53,11 @@ impl Tick {
 pub fn wall_ms(wall: SystemTime) -> i64 {
     wall.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A `datetime` attribute value in Cedar's JSON form.
+pub fn datetime_value(ms: i64) -> Value {
+    serde_json::json!({"__extn": {"fn": "datetime", "arg": datetime_text(ms)}})
 }
 
 /// `2026-12-06T10:00:00.000Z`: a text Cedar's `datetime` reads back to the same instant.

@@ -642,7 +642,7 @@ impl Engine {
         self.cache().insert(key, context_entities, answer)
     }
 
-    /// Cedar's answer to `request` (asked as `key`, with an empty context) for a caller
+    /// Cedar's answer to `request` (asked as `key`, with no context entities) for a caller
     /// asking many questions in a row, the planner: an answer like one of its `recent`
     /// ones is that one, not a new copy. Neither read from nor kept in the cache: the
     /// caller keeps its answers with `remember_answers`.

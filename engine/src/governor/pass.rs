@@ -150,11 +150,12 @@ impl Governor {
         let actual = ActualState::from_observed(&self.store()?.observed(None)?);
         let mut settings = self.settings.plan.clone();
         settings.period = period_now();
-        let tick = self.engine.tick_at(std::time::SystemTime::now());
+        let wall = std::time::SystemTime::now();
+        let tick = self.engine.tick_at(wall);
         settings.now = Some(tick.now);
         self.planned_at = Some(tick);
         self.metrics
-            .set_pending_dates(self.engine.pending_dates(std::time::SystemTime::now()));
+            .set_pending_dates(self.engine.pending_dates(wall));
         let mut plan = plan_scoped(&self.engine, &actual, &settings, scope);
         plan.record(&self.engine, self.settings.origin)?;
         self.metrics

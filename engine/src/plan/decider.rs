@@ -57,7 +57,7 @@ fn action_uid(action: &str) -> Option<EntityUid> {
 impl<'a> Decider<'a> {
     pub(super) fn new(engine: &'a Engine, now: Option<i64>) -> Self {
         let now = now.and_then(|ms| {
-            let value = json!({"now": crate::clock::Tick { now: ms, next: ms }.now_value()});
+            let value = json!({"now": crate::clock::datetime_value(ms)});
             let context = cedar_policy::Context::from_json_value(value.clone(), None).ok()?;
             Some((Arc::from(value.to_string()), context))
         });

@@ -716,15 +716,11 @@ fn a_plan_over_an_emptied_cache_counts_its_questions_as_misses_and_keeps_their_a
 
 const HOUR: i64 = 3_600_000;
 
-fn datetime(ms: i64) -> Value {
-    json!({"__extn": {"fn": "datetime", "arg": crate::clock::datetime_text(ms)}})
-}
-
 /// The sample TRE with `gwas-2024` under an agreement that expires at `expires`.
 fn engine_with_agreement(expires: i64) -> Engine {
     engine_with(|json| {
         json.push(json!({"uid": {"type": "Tre::Agreement", "id": "dua-gwas"},
-            "attrs": {"reference": "DUA-17", "expires": datetime(expires)}, "parents": []}));
+            "attrs": {"reference": "DUA-17", "expires": crate::clock::datetime_value(expires)}, "parents": []}));
         entity(json, "Tre::Dataset", "gwas-2024")["attrs"]["agreement"] =
             json!({"__entity": {"type": "Tre::Agreement", "id": "dua-gwas"}});
     })
@@ -784,7 +780,8 @@ fn the_clock_stands_still_between_dates_so_the_next_plan_reuses_every_answer() {
 #[test]
 fn a_project_that_ended_stops_its_workspaces_and_its_roles_keep_nothing() {
     let engine = engine_with(|json| {
-        entity(json, "Tre::Project", "proj-genomics")["attrs"]["endsAt"] = datetime(NOW - HOUR);
+        entity(json, "Tre::Project", "proj-genomics")["attrs"]["endsAt"] =
+            crate::clock::datetime_value(NOW - HOUR);
     });
     let p = plan(
         &engine,
