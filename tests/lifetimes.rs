@@ -29,6 +29,30 @@ fn identity_with_project(project: Value, more: &[Value]) -> Value {
     Value::Array(entities)
 }
 
+/// Polls Lake Formation until the grant is gone, which must be after `moment` and within
+/// 2 s of it.
+fn revoked_within_two_seconds_of(moto: &Moto, moment: SystemTime) {
+    let deadline = moment + Duration::from_secs(20);
+    let revoked_at = loop {
+        if lf_permissions(moto).is_empty() {
+            break SystemTime::now();
+        }
+        assert!(
+            SystemTime::now() < deadline,
+            "still granted 20 s after the moment"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let late = revoked_at
+        .duration_since(moment)
+        .expect("never revoked before the moment");
+    eprintln!("revoked {} ms after the moment", late.as_millis());
+    assert!(
+        late < Duration::from_secs(2),
+        "revoked {late:?} after the moment"
+    );
+}
+
 #[test]
 fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants_within_two_seconds(
 ) {
@@ -75,26 +99,7 @@ fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants
         vec![("genomics.gwas_2024".to_string(), writer_permissions())],
         "kept while the agreement is in force"
     );
-    // Poll Lake Formation until the grant is gone; the expiry must have passed by then.
-    let deadline = expires + Duration::from_secs(20);
-    let revoked_at = loop {
-        if lf_permissions(&moto).is_empty() {
-            break SystemTime::now();
-        }
-        assert!(
-            SystemTime::now() < deadline,
-            "still granted 20 s after the expiry"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let late = revoked_at
-        .duration_since(expires)
-        .expect("never revoked before the agreement expired");
-    eprintln!("revoked {} ms after the expiry", late.as_millis());
-    assert!(
-        late < Duration::from_secs(2),
-        "revoked {late:?} after expiry"
-    );
+    revoked_within_two_seconds_of(&moto, expires);
     drop(daemon);
 
     // The warning went out before, once; the revoke is logged with the policy that ended it.
@@ -166,4 +171,36 @@ fn a_project_that_has_ended_stops_its_workspace_and_its_role_keeps_no_data_acces
         "{}",
         stdout(&why)
     );
+}
+
+#[test]
+fn a_membership_ending_while_the_daemon_runs_ends_the_grant_it_gave_within_two_seconds() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let cfg = write_config(&tre, 1, "[safety]\nmax_revoke_fraction = 1.0\n");
+    // Alice is on the study's read-write list until `ends` (her tag named after the list).
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ends = SystemTime::now() + Duration::from_secs(50);
+    let mut people = identity(true);
+    for entity in people.as_array_mut().into_iter().flatten() {
+        if entity["uid"]["id"] == "alice" {
+            entity["tags"] =
+                json!({"Tre::AccessGroup::\"genomics/gwas_2024#writers\"": datetime(ends)});
+        }
+    }
+    write_identity(&tre, &people);
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    daemon.wait_for("resync done", Duration::from_secs(45));
+    assert!(
+        SystemTime::now() < ends,
+        "the daemon took too long to start for the end to fall while it runs"
+    );
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())],
+        "granted while the membership stands"
+    );
+    revoked_within_two_seconds_of(&moto, ends);
 }

@@ -1,14 +1,17 @@
 //! The `[identity]` entities file: people, roles and project memberships, as the identity
 //! provider or SWB exports them. Each pass re-reads it and replaces the `identity` partition,
 //! so edits to the file (and removals from it) reach the store; a file that does not parse
-//! or validate changes nothing, and one that lost most of its people is held back.
+//! or validate changes nothing, and one that lost most of its people is held back. A
+//! membership whose end (the member's tag named after the parent) has passed is left out.
 
 use std::path::PathBuf;
 
 use tregov_config::IdentityConfig;
+use tregov_engine::clock::wall_ms;
 use tregov_engine::collect::{BoxFuture, CollectContext, Collector, Listing, RunReport, Source};
 use tregov_engine::entities::parse_entities_file;
 use tregov_engine::events::ObservationKind;
+use tregov_engine::memberships;
 
 pub struct Identity {
     path: PathBuf,
@@ -26,6 +29,10 @@ impl Identity {
             .map_err(|e| tregov_engine::EngineError::io(&self.path, e))?;
         let entities =
             parse_entities_file(&self.path.display().to_string(), &text, Some(ctx.schema))?;
+        // Memberships whose end has passed are left out now; the clock brings us back at the
+        // next end.
+        let now = wall_ms(std::time::SystemTime::now());
+        let entities = memberships::as_of(entities, now, Some(ctx.schema))?;
         report.files = 1;
         let listing = Listing {
             entities,
@@ -43,6 +50,10 @@ impl Collector for Identity {
 
     fn answers(&self) -> &'static [ObservationKind] {
         &[]
+    }
+
+    fn dated(&self) -> bool {
+        true
     }
 
     fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {

@@ -60,6 +60,12 @@ pub fn datetime_value(ms: i64) -> Value {
     serde_json::json!({"__extn": {"fn": "datetime", "arg": datetime_text(ms)}})
 }
 
+/// The milliseconds of a `datetime` in Cedar's JSON form (`{"__extn": …}`), as Cedar reads it.
+pub fn json_datetime_ms(value: &Value) -> Option<i64> {
+    let extn = value.get("__extn")?;
+    milliseconds(&restricted_text(extn)?, "datetime")
+}
+
 /// `2026-12-06T10:00:00.000Z`: a text Cedar's `datetime` reads back to the same instant.
 pub fn datetime_text(ms: i64) -> String {
     let format = time::macros::format_description!(
@@ -100,10 +106,10 @@ impl Instants {
     pub fn new(graph: &EntityGraph, policies: &PolicySet, warning_ms: i64) -> Self {
         let mut instants = Self::default();
         instants.set_policies(policies, warning_ms);
-        for (uid, attrs) in graph.stored_attrs() {
+        for (uid, body) in graph.stored_bodies() {
             // Most entities hold no date: their attributes are not parsed.
-            if attrs.contains("datetime") {
-                instants.set_entity(uid, Some(attrs));
+            if body.iter().any(|text| text.contains("datetime")) {
+                instants.set_entity(uid, &body);
             }
         }
         instants
@@ -122,14 +128,17 @@ impl Instants {
         self.offsets = offsets;
     }
 
-    /// An entity written (`attrs`: its attributes' JSON text) or deleted (`None`): its dates
-    /// replace what it held.
-    pub fn set_entity(&mut self, uid: &EntityUid, attrs: Option<&str>) {
-        let dates = attrs
-            .filter(|a| a.contains("datetime"))
-            .and_then(|a| serde_json::from_str::<Value>(a).ok())
-            .map(|v| body_datetimes(&v))
-            .unwrap_or_default();
+    /// An entity written (`body`: its attributes' and tags' JSON texts) or deleted (empty):
+    /// its dates replace what it held.
+    pub fn set_entity(&mut self, uid: &EntityUid, body: &[&str]) {
+        let mut dates: Vec<i64> = body
+            .iter()
+            .filter(|text| text.contains("datetime"))
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .flat_map(|v| body_datetimes(&v))
+            .collect();
+        dates.sort_unstable();
+        dates.dedup();
         if dates.is_empty() && !self.by_entity.contains_key(uid) {
             return;
         }
@@ -339,7 +348,7 @@ mod tests {
     }
 
     fn set(instants: &mut Instants, id: &str, attrs: Value) {
-        instants.set_entity(&uid(id), Some(&attrs.to_string()));
+        instants.set_entity(&uid(id), &[&attrs.to_string()]);
     }
 
     fn dt(text: &str) -> Value {
@@ -360,6 +369,16 @@ mod tests {
         );
         let precise = ms("2026-12-06T10:00:00.250Z");
         assert_eq!(ms(&datetime_text(precise)), precise);
+    }
+
+    #[test]
+    fn a_membership_end_held_in_a_users_tags_is_an_instant_of_the_clock() {
+        let user = r#"{"uid":{"type":"Tre::User","id":"alice"},"attrs":{},"parents":[{"type":"Tre::AccessGroup","id":"g"}],"tags":{"Tre::AccessGroup::\"g\"":{"__extn":{"fn":"datetime","arg":"2026-12-06T10:00:00Z"}}}}"#;
+        let graph = EntityGraph::from_bodies([user], None).expect("graph");
+        let instants = Instants::new(&graph, &PolicySet::new(), 0);
+        let ends = ms("2026-12-06T10:00:00Z");
+        assert_eq!(instants.tick_at(ends - 1).next, ends);
+        assert_eq!(instants.tick_at(ends).now, ends);
     }
 
     #[test]
@@ -415,7 +434,7 @@ mod tests {
             "a",
             serde_json::json!({"expires": dt("2026-12-06T10:00:00Z")}),
         );
-        instants.set_entity(&uid("a"), None);
+        instants.set_entity(&uid("a"), &[]);
         assert_eq!(instants.pending_after(0), 0);
     }
 

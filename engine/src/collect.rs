@@ -161,6 +161,11 @@ pub trait Collector: Send + Sync {
     fn source(&self) -> Source;
     /// The trail observations after which this collector should read again.
     fn answers(&self) -> &'static [ObservationKind];
+    /// Whether what it writes depends on the time of reading (memberships that end), so it
+    /// reads again when the governance clock moves.
+    fn dated(&self) -> bool {
+        false
+    }
     /// One full read; failures are in the report, never a panic or a half-written store.
     fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport>;
 }
@@ -285,6 +290,8 @@ pub enum Pass<'k> {
     Trail,
     /// The collectors that answer any of these trail observations.
     Answering(&'k [ObservationKind]),
+    /// The collectors whose facts change as the governance clock moves.
+    Dated,
 }
 
 impl Pass<'_> {
@@ -293,6 +300,7 @@ impl Pass<'_> {
             Pass::Full => true,
             Pass::Trail => collector.source() == Source::CloudTrail,
             Pass::Answering(kinds) => collector.answers().iter().any(|k| kinds.contains(k)),
+            Pass::Dated => collector.dated(),
         }
     }
 }

@@ -485,7 +485,7 @@ impl Engine {
         self.rendered_mut()
             .invalidate(written.iter().chain(&changes.deletes));
         for uid in written.iter().chain(&changes.deletes) {
-            self.instants.set_entity(uid, self.graph.attrs_text(uid));
+            self.instants.set_entity(uid, &self.graph.body_texts(uid));
         }
         self.graph_revision = changes.revision;
         Ok(n as u64)

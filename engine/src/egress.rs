@@ -790,13 +790,15 @@ impl<'a> Egress<'a> {
         Ok(self.visible(caller, vec![request])?.pop())
     }
 
+    /// The question, asked at the governance clock (a request of a project that has ended
+    /// is parked by policy).
     fn spec(&self, caller: &str, action: &str, request: &EgressRequest) -> Result<RequestSpec> {
-        Ok(RequestSpec {
+        Ok(self.engine.at_the_clock(RequestSpec {
             principal: uid_from_parts("Tre::User", caller)?.to_string(),
             action: uid_from_parts("Tre::Action", action)?.to_string(),
             resource: uid_from_parts("Tre::EgressRequest", &request.id)?.to_string(),
             context: Value::Object(Map::new()),
-        })
+        }))
     }
 
     fn decide(
@@ -1177,6 +1179,50 @@ mod tests {
             assert_eq!(outcome.reasons, ["egress-one-person-one-step"]);
             assert!(outcome.log_seq.is_some(), "the denial is in the log");
         });
+    }
+
+    #[test]
+    fn a_request_of_a_project_that_has_ended_is_parked_yet_can_be_withdrawn() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut engine = sample_engine(dir.path());
+        let settings = EgressSettings::default();
+        let id = {
+            let flow = Egress::new(&engine, &settings).expect("egress");
+            let r = flow.submit("alice", submission()).expect("submit");
+            staged(&flow, &r.id);
+            r.id
+        };
+        // The project ended yesterday.
+        let schema = engine.bundle().schema.clone().expect("schema");
+        let project = crate::entities::parse_entities_file(
+            "sample",
+            tregov_policies::SAMPLE_TRE_ENTITIES,
+            Some(&schema),
+        )
+        .expect("sample")
+        .into_iter()
+        .find(|e| e.uid().to_string() == r#"Tre::Project::"proj-genomics""#)
+        .expect("project");
+        let mut json = project.to_json_value().expect("json");
+        let yesterday = crate::clock::wall_ms(std::time::SystemTime::now()) - 86_400_000;
+        json["attrs"]["endsAt"] = crate::clock::datetime_value(yesterday);
+        let ended = cedar_policy::Entity::from_json_value(json, Some(&schema)).expect("ended");
+        engine
+            .apply(&crate::store::StoreBatch {
+                upserts: vec![ended],
+                partition: "sample".into(),
+                ..Default::default()
+            })
+            .expect("the project ends");
+
+        let flow = Egress::new(&engine, &settings).expect("egress");
+        let review = flow.review("carol", &id, true, None);
+        let Err(WorkflowError::Denied { outcome, .. }) = review else {
+            panic!("reviewed after the project ended: {review:?}");
+        };
+        assert_eq!(outcome.reasons, ["egress-parked-when-the-project-ends"]);
+        let withdrawn = flow.withdraw("alice", &id, None).expect("withdrawn");
+        assert_eq!(withdrawn.status, Status::Withdrawn);
     }
 
     #[test]

@@ -62,6 +62,14 @@ struct Body {
     tags: Option<Box<str>>,
 }
 
+impl Body {
+    fn texts(&self) -> Vec<&str> {
+        std::iter::once(&*self.attrs)
+            .chain(self.tags.as_deref())
+            .collect()
+    }
+}
+
 /// An entity's JSON as the store, the Cedar CLI and Cedar's own `to_json_value` write it.
 #[derive(Deserialize)]
 struct EntityJson<'a> {
@@ -298,17 +306,20 @@ impl EntityGraph {
             .map(|s| &s.uid)
     }
 
-    /// Each stored entity with its attributes' JSON text, as stored.
-    pub(crate) fn stored_attrs(&self) -> impl Iterator<Item = (&EntityUid, &str)> {
+    /// Each stored entity with its attributes' and tags' JSON texts, as stored.
+    pub(crate) fn stored_bodies(&self) -> impl Iterator<Item = (&EntityUid, Vec<&str>)> {
         self.slots
             .iter()
-            .filter_map(|s| s.body.as_ref().map(|b| (&s.uid, &*b.attrs)))
+            .filter_map(|s| s.body.as_ref().map(|b| (&s.uid, b.texts())))
     }
 
-    /// The attributes' JSON text of `uid`, as stored (none for a uid the graph does not hold).
-    pub(crate) fn attrs_text(&self, uid: &EntityUid) -> Option<&str> {
-        let slot = self.stored_slot(uid)?;
-        self.slots[slot as usize].body.as_ref().map(|b| &*b.attrs)
+    /// The attributes' and tags' JSON texts of `uid`, as stored (none for a uid the graph
+    /// does not hold).
+    pub(crate) fn body_texts(&self, uid: &EntityUid) -> Vec<&str> {
+        self.stored_slot(uid)
+            .and_then(|slot| self.slots[slot as usize].body.as_ref())
+            .map(|b| b.texts())
+            .unwrap_or_default()
     }
 
     /// Every ancestor of `uid` (none for a uid the graph does not hold).

@@ -19,6 +19,7 @@ pub mod governor;
 pub mod graph;
 pub mod labels;
 pub mod log;
+pub mod memberships;
 pub mod metrics;
 mod parsed;
 pub mod plan;

@@ -181,6 +181,7 @@ impl Governor {
             Trigger::Scheduled(_) if Instant::now() >= self.next_resync => self.resync().await,
             Trigger::Scheduled(_) if self.clock_moved() => {
                 tracing::info!("the governance clock moved: a stored date passed");
+                self.collect(crate::collect::Pass::Dated).await?;
                 self.converge(None, None).await
             }
             Trigger::Scheduled(_) => self.poll().await,
