@@ -100,6 +100,10 @@ pub enum Command {
     /// The collected CloudTrail events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Access reviews over the store, from the decisions the planner enforces: who may reach
+    /// a dataset, what a user may reach, the policies that allow it and the date that ends it.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// What each collector did on its last run.
     Status,
     /// What would change in AWS to match the policies, each change with the decisions behind
@@ -187,6 +191,38 @@ pub enum EventsCommand {
         #[arg(long)]
         limit: Option<u64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccessCommand {
+    /// Every user and workspace role that may read, write or administer DATASET.
+    Who {
+        /// The dataset: its id, or its uid (`Tre::Dataset::"gwas-2024"`).
+        dataset: String,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Everything USER may reach, directly and through their workspaces' roles.
+    Of {
+        /// The user: their id, or their uid (`Tre::User::"alice"`).
+        user: String,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The report's format (default: `--output`).
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]

@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::govern::daemon_command(config, data, ctx.gated_bundle()?, options)
         }
         Command::Events(cmd) => crate::collect::events(out, data, cmd),
+        Command::Access(cmd) => {
+            crate::access::access_command(out, config, data, ctx.bundle()?, cmd)
+        }
         Command::Status => crate::collect::status(out, data),
         Command::Observed { kind } => crate::collect::observed(out, data, kind.as_deref()),
     }

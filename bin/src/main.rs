@@ -1,5 +1,6 @@
 //! The `tregov` command line: argument parsing and output only; the engine does the work.
 
+mod access;
 mod anchor;
 mod args;
 mod cli;

@@ -213,6 +213,25 @@ impl Instants {
         found
     }
 
+    /// The moments after `after` at which a decision over these entities could change: each
+    /// date they hold, seen through every offset the clock knows, ascending.
+    pub fn moments_for<'u>(
+        &self,
+        uids: impl IntoIterator<Item = &'u EntityUid>,
+        after: i64,
+    ) -> Vec<i64> {
+        let mut moments: Vec<i64> = uids
+            .into_iter()
+            .filter_map(|uid| self.by_entity.get(uid))
+            .flatten()
+            .flat_map(|d| self.offsets.iter().map(move |o| d.saturating_add(*o)))
+            .filter(|t| *t > after)
+            .collect();
+        moments.sort_unstable();
+        moments.dedup();
+        moments
+    }
+
     /// How many stored dates are still ahead of `wall` (a metric: pending expiries).
     pub fn pending_after(&self, wall: i64) -> usize {
         self.stored

@@ -533,6 +533,15 @@ impl Engine {
         self.instants.dates_within(after, until)
     }
 
+    /// The moments after `after` at which a decision over these entities could change.
+    pub fn moments_for<'u>(
+        &self,
+        uids: impl IntoIterator<Item = &'u EntityUid>,
+        after: i64,
+    ) -> Vec<i64> {
+        self.instants.moments_for(uids, after)
+    }
+
     /// How many stored dates are still ahead of `wall`.
     pub fn pending_dates(&self, wall: std::time::SystemTime) -> usize {
         self.instants.pending_after(crate::clock::wall_ms(wall))

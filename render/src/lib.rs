@@ -2,6 +2,7 @@
 //! without a terminal), and the `--output json` forms are built here beside them, so the two
 //! never drift apart. The `tregov` binary only prints what these return.
 
+pub mod access;
 pub mod collect;
 pub mod decision;
 pub mod egress;

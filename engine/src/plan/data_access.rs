@@ -102,6 +102,32 @@ pub(super) fn plan_data_access(
     items
 }
 
+/// What a governed role's owners may do, per dataset, as the planner grants it: whether they
+/// may write (reading is implied) and the decisions that say so. The access report reads
+/// this, so it says what the planner makes AWS hold.
+pub(super) fn role_access(
+    inputs: &Inputs,
+    memo: &PlanMemo,
+    decider: &mut Decider,
+    arn: &String,
+    owners: &BTreeSet<EntityUid>,
+) -> Vec<(EntityUid, bool, Vec<Arc<Verdict>>)> {
+    let planner = RolePlanner {
+        graph: inputs.graph,
+        index: inputs.index,
+        actual: inputs.actual,
+        open_set: inputs.index.open.iter().collect(),
+        memo,
+    };
+    let mut reads = memo.reads();
+    planner
+        .desired_access(Role { arn, owners }, &mut reads, decider)
+        .into_iter()
+        .filter(|(_, access)| access.dataset.is_some())
+        .map(|(d, access)| (d.clone(), access.write, access.why))
+        .collect()
+}
+
 /// Data access, one role at a time; the roles are shared out over the cores. The parts come
 /// back in the roles' order, so the plan does not depend on the number of cores.
 fn fan_out(decider: &Decider, planner: &RolePlanner, roles: &[Role]) -> Vec<WorkerOutput> {

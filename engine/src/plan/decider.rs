@@ -297,6 +297,14 @@ impl Verdict {
         !self.answer.errors.is_empty()
     }
 
+    pub(super) fn action(&self) -> &'static str {
+        self.action
+    }
+
+    pub(super) fn principal(&self) -> &EntityUid {
+        &self.principal
+    }
+
     pub(super) fn reasons(&self) -> &[String] {
         &self.answer.reasons
     }

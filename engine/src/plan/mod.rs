@@ -11,6 +11,7 @@
 //! (`data_access`, with the S3 statements in `s3`), budget responses (`budgets`) and backup
 //! tags (`backup`).
 
+mod access;
 mod actual;
 mod attrs;
 mod backup;
@@ -37,6 +38,7 @@ use crate::collect::Source;
 use crate::decide::{Decision, Engine, RequestSpec};
 use crate::error::Result;
 
+pub use access::{access_report, AccessReport, Ending, Reach, Scope, DATA_ACTIONS};
 pub use actual::{kind, ActualState};
 pub(crate) use memo::PlanMemo;
 pub use memo::PlanReuse;

@@ -842,3 +842,49 @@ fn a_warning_goes_out_once_before_a_stored_date_passes() {
 fn wall(ms: i64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
 }
+
+#[test]
+fn the_access_report_names_the_membership_whose_end_ends_a_users_access() {
+    let ends = NOW + HOUR;
+    let engine = engine_with(|json| {
+        entity(json, "Tre::User", "alice")["tags"] = json!({
+            "Tre::AccessGroup::\"gwas-2024#writers\"": crate::clock::datetime_value(ends)
+        });
+    });
+    let settings = at(engine.tick_at(wall(NOW)).now);
+    let dataset = crate::entities::uid_from_parts("Tre::Dataset", "gwas-2024").expect("uid");
+    let report = super::access_report(
+        &engine,
+        &ActualState::default(),
+        &settings,
+        &super::Scope::Dataset(dataset),
+    );
+    let alice: Vec<&super::Reach> = report
+        .rows
+        .iter()
+        .filter(|r| r.holder_kind == "user" && r.holder == "alice")
+        .collect();
+    assert_eq!(
+        alice.iter().map(|r| r.action).collect::<Vec<_>>(),
+        ["read", "write"]
+    );
+    for row in alice {
+        let end = row.ends.as_ref().expect("the membership's end ends it");
+        assert_eq!(end.at_ms, ends);
+        assert_eq!(
+            end.because,
+            ["membership of Tre::AccessGroup::\"gwas-2024#writers\" ends"]
+        );
+    }
+    let roles: Vec<&super::Reach> = report
+        .rows
+        .iter()
+        .filter(|r| r.holder_kind == "role")
+        .collect();
+    assert!(
+        roles
+            .iter()
+            .any(|r| r.owners == ["alice"] && r.action == "write"),
+        "alice's workspace role holds what she may do: {roles:?}"
+    );
+}

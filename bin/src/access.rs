@@ -1,0 +1,65 @@
+//! `access who|of`: the access report over the store, at the governance clock, with the
+//! deployment facts of the configuration when there is one.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use tregov_config::Config;
+use tregov_engine::entities::{parse_uid, uid_from_parts};
+use tregov_engine::plan::{access_report, ActualState, PlanSettings, Scope};
+use tregov_engine::{Engine, PolicyBundle, Result};
+use tregov_render::access::{access_csv, access_text};
+
+use crate::args::{AccessCommand, ReportFormat};
+use crate::output::{print_json, Format};
+
+pub fn access_command(
+    output: Format,
+    config_path: &Path,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+    command: AccessCommand,
+) -> Result<ExitCode> {
+    let (scope, title, format) = match command {
+        AccessCommand::Who { dataset, report } => {
+            let uid = named("Tre::Dataset", &dataset)?;
+            let title = format!("who may reach `{}`", uid.id().unescaped());
+            (Scope::Dataset(uid), title, report.format)
+        }
+        AccessCommand::Of { user, report } => {
+            let uid = named("Tre::User", &user)?;
+            let title = format!("what `{}` may reach", uid.id().unescaped());
+            (Scope::User(uid), title, report.format)
+        }
+    };
+    let mut engine = Engine::open(data_dir, bundle)?;
+    engine.refresh()?;
+    let mut settings = match config_path.exists() {
+        true => Config::load(config_path)?.plan_settings(""),
+        false => PlanSettings::default(),
+    };
+    settings.now = Some(engine.tick_at(std::time::SystemTime::now()).now);
+    let actual = match engine.store() {
+        Some(store) => ActualState::from_observed(&store.observed(None)?),
+        None => ActualState::default(),
+    };
+    let report = access_report(&engine, &actual, &settings, &scope);
+    let format = format.unwrap_or(match output {
+        Format::Text => ReportFormat::Text,
+        Format::Json => ReportFormat::Json,
+    });
+    match format {
+        ReportFormat::Text => print!("{}", access_text(&report, &title)),
+        ReportFormat::Json => print_json(&serde_json::to_value(&report).unwrap_or_default()),
+        ReportFormat::Csv => print!("{}", access_csv(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An id of `type_name`, or a whole uid.
+fn named(type_name: &str, text: &str) -> Result<cedar_policy::EntityUid> {
+    match text.contains("::") {
+        true => parse_uid(text),
+        false => uid_from_parts(type_name, text),
+    }
+}
