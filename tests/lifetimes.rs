@@ -6,8 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    create_topic, identity, instance_state_and_tags, lf_permissions, log_records, seed, tregov,
-    write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
+    create_topic, identity, instance_state_and_tags, lf_permissions, log_records,
+    revoked_within_two_seconds_of, seed, tregov, write_config, write_identity, writer_permissions,
+    Daemon, ACCOUNT,
 };
 use tregov_tests::moto::Moto;
 use tregov_tests::{stderr, stdout, Tre};
@@ -27,30 +28,6 @@ fn identity_with_project(project: Value, more: &[Value]) -> Value {
     entities.push(json!({"uid": {"type": "Tre::Project", "id": "proj-genomics"}, "attrs": attrs, "parents": []}));
     entities.extend(more.iter().cloned());
     Value::Array(entities)
-}
-
-/// Polls Lake Formation until the grant is gone, which must be after `moment` and within
-/// 2 s of it.
-fn revoked_within_two_seconds_of(moto: &Moto, moment: SystemTime) {
-    let deadline = moment + Duration::from_secs(20);
-    let revoked_at = loop {
-        if lf_permissions(moto).is_empty() {
-            break SystemTime::now();
-        }
-        assert!(
-            SystemTime::now() < deadline,
-            "still granted 20 s after the moment"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let late = revoked_at
-        .duration_since(moment)
-        .expect("never revoked before the moment");
-    eprintln!("revoked {} ms after the moment", late.as_millis());
-    assert!(
-        late < Duration::from_secs(2),
-        "revoked {late:?} after the moment"
-    );
 }
 
 #[test]

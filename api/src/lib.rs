@@ -39,6 +39,7 @@ mod avp;
 pub mod client;
 mod committer;
 mod egress;
+mod exemptions;
 mod facts;
 mod guard;
 pub mod ops;
@@ -246,6 +247,7 @@ impl Api {
             .route("/healthz", get(|| async { "ok\n" }))
             .merge(egress::routes())
             .merge(parked::routes())
+            .merge(exemptions::routes())
             .merge(avp::routes(&self.limits))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.limits.max_body_bytes,

@@ -1,5 +1,6 @@
 //! `access who|of`: the access report over the store, at the governance clock, with the
-//! deployment facts of the configuration when there is one.
+//! deployment facts of the configuration when there is one; `exemptions`: the exemptions
+//! the store holds, and granting one through the API.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use tregov_engine::plan::{access_report, ActualState, PlanSettings, Scope};
 use tregov_engine::{Engine, PolicyBundle, Result};
 use tregov_render::access::{access_csv, access_text};
 
-use crate::args::{AccessCommand, ReportFormat};
+use crate::args::{AccessCommand, ExemptionsCommand, ReportFormat};
 use crate::output::{print_json, Format};
 
 pub fn access_command(
@@ -61,5 +62,61 @@ fn named(type_name: &str, text: &str) -> Result<cedar_policy::EntityUid> {
     match text.contains("::") {
         true => parse_uid(text),
         false => uid_from_parts(type_name, text),
+    }
+}
+
+pub fn exemptions_command(
+    output: Format,
+    config_path: &Path,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+    command: Option<ExemptionsCommand>,
+) -> Result<ExitCode> {
+    match command.unwrap_or(ExemptionsCommand::List) {
+        ExemptionsCommand::List => {
+            let mut engine = Engine::open(data_dir, bundle)?;
+            engine.refresh()?;
+            let now = tregov_engine::clock::wall_ms(std::time::SystemTime::now());
+            for (_, e) in tregov_engine::exemptions::stored(&engine) {
+                match output {
+                    Format::Json => println!("{}", serde_json::json!(e)),
+                    Format::Text => println!(
+                        "{}: `{}` on `{}` from `{}` until {}{} (by {}: {})",
+                        e.id,
+                        e.user,
+                        e.dataset,
+                        e.policy,
+                        e.expires,
+                        if e.expires_ms <= now { ", ended" } else { "" },
+                        e.granted_by,
+                        e.reason
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExemptionsCommand::Grant {
+            user,
+            dataset,
+            policy,
+            until,
+            reason,
+            api,
+        } => {
+            let client = api.client(config_path)?;
+            let body = serde_json::json!({
+                "user": user, "dataset": dataset, "policy": policy, "until": until, "reason": reason,
+            });
+            match crate::egress::call(output, &client, "POST", "/v1/exemptions", Some(&body))? {
+                Ok(answer) if output == Format::Json => println!("{answer}"),
+                Ok(answer) => println!(
+                    "granted: `{}` until {}",
+                    answer["id"].as_str().unwrap_or("?"),
+                    answer["expires"].as_str().unwrap_or("?")
+                ),
+                Err(refused) => return Ok(refused),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

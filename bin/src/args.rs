@@ -104,6 +104,12 @@ pub enum Command {
     /// a dataset, what a user may reach, the policies that allow it and the date that ends it.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Exemptions from a named policy, until a date: listed (the default), or granted
+    /// through the API with your token (`grantExemption`, for the project's data managers).
+    Exemptions {
+        #[command(subcommand)]
+        command: Option<ExemptionsCommand>,
+    },
     /// What each collector did on its last run.
     Status,
     /// What would change in AWS to match the policies, each change with the decisions behind
@@ -208,6 +214,29 @@ pub enum AccessCommand {
         user: String,
         #[command(flatten)]
         report: ReportArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExemptionsCommand {
+    /// Every stored exemption, ended ones too.
+    List,
+    /// Exempt USER's access to DATASET from POLICY until a date, for a reason.
+    Grant {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        dataset: String,
+        /// The `@id` of the policy (one that reads `context.exemption`).
+        #[arg(long)]
+        policy: String,
+        /// When it ends: `2027-01-31` or `2027-01-31T12:00:00Z`.
+        #[arg(long)]
+        until: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
     },
 }
 

@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::govern::daemon_command(config, data, ctx.gated_bundle()?, options)
         }
         Command::Events(cmd) => crate::collect::events(out, data, cmd),
+        Command::Exemptions { command } => {
+            crate::access::exemptions_command(out, config, data, ctx.bundle()?, command)
+        }
         Command::Access(cmd) => {
             crate::access::access_command(out, config, data, ctx.bundle()?, cmd)
         }
@@ -205,7 +208,9 @@ impl Ctx {
             }
             None => Engine::open_existing(&self.data_dir, self.bundle()?)?,
         };
-        let request = engine.parse(engine.at_the_clock(spec))?;
+        let spec = engine.at_the_clock(spec);
+        let exemption = asked_with_exemption(&engine, &spec);
+        let request = engine.parse(spec)?;
         let origin = if explain_it { "why" } else { "authorize" };
         let outcome = engine.decide_logged(&request, origin)?;
         let bundle = engine.bundle();
@@ -214,8 +219,20 @@ impl Ctx {
             let expl =
                 tregov_engine::explain::explain(&outcome, &request.request, &entities, bundle);
             match self.output {
-                Format::Json => print_json(&show::explanation_json(&outcome, &expl, bundle)),
-                Format::Text => print!("{}", show::explanation_text(&outcome, &expl)),
+                Format::Json => {
+                    let mut v = show::explanation_json(&outcome, &expl, bundle);
+                    v["exemption"] = serde_json::json!(exemption);
+                    print_json(&v)
+                }
+                Format::Text => {
+                    print!("{}", show::explanation_text(&outcome, &expl));
+                    if let Some(e) = &exemption {
+                        println!(
+                            "asked with exemption `{}`: from `{}` until {} (granted by {}: {})",
+                            e.id, e.policy, e.expires, e.granted_by, e.reason
+                        );
+                    }
+                }
             }
         } else {
             match self.output {
@@ -425,4 +442,19 @@ fn decision_exit(outcome: &DecisionOutcome) -> ExitCode {
         Decision::Allow => ExitCode::SUCCESS,
         Decision::Deny => ExitCode::from(2),
     }
+}
+
+/// The stored exemption a request was asked with (the store's, filled in at the clock).
+fn asked_with_exemption(
+    engine: &Engine,
+    spec: &RequestSpec,
+) -> Option<tregov_engine::exemptions::Exemption> {
+    let uid = spec
+        .context
+        .get("exemption")
+        .and_then(tregov_engine::entities::uid_from_json)?;
+    tregov_engine::exemptions::stored(engine)
+        .into_iter()
+        .find(|(stored, _)| *stored == uid)
+        .map(|(_, e)| e)
 }

@@ -31,7 +31,7 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     /// A client for the API, with the caller's token.
-    fn client(&self, config_path: &Path) -> Result<ApiClient> {
+    pub(crate) fn client(&self, config_path: &Path) -> Result<ApiClient> {
         let base = match &self.api {
             Some(api) => api.clone(),
             None => {
@@ -293,7 +293,7 @@ pub fn egress_command(output: Format, config_path: &Path, args: EgressArgs) -> R
 
 /// One API call. A refusal is printed here and comes back as its exit code: 2 refused
 /// (401, 403), 3 the request was wrong (400, 404, 409, 422), 1 anything else.
-fn call(
+pub(crate) fn call(
     output: Format,
     client: &ApiClient,
     method: &str,

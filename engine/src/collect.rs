@@ -292,6 +292,8 @@ pub enum Pass<'k> {
     Answering(&'k [ObservationKind]),
     /// The collectors whose facts change as the governance clock moves.
     Dated,
+    /// The collectors of these sources (to read back what was just applied).
+    Reading(&'k [Source]),
 }
 
 impl Pass<'_> {
@@ -301,6 +303,7 @@ impl Pass<'_> {
             Pass::Trail => collector.source() == Source::CloudTrail,
             Pass::Answering(kinds) => collector.answers().iter().any(|k| kinds.contains(k)),
             Pass::Dated => collector.dated(),
+            Pass::Reading(sources) => sources.contains(&collector.source()),
         }
     }
 }

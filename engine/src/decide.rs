@@ -477,8 +477,13 @@ impl Engine {
         // The cache resolves what its answers depend on over the graph they were given over.
         let old = std::mem::replace(&mut self.graph, Arc::new(graph));
         let bundle = self.bundle.clone();
+        // An exemption written or deleted changes what its user's questions about its study
+        // are asked with: both count as changed, so no remembered plan of theirs is reused.
+        let mut exempted =
+            crate::exemptions::accesses_of(&old, written.iter().chain(&changes.deletes));
+        exempted.extend(crate::exemptions::accesses_of(&self.graph, &written));
         self.cache_mut().invalidate(
-            written.iter().chain(&changes.deletes),
+            written.iter().chain(&changes.deletes).chain(&exempted),
             &old,
             &bundle.literal_entities,
         );
@@ -517,14 +522,42 @@ impl Engine {
             return spec;
         }
         let mut timed = spec.clone();
-        let now = self.tick_at(std::time::SystemTime::now()).now_value();
+        let tick = self.tick_at(std::time::SystemTime::now());
         if let Some(context) = timed.context.as_object_mut() {
-            context.insert("now".into(), now);
+            context.insert("now".into(), tick.now_value());
         }
-        if self.parse(timed.clone()).is_ok() {
-            timed
-        } else {
-            spec
+        if self.parse(timed.clone()).is_err() {
+            return spec;
+        }
+        self.with_exemption(timed, tick.now)
+    }
+
+    /// `spec` with the exemption the store holds for its principal and resource at `now`,
+    /// when its action's context takes one and the caller named none.
+    fn with_exemption(&self, spec: RequestSpec, now: i64) -> RequestSpec {
+        let (Ok(principal), Ok(resource)) = (
+            crate::entities::parse_uid(&spec.principal),
+            crate::entities::parse_uid(&spec.resource),
+        ) else {
+            return spec;
+        };
+        let index = crate::exemptions::ExemptionIndex::of(self);
+        let Some(exemption) = index.for_access(&principal, &resource, now) else {
+            return spec;
+        };
+        let mut exempted = spec.clone();
+        if let Some(context) = exempted.context.as_object_mut() {
+            if context.contains_key("exemption") {
+                return spec;
+            }
+            context.insert(
+                "exemption".into(),
+                serde_json::json!({"__entity": {"type": "Tre::Exemption", "id": exemption.id().unescaped()}}),
+            );
+        }
+        match self.parse(exempted.clone()) {
+            Ok(_) => exempted,
+            Err(_) => spec,
         }
     }
 
@@ -659,9 +692,10 @@ impl Engine {
         &self,
         key: &DecisionKey,
         request: &Request,
+        context_entities: &[EntityUid],
         recent: &mut RecentAnswers,
     ) -> Arc<Answer> {
-        self.ask_cedar(request, key, &[], Some(recent))
+        self.ask_cedar(request, key, context_entities, Some(recent))
     }
 
     /// Keeps answers from `ask_recalling` in the cache, under one lock: a planner's worker

@@ -13,6 +13,7 @@ pub mod enforce;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod exemptions;
 pub mod explain;
 mod fast;
 pub mod governor;

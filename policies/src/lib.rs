@@ -19,6 +19,7 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     ("budget.cedar", include_str!("../budget.cedar")),
     ("data_access.cedar", include_str!("../data_access.cedar")),
     ("egress.cedar", include_str!("../egress.cedar")),
+    ("exemptions.cedar", include_str!("../exemptions.cedar")),
     ("lifetimes.cedar", include_str!("../lifetimes.cedar")),
     ("workspaces.cedar", include_str!("../workspaces.cedar")),
 ];

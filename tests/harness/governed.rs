@@ -303,6 +303,30 @@ pub fn lf_permissions(moto: &Moto) -> Vec<(String, Vec<String>)> {
     lf_permissions_of(moto, &role())
 }
 
+/// Polls Lake Formation until the grant is gone, which must be after `moment` and within
+/// 2 s of it.
+pub fn revoked_within_two_seconds_of(moto: &Moto, moment: std::time::SystemTime) {
+    let deadline = moment + Duration::from_secs(20);
+    let revoked_at = loop {
+        if lf_permissions(moto).is_empty() {
+            break std::time::SystemTime::now();
+        }
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "still granted 20 s after the moment"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let late = revoked_at
+        .duration_since(moment)
+        .expect("never revoked before the moment");
+    eprintln!("revoked {} ms after the moment", late.as_millis());
+    assert!(
+        late < Duration::from_secs(2),
+        "revoked {late:?} after the moment"
+    );
+}
+
 pub fn writer_permissions() -> Vec<String> {
     ["DELETE", "DESCRIBE", "INSERT", "SELECT"]
         .map(String::from)

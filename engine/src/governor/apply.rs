@@ -47,6 +47,19 @@ impl Governor {
             // Only an approved parked item changes: the approval is used up.
             store.decide_parked(&r.item, "applied", "tregov", None)?;
         }
+        // Level-triggered: the next plan starts from AWS as it is after these changes (a
+        // grant made now must be seen to be revoked later), so what they altered is read back.
+        let mut altered: Vec<crate::collect::Source> = gated
+            .apply
+            .iter()
+            .filter_map(|i| i.change.read_back_by())
+            .collect();
+        altered.sort();
+        altered.dedup();
+        if !altered.is_empty() {
+            self.collect(crate::collect::Pass::Reading(&altered))
+                .await?;
+        }
         Ok(Applied { results })
     }
 

@@ -33,8 +33,8 @@ impl Governor {
         self.converge(None, None).await
     }
 
-    /// Reads new trail log files; reconciles what they show changed, or what an admin
-    /// approved since the last pass.
+    /// Reads new trail log files; reconciles what they show changed, what an admin approved
+    /// since the last pass, or entities written since (an exemption granted).
     pub(super) async fn poll(&mut self) -> Result<()> {
         let detected = Instant::now();
         self.next_poll = detected + self.settings.poll;
@@ -51,7 +51,9 @@ impl Governor {
             // to take them.
             return self.resync().await;
         }
-        if approved.contains(&ParkedKind::PlanItem) {
+        if approved.contains(&ParkedKind::PlanItem) || !self.engine.is_current()? {
+            // An approval, or entities written between passes (an exemption granted through
+            // the API): plan again.
             return self.converge(None, Some(detected)).await;
         }
         Ok(())

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::cache::{Answer, DecisionKey};
 use crate::decide::{Decision, Engine, PolicyError, RecentAnswers, RequestSpec};
+use crate::exemptions::ExemptionIndex;
 
 use super::{Change, Justification, PlanItem, Revokes};
 
@@ -30,6 +31,11 @@ pub(super) struct Decider<'a> {
     /// given to every action whose context declares `now`. Each worker has its own copy, so
     /// no reference count passes between threads on every question.
     now: Option<(Arc<str>, cedar_policy::Context)>,
+    /// The clock in milliseconds, to tell which exemptions still stand.
+    now_ms: Option<i64>,
+    /// The stored exemptions: a data access question whose user and study have one is
+    /// asked with it in its context.
+    exemptions: Arc<ExemptionIndex>,
     recent: RecentAnswers,
     /// The cache was emptied since the last plan (a policy reload, a start), so it holds
     /// none of this plan's questions: they are asked without looking.
@@ -55,17 +61,28 @@ fn action_uid(action: &str) -> Option<EntityUid> {
 }
 
 impl<'a> Decider<'a> {
-    pub(super) fn new(engine: &'a Engine, now: Option<i64>) -> Self {
-        let now = now.and_then(|ms| {
+    pub(super) fn new(engine: &'a Engine, now_ms: Option<i64>) -> Self {
+        let now = now_ms.and_then(|ms| {
             let value = json!({"now": crate::clock::datetime_value(ms)});
             let context = cedar_policy::Context::from_json_value(value.clone(), None).ok()?;
             Some((Arc::from(value.to_string()), context))
         });
+        let mut decider = Self::bare(engine);
+        decider.now = now;
+        decider.now_ms = now_ms;
+        decider.exemptions = Arc::new(ExemptionIndex::of(engine));
+        decider
+    }
+
+    /// A decider without a clock or exemptions (a worker takes its plan's).
+    fn bare(engine: &'a Engine) -> Self {
         Self {
             engine,
             actions: Vec::new(),
             checked: Vec::new(),
-            now,
+            now: None,
+            now_ms: None,
+            exemptions: Arc::default(),
             recent: RecentAnswers::default(),
             fresh: false,
             unremembered: Vec::new(),
@@ -82,7 +99,9 @@ impl<'a> Decider<'a> {
 
     /// A decider for a worker thread of the same plan.
     pub(super) fn worker(&self) -> Self {
-        let mut worker = Self::new(self.engine, None).asking_afresh(self.fresh);
+        let mut worker = Self::bare(self.engine).asking_afresh(self.fresh);
+        worker.exemptions = self.exemptions.clone();
+        worker.now_ms = self.now_ms;
         worker.now = self
             .now
             .as_ref()
@@ -156,7 +175,14 @@ impl<'a> Decider<'a> {
     fn request(&self, key: &DecisionKey) -> std::result::Result<cedar_policy::Request, String> {
         let context = match (key.context(), &self.now) {
             ("{}", _) | (_, None) => cedar_policy::Context::empty(),
-            (_, Some((_, context))) => context.clone(),
+            (text, Some((now, context))) if text == &**now => context.clone(),
+            // Asked with an exemption: its own context.
+            (text, Some(_)) => serde_json::from_str(text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    cedar_policy::Context::from_json_value(v, None)
+                        .map_err(|e| crate::decide::error_chain(&e))
+                })?,
         };
         // Checked once per shape already; built without the schema.
         cedar_policy::Request::new(
@@ -171,14 +197,20 @@ impl<'a> Decider<'a> {
 
     /// The cache's answer when nothing it depends on changed since the last plan, else
     /// Cedar's; the request is built (and schema-checked) only for Cedar.
-    fn answer(&mut self, key: &DecisionKey) -> std::result::Result<Arc<Answer>, String> {
+    fn answer(
+        &mut self,
+        key: &DecisionKey,
+        context_entities: &[EntityUid],
+    ) -> std::result::Result<Arc<Answer>, String> {
         if !self.fresh {
             if let Some(answer) = self.engine.cached_answer(key) {
                 return Ok(answer);
             }
         }
         let request = self.request(key)?;
-        let answer = self.engine.ask_recalling(key, &request, &mut self.recent);
+        let answer = self
+            .engine
+            .ask_recalling(key, &request, context_entities, &mut self.recent);
         self.unremembered.push((key.clone(), answer.clone()));
         if self.unremembered.len() >= REMEMBERED_TOGETHER {
             self.remember();
@@ -204,13 +236,24 @@ impl<'a> Decider<'a> {
             Ok(timed) => timed,
             Err(e) => return self.unasked(principal, action, resource, e),
         };
-        let key = match (&self.now, timed) {
-            (Some((text, _)), true) => {
+        let exemption = match timed {
+            true => self.exemption(action, principal, resource),
+            false => None,
+        };
+        let key = match (&self.now, timed, &exemption) {
+            (Some(_), true, Some((_, text))) => {
+                DecisionKey::new(principal.clone(), a, resource.clone(), text.clone())
+            }
+            (Some((text, _)), true, None) => {
                 DecisionKey::new(principal.clone(), a, resource.clone(), text.clone())
             }
             _ => DecisionKey::empty_context(principal.clone(), a, resource.clone()),
         };
-        let answer = match self.answer(&key) {
+        let context_entities: &[EntityUid] = match &exemption {
+            Some((uid, _)) => std::slice::from_ref(uid),
+            None => &[],
+        };
+        let answer = match self.answer(&key, context_entities) {
             Ok(answer) => answer,
             Err(e) => return self.unasked(principal, action, resource, e),
         };
@@ -230,6 +273,25 @@ impl<'a> Decider<'a> {
             context,
             answer,
         })
+    }
+
+    /// The exemption a data access question is asked with, and the context text with it.
+    fn exemption(
+        &self,
+        action: &'static str,
+        principal: &EntityUid,
+        resource: &EntityUid,
+    ) -> Option<(EntityUid, Arc<str>)> {
+        if self.exemptions.is_empty() || !crate::plan::DATA_ACTIONS.contains(&action) {
+            return None;
+        }
+        let now = self.now_ms?;
+        let uid = self.exemptions.for_access(principal, resource, now)?;
+        let context = json!({
+            "now": crate::clock::datetime_value(now),
+            "exemption": {"__entity": {"type": "Tre::Exemption", "id": uid.id().unescaped()}},
+        });
+        Some((uid.clone(), Arc::from(context.to_string())))
     }
 
     /// A request the schema rejects is denied: never allow what cannot be asked.

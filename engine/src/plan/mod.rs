@@ -202,6 +202,17 @@ impl Change {
         }
     }
 
+    /// The collector that reads back what the change alters: after it is applied, that
+    /// collector reads again, so the next plan starts from AWS as the change left it.
+    pub fn read_back_by(&self) -> Option<Source> {
+        match self {
+            Change::LfGrant { .. } | Change::LfRevoke { .. } => Some(Source::DataLake),
+            Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => Some(Source::Iam),
+            Change::StopWorkspace { .. } | Change::TagWorkspace { .. } => Some(Source::Workspaces),
+            Change::Notify { .. } => None,
+        }
+    }
+
     /// The collectors whose facts the change rests on: while any of them is degraded (failed,
     /// incomplete, or held back by the shrink limit), the change waits for a whole pass.
     pub fn depends_on(&self) -> &'static [Source] {

@@ -888,3 +888,72 @@ fn the_access_report_names_the_membership_whose_end_ends_a_users_access() {
         "alice's workspace role holds what she may do: {roles:?}"
     );
 }
+
+#[test]
+fn an_exemption_lets_one_denied_access_through_until_its_end_then_not() {
+    let ends = NOW + HOUR;
+    let engine = engine_with(|json| {
+        // bob is no longer a researcher: `data-grantees-are-researchers-or-admins` denies him
+        // gwas-2024, except as a data manager exempted him until `ends`.
+        entity(json, "Tre::User", "bob")["parents"]
+            .as_array_mut()
+            .expect("parents")
+            .retain(|p| p["id"] != "Researcher");
+        json.push(json!({
+            "uid": {"type": "Tre::Exemption", "id": "grantees/gwas-2024/bob"},
+            "attrs": {
+                "user": {"__entity": {"type": "Tre::User", "id": "bob"}},
+                "dataset": {"__entity": {"type": "Tre::Dataset", "id": "gwas-2024"}},
+                "policy": "data-grantees-are-researchers-or-admins",
+                "reason": "visiting statistician, agreed by the data controller",
+                "grantedBy": {"__entity": {"type": "Tre::User", "id": "frank"}},
+                "expires": crate::clock::datetime_value(ends),
+            },
+            "parents": [],
+        }));
+    });
+    let actual = ActualState::default();
+    let gwas = |p: &Plan| {
+        grants_of(p, BOB_ROLE)
+            .iter()
+            .any(|(r, _)| r.contains("gwas"))
+    };
+    let tick = engine.tick_at(wall(NOW));
+    assert_eq!(tick.next, ends, "the clock moves when the exemption ends");
+    let during = plan(&engine, &actual, &at(tick.now));
+    assert!(
+        gwas(&during),
+        "exempted: {:?}",
+        grants_of(&during, BOB_ROLE)
+    );
+    let grant = during
+        .items
+        .iter()
+        .find(|i| i.change.target().contains("bob") && i.change.target().contains("gwas"))
+        .expect("the grant");
+    assert!(
+        grant.decisions[0].request.context["exemption"]["__entity"]["id"]
+            == "grantees/gwas-2024/bob",
+        "the decision names the exemption it was asked with: {:?}",
+        grant.decisions[0].request
+    );
+    let after = plan(&engine, &actual, &at(engine.tick_at(wall(ends)).now));
+    assert!(!gwas(&after), "ended with its date");
+    // Once granted, the end of the exemption revokes it.
+    let held = ActualState::from_observed(&observed_after(&during, observed_instances()));
+    let granted = plan(&engine, &held, &at(tick.now));
+    assert!(
+        !granted.items.iter().any(|i| i.is_revoking()),
+        "{:?}",
+        granted.items
+    );
+    let ended = plan(&engine, &held, &at(engine.tick_at(wall(ends)).now));
+    assert!(
+        ended
+            .items
+            .iter()
+            .any(|i| i.is_revoking() && i.change.target().contains("gwas")),
+        "the grant is revoked when the exemption ends: {:?}",
+        ended.items
+    );
+}

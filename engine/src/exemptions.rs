@@ -1,0 +1,251 @@
+//! Exemptions: a data manager lets one user's access to one study through one named policy,
+//! until a date. They are `Tre::Exemption` entities in the store (partition `exemptions`),
+//! granted through a Cedar decision (`grantExemption`) and logged; a data access decision
+//! is asked with the exemption the store holds for its user and study in its context
+//! (`context.exemption`), which the policies that may be exempted from read. Past its date an
+//! exemption is left out of the question, and the policies would not honour it anyway.
+
+use std::collections::HashMap;
+
+use cedar_policy::{Entity, EntityUid, Schema};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
+use crate::decide::{Engine, RequestSpec};
+use crate::entities::{uid_from_json, uid_from_parts};
+use crate::error::{EngineError, Result};
+use crate::store::StoreBatch;
+use crate::workflow::{denied, WorkflowError};
+
+/// The store partition exemptions are kept in.
+pub const PARTITION: &str = "exemptions";
+const TYPE: &str = "Tre::Exemption";
+
+/// One exemption as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exemption {
+    pub id: String,
+    pub user: String,
+    pub dataset: String,
+    pub policy: String,
+    pub reason: String,
+    pub granted_by: String,
+    pub expires: String,
+    #[serde(skip)]
+    pub expires_ms: i64,
+}
+
+impl Exemption {
+    fn from_json(uid: &EntityUid, attrs: &Value) -> Option<Self> {
+        let id_of =
+            |name: &str| uid_from_json(&attrs[name]).map(|u| u.id().unescaped().to_string());
+        let expires_ms = json_datetime_ms(&attrs["expires"])?;
+        Some(Self {
+            id: uid.id().unescaped().to_string(),
+            user: id_of("user")?,
+            dataset: id_of("dataset")?,
+            policy: attrs["policy"].as_str()?.to_string(),
+            reason: attrs["reason"].as_str().unwrap_or_default().to_string(),
+            granted_by: id_of("grantedBy").unwrap_or_default(),
+            expires: datetime_text(expires_ms),
+            expires_ms,
+        })
+    }
+}
+
+/// The stored exemptions by (user, study), to find the one a data access question is asked
+/// with.
+#[derive(Debug, Clone, Default)]
+pub struct ExemptionIndex {
+    by_access: HashMap<(EntityUid, EntityUid), Vec<(EntityUid, i64)>>,
+}
+
+impl ExemptionIndex {
+    /// Every exemption the engine's graph holds.
+    pub fn of(engine: &Engine) -> Self {
+        let mut index = Self::default();
+        for (uid, exemption) in stored(engine) {
+            let (Ok(user), Ok(dataset)) = (
+                uid_from_parts("Tre::User", &exemption.user),
+                uid_from_parts("Tre::Dataset", &exemption.dataset),
+            ) else {
+                continue;
+            };
+            index
+                .by_access
+                .entry((user, dataset))
+                .or_default()
+                .push((uid, exemption.expires_ms));
+        }
+        index
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_access.is_empty()
+    }
+
+    /// The exemption a question about `user` and `dataset` at `now` is asked with: of those
+    /// not yet ended, the one that lasts longest (ties: the first by uid).
+    pub fn for_access(
+        &self,
+        user: &EntityUid,
+        dataset: &EntityUid,
+        now: i64,
+    ) -> Option<&EntityUid> {
+        self.by_access
+            .get(&(user.clone(), dataset.clone()))?
+            .iter()
+            .filter(|(_, expires)| *expires > now)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(uid, _)| uid)
+    }
+}
+
+/// Every stored exemption, by uid order.
+pub fn stored(engine: &Engine) -> Vec<(EntityUid, Exemption)> {
+    let graph = engine.graph();
+    let mut list: Vec<(EntityUid, Exemption)> = graph
+        .uids()
+        .filter(|uid| uid.type_name().to_string() == TYPE)
+        .filter_map(|uid| {
+            let (text, _) = graph.render_entity(uid)?;
+            let json: Value = serde_json::from_str(&text).ok()?;
+            Some((uid.clone(), Exemption::from_json(uid, &json["attrs"])?))
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list
+}
+
+/// What a data manager asks for.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewExemption {
+    pub user: String,
+    pub dataset: String,
+    pub policy: String,
+    /// When it ends: a Cedar `datetime` text (`2027-01-31`, `2027-01-31T12:00:00Z`).
+    pub until: String,
+    pub reason: String,
+}
+
+/// Grants an exemption as `caller`: the `grantExemption` decision (logged) must allow it;
+/// the exemption is then written to the store, where the next plan reads it.
+pub fn grant(
+    engine: &Engine,
+    caller: &str,
+    new: &NewExemption,
+) -> std::result::Result<Exemption, WorkflowError> {
+    let schema = engine
+        .bundle()
+        .schema
+        .clone()
+        .ok_or_else(|| EngineError::Request("exemptions need a schema".into()))?;
+    let expires = json!({"__extn": {"fn": "datetime", "arg": new.until}});
+    let expires_ms = json_datetime_ms(&expires).ok_or_else(|| {
+        WorkflowError::Invalid(format!("`until`: `{}` is not a Cedar datetime", new.until))
+    })?;
+    if new.reason.trim().is_empty() {
+        return Err(WorkflowError::Invalid("an exemption needs a reason".into()));
+    }
+    if !engine
+        .bundle()
+        .set
+        .policies()
+        .any(|p| p.id().to_string() == new.policy)
+    {
+        return Err(WorkflowError::Invalid(format!(
+            "no policy `{}`",
+            new.policy
+        )));
+    }
+    let user = uid_from_parts("Tre::User", &new.user)?;
+    let dataset = uid_from_parts("Tre::Dataset", &new.dataset)?;
+    let spec = engine.at_the_clock(RequestSpec {
+        principal: uid_from_parts("Tre::User", caller)?.to_string(),
+        action: r#"Tre::Action::"grantExemption""#.into(),
+        resource: dataset.to_string(),
+        context: json!({"user": {"__entity": {"type": "Tre::User", "id": new.user}}, "policy": new.policy}),
+    });
+    let (_, outcome) = engine.decide_with(spec, &[], Some(PARTITION))?;
+    if !outcome.allows() {
+        return Err(denied("granting this exemption", outcome));
+    }
+    let id = format!("{}/{}/{}/{expires_ms}", new.policy, new.dataset, new.user);
+    let entity = exemption_entity(&id, &user, &dataset, new, caller, expires_ms, &schema)?;
+    let store = engine
+        .store()
+        .ok_or_else(|| EngineError::Request("exemptions need the entity store".into()))?;
+    store.apply(
+        &StoreBatch {
+            upserts: vec![entity],
+            partition: PARTITION.into(),
+            ..Default::default()
+        },
+        &schema,
+    )?;
+    tracing::info!(exemption = %id, by = caller, log_seq = ?outcome.log_seq, "exemption granted");
+    Ok(Exemption {
+        id,
+        user: new.user.clone(),
+        dataset: new.dataset.clone(),
+        policy: new.policy.clone(),
+        reason: new.reason.clone(),
+        granted_by: caller.to_string(),
+        expires: datetime_text(expires_ms),
+        expires_ms,
+    })
+}
+
+fn exemption_entity(
+    id: &str,
+    user: &EntityUid,
+    dataset: &EntityUid,
+    new: &NewExemption,
+    caller: &str,
+    expires_ms: i64,
+    schema: &Schema,
+) -> Result<Entity> {
+    let entity_ref = |uid: &EntityUid| json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}});
+    let json = json!({
+        "uid": {"type": TYPE, "id": id},
+        "attrs": {
+            "user": entity_ref(user),
+            "dataset": entity_ref(dataset),
+            "policy": new.policy,
+            "reason": new.reason,
+            "grantedBy": {"__entity": {"type": "Tre::User", "id": caller}},
+            "expires": datetime_value(expires_ms),
+        },
+        "parents": [],
+    });
+    Entity::from_json_value(json, Some(schema))
+        .map_err(|e| EngineError::Request(format!("exemption `{id}`: {e}")))
+}
+
+/// The users and studies of the exemptions among `uids` in `graph`: what an exemption
+/// written or deleted changes the questions of.
+pub(crate) fn accesses_of<'a>(
+    graph: &crate::entities::EntityGraph,
+    uids: impl IntoIterator<Item = &'a EntityUid>,
+) -> Vec<EntityUid> {
+    let mut out = Vec::new();
+    for uid in uids {
+        if uid.type_name().to_string() != TYPE {
+            continue;
+        }
+        let Some(json) = graph
+            .render_entity(uid)
+            .and_then(|(text, _)| serde_json::from_str::<Value>(&text).ok())
+        else {
+            continue;
+        };
+        out.extend(
+            ["user", "dataset"]
+                .iter()
+                .filter_map(|a| uid_from_json(&json["attrs"][a])),
+        );
+    }
+    out
+}

@@ -1,0 +1,256 @@
+//! Oversight against the AWS emulator: the access report is the access Lake Formation holds
+//! after an apply; an exemption a data manager grants through the API lets one denied access
+//! through until its end, then not.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tregov_tests::governed::{
+    identity, lf_permissions, lf_permissions_of, revoked_within_two_seconds_of, role, seed, tregov,
+    write_config, write_identity, writer_permissions, Daemon,
+};
+use tregov_tests::jwt::{auth_section, token};
+use tregov_tests::moto::Moto;
+use tregov_tests::{stderr, stdout, Tre};
+
+fn report(tre: &Tre, moto: &Moto, cfg: &std::path::Path, args: &[&str]) -> Value {
+    let mut all = vec!["access"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = tregov(tre, moto, cfg, &all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("a JSON report")
+}
+
+/// The report's role rows for `role` as Lake Formation lists grants: per `db.table`, the
+/// permissions a read (`DESCRIBE`, `SELECT`) or a write (and `DELETE`, `INSERT`) holds.
+fn as_grants(report: &Value, role: &str) -> Vec<(String, Vec<String>)> {
+    let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in report["rows"].as_array().into_iter().flatten() {
+        if row["holder_kind"] != "role" || row["holder"] != role {
+            continue;
+        }
+        let table = row["dataset"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('/', ".");
+        let perms = by_table.entry(table).or_default();
+        perms.extend(["DESCRIBE", "SELECT"].map(String::from));
+        if row["action"] == "write" {
+            perms.extend(["DELETE", "INSERT"].map(String::from));
+        }
+        perms.sort();
+        perms.dedup();
+    }
+    by_table.into_iter().collect()
+}
+
+#[test]
+fn access_who_and_access_of_agree_with_lake_formation_after_apply_and_name_what_ends_it() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    // alice's training lapses in 30 days: her access ends then, and the report says so.
+    let lapses = SystemTime::now() + Duration::from_secs(30 * 86_400);
+    let lapses = tregov_engine::clock::wall_ms(lapses);
+    let mut people = identity(true);
+    for entity in people.as_array_mut().into_iter().flatten() {
+        if entity["uid"]["id"] == "alice" {
+            entity["attrs"]["trainingExpires"] = tregov_engine::clock::datetime_value(lapses);
+        }
+    }
+    write_identity(&tre, &people);
+    let cfg = write_config(&tre, 5, "");
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let held = lf_permissions_of(&moto, &role());
+    assert_eq!(
+        held,
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
+    );
+
+    let of_alice = report(&tre, &moto, &cfg, &["of", "alice"]);
+    assert_eq!(as_grants(&of_alice, &role()), held, "{of_alice:#}");
+    let who = report(&tre, &moto, &cfg, &["who", "genomics/gwas_2024"]);
+    assert_eq!(as_grants(&who, &role()), held, "{who:#}");
+    let roles: Vec<&Value> = who["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["holder_kind"] == "role")
+        .collect();
+    assert!(
+        roles
+            .iter()
+            .all(|r| r["holder"] == role().as_str() && r["owners"] == json!(["alice"])),
+        "only alice's workspace role holds it: {roles:#?}"
+    );
+    let write = who["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["holder_kind"] == "user" && r["holder"] == "alice" && r["action"] == "write")
+        .expect("alice may write");
+    assert_eq!(write["policies"], json!(["data-study-writers-write"]));
+    assert_eq!(
+        write["ends"]["at"],
+        tregov_engine::clock::datetime_value(lapses)["__extn"]["arg"]
+    );
+    assert_eq!(write["ends"]["because"], json!(["data-training-current"]));
+
+    // CSV: a header and one row per access.
+    let csv = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["access", "who", "genomics/gwas_2024", "--format", "csv"],
+    );
+    let text = stdout(&csv);
+    assert!(
+        text.starts_with("holder_kind,holder,owners,dataset,action,policies,ends_at,ended_by\n")
+    );
+    assert_eq!(
+        text.lines().count(),
+        1 + who["rows"].as_array().map_or(0, Vec::len)
+    );
+}
+
+/// The test TRE's people with alice no longer a researcher (so `data-grantees-are-researchers-
+/// or-admins` denies her the study she is listed on) and dora, the project's data manager.
+fn alice_not_a_researcher_and_dora_managing_data() -> Value {
+    let mut people = identity(true);
+    let list = people.as_array_mut().expect("entities");
+    for entity in list.iter_mut() {
+        if entity["uid"]["id"] == "alice" {
+            if let Some(parents) = entity["parents"].as_array_mut() {
+                parents.retain(|p| p["id"] != "Researcher");
+            }
+        }
+    }
+    list.push(
+        json!({"uid": {"type": "Tre::Role", "id": "DataManager"}, "attrs": {}, "parents": []}),
+    );
+    list.push(json!({"uid": {"type": "Tre::User", "id": "dora"}, "attrs": {"status": "active"},
+        "parents": [{"type": "Tre::Role", "id": "DataManager"}, {"type": "Tre::Project", "id": "proj-genomics"}]}));
+    people
+}
+
+#[test]
+fn an_exemption_granted_by_a_data_manager_lets_one_denied_access_through_until_its_end_then_not() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    write_identity(&tre, &alice_not_a_researcher_and_dora_managing_data());
+    let extra = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n{}[safety]\nmax_revoke_fraction = 1.0\n",
+        auth_section()
+    );
+    let cfg = write_config(&tre, 1, &extra);
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(lf_permissions(&moto).is_empty(), "denied: nothing granted");
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    let api = daemon.api_url(Duration::from_secs(60));
+    daemon.wait_for("resync done", Duration::from_secs(60));
+
+    let until = SystemTime::now() + Duration::from_secs(40);
+    let until_text = tregov_engine::clock::datetime_text(tregov_engine::clock::wall_ms(until));
+    let grant = |who: &str, user: &str| {
+        let args = [
+            "exemptions",
+            "grant",
+            "--user",
+            user,
+            "--dataset",
+            "genomics/gwas_2024",
+            "--policy",
+            "data-grantees-are-researchers-or-admins",
+            "--until",
+            &until_text,
+            "--reason",
+            "visiting statistician, agreed by the controller",
+            "--api",
+            &api,
+            "--token",
+            &token(who),
+        ];
+        tregov(&tre, &moto, &cfg, &args)
+    };
+    // Nobody exempts themselves, and only the project's data managers exempt anyone.
+    let own = grant("dora", "dora");
+    assert_eq!(own.status.code(), Some(2), "{}", stderr(&own));
+    assert!(
+        stderr(&own).contains("exemptions-never-for-oneself"),
+        "{}",
+        stderr(&own)
+    );
+    let by_alice = grant("alice", "alice");
+    assert_eq!(by_alice.status.code(), Some(2), "{}", stderr(&by_alice));
+
+    let granted = grant("dora", "alice");
+    assert!(granted.status.success(), "{}", stderr(&granted));
+    let deadline = SystemTime::now() + Duration::from_secs(20);
+    while lf_permissions(&moto).is_empty() {
+        assert!(
+            SystemTime::now() < deadline,
+            "the exemption was not acted on"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
+    );
+    // `why` names the exemption the access was asked with.
+    let why = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &[
+            "why",
+            "--principal",
+            r#"Tre::User::"alice""#,
+            "--action",
+            r#"Tre::Action::"write""#,
+            "--resource",
+            r#"Tre::Dataset::"genomics/gwas_2024""#,
+        ],
+    );
+    assert!(why.status.success(), "{}", stdout(&why));
+    assert!(
+        stdout(&why).contains("asked with exemption `data-grantees-are-researchers-or-admins/genomics/gwas_2024/alice/"),
+        "{}",
+        stdout(&why)
+    );
+    let listed = tregov(&tre, &moto, &cfg, &["exemptions"]);
+    assert!(
+        stdout(&listed).contains("`alice` on `genomics/gwas_2024`"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(SystemTime::now() < until, "granted too late to see it end");
+    revoked_within_two_seconds_of(&moto, until);
+    drop(daemon);
+
+    // Once ended, `why` shows the policy denying it again.
+    let why = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &[
+            "why",
+            "--principal",
+            r#"Tre::User::"alice""#,
+            "--action",
+            r#"Tre::Action::"write""#,
+            "--resource",
+            r#"Tre::Dataset::"genomics/gwas_2024""#,
+        ],
+    );
+    assert!(
+        stdout(&why).contains("data-grantees-are-researchers-or-admins"),
+        "{}",
+        stdout(&why)
+    );
+}
