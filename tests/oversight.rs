@@ -1,6 +1,6 @@
 //! Oversight against the AWS emulator: the access report is the access Lake Formation holds
 //! after an apply; an exemption a data manager grants through the API lets one denied access
-//! through until its end, then not.
+//! through until its end, then not; a review campaign's revoke attestation ends the grant.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -250,6 +250,136 @@ fn an_exemption_granted_by_a_data_manager_lets_one_denied_access_through_until_i
     );
     assert!(
         stdout(&why).contains("data-grantees-are-researchers-or-admins"),
+        "{}",
+        stdout(&why)
+    );
+}
+
+#[test]
+fn a_review_campaign_with_one_revoke_attestation_ends_that_grant_and_the_report_names_the_reviewer()
+{
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let mut people = identity(true);
+    let list = people.as_array_mut().expect("entities");
+    list.push(json!({"uid": {"type": "Tre::Role", "id": "InformationGovernance"}, "attrs": {}, "parents": []}));
+    list.push(
+        json!({"uid": {"type": "Tre::User", "id": "gail"}, "attrs": {"status": "active"},
+        "parents": [{"type": "Tre::Role", "id": "InformationGovernance"}]}),
+    );
+    write_identity(&tre, &people);
+    let extra = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n{}[safety]\nmax_revoke_fraction = 1.0\n",
+        auth_section()
+    );
+    let cfg = write_config(&tre, 1, &extra);
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        lf_permissions(&moto),
+        vec![("genomics.gwas_2024".to_string(), writer_permissions())]
+    );
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    let api = daemon.api_url(Duration::from_secs(60));
+    daemon.wait_for("resync done", Duration::from_secs(60));
+    let as_user = |who: &str| {
+        vec![
+            "--api".to_string(),
+            api.clone(),
+            "--token".to_string(),
+            token(who),
+        ]
+    };
+    let run = |who: &str, args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(as_user(who));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        tregov(&tre, &moto, &cfg, &all)
+    };
+
+    // An IT admin starts a campaign over the study; Information Governance reviews.
+    let due = tregov_engine::clock::datetime_text(tregov_engine::clock::wall_ms(
+        SystemTime::now() + Duration::from_secs(86_400),
+    ));
+    let started = run(
+        "ian",
+        &[
+            "--output",
+            "json",
+            "review",
+            "start",
+            "--scope",
+            "dataset:genomics/gwas_2024",
+            "--reviewers",
+            "InformationGovernance",
+            "--due",
+            &due,
+        ],
+    );
+    assert!(started.status.success(), "{}", stderr(&started));
+    let started: Value = serde_json::from_str(&stdout(&started)).expect("json");
+    let campaign = started["id"].as_str().expect("campaign id").to_string();
+    let items = started["items"].as_array().expect("items");
+    assert_eq!(
+        items.len(),
+        1,
+        "alice's access is the one access: {started:#}"
+    );
+    assert_eq!(items[0]["actions"], json!(["read", "write"]));
+    let item = items[0]["id"].as_str().expect("item id").to_string();
+
+    // alice does not review her own access (nor is she a reviewer); gail revokes it.
+    let own = run("alice", &["review", "attest", &item, "keep"]);
+    assert_eq!(own.status.code(), Some(2), "{}", stderr(&own));
+    let revoked = run("gail", &["review", "attest", &item, "revoke"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let deadline = SystemTime::now() + Duration::from_secs(20);
+    while !lf_permissions(&moto).is_empty() {
+        assert!(
+            SystemTime::now() < deadline,
+            "the revoke attestation was not acted on"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(daemon);
+
+    let report = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["--output", "json", "review", "report", &campaign],
+    );
+    assert!(report.status.success(), "{}", stderr(&report));
+    let report: Value = serde_json::from_str(&stdout(&report)).expect("json");
+    let attested = report["attestations"].as_array().expect("attestations");
+    assert_eq!(attested.len(), 1, "{report:#}");
+    assert_eq!(attested[0]["reviewer"], "gail");
+    assert_eq!(attested[0]["verdict"], "revoke");
+    assert!(
+        attested[0]["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{report:#}"
+    );
+    assert_eq!(report["items"][0]["verdict"], "revoke");
+    // `why` names the policy that ended it.
+    let why = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &[
+            "why",
+            "--principal",
+            r#"Tre::User::"alice""#,
+            "--action",
+            r#"Tre::Action::"read""#,
+            "--resource",
+            r#"Tre::Dataset::"genomics/gwas_2024""#,
+        ],
+    );
+    assert!(
+        stdout(&why).contains("data-revoked-by-review"),
         "{}",
         stdout(&why)
     );

@@ -44,6 +44,7 @@ mod facts;
 mod guard;
 pub mod ops;
 mod parked;
+mod reviews;
 mod transport;
 mod verified;
 
@@ -248,6 +249,7 @@ impl Api {
             .merge(egress::routes())
             .merge(parked::routes())
             .merge(exemptions::routes())
+            .merge(reviews::routes())
             .merge(avp::routes(&self.limits))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.limits.max_body_bytes,

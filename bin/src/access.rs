@@ -1,6 +1,6 @@
 //! `access who|of`: the access report over the store, at the governance clock, with the
 //! deployment facts of the configuration when there is one; `exemptions`: the exemptions
-//! the store holds, and granting one through the API.
+//! the store holds, and granting one through the API; `review`: campaigns.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use tregov_engine::plan::{access_report, ActualState, PlanSettings, Scope};
 use tregov_engine::{Engine, PolicyBundle, Result};
 use tregov_render::access::{access_csv, access_text};
 
-use crate::args::{AccessCommand, ExemptionsCommand, ReportFormat};
+use crate::args::{AccessCommand, ExemptionsCommand, ReportFormat, ReviewCommand};
 use crate::output::{print_json, Format};
 
 pub fn access_command(
@@ -119,4 +119,89 @@ pub fn exemptions_command(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+pub fn review_command(
+    output: Format,
+    config_path: &Path,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+    command: ReviewCommand,
+) -> Result<ExitCode> {
+    let (api, path, body) = match command {
+        ReviewCommand::Report { campaign } => {
+            return review_report(output, data_dir, bundle, &campaign)
+        }
+        ReviewCommand::Start {
+            scope,
+            reviewers,
+            due,
+            default,
+            api,
+        } => (
+            api,
+            "/v1/reviews",
+            serde_json::json!({"scope": scope, "reviewers": reviewers, "due": due, "defaultVerdict": default}),
+        ),
+        ReviewCommand::Attest { item, verdict, api } => (
+            api,
+            "/v1/reviews/attest",
+            serde_json::json!({"item": item, "verdict": verdict}),
+        ),
+    };
+    let client = api.client(config_path)?;
+    match crate::egress::call(output, &client, "POST", path, Some(&body))? {
+        Ok(answer) if output == Format::Json => println!("{answer}"),
+        Ok(answer) if answer.get("items").is_some() => {
+            println!(
+                "started `{}`, due {}:",
+                answer["id"].as_str().unwrap_or("?"),
+                answer["due"].as_str().unwrap_or("?")
+            );
+            for item in answer["items"].as_array().into_iter().flatten() {
+                println!("  {}", item["id"].as_str().unwrap_or("?"));
+            }
+        }
+        Ok(answer) => println!(
+            "{}: `{}` (by {})",
+            answer["verdict"].as_str().unwrap_or("?"),
+            answer["id"].as_str().unwrap_or("?"),
+            answer["attested_by"].as_str().unwrap_or("?")
+        ),
+        Err(refused) => return Ok(refused),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn review_report(
+    output: Format,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+    campaign: &str,
+) -> Result<ExitCode> {
+    let mut engine = Engine::open_existing(data_dir, bundle)?;
+    engine.refresh()?;
+    let (items, attestations) = tregov_engine::reviews::report(&engine, campaign)?;
+    if output == Format::Json {
+        print_json(&serde_json::json!({"items": items, "attestations": attestations}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("campaign `{campaign}`: {} item(s)", items.len());
+    for item in &items {
+        println!(
+            "  {} [{}] {} on `{}` ({})",
+            item.id,
+            item.verdict,
+            item.user,
+            item.dataset,
+            item.actions.join(", ")
+        );
+    }
+    for a in &attestations {
+        println!(
+            "  {} attested {} `{}` at {} (log record {})",
+            a.reviewer, a.verdict, a.item, a.time, a.log_seq
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

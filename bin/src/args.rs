@@ -110,6 +110,10 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<ExemptionsCommand>,
     },
+    /// Access review campaigns: started and attested through the API with your token
+    /// (`startReview`, `attestReview`); the report of who attested what, when, from the log.
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// What each collector did on its last run.
     Status,
     /// What would change in AWS to match the policies, each change with the decisions behind
@@ -238,6 +242,37 @@ pub enum ExemptionsCommand {
         #[command(flatten)]
         api: crate::egress::ApiArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReviewCommand {
+    /// Start a campaign: one item per user's access to a study in scope.
+    Start {
+        /// `project:ID` or `dataset:ID`.
+        #[arg(long)]
+        scope: String,
+        /// The role whose members attest (e.g. `InformationGovernance`).
+        #[arg(long)]
+        reviewers: String,
+        /// The due date: `2027-01-31` or `2027-01-31T12:00:00Z`.
+        #[arg(long)]
+        due: String,
+        /// What an item still open at the due date becomes.
+        #[arg(long, value_parser = ["keep", "revoke"], default_value = "keep")]
+        default: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// Attest one item: keep or revoke the access.
+    Attest {
+        item: String,
+        #[arg(value_parser = ["keep", "revoke"])]
+        verdict: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// A campaign's items and who attested what, when (from the decision log).
+    Report { campaign: String },
 }
 
 #[derive(Args, Debug)]

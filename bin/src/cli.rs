@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::govern::daemon_command(config, data, ctx.gated_bundle()?, options)
         }
         Command::Events(cmd) => crate::collect::events(out, data, cmd),
+        Command::Review(cmd) => {
+            crate::access::review_command(out, config, data, ctx.bundle()?, cmd)
+        }
         Command::Exemptions { command } => {
             crate::access::exemptions_command(out, config, data, ctx.bundle()?, command)
         }

@@ -477,11 +477,11 @@ impl Engine {
         // The cache resolves what its answers depend on over the graph they were given over.
         let old = std::mem::replace(&mut self.graph, Arc::new(graph));
         let bundle = self.bundle.clone();
-        // An exemption written or deleted changes what its user's questions about its study
-        // are asked with: both count as changed, so no remembered plan of theirs is reused.
+        // An access fact (an exemption, a review item) written or deleted changes what its
+        // user's questions about its study are asked with: both count as changed, so no remembered plan of theirs is reused.
         let mut exempted =
-            crate::exemptions::accesses_of(&old, written.iter().chain(&changes.deletes));
-        exempted.extend(crate::exemptions::accesses_of(&self.graph, &written));
+            crate::access_facts::accesses_of(&old, written.iter().chain(&changes.deletes));
+        exempted.extend(crate::access_facts::accesses_of(&self.graph, &written));
         self.cache_mut().invalidate(
             written.iter().chain(&changes.deletes).chain(&exempted),
             &old,
@@ -529,34 +529,30 @@ impl Engine {
         if self.parse(timed.clone()).is_err() {
             return spec;
         }
-        self.with_exemption(timed, tick.now)
+        self.with_access_facts(timed, tick.now)
     }
 
-    /// `spec` with the exemption the store holds for its principal and resource at `now`,
-    /// when its action's context takes one and the caller named none.
-    fn with_exemption(&self, spec: RequestSpec, now: i64) -> RequestSpec {
+    /// `spec` with the access facts the store holds for its principal and resource at `now`
+    /// (see `access_facts`), when its action's context takes them and the caller named none.
+    fn with_access_facts(&self, spec: RequestSpec, now: i64) -> RequestSpec {
         let (Ok(principal), Ok(resource)) = (
             crate::entities::parse_uid(&spec.principal),
             crate::entities::parse_uid(&spec.resource),
         ) else {
             return spec;
         };
-        let index = crate::exemptions::ExemptionIndex::of(self);
-        let Some(exemption) = index.for_access(&principal, &resource, now) else {
+        let facts = crate::access_facts::AccessFacts::of(self);
+        let Some((found, _)) = facts.for_access(&principal, &resource, now) else {
             return spec;
         };
-        let mut exempted = spec.clone();
-        if let Some(context) = exempted.context.as_object_mut() {
-            if context.contains_key("exemption") {
-                return spec;
+        let mut asked = spec.clone();
+        if let Some(context) = asked.context.as_object_mut() {
+            for (name, value) in found {
+                context.entry(name).or_insert(value);
             }
-            context.insert(
-                "exemption".into(),
-                serde_json::json!({"__entity": {"type": "Tre::Exemption", "id": exemption.id().unescaped()}}),
-            );
         }
-        match self.parse(exempted.clone()) {
-            Ok(_) => exempted,
+        match self.parse(asked.clone()) {
+            Ok(_) => asked,
             Err(_) => spec,
         }
     }

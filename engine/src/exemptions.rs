@@ -223,29 +223,3 @@ fn exemption_entity(
     Entity::from_json_value(json, Some(schema))
         .map_err(|e| EngineError::Request(format!("exemption `{id}`: {e}")))
 }
-
-/// The users and studies of the exemptions among `uids` in `graph`: what an exemption
-/// written or deleted changes the questions of.
-pub(crate) fn accesses_of<'a>(
-    graph: &crate::entities::EntityGraph,
-    uids: impl IntoIterator<Item = &'a EntityUid>,
-) -> Vec<EntityUid> {
-    let mut out = Vec::new();
-    for uid in uids {
-        if uid.type_name().to_string() != TYPE {
-            continue;
-        }
-        let Some(json) = graph
-            .render_entity(uid)
-            .and_then(|(text, _)| serde_json::from_str::<Value>(&text).ok())
-        else {
-            continue;
-        };
-        out.extend(
-            ["user", "dataset"]
-                .iter()
-                .filter_map(|a| uid_from_json(&json["attrs"][a])),
-        );
-    }
-    out
-}

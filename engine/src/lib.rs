@@ -1,6 +1,7 @@
 //! tregov's pure core: the TRE entity store, Cedar decisions with explanations, and the
 //! tamper-evident decision log. Nothing here talks to AWS.
 
+pub mod access_facts;
 pub mod anchor;
 pub mod approval;
 pub mod cache;
@@ -30,6 +31,7 @@ pub mod position;
 pub mod reconcile;
 mod rendered;
 pub mod replay;
+pub mod reviews;
 pub mod safety;
 pub mod shared;
 pub mod store;

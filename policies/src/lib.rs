@@ -21,6 +21,7 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     ("egress.cedar", include_str!("../egress.cedar")),
     ("exemptions.cedar", include_str!("../exemptions.cedar")),
     ("lifetimes.cedar", include_str!("../lifetimes.cedar")),
+    ("reviews.cedar", include_str!("../reviews.cedar")),
     ("workspaces.cedar", include_str!("../workspaces.cedar")),
 ];
 

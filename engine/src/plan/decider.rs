@@ -7,9 +7,9 @@ use std::sync::Arc;
 use cedar_policy::{EntityTypeName, EntityUid};
 use serde_json::json;
 
+use crate::access_facts::AccessFacts;
 use crate::cache::{Answer, DecisionKey};
 use crate::decide::{Decision, Engine, PolicyError, RecentAnswers, RequestSpec};
-use crate::exemptions::ExemptionIndex;
 
 use super::{Change, Justification, PlanItem, Revokes};
 
@@ -33,9 +33,9 @@ pub(super) struct Decider<'a> {
     now: Option<(Arc<str>, cedar_policy::Context)>,
     /// The clock in milliseconds, to tell which exemptions still stand.
     now_ms: Option<i64>,
-    /// The stored exemptions: a data access question whose user and study have one is
-    /// asked with it in its context.
-    exemptions: Arc<ExemptionIndex>,
+    /// The stored access facts (exemptions, review items): a data access question whose
+    /// user and study have any is asked with them in its context.
+    facts: Arc<AccessFacts>,
     recent: RecentAnswers,
     /// The cache was emptied since the last plan (a policy reload, a start), so it holds
     /// none of this plan's questions: they are asked without looking.
@@ -70,11 +70,11 @@ impl<'a> Decider<'a> {
         let mut decider = Self::bare(engine);
         decider.now = now;
         decider.now_ms = now_ms;
-        decider.exemptions = Arc::new(ExemptionIndex::of(engine));
+        decider.facts = Arc::new(AccessFacts::of(engine));
         decider
     }
 
-    /// A decider without a clock or exemptions (a worker takes its plan's).
+    /// A decider without a clock or access facts (a worker takes its plan's).
     fn bare(engine: &'a Engine) -> Self {
         Self {
             engine,
@@ -82,7 +82,7 @@ impl<'a> Decider<'a> {
             checked: Vec::new(),
             now: None,
             now_ms: None,
-            exemptions: Arc::default(),
+            facts: Arc::default(),
             recent: RecentAnswers::default(),
             fresh: false,
             unremembered: Vec::new(),
@@ -100,7 +100,7 @@ impl<'a> Decider<'a> {
     /// A decider for a worker thread of the same plan.
     pub(super) fn worker(&self) -> Self {
         let mut worker = Self::bare(self.engine).asking_afresh(self.fresh);
-        worker.exemptions = self.exemptions.clone();
+        worker.facts = self.facts.clone();
         worker.now_ms = self.now_ms;
         worker.now = self
             .now
@@ -176,7 +176,7 @@ impl<'a> Decider<'a> {
         let context = match (key.context(), &self.now) {
             ("{}", _) | (_, None) => cedar_policy::Context::empty(),
             (text, Some((now, context))) if text == &**now => context.clone(),
-            // Asked with an exemption: its own context.
+            // Asked with access facts: its own context.
             (text, Some(_)) => serde_json::from_str(text)
                 .map_err(|e| e.to_string())
                 .and_then(|v| {
@@ -236,11 +236,11 @@ impl<'a> Decider<'a> {
             Ok(timed) => timed,
             Err(e) => return self.unasked(principal, action, resource, e),
         };
-        let exemption = match timed {
-            true => self.exemption(action, principal, resource),
+        let facts = match timed {
+            true => self.access_facts(action, principal, resource),
             false => None,
         };
-        let key = match (&self.now, timed, &exemption) {
+        let key = match (&self.now, timed, &facts) {
             (Some(_), true, Some((_, text))) => {
                 DecisionKey::new(principal.clone(), a, resource.clone(), text.clone())
             }
@@ -249,8 +249,8 @@ impl<'a> Decider<'a> {
             }
             _ => DecisionKey::empty_context(principal.clone(), a, resource.clone()),
         };
-        let context_entities: &[EntityUid] = match &exemption {
-            Some((uid, _)) => std::slice::from_ref(uid),
+        let context_entities: &[EntityUid] = match &facts {
+            Some((uids, _)) => uids,
             None => &[],
         };
         let answer = match self.answer(&key, context_entities) {
@@ -275,23 +275,19 @@ impl<'a> Decider<'a> {
         })
     }
 
-    /// The exemption a data access question is asked with, and the context text with it.
-    fn exemption(
+    /// The access facts a data access question is asked with, and the context text with
+    /// them.
+    fn access_facts(
         &self,
         action: &'static str,
         principal: &EntityUid,
         resource: &EntityUid,
-    ) -> Option<(EntityUid, Arc<str>)> {
-        if self.exemptions.is_empty() || !crate::plan::DATA_ACTIONS.contains(&action) {
+    ) -> Option<(Vec<EntityUid>, Arc<str>)> {
+        if self.facts.is_empty() || !crate::plan::DATA_ACTIONS.contains(&action) {
             return None;
         }
-        let now = self.now_ms?;
-        let uid = self.exemptions.for_access(principal, resource, now)?;
-        let context = json!({
-            "now": crate::clock::datetime_value(now),
-            "exemption": {"__entity": {"type": "Tre::Exemption", "id": uid.id().unescaped()}},
-        });
-        Some((uid.clone(), Arc::from(context.to_string())))
+        let (context, uids) = self.facts.context_at(principal, resource, self.now_ms?)?;
+        Some((uids, Arc::from(context.to_string())))
     }
 
     /// A request the schema rejects is denied: never allow what cannot be asked.

@@ -1,0 +1,101 @@
+//! The stored facts a data access question is asked with: the exemption (`context.exemption`)
+//! and the review item (`context.review`) the store holds for its user and study. The
+//! planner, `why` and the API put the store's there, never a caller's; the policies that read
+//! them decide what they mean.
+
+use cedar_policy::EntityUid;
+use serde_json::{json, Map, Value};
+
+use crate::clock::datetime_value;
+use crate::decide::Engine;
+use crate::entities::{uid_from_json, EntityGraph};
+use crate::exemptions::ExemptionIndex;
+use crate::reviews::ReviewIndex;
+
+/// The entity types that are facts about one user's access to one study (attributes `user`
+/// and `dataset`).
+const ACCESS_FACT_TYPES: [&str; 2] = ["Tre::Exemption", "Tre::ReviewItem"];
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessFacts {
+    exemptions: ExemptionIndex,
+    reviews: ReviewIndex,
+}
+
+impl AccessFacts {
+    pub fn of(engine: &Engine) -> Self {
+        Self {
+            exemptions: ExemptionIndex::of(engine),
+            reviews: ReviewIndex::of(engine),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exemptions.is_empty() && self.reviews.is_empty()
+    }
+
+    /// The facts for `user`'s access to `dataset` at `now`: the context attributes naming
+    /// them, and their uids. `None` when the store holds none.
+    pub fn for_access(
+        &self,
+        user: &EntityUid,
+        dataset: &EntityUid,
+        now: i64,
+    ) -> Option<(Map<String, Value>, Vec<EntityUid>)> {
+        let found = [
+            ("exemption", self.exemptions.for_access(user, dataset, now)),
+            ("review", self.reviews.for_access(user, dataset)),
+        ];
+        let mut context = Map::new();
+        let mut uids = Vec::new();
+        for (name, uid) in found {
+            if let Some(uid) = uid {
+                context.insert(name.into(), entity_ref(uid));
+                uids.push(uid.clone());
+            }
+        }
+        (!uids.is_empty()).then_some((context, uids))
+    }
+
+    /// The full context of a data access question at `now` with the facts for its access.
+    pub fn context_at(
+        &self,
+        user: &EntityUid,
+        dataset: &EntityUid,
+        now: i64,
+    ) -> Option<(Value, Vec<EntityUid>)> {
+        let (mut context, uids) = self.for_access(user, dataset, now)?;
+        context.insert("now".into(), datetime_value(now));
+        Some((Value::Object(context), uids))
+    }
+}
+
+fn entity_ref(uid: &EntityUid) -> Value {
+    json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
+}
+
+/// The users and studies of the access facts among `uids` in `graph`: what a fact written
+/// or deleted changes the questions of.
+pub(crate) fn accesses_of<'a>(
+    graph: &EntityGraph,
+    uids: impl IntoIterator<Item = &'a EntityUid>,
+) -> Vec<EntityUid> {
+    let mut out = Vec::new();
+    for uid in uids {
+        if !ACCESS_FACT_TYPES.contains(&uid.type_name().to_string().as_str()) {
+            continue;
+        }
+        let Some(json) = graph
+            .render_entity(uid)
+            .and_then(|(text, _)| serde_json::from_str::<Value>(&text).ok())
+        else {
+            continue;
+        };
+        out.extend(
+            ["user", "dataset"]
+                .iter()
+                .filter_map(|a| uid_from_json(&json["attrs"][a])),
+        );
+    }
+    out
+}

@@ -1,0 +1,395 @@
+//! Access review campaigns. Starting one (`startReview`, a Cedar decision) records a
+//! `Tre::ReviewCampaign` and one `Tre::ReviewItem` per user's access to a study in its scope,
+//! as the access report finds them at the clock. Reviewers attest each item keep or revoke
+//! (`attestReview`, logged with the verdict in its context); a data access question is asked
+//! with its item (`context.review`), and `data-revoked-by-review` ends an access revoked, or
+//! left open past the due date of a campaign whose default is revoke. The report of who
+//! attested what, when, is read from the decision log.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cedar_policy::{Entity, EntityUid, Schema};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
+use crate::decide::{Engine, RequestSpec};
+use crate::entities::{uid_from_json, uid_from_parts};
+use crate::error::{EngineError, Result};
+use crate::plan::{access_report, ActualState, PlanSettings, Scope};
+use crate::store::StoreBatch;
+use crate::workflow::{denied, WorkflowError};
+
+/// The store partition campaigns and their items are kept in.
+pub const PARTITION: &str = "reviews";
+/// The origin of the decisions of reviews in the log.
+const ORIGIN: &str = "review";
+const ITEM: &str = "Tre::ReviewItem";
+const CAMPAIGN: &str = "Tre::ReviewCampaign";
+
+/// The review items by (user, study): the one a data access question is asked with.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewIndex {
+    by_access: HashMap<(EntityUid, EntityUid), Vec<(EntityUid, Item)>>,
+}
+
+impl ReviewIndex {
+    pub fn of(engine: &Engine) -> Self {
+        let mut index = Self::default();
+        for (uid, item) in items(engine) {
+            let (Ok(user), Ok(dataset)) = (
+                uid_from_parts("Tre::User", &item.user),
+                uid_from_parts("Tre::Dataset", &item.dataset),
+            ) else {
+                continue;
+            };
+            index
+                .by_access
+                .entry((user, dataset))
+                .or_default()
+                .push((uid, item));
+        }
+        index
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_access.is_empty()
+    }
+
+    /// The item a question about `user` and `dataset` is asked with: a revoked one first (a
+    /// revocation stands whatever a later campaign says), else the latest campaign's.
+    pub fn for_access(&self, user: &EntityUid, dataset: &EntityUid) -> Option<&EntityUid> {
+        let items = self.by_access.get(&(user.clone(), dataset.clone()))?;
+        items
+            .iter()
+            .max_by(|a, b| {
+                let revoked = |i: &Item| i.verdict == "revoke";
+                (revoked(&a.1), &a.1.campaign, &a.0).cmp(&(revoked(&b.1), &b.1.campaign, &b.0))
+            })
+            .map(|(uid, _)| uid)
+    }
+}
+
+/// One access under review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    pub id: String,
+    pub campaign: String,
+    pub user: String,
+    pub dataset: String,
+    pub actions: Vec<String>,
+    pub verdict: String,
+    pub attested_by: Option<String>,
+}
+
+fn items(engine: &Engine) -> Vec<(EntityUid, Item)> {
+    stored_of(engine, ITEM)
+        .into_iter()
+        .filter_map(|(uid, attrs)| {
+            let id_of =
+                |name: &str| uid_from_json(&attrs[name]).map(|u| u.id().unescaped().to_string());
+            let item = Item {
+                id: uid.id().unescaped().to_string(),
+                campaign: id_of("campaign")?,
+                user: id_of("user")?,
+                dataset: id_of("dataset")?,
+                actions: attrs["actions"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                verdict: attrs["verdict"].as_str()?.to_string(),
+                attested_by: id_of("attestedBy"),
+            };
+            Some((uid, item))
+        })
+        .collect()
+}
+
+/// The stored entities of one type with their attributes, by uid order.
+fn stored_of(engine: &Engine, type_name: &str) -> Vec<(EntityUid, Value)> {
+    let graph = engine.graph();
+    let mut list: Vec<(EntityUid, Value)> = graph
+        .uids()
+        .filter(|uid| uid.type_name().to_string() == type_name)
+        .filter_map(|uid| {
+            let (text, _) = graph.render_entity(uid)?;
+            let json: Value = serde_json::from_str(&text).ok()?;
+            Some((uid.clone(), json["attrs"].clone()))
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list
+}
+
+/// What starting a campaign asks for.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewCampaign {
+    /// `project:<id>` or `dataset:<id>`.
+    pub scope: String,
+    /// The role whose members attest (`InformationGovernance`, say).
+    pub reviewers: String,
+    /// The due date: a Cedar `datetime` text.
+    pub due: String,
+    /// What an item still open at the due date becomes: `keep` (default) or `revoke`.
+    #[serde(default)]
+    pub default_verdict: Option<String>,
+}
+
+/// A campaign as started: its id and items.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    pub id: String,
+    pub due: String,
+    pub default_verdict: String,
+    pub items: Vec<Item>,
+}
+
+/// Starts a campaign as `caller`: the `startReview` decision (logged) must allow it; one item
+/// per user's access to each study in scope, at the clock.
+pub fn start(
+    engine: &Engine,
+    caller: &str,
+    new: &NewCampaign,
+) -> std::result::Result<Started, WorkflowError> {
+    let schema = schema_of(engine)?;
+    let due_ms = json_datetime_ms(&json!({"__extn": {"fn": "datetime", "arg": new.due}}))
+        .ok_or_else(|| {
+            WorkflowError::Invalid(format!("`due`: `{}` is not a Cedar datetime", new.due))
+        })?;
+    let default_verdict = new.default_verdict.clone().unwrap_or_else(|| "keep".into());
+    if !matches!(default_verdict.as_str(), "keep" | "revoke") {
+        return Err(WorkflowError::Invalid(
+            "`defaultVerdict`: `keep` or `revoke`".into(),
+        ));
+    }
+    let (scope_uid, datasets) = scope(engine, &new.scope)?;
+    let spec = engine.at_the_clock(RequestSpec {
+        principal: uid_from_parts("Tre::User", caller)?.to_string(),
+        action: r#"Tre::Action::"startReview""#.into(),
+        resource: scope_uid.to_string(),
+        context: json!({"reviewers": {"__entity": {"type": "Tre::Role", "id": new.reviewers}}}),
+    });
+    let (_, outcome) = engine.decide_with(spec, &[], Some(ORIGIN))?;
+    if !outcome.allows() {
+        return Err(denied("starting this review", outcome));
+    }
+    let now = engine.tick_at(std::time::SystemTime::now()).now;
+    let id = format!("{}/{now}", new.scope);
+    let mut accesses: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let settings = PlanSettings {
+        now: Some(now),
+        ..Default::default()
+    };
+    for dataset in &datasets {
+        let report = access_report(
+            engine,
+            &ActualState::default(),
+            &settings,
+            &Scope::Dataset(dataset.clone()),
+        );
+        for row in report.rows.into_iter().filter(|r| r.holder_kind == "user") {
+            accesses
+                .entry((row.holder, row.dataset))
+                .or_default()
+                .push(row.action.to_string());
+        }
+    }
+    let campaign = json!({
+        "uid": {"type": CAMPAIGN, "id": id},
+        "attrs": {
+            "scope": new.scope, "reviewers": {"__entity": {"type": "Tre::Role", "id": new.reviewers}},
+            "due": datetime_value(due_ms), "defaultVerdict": default_verdict,
+            "startedBy": {"__entity": {"type": "Tre::User", "id": caller}},
+        },
+        "parents": [],
+    });
+    let mut upserts = vec![entity(campaign, &schema)?];
+    let mut items = Vec::new();
+    for ((user, dataset), actions) in accesses {
+        let item = Item {
+            id: format!("{id}/{user}/{dataset}"),
+            campaign: id.clone(),
+            user,
+            dataset,
+            actions,
+            verdict: "open".into(),
+            attested_by: None,
+        };
+        upserts.push(entity(item_json(&item), &schema)?);
+        items.push(item);
+    }
+    write(engine, upserts, &schema)?;
+    tracing::info!(campaign = %id, items = items.len(), by = caller, "access review started");
+    Ok(Started {
+        id,
+        due: datetime_text(due_ms),
+        default_verdict,
+        items,
+    })
+}
+
+/// Attests one item as `caller`: the `attestReview` decision (logged, with the verdict in its
+/// context) must allow it; the item then carries the verdict.
+pub fn attest(
+    engine: &Engine,
+    caller: &str,
+    item_id: &str,
+    verdict: &str,
+) -> std::result::Result<Item, WorkflowError> {
+    let schema = schema_of(engine)?;
+    let uid = uid_from_parts(ITEM, item_id)?;
+    let mut item = items(engine)
+        .into_iter()
+        .find(|(u, _)| *u == uid)
+        .map(|(_, i)| i)
+        .ok_or_else(|| WorkflowError::NotFound(format!("review item `{item_id}`")))?;
+    let spec = engine.at_the_clock(RequestSpec {
+        principal: uid_from_parts("Tre::User", caller)?.to_string(),
+        action: r#"Tre::Action::"attestReview""#.into(),
+        resource: uid.to_string(),
+        context: json!({"verdict": verdict}),
+    });
+    let (_, outcome) = engine.decide_with(spec, &[], Some(ORIGIN))?;
+    if !outcome.allows() {
+        return Err(denied("attesting this item", outcome));
+    }
+    item.verdict = verdict.to_string();
+    item.attested_by = Some(caller.to_string());
+    write(engine, vec![entity(item_json(&item), &schema)?], &schema)?;
+    tracing::info!(item = %item.id, verdict, by = caller, "access review attested");
+    Ok(item)
+}
+
+/// One attestation as the log records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attestation {
+    pub item: String,
+    pub reviewer: String,
+    pub verdict: String,
+    pub time: String,
+    pub log_seq: u64,
+}
+
+/// The campaign's items and who attested what, when, from the decision log (allowed
+/// `attestReview` decisions on its items; a later one supersedes an earlier).
+pub fn report(engine: &Engine, campaign: &str) -> Result<(Vec<Item>, Vec<Attestation>)> {
+    let items: Vec<Item> = items(engine)
+        .into_iter()
+        .map(|(_, i)| i)
+        .filter(|i| i.campaign == campaign)
+        .collect();
+    let log = engine
+        .log()
+        .ok_or_else(|| EngineError::Request("reports need the decision log".into()))?;
+    let prefix = format!("Tre::ReviewItem::\"{campaign}/");
+    let attested = log
+        .records()?
+        .into_iter()
+        .filter(|r| r["kind"] == "decision" && r["origin"] == ORIGIN)
+        .filter(|r| {
+            r["decision"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case("allow"))
+        })
+        .filter(|r| r["request"]["action"] == r#"Tre::Action::"attestReview""#)
+        .filter(|r| {
+            r["request"]["resource"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&prefix))
+        })
+        .map(|r| Attestation {
+            item: crate::entities::parse_uid(r["request"]["resource"].as_str().unwrap_or_default())
+                .map(|u| u.id().unescaped().to_string())
+                .unwrap_or_default(),
+            reviewer: crate::entities::parse_uid(
+                r["request"]["principal"].as_str().unwrap_or_default(),
+            )
+            .map(|u| u.id().unescaped().to_string())
+            .unwrap_or_default(),
+            verdict: r["request"]["context"]["verdict"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            time: r["time"].as_str().unwrap_or_default().to_string(),
+            log_seq: r["seq"].as_u64().unwrap_or_default(),
+        })
+        .collect();
+    Ok((items, attested))
+}
+
+fn item_json(item: &Item) -> Value {
+    let mut attrs = json!({
+        "campaign": {"__entity": {"type": CAMPAIGN, "id": item.campaign}},
+        "user": {"__entity": {"type": "Tre::User", "id": item.user}},
+        "dataset": {"__entity": {"type": "Tre::Dataset", "id": item.dataset}},
+        "actions": item.actions,
+        "verdict": item.verdict,
+    });
+    if let Some(by) = &item.attested_by {
+        attrs["attestedBy"] = json!({"__entity": {"type": "Tre::User", "id": by}});
+    }
+    json!({"uid": {"type": ITEM, "id": item.id}, "attrs": attrs, "parents": []})
+}
+
+/// The scope's entity (what `startReview` is decided on) and its studies.
+fn scope(
+    engine: &Engine,
+    scope: &str,
+) -> std::result::Result<(EntityUid, Vec<EntityUid>), WorkflowError> {
+    let graph = engine.graph();
+    match scope.split_once(':') {
+        Some(("dataset", id)) => {
+            let uid = uid_from_parts("Tre::Dataset", id)?;
+            if !graph.contains(&uid) {
+                return Err(WorkflowError::NotFound(format!("dataset `{id}`")));
+            }
+            Ok((uid.clone(), vec![uid]))
+        }
+        Some(("project", id)) => {
+            let uid = uid_from_parts("Tre::Project", id)?;
+            let datasets = graph
+                .uids()
+                .filter(|d| d.type_name().to_string() == "Tre::Dataset")
+                .filter(|d| graph.ancestors(d).any(|a| *a == uid))
+                .cloned()
+                .collect();
+            Ok((uid, datasets))
+        }
+        _ => Err(WorkflowError::Invalid(format!(
+            "`scope`: `{scope}` is neither `project:<id>` nor `dataset:<id>`"
+        ))),
+    }
+}
+
+fn schema_of(engine: &Engine) -> Result<Schema> {
+    engine
+        .bundle()
+        .schema
+        .clone()
+        .ok_or_else(|| EngineError::Request("reviews need a schema".into()))
+}
+
+fn entity(json: Value, schema: &Schema) -> Result<Entity> {
+    Entity::from_json_value(json, Some(schema)).map_err(|e| EngineError::Request(e.to_string()))
+}
+
+fn write(engine: &Engine, upserts: Vec<Entity>, schema: &Schema) -> Result<()> {
+    let store = engine
+        .store()
+        .ok_or_else(|| EngineError::Request("reviews need the entity store".into()))?;
+    store.apply(
+        &StoreBatch {
+            upserts,
+            partition: PARTITION.into(),
+            ..Default::default()
+        },
+        schema,
+    )?;
+    Ok(())
+}
