@@ -406,7 +406,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_schema_marks_the_break_glass_grant_and_the_clock_of_timed_actions() {
+    fn the_default_schema_marks_the_break_glass_grant_the_access_facts_and_the_clock_of_timed_actions(
+    ) {
         let marks =
             ContextMarks::from_bundle(&PolicyBundle::embedded().expect("default")).expect("marks");
         let action = parse_uid(r#"Tre::Action::"breakGlass""#).expect("uid");
@@ -428,7 +429,42 @@ mod tests {
                 mark("now", Source::Clock)
             ]
         );
-        for timed in ["read", "write", "administer", "operateWorkspace"] {
+        let access_fact = |attribute: &str, entity_type: &str| {
+            mark(
+                attribute,
+                Source::Store(StoredFact {
+                    entity_type: entity_type.into(),
+                    principal: vec!["user".into()],
+                    resource: vec!["dataset".into()],
+                }),
+            )
+        };
+        for data in ["read", "write", "administer"] {
+            let action = parse_uid(&format!(r#"Tre::Action::"{data}""#)).expect("uid");
+            assert_eq!(
+                marks.actions.get(&action).cloned().unwrap_or_default(),
+                [
+                    access_fact("exemption", "Tre::Exemption"),
+                    mark("now", Source::Clock),
+                    access_fact("review", "Tre::ReviewItem"),
+                ],
+                "{data}"
+            );
+        }
+        let timed = [
+            "operateWorkspace",
+            "submitEgress",
+            "reviewEgress",
+            "downloadEgress",
+            "withdrawEgress",
+            "viewEgress",
+            "retryEgress",
+            "closeEgress",
+            "grantExemption",
+            "startReview",
+            "attestReview",
+        ];
+        for timed in timed {
             let action = parse_uid(&format!(r#"Tre::Action::"{timed}""#)).expect("uid");
             assert_eq!(
                 marks.actions.get(&action).cloned().unwrap_or_default(),
@@ -438,7 +474,7 @@ mod tests {
         }
         assert_eq!(
             marks.actions.len(),
-            5,
+            1 + 3 + timed.len(),
             "no other action has server-provided context"
         );
     }

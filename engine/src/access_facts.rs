@@ -82,7 +82,10 @@ pub(crate) fn accesses_of<'a>(
 ) -> Vec<EntityUid> {
     let mut out = Vec::new();
     for uid in uids {
-        if !ACCESS_FACT_TYPES.contains(&uid.type_name().to_string().as_str()) {
+        if !ACCESS_FACT_TYPES
+            .iter()
+            .any(|t| crate::entities::is_type(uid, t))
+        {
             continue;
         }
         let Some(json) = graph

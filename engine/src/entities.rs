@@ -37,6 +37,14 @@ pub fn collect_entity_refs(json: &Value, f: &mut impl FnMut(EntityUid)) {
     }
 }
 
+/// Whether `uid` is of the type `name` (`Tre::User`), without writing its type out: stores
+/// are scanned by type on every plan.
+pub fn is_type(uid: &EntityUid, name: &str) -> bool {
+    let (namespace, base) = name.rsplit_once("::").unwrap_or(("", name));
+    let ty = uid.type_name();
+    ty.basename() == base && ty.namespace() == namespace
+}
+
 /// `Tre::User` + `alice` → `Tre::User::"alice"`.
 pub fn uid_from_parts(type_name: &str, id: &str) -> Result<EntityUid> {
     let ty = cedar_policy::EntityTypeName::from_str(type_name)
@@ -220,4 +228,22 @@ pub fn entities_from_slice(slice: &[Value], schema: Option<&Schema>) -> Result<E
     );
     Entities::from_entities(list, None)
         .map_err(|e| EngineError::Request(format!("invalid slice: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_matches_only_with_its_namespace_and_whole_name() {
+        let uid = uid_from_parts("Tre::User", "alice").expect("uid");
+        assert!(is_type(&uid, "Tre::User"));
+        assert!(!is_type(&uid, "Tre::UserGroup"));
+        assert!(!is_type(&uid, "Other::User"));
+        assert!(!is_type(&uid, "User"));
+        let bare = uid_from_parts("User", "alice").expect("uid");
+        assert!(is_type(&bare, "User"));
+        let nested = uid_from_parts("A::B::User", "x").expect("uid");
+        assert!(is_type(&nested, "A::B::User"));
+    }
 }

@@ -107,7 +107,7 @@ pub fn stored(engine: &Engine) -> Vec<(EntityUid, Exemption)> {
     let graph = engine.graph();
     let mut list: Vec<(EntityUid, Exemption)> = graph
         .uids()
-        .filter(|uid| uid.type_name().to_string() == TYPE)
+        .filter(|uid| crate::entities::is_type(uid, TYPE))
         .filter_map(|uid| {
             let (text, _) = graph.render_entity(uid)?;
             let json: Value = serde_json::from_str(&text).ok()?;

@@ -114,7 +114,7 @@ fn stored_of(engine: &Engine, type_name: &str) -> Vec<(EntityUid, Value)> {
     let graph = engine.graph();
     let mut list: Vec<(EntityUid, Value)> = graph
         .uids()
-        .filter(|uid| uid.type_name().to_string() == type_name)
+        .filter(|uid| crate::entities::is_type(uid, type_name))
         .filter_map(|uid| {
             let (text, _) = graph.render_entity(uid)?;
             let json: Value = serde_json::from_str(&text).ok()?;
@@ -355,7 +355,7 @@ fn scope(
             let uid = uid_from_parts("Tre::Project", id)?;
             let datasets = graph
                 .uids()
-                .filter(|d| d.type_name().to_string() == "Tre::Dataset")
+                .filter(|d| crate::entities::is_type(d, "Tre::Dataset"))
                 .filter(|d| graph.ancestors(d).any(|a| *a == uid))
                 .cloned()
                 .collect();

@@ -117,7 +117,7 @@ fn user_rows(
             engine
                 .graph()
                 .uids()
-                .filter(|u| u.type_name().to_string() == "Tre::User")
+                .filter(|u| crate::entities::is_type(u, "Tre::User"))
                 .cloned()
                 .collect(),
             vec![d.clone()],

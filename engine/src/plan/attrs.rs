@@ -22,5 +22,5 @@ pub(super) fn attr_uid(e: &Entity, name: &str) -> Option<EntityUid> {
 }
 
 pub(super) fn type_is(uid: &EntityUid, name: &str) -> bool {
-    uid.type_name().to_string() == name
+    crate::entities::is_type(uid, name)
 }
