@@ -47,11 +47,23 @@ impl Governor {
             // Only an approved parked item changes: the approval is used up.
             store.decide_parked(&r.item, "applied", "tregov", None)?;
         }
-        // Level-triggered: the next plan starts from AWS as it is after these changes (a
-        // grant made now must be seen to be revoked later), so what they altered is read back.
+        Ok(Applied { results })
+    }
+
+    /// Reads back what applied changes altered (Lake Formation, IAM, workspaces), so the
+    /// next plan starts from AWS as they left it: a grant made now must be seen to be revoked
+    /// when a date passes before the next resync. (A one-shot `apply` has no next plan.)
+    pub(super) async fn read_back(&mut self, gated: &Gated, applied: &Applied) -> Result<()> {
+        let succeeded: std::collections::HashSet<&str> = applied
+            .results
+            .iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| r.item.as_str())
+            .collect();
         let mut altered: Vec<crate::collect::Source> = gated
             .apply
             .iter()
+            .filter(|i| succeeded.contains(i.id.as_str()))
             .filter_map(|i| i.change.read_back_by())
             .collect();
         altered.sort();
@@ -60,7 +72,7 @@ impl Governor {
             self.collect(crate::collect::Pass::Reading(&altered))
                 .await?;
         }
-        Ok(Applied { results })
+        Ok(())
     }
 
     /// A dry run's plan, logged as planned; nothing applied.

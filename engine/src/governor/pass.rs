@@ -219,7 +219,7 @@ impl Governor {
             since_detection_ms = detected.map(|d| d.elapsed().as_millis() as u64),
             "reconciled"
         );
-        Ok(())
+        self.read_back(&gated, &applied).await
     }
 }
 
