@@ -116,6 +116,31 @@ fn access_who_and_access_of_agree_with_lake_formation_after_apply_and_name_what_
     );
 }
 
+/// `tregov.toml` with the API on loopback (tokens from the test issuer) and revocations not
+/// limited by fraction.
+fn config_with_api(tre: &Tre) -> std::path::PathBuf {
+    let extra = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n{}[safety]\nmax_revoke_fraction = 1.0\n",
+        auth_section()
+    );
+    write_config(tre, 1, &extra)
+}
+
+/// `tregov why` alice may do `action` on the study.
+fn why_alice(tre: &Tre, moto: &Moto, cfg: &std::path::Path, action: &str) -> std::process::Output {
+    let action = format!(r#"Tre::Action::"{action}""#);
+    let args = [
+        "why",
+        "--principal",
+        r#"Tre::User::"alice""#,
+        "--action",
+        &action,
+        "--resource",
+        r#"Tre::Dataset::"genomics/gwas_2024""#,
+    ];
+    tregov(tre, moto, cfg, &args)
+}
+
 /// The test TRE's people with alice no longer a researcher (so `data-grantees-are-researchers-
 /// or-admins` denies her the study she is listed on) and dora, the project's data manager.
 fn alice_not_a_researcher_and_dora_managing_data() -> Value {
@@ -142,11 +167,7 @@ fn an_exemption_granted_by_a_data_manager_lets_one_denied_access_through_until_i
     let tre = Tre::new();
     seed(&moto, &tre);
     write_identity(&tre, &alice_not_a_researcher_and_dora_managing_data());
-    let extra = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n{}[safety]\nmax_revoke_fraction = 1.0\n",
-        auth_section()
-    );
-    let cfg = write_config(&tre, 1, &extra);
+    let cfg = config_with_api(&tre);
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(lf_permissions(&moto).is_empty(), "denied: nothing granted");
@@ -203,20 +224,7 @@ fn an_exemption_granted_by_a_data_manager_lets_one_denied_access_through_until_i
         vec![("genomics.gwas_2024".to_string(), writer_permissions())]
     );
     // `why` names the exemption the access was asked with.
-    let why = tregov(
-        &tre,
-        &moto,
-        &cfg,
-        &[
-            "why",
-            "--principal",
-            r#"Tre::User::"alice""#,
-            "--action",
-            r#"Tre::Action::"write""#,
-            "--resource",
-            r#"Tre::Dataset::"genomics/gwas_2024""#,
-        ],
-    );
+    let why = why_alice(&tre, &moto, &cfg, "write");
     assert!(why.status.success(), "{}", stdout(&why));
     assert!(
         stdout(&why).contains("asked with exemption `data-grantees-are-researchers-or-admins/genomics/gwas_2024/alice/"),
@@ -234,20 +242,7 @@ fn an_exemption_granted_by_a_data_manager_lets_one_denied_access_through_until_i
     drop(daemon);
 
     // Once ended, `why` shows the policy denying it again.
-    let why = tregov(
-        &tre,
-        &moto,
-        &cfg,
-        &[
-            "why",
-            "--principal",
-            r#"Tre::User::"alice""#,
-            "--action",
-            r#"Tre::Action::"write""#,
-            "--resource",
-            r#"Tre::Dataset::"genomics/gwas_2024""#,
-        ],
-    );
+    let why = why_alice(&tre, &moto, &cfg, "write");
     assert!(
         stdout(&why).contains("data-grantees-are-researchers-or-admins"),
         "{}",
@@ -269,11 +264,7 @@ fn a_review_campaign_with_one_revoke_attestation_ends_that_grant_and_the_report_
         "parents": [{"type": "Tre::Role", "id": "InformationGovernance"}]}),
     );
     write_identity(&tre, &people);
-    let extra = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\n{}[safety]\nmax_revoke_fraction = 1.0\n",
-        auth_section()
-    );
-    let cfg = write_config(&tre, 1, &extra);
+    let cfg = config_with_api(&tre);
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -364,20 +355,7 @@ fn a_review_campaign_with_one_revoke_attestation_ends_that_grant_and_the_report_
     );
     assert_eq!(report["items"][0]["verdict"], "revoke");
     // `why` names the policy that ended it.
-    let why = tregov(
-        &tre,
-        &moto,
-        &cfg,
-        &[
-            "why",
-            "--principal",
-            r#"Tre::User::"alice""#,
-            "--action",
-            r#"Tre::Action::"read""#,
-            "--resource",
-            r#"Tre::Dataset::"genomics/gwas_2024""#,
-        ],
-    );
+    let why = why_alice(&tre, &moto, &cfg, "read");
     assert!(
         stdout(&why).contains("data-revoked-by-review"),
         "{}",

@@ -3,12 +3,14 @@
 //! planner, `why` and the API put the store's there, never a caller's; the policies that read
 //! them decide what they mean.
 
+use std::collections::HashMap;
+
 use cedar_policy::EntityUid;
 use serde_json::{json, Map, Value};
 
 use crate::clock::datetime_value;
 use crate::decide::Engine;
-use crate::entities::{uid_from_json, EntityGraph};
+use crate::entities::{uid_from_json, uid_from_parts, EntityGraph};
 use crate::exemptions::ExemptionIndex;
 use crate::reviews::ReviewIndex;
 
@@ -72,6 +74,55 @@ impl AccessFacts {
 
 fn entity_ref(uid: &EntityUid) -> Value {
     json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
+}
+
+/// Facts of one kind by the access they are about, (user, study), each with its uid.
+#[derive(Debug, Clone)]
+pub(crate) struct ByAccess<T>(HashMap<(EntityUid, EntityUid), Vec<(EntityUid, T)>>);
+
+impl<T> Default for ByAccess<T> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<T> ByAccess<T> {
+    /// Files `fact` under the user and study ids it names; a fact naming ids that are no uids
+    /// is about no access.
+    pub(crate) fn insert(&mut self, user: &str, dataset: &str, uid: EntityUid, fact: T) {
+        if let (Ok(user), Ok(dataset)) = (
+            uid_from_parts("Tre::User", user),
+            uid_from_parts("Tre::Dataset", dataset),
+        ) {
+            self.0.entry((user, dataset)).or_default().push((uid, fact));
+        }
+    }
+
+    pub(crate) fn get(&self, user: &EntityUid, dataset: &EntityUid) -> &[(EntityUid, T)] {
+        self.0
+            .get(&(user.clone(), dataset.clone()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The stored entities of one type with their attributes, by uid order.
+pub(crate) fn stored_of(engine: &Engine, type_name: &str) -> Vec<(EntityUid, Value)> {
+    let graph = engine.graph();
+    let mut list: Vec<(EntityUid, Value)> = graph
+        .uids()
+        .filter(|uid| crate::entities::is_type(uid, type_name))
+        .filter_map(|uid| {
+            let (text, _) = graph.render_entity(uid)?;
+            let mut json: Value = serde_json::from_str(&text).ok()?;
+            Some((uid.clone(), json["attrs"].take()))
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list
 }
 
 /// The users and studies of the access facts among `uids` in `graph`: what a fact written

@@ -5,12 +5,11 @@
 //! (`context.exemption`), which the policies that may be exempted from read. Past its date an
 //! exemption is left out of the question, and the policies would not honour it anyway.
 
-use std::collections::HashMap;
-
 use cedar_policy::{Entity, EntityUid, Schema};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
 use crate::decide::{Engine, RequestSpec};
 use crate::entities::{uid_from_json, uid_from_parts};
@@ -57,32 +56,20 @@ impl Exemption {
 /// The stored exemptions by (user, study), to find the one a data access question is asked
 /// with.
 #[derive(Debug, Clone, Default)]
-pub struct ExemptionIndex {
-    by_access: HashMap<(EntityUid, EntityUid), Vec<(EntityUid, i64)>>,
-}
+pub struct ExemptionIndex(ByAccess<i64>);
 
 impl ExemptionIndex {
     /// Every exemption the engine's graph holds.
     pub fn of(engine: &Engine) -> Self {
-        let mut index = Self::default();
-        for (uid, exemption) in stored(engine) {
-            let (Ok(user), Ok(dataset)) = (
-                uid_from_parts("Tre::User", &exemption.user),
-                uid_from_parts("Tre::Dataset", &exemption.dataset),
-            ) else {
-                continue;
-            };
-            index
-                .by_access
-                .entry((user, dataset))
-                .or_default()
-                .push((uid, exemption.expires_ms));
+        let mut index = ByAccess::default();
+        for (uid, e) in stored(engine) {
+            index.insert(&e.user, &e.dataset, uid, e.expires_ms);
         }
-        index
+        Self(index)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_access.is_empty()
+        self.0.is_empty()
     }
 
     /// The exemption a question about `user` and `dataset` at `now` is asked with: of those
@@ -93,8 +80,8 @@ impl ExemptionIndex {
         dataset: &EntityUid,
         now: i64,
     ) -> Option<&EntityUid> {
-        self.by_access
-            .get(&(user.clone(), dataset.clone()))?
+        self.0
+            .get(user, dataset)
             .iter()
             .filter(|(_, expires)| *expires > now)
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
@@ -104,18 +91,13 @@ impl ExemptionIndex {
 
 /// Every stored exemption, by uid order.
 pub fn stored(engine: &Engine) -> Vec<(EntityUid, Exemption)> {
-    let graph = engine.graph();
-    let mut list: Vec<(EntityUid, Exemption)> = graph
-        .uids()
-        .filter(|uid| crate::entities::is_type(uid, TYPE))
-        .filter_map(|uid| {
-            let (text, _) = graph.render_entity(uid)?;
-            let json: Value = serde_json::from_str(&text).ok()?;
-            Some((uid.clone(), Exemption::from_json(uid, &json["attrs"])?))
+    crate::access_facts::stored_of(engine, TYPE)
+        .into_iter()
+        .filter_map(|(uid, attrs)| {
+            let exemption = Exemption::from_json(&uid, &attrs)?;
+            Some((uid, exemption))
         })
-        .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    list
+        .collect()
 }
 
 /// What a data manager asks for.

@@ -6,12 +6,13 @@
 //! left open past the due date of a campaign whose default is revoke. The report of who
 //! attested what, when, is read from the decision log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use cedar_policy::{Entity, EntityUid, Schema};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
 use crate::decide::{Engine, RequestSpec};
 use crate::entities::{uid_from_json, uid_from_parts};
@@ -29,45 +30,39 @@ const CAMPAIGN: &str = "Tre::ReviewCampaign";
 
 /// The review items by (user, study): the one a data access question is asked with.
 #[derive(Debug, Clone, Default)]
-pub struct ReviewIndex {
-    by_access: HashMap<(EntityUid, EntityUid), Vec<(EntityUid, Item)>>,
-}
+pub struct ReviewIndex(ByAccess<Item>);
 
 impl ReviewIndex {
     pub fn of(engine: &Engine) -> Self {
-        let mut index = Self::default();
+        let mut index = ByAccess::default();
         for (uid, item) in items(engine) {
-            let (Ok(user), Ok(dataset)) = (
-                uid_from_parts("Tre::User", &item.user),
-                uid_from_parts("Tre::Dataset", &item.dataset),
-            ) else {
-                continue;
-            };
-            index
-                .by_access
-                .entry((user, dataset))
-                .or_default()
-                .push((uid, item));
+            let (user, dataset) = (item.user.clone(), item.dataset.clone());
+            index.insert(&user, &dataset, uid, item);
         }
-        index
+        Self(index)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_access.is_empty()
+        self.0.is_empty()
     }
 
     /// The item a question about `user` and `dataset` is asked with: a revoked one first (a
     /// revocation stands whatever a later campaign says), else the latest campaign's.
     pub fn for_access(&self, user: &EntityUid, dataset: &EntityUid) -> Option<&EntityUid> {
-        let items = self.by_access.get(&(user.clone(), dataset.clone()))?;
-        items
+        self.0
+            .get(user, dataset)
             .iter()
-            .max_by(|a, b| {
-                let revoked = |i: &Item| i.verdict == "revoke";
-                (revoked(&a.1), &a.1.campaign, &a.0).cmp(&(revoked(&b.1), &b.1.campaign, &b.0))
-            })
+            .max_by_key(|(uid, item)| (item.verdict == "revoke", started_ms(&item.campaign), uid))
             .map(|(uid, _)| uid)
     }
+}
+
+/// When a campaign started: its id ends in the clock's milliseconds (`<scope>/<ms>`).
+fn started_ms(campaign: &str) -> i64 {
+    campaign
+        .rsplit_once('/')
+        .and_then(|(_, ms)| ms.parse().ok())
+        .unwrap_or(i64::MIN)
 }
 
 /// One access under review.
@@ -83,7 +78,7 @@ pub struct Item {
 }
 
 fn items(engine: &Engine) -> Vec<(EntityUid, Item)> {
-    stored_of(engine, ITEM)
+    crate::access_facts::stored_of(engine, ITEM)
         .into_iter()
         .filter_map(|(uid, attrs)| {
             let id_of =
@@ -107,22 +102,6 @@ fn items(engine: &Engine) -> Vec<(EntityUid, Item)> {
             Some((uid, item))
         })
         .collect()
-}
-
-/// The stored entities of one type with their attributes, by uid order.
-fn stored_of(engine: &Engine, type_name: &str) -> Vec<(EntityUid, Value)> {
-    let graph = engine.graph();
-    let mut list: Vec<(EntityUid, Value)> = graph
-        .uids()
-        .filter(|uid| crate::entities::is_type(uid, type_name))
-        .filter_map(|uid| {
-            let (text, _) = graph.render_entity(uid)?;
-            let json: Value = serde_json::from_str(&text).ok()?;
-            Some((uid.clone(), json["attrs"].clone()))
-        })
-        .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    list
 }
 
 /// What starting a campaign asks for.
@@ -392,4 +371,56 @@ fn write(engine: &Engine, upserts: Vec<Entity>, schema: &Schema) -> Result<()> {
         schema,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(campaign: &str, verdict: &str) -> Item {
+        Item {
+            id: format!("{campaign}/alice/gwas"),
+            campaign: campaign.into(),
+            user: "alice".into(),
+            dataset: "gwas".into(),
+            actions: vec!["read".into()],
+            verdict: verdict.into(),
+            attested_by: None,
+        }
+    }
+
+    fn chosen(items: Vec<Item>) -> String {
+        let mut index = ByAccess::default();
+        for i in items {
+            let uid = uid_from_parts(ITEM, &i.id).expect("uid");
+            index.insert("alice", "gwas", uid, i);
+        }
+        let index = ReviewIndex(index);
+        let user = uid_from_parts("Tre::User", "alice").expect("uid");
+        let dataset = uid_from_parts("Tre::Dataset", "gwas").expect("uid");
+        index
+            .for_access(&user, &dataset)
+            .map(|u| u.id().unescaped().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_revocation_stands_whatever_a_later_campaign_says_and_otherwise_the_latest_campaign_counts()
+    {
+        // `project:p/900` started before `dataset:gwas/1000`, though it sorts after it as text.
+        assert_eq!(
+            chosen(vec![
+                item("project:p/900", "keep"),
+                item("dataset:gwas/1000", "open")
+            ]),
+            "dataset:gwas/1000/alice/gwas"
+        );
+        assert_eq!(
+            chosen(vec![
+                item("project:p/900", "revoke"),
+                item("dataset:gwas/1000", "keep")
+            ]),
+            "project:p/900/alice/gwas"
+        );
+    }
 }

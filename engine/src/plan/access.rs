@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::data_access::role_access;
 use super::decider::Decider;
 use super::index::{GraphIndex, Protected};
-use super::{lifetimes, ActualState, Inputs, PlanSettings};
+use super::{ActualState, Inputs, PlanSettings};
 use crate::clock::{datetime_text, datetime_value};
 use crate::decide::{Engine, RequestSpec};
 
@@ -80,14 +80,7 @@ pub fn access_report(
     let now = settings.now.unwrap_or(0);
     let mut decider = Decider::new(engine, settings.now);
     let protected = Protected::new(&settings.protected_principals, actual);
-    let mut index = GraphIndex::build(graph, &mut decider.warnings);
-    let retired = lifetimes::retired_workspaces(&index, &mut decider);
-    index.govern_roles(
-        actual,
-        &protected,
-        &lifetimes::retired_set(&retired),
-        &mut decider.warnings,
-    );
+    let (index, _) = super::governed_index(graph, actual, &protected, &mut decider);
     let inputs = Inputs {
         graph,
         index: &index,

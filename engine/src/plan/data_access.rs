@@ -78,13 +78,7 @@ pub(super) fn plan_data_access(
         .filter(|(role, _)| scope.is_none_or(|s| role_key(role).is_some_and(|k| s.contains(&k))))
         .map(|(arn, owners)| Role { arn, owners })
         .collect();
-    let planner = RolePlanner {
-        graph: inputs.graph,
-        index: inputs.index,
-        actual: inputs.actual,
-        open_set: inputs.index.open.iter().collect(),
-        memo,
-    };
+    let planner = RolePlanner::new(inputs, memo);
     let parts = fan_out(decider, &planner, &roles);
     let mut items = Vec::new();
     for part in parts {
@@ -112,13 +106,7 @@ pub(super) fn role_access(
     arn: &String,
     owners: &BTreeSet<EntityUid>,
 ) -> Vec<(EntityUid, bool, Vec<Arc<Verdict>>)> {
-    let planner = RolePlanner {
-        graph: inputs.graph,
-        index: inputs.index,
-        actual: inputs.actual,
-        open_set: inputs.index.open.iter().collect(),
-        memo,
-    };
+    let planner = RolePlanner::new(inputs, memo);
     let mut reads = memo.reads();
     planner
         .desired_access(Role { arn, owners }, &mut reads, decider)
@@ -175,6 +163,16 @@ struct RolePlanner<'a> {
 }
 
 impl<'a> RolePlanner<'a> {
+    fn new(inputs: &Inputs<'a>, memo: &'a PlanMemo) -> Self {
+        Self {
+            graph: inputs.graph,
+            index: inputs.index,
+            actual: inputs.actual,
+            open_set: inputs.index.open.iter().collect(),
+            memo,
+        }
+    }
+
     /// The items for `roles` and the parts planned afresh to remember; the decisions and
     /// warnings are `decider`'s.
     fn plan_roles(&self, roles: &[Role], decider: &mut Decider) -> WorkerOutput {

@@ -479,20 +479,12 @@ pub fn plan_scoped(
     if let Some(now) = settings.now {
         engine.plan_at(now);
     }
-    let mut decider = Decider::new(engine, settings.now);
-    let protected = Protected::new(&settings.protected_principals, actual);
-    let mut index = GraphIndex::build(graph, &mut decider.warnings);
     // One plan at a time catches the memo up and plans over it.
     let mut memo = engine.plan_memo();
     let touched = engine.take_touched();
-    decider = decider.asking_afresh(touched.everything);
-    let retired = lifetimes::retired_workspaces(&index, &mut decider);
-    index.govern_roles(
-        actual,
-        &protected,
-        &lifetimes::retired_set(&retired),
-        &mut decider.warnings,
-    );
+    let mut decider = Decider::new(engine, settings.now).asking_afresh(touched.everything);
+    let protected = Protected::new(&settings.protected_principals, actual);
+    let (index, retired) = governed_index(graph, actual, &protected, &mut decider);
     memo.catch_up(touched, &engine.bundle().version, &index, actual);
     let inputs = Inputs {
         graph,
@@ -522,6 +514,28 @@ pub fn plan_scoped(
         decisions: decider.count,
         governed_grants: foreign::governed_grants(&inputs),
     }
+}
+
+/// The graph indexed, with the workspaces that may no longer operate (decided) and the
+/// governed roles counting none of their owners.
+fn governed_index(
+    graph: &EntityGraph,
+    actual: &ActualState,
+    protected: &Protected,
+    decider: &mut Decider,
+) -> (
+    GraphIndex,
+    Vec<(cedar_policy::EntityUid, std::sync::Arc<decider::Verdict>)>,
+) {
+    let mut index = GraphIndex::build(graph, &mut decider.warnings);
+    let retired = lifetimes::retired_workspaces(&index, decider);
+    index.govern_roles(
+        actual,
+        protected,
+        &lifetimes::retired_set(&retired),
+        &mut decider.warnings,
+    );
+    (index, retired)
 }
 
 /// What every phase reads: the graph and its index, the actual state, the settings.
