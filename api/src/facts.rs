@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use cedar_policy::{EntityUid, SchemaFragment};
 use serde_json::{json, Map, Value};
+use tregov_engine::access_facts::AccessFacts;
 use tregov_engine::entities::{parse_uid, uid_from_parts};
 use tregov_engine::{Engine, PolicyBundle, RequestSpec};
 
@@ -181,7 +182,7 @@ impl ContextMarks {
             }
         }
         for (mark, fact) in stored {
-            if let Some(uid) = choose_stored(engine, &spec, &mark.attribute, fact) {
+            if let Some(uid) = choose_stored(engine, &spec, &mark.attribute, fact, now) {
                 if let Some(context) = spec.context.as_object_mut() {
                     context.insert(mark.attribute.clone(), entity_ref(&uid));
                 }
@@ -191,17 +192,27 @@ impl ContextMarks {
     }
 }
 
-/// The stored entity matching the request; of several, the first (by uid) the policies allow
-/// the request with, else the first. Cedar has no "some grant such that", so each candidate
-/// is decided in turn, unlogged; the decision that is logged is made with the one chosen.
+/// The stored entity matching the request. A fact about one user's access to one study (an
+/// exemption, a review item) is the one the planner asks with, so the API and AWS agree (a
+/// revoked review item counts even when another campaign's kept it). Of several other facts,
+/// the first (by uid) the policies allow the request with, else the first: Cedar has no
+/// "some grant such that", so each candidate is decided in turn, unlogged; the decision that
+/// is logged is made with the one chosen.
 fn choose_stored(
     engine: &Engine,
     spec: &RequestSpec,
     attribute: &str,
     fact: &StoredFact,
+    now: &str,
 ) -> Option<EntityUid> {
     let principal = parse_uid(&spec.principal).ok()?;
     let resource = parse_uid(&spec.resource).ok()?;
+    if AccessFacts::is_access_fact(&fact.entity_type) {
+        let now = tregov_engine::clock::json_datetime_ms(&datetime(now)).unwrap_or(i64::MIN);
+        return AccessFacts::of(engine)
+            .chosen(&fact.entity_type, &principal, &resource, now)
+            .cloned();
+    }
     let is = |entity: &cedar_policy::Entity, attrs: &[String], uid: &EntityUid| {
         attrs.iter().all(|a| {
             matches!(entity.attr(a), Some(Ok(cedar_policy::EvalResult::EntityUid(u))) if u == *uid)
@@ -390,6 +401,58 @@ mod tests {
             .expect("entities");
         let graph = EntityGraph::from_entities(&list, bundle.schema.as_ref()).expect("graph");
         Engine::in_memory(bundle, graph)
+    }
+
+    #[test]
+    fn a_revoked_review_item_is_the_one_the_api_asks_with_as_the_planner_does() {
+        let bundle = PolicyBundle::embedded().expect("default policies");
+        let entity = |t: &str, id: &str| json!({"__entity": {"type": t, "id": id}});
+        let campaign = |id: &str| {
+            json!({"uid": {"type": "Tre::ReviewCampaign", "id": id}, "attrs": {
+            "scope": "dataset:gwas", "reviewers": entity("Tre::Role", "InformationGovernance"),
+            "due": datetime("2030-01-01T00:00:00Z"), "defaultVerdict": "keep",
+            "startedBy": entity("Tre::User", "ian")}, "parents": []})
+        };
+        let item = |campaign: &str, verdict: &str| {
+            json!({"uid": {"type": "Tre::ReviewItem", "id": format!("{campaign}/alice")}, "attrs": {
+            "campaign": entity("Tre::ReviewCampaign", campaign), "user": entity("Tre::User", "alice"),
+            "dataset": entity("Tre::Dataset", "gwas"), "actions": ["read"], "verdict": verdict}, "parents": []})
+        };
+        let entities = json!([
+            {"uid": {"type": "Tre::Project", "id": "p"}, "attrs": {"accountId": "111111111111"}, "parents": []},
+            {"uid": {"type": "Tre::Dataset", "id": "gwas"}, "attrs": {
+                "database": "g", "location": "s3://b/g/", "classification": "internal",
+                "project": entity("Tre::Project", "p"), "maxAccess": "readonly", "category": "organization",
+                "admins": entity("Tre::AccessGroup", "a"), "readers": entity("Tre::AccessGroup", "r"),
+                "writers": entity("Tre::AccessGroup", "w")}, "parents": []},
+            {"uid": {"type": "Tre::Role", "id": "Researcher"}, "attrs": {}, "parents": []},
+            {"uid": {"type": "Tre::AccessGroup", "id": "r"}, "attrs": {}, "parents": []},
+            // On the readers' list: the kept item would allow her, the revoked one does not.
+            {"uid": {"type": "Tre::User", "id": "alice"}, "attrs": {"status": "active"},
+             "parents": [{"type": "Tre::Role", "id": "Researcher"}, {"type": "Tre::AccessGroup", "id": "r"}]},
+            campaign("dataset:gwas/100"),
+            campaign("dataset:gwas/200"),
+            // The older campaign revoked; the newer one kept.
+            item("dataset:gwas/200", "keep"),
+            item("dataset:gwas/100", "revoke"),
+        ]);
+        let list = parse_entities_file("t.json", &entities.to_string(), bundle.schema.as_ref())
+            .expect("entities");
+        let graph = EntityGraph::from_entities(&list, bundle.schema.as_ref()).expect("graph");
+        let engine = Engine::in_memory(bundle, graph);
+        let marks = ContextMarks::from_bundle(engine.bundle()).expect("marks");
+        let spec = RequestSpec {
+            principal: r#"Tre::User::"alice""#.into(),
+            action: r#"Tre::Action::"read""#.into(),
+            resource: r#"Tre::Dataset::"gwas""#.into(),
+            context: json!({}),
+        };
+        let settled = marks.settle(&engine, spec, false, "2026-12-06T00:00:00Z");
+        assert_eq!(
+            settled.spec.context["review"]["__entity"]["id"], "dataset:gwas/100/alice",
+            "{}",
+            settled.spec.context
+        );
     }
 
     fn break_glass(context: Value) -> RequestSpec {

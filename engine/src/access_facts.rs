@@ -45,8 +45,11 @@ impl AccessFacts {
         now: i64,
     ) -> Option<(Map<String, Value>, Vec<EntityUid>)> {
         let found = [
-            ("exemption", self.exemptions.for_access(user, dataset, now)),
-            ("review", self.reviews.for_access(user, dataset)),
+            (
+                "exemption",
+                self.chosen("Tre::Exemption", user, dataset, now),
+            ),
+            ("review", self.chosen("Tre::ReviewItem", user, dataset, now)),
         ];
         let mut context = Map::new();
         let mut uids = Vec::new();
@@ -57,6 +60,28 @@ impl AccessFacts {
             }
         }
         (!uids.is_empty()).then_some((context, uids))
+    }
+
+    /// The fact of `entity_type` for `user`'s access to `dataset` at `now`, as the planner
+    /// asks with it; `None` when the type is no access fact or the store holds none.
+    pub fn chosen(
+        &self,
+        entity_type: &str,
+        user: &EntityUid,
+        dataset: &EntityUid,
+        now: i64,
+    ) -> Option<&EntityUid> {
+        match entity_type {
+            "Tre::Exemption" => self.exemptions.for_access(user, dataset, now),
+            "Tre::ReviewItem" => self.reviews.for_access(user, dataset),
+            _ => None,
+        }
+    }
+
+    /// Whether `entity_type` is a fact about one user's access to one study, which
+    /// `chosen` picks as the planner does.
+    pub fn is_access_fact(entity_type: &str) -> bool {
+        ACCESS_FACT_TYPES.contains(&entity_type)
     }
 
     /// The full context of a data access question at `now` with the facts for its access.
