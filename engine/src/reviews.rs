@@ -158,8 +158,11 @@ pub fn start(
     if !outcome.allows() {
         return Err(denied("starting this review", outcome));
     }
-    let now = engine.tick_at(std::time::SystemTime::now()).now;
-    let id = format!("{}/{now}", new.scope);
+    let wall = std::time::SystemTime::now();
+    let now = engine.tick_at(wall).now;
+    // Named by the wall clock, not the governance clock, which stands still for hours: two
+    // campaigns over one scope are two campaigns.
+    let id = format!("{}/{}", new.scope, crate::clock::wall_ms(wall));
     let mut accesses: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let settings = PlanSettings {
         now: Some(now),
