@@ -30,6 +30,16 @@ fn identity_with_project(project: Value, more: &[Value]) -> Value {
     Value::Array(entities)
 }
 
+/// `why --replay` of the first decision behind the logged apply of a `change_kind` change.
+fn why_replayed(tre: &Tre, records: &[Value], change_kind: &str) -> String {
+    let applied = records
+        .iter()
+        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == change_kind)
+        .unwrap_or_else(|| panic!("no `{change_kind}` is logged"));
+    let seq = applied["decisions"][0].as_u64().expect("decision seq");
+    stdout(&tre.run(&["why", "--replay", &seq.to_string()]))
+}
+
 #[test]
 fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants_within_two_seconds(
 ) {
@@ -97,17 +107,8 @@ fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants
         warned_at < expiry_text,
         "warned at {warned_at}, expiry {expiry_text}"
     );
-    let revoke = records
-        .iter()
-        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == "lf-revoke")
-        .expect("the revoke is logged");
-    let seq = revoke["decisions"][0].as_u64().expect("decision seq");
-    let why = tre.run(&["why", "--replay", &seq.to_string()]);
-    assert!(
-        stdout(&why).contains("data-project-agreement-in-force"),
-        "{}",
-        stdout(&why)
-    );
+    let why = why_replayed(&tre, &records, "lf-revoke");
+    assert!(why.contains("data-project-agreement-in-force"), "{why}");
 }
 
 #[test]
@@ -136,17 +137,10 @@ fn a_project_that_has_ended_stops_its_workspace_and_its_role_keeps_no_data_acces
         "{state}: {}",
         stdout(&out)
     );
-    let records = log_records(&tre);
-    let stop = records
-        .iter()
-        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == "stop-workspace")
-        .expect("the stop is logged");
-    let seq = stop["decisions"][0].as_u64().expect("decision seq");
-    let why = tre.run(&["why", "--replay", &seq.to_string()]);
+    let why = why_replayed(&tre, &log_records(&tre), "stop-workspace");
     assert!(
-        stdout(&why).contains("workspaces-stop-when-their-project-ends"),
-        "{}",
-        stdout(&why)
+        why.contains("workspaces-stop-when-their-project-ends"),
+        "{why}"
     );
 }
 

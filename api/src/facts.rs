@@ -209,7 +209,8 @@ fn choose_stored(
     let resource = parse_uid(&spec.resource).ok()?;
     if AccessFacts::is_access_fact(&fact.entity_type) {
         let now = tregov_engine::clock::json_datetime_ms(&datetime(now)).unwrap_or(i64::MIN);
-        return AccessFacts::of(engine)
+        return engine
+            .access_facts()
             .chosen(&fact.entity_type, &principal, &resource, now)
             .cloned();
     }

@@ -9,7 +9,6 @@ use cedar_policy::EntityUid;
 use serde_json::{json, Map, Value};
 
 use crate::clock::datetime_value;
-use crate::decide::Engine;
 use crate::entities::{uid_from_json, uid_from_parts, EntityGraph};
 use crate::exemptions::ExemptionIndex;
 use crate::reviews::ReviewIndex;
@@ -25,10 +24,12 @@ pub struct AccessFacts {
 }
 
 impl AccessFacts {
-    pub fn of(engine: &Engine) -> Self {
+    /// The access facts `graph` holds. The engine keeps them (`Engine::access_facts`),
+    /// made again only when one is written or deleted.
+    pub fn of(graph: &EntityGraph) -> Self {
         Self {
-            exemptions: ExemptionIndex::of(engine),
-            reviews: ReviewIndex::of(engine),
+            exemptions: ExemptionIndex::of(graph),
+            reviews: ReviewIndex::of(graph),
         }
     }
 
@@ -84,6 +85,13 @@ impl AccessFacts {
         ACCESS_FACT_TYPES.contains(&entity_type)
     }
 
+    /// Whether `uid` is an access fact's.
+    pub fn is_access_fact_uid(uid: &EntityUid) -> bool {
+        ACCESS_FACT_TYPES
+            .iter()
+            .any(|t| crate::entities::is_type(uid, t))
+    }
+
     /// The full context of a data access question at `now` with the facts for its access.
     pub fn context_at(
         &self,
@@ -135,8 +143,7 @@ impl<T> ByAccess<T> {
 }
 
 /// The stored entities of one type with their attributes, by uid order.
-pub(crate) fn stored_of(engine: &Engine, type_name: &str) -> Vec<(EntityUid, Value)> {
-    let graph = engine.graph();
+pub(crate) fn stored_of(graph: &EntityGraph, type_name: &str) -> Vec<(EntityUid, Value)> {
     let mut list: Vec<(EntityUid, Value)> = graph
         .uids()
         .filter(|uid| crate::entities::is_type(uid, type_name))
@@ -158,10 +165,7 @@ pub(crate) fn accesses_of<'a>(
 ) -> Vec<EntityUid> {
     let mut out = Vec::new();
     for uid in uids {
-        if !ACCESS_FACT_TYPES
-            .iter()
-            .any(|t| crate::entities::is_type(uid, t))
-        {
+        if !AccessFacts::is_access_fact_uid(uid) {
             continue;
         }
         let Some(json) = graph

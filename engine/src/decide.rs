@@ -9,6 +9,7 @@ use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::access_facts::AccessFacts;
 use crate::cache::{Answer, CacheStats, DecisionCache, DecisionKey, Touched};
 use crate::clock::{Instants, Tick};
 use crate::entities::{parse_uid, EntityGraph};
@@ -256,6 +257,9 @@ pub struct Engine {
     /// goes out.
     instants: Instants,
     warning_ms: i64,
+    /// The stored exemptions and review items by the access they are about (see
+    /// `access_facts`): made again only when one is written or deleted, not per question.
+    access_facts: Arc<AccessFacts>,
     /// The `now` the last plan was made at: a plan at another one starts afresh.
     planned_at: AtomicI64,
 }
@@ -264,6 +268,7 @@ impl Engine {
     /// An engine over entities given directly (no store, no log).
     pub fn in_memory(bundle: PolicyBundle, graph: EntityGraph) -> Self {
         let instants = Instants::new(&graph, &bundle.set, 0);
+        let access_facts = Arc::new(AccessFacts::of(&graph));
         Self {
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
@@ -276,6 +281,7 @@ impl Engine {
             rendered: Mutex::default(),
             parsed: Mutex::default(),
             instants,
+            access_facts,
             warning_ms: 0,
             planned_at: AtomicI64::new(i64::MIN),
         }
@@ -309,6 +315,7 @@ impl Engine {
         let graph =
             EntityGraph::from_bodies(bodies.iter().map(String::as_str), bundle.schema.as_ref())?;
         let instants = Instants::new(&graph, &bundle.set, 0);
+        let access_facts = Arc::new(AccessFacts::of(&graph));
         Ok(Self {
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
@@ -321,6 +328,7 @@ impl Engine {
             rendered: Mutex::default(),
             parsed: Mutex::default(),
             instants,
+            access_facts,
             warning_ms: 0,
             planned_at: AtomicI64::new(i64::MIN),
         })
@@ -362,6 +370,7 @@ impl Engine {
         }
         self.bundle = Arc::new(bundle);
         self.instants = Instants::new(&self.graph, &self.bundle.set, self.warning_ms);
+        self.access_facts = Arc::new(AccessFacts::of(&self.graph));
         self.cache_mut().clear();
         // The schema a parse was checked against may be gone.
         self.parsed = Mutex::default();
@@ -492,6 +501,13 @@ impl Engine {
         for uid in written.iter().chain(&changes.deletes) {
             self.instants.set_entity(uid, &self.graph.body_texts(uid));
         }
+        if written
+            .iter()
+            .chain(&changes.deletes)
+            .any(AccessFacts::is_access_fact_uid)
+        {
+            self.access_facts = Arc::new(AccessFacts::of(&self.graph));
+        }
         self.graph_revision = changes.revision;
         Ok(n as u64)
     }
@@ -541,8 +557,7 @@ impl Engine {
         ) else {
             return spec;
         };
-        let facts = crate::access_facts::AccessFacts::of(self);
-        let Some((found, _)) = facts.for_access(&principal, &resource, now) else {
+        let Some((found, _)) = self.access_facts.for_access(&principal, &resource, now) else {
             return spec;
         };
         let mut asked = spec.clone();
@@ -560,6 +575,11 @@ impl Engine {
     /// The stored dates in `(after, until]`, with the entity holding each.
     pub fn dates_within(&self, after: i64, until: i64) -> Vec<(EntityUid, i64)> {
         self.instants.dates_within(after, until)
+    }
+
+    /// The stored exemptions and review items, by access.
+    pub fn access_facts(&self) -> Arc<AccessFacts> {
+        self.access_facts.clone()
     }
 
     /// The moments after `after` at which a decision over these entities could change.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
 use crate::decide::{Engine, RequestSpec};
+use crate::entities::EntityGraph;
 use crate::entities::{uid_from_json, uid_from_parts};
 use crate::error::{EngineError, Result};
 use crate::store::StoreBatch;
@@ -59,10 +60,10 @@ impl Exemption {
 pub struct ExemptionIndex(ByAccess<i64>);
 
 impl ExemptionIndex {
-    /// Every exemption the engine's graph holds.
-    pub fn of(engine: &Engine) -> Self {
+    /// Every exemption `graph` holds.
+    pub fn of(graph: &EntityGraph) -> Self {
         let mut index = ByAccess::default();
-        for (uid, e) in stored(engine) {
+        for (uid, e) in stored_in(graph) {
             index.insert(&e.user, &e.dataset, uid, e.expires_ms);
         }
         Self(index)
@@ -91,7 +92,11 @@ impl ExemptionIndex {
 
 /// Every stored exemption, by uid order.
 pub fn stored(engine: &Engine) -> Vec<(EntityUid, Exemption)> {
-    crate::access_facts::stored_of(engine, TYPE)
+    stored_in(engine.graph())
+}
+
+fn stored_in(graph: &EntityGraph) -> Vec<(EntityUid, Exemption)> {
+    crate::access_facts::stored_of(graph, TYPE)
         .into_iter()
         .filter_map(|(uid, attrs)| {
             let exemption = Exemption::from_json(&uid, &attrs)?;

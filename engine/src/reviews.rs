@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
 use crate::decide::{Engine, RequestSpec};
+use crate::entities::EntityGraph;
 use crate::entities::{uid_from_json, uid_from_parts};
 use crate::error::{EngineError, Result};
 use crate::plan::{access_report, ActualState, PlanSettings, Scope};
@@ -33,9 +34,9 @@ const CAMPAIGN: &str = "Tre::ReviewCampaign";
 pub struct ReviewIndex(ByAccess<Item>);
 
 impl ReviewIndex {
-    pub fn of(engine: &Engine) -> Self {
+    pub fn of(graph: &EntityGraph) -> Self {
         let mut index = ByAccess::default();
-        for (uid, item) in items(engine) {
+        for (uid, item) in items(graph) {
             let (user, dataset) = (item.user.clone(), item.dataset.clone());
             index.insert(&user, &dataset, uid, item);
         }
@@ -77,8 +78,8 @@ pub struct Item {
     pub attested_by: Option<String>,
 }
 
-fn items(engine: &Engine) -> Vec<(EntityUid, Item)> {
-    crate::access_facts::stored_of(engine, ITEM)
+fn items(graph: &EntityGraph) -> Vec<(EntityUid, Item)> {
+    crate::access_facts::stored_of(graph, ITEM)
         .into_iter()
         .filter_map(|(uid, attrs)| {
             let id_of =
@@ -226,7 +227,7 @@ pub fn attest(
 ) -> std::result::Result<Item, WorkflowError> {
     let schema = schema_of(engine)?;
     let uid = uid_from_parts(ITEM, item_id)?;
-    let mut item = items(engine)
+    let mut item = items(engine.graph())
         .into_iter()
         .find(|(u, _)| *u == uid)
         .map(|(_, i)| i)
@@ -261,7 +262,7 @@ pub struct Attestation {
 /// The campaign's items and who attested what, when, from the decision log (allowed
 /// `attestReview` decisions on its items; a later one supersedes an earlier).
 pub fn report(engine: &Engine, campaign: &str) -> Result<(Vec<Item>, Vec<Attestation>)> {
-    let items: Vec<Item> = items(engine)
+    let items: Vec<Item> = items(engine.graph())
         .into_iter()
         .map(|(_, i)| i)
         .filter(|i| i.campaign == campaign)

@@ -70,7 +70,7 @@ impl<'a> Decider<'a> {
         let mut decider = Self::bare(engine);
         decider.now = now;
         decider.now_ms = now_ms;
-        decider.facts = Arc::new(AccessFacts::of(engine));
+        decider.facts = engine.access_facts();
         decider
     }
 
