@@ -87,6 +87,10 @@ fn an_agreement_expiring_while_the_daemon_runs_is_warned_of_then_ends_its_grants
         "kept while the agreement is in force"
     );
     revoked_within_two_seconds_of(&moto, expires);
+    // The revoke is logged after Lake Formation answers: wait for it before stopping the
+    // daemon (which is killed), or the log may not hold it yet.
+    daemon.wait_for("enforcer=\"lakeformation\"", Duration::from_secs(10));
+    daemon.wait_for("reconciled", Duration::from_secs(10));
     drop(daemon);
 
     // The warning went out before, once; the revoke is logged with the policy that ended it.
