@@ -41,7 +41,20 @@ fn grant(id: &str, user: &str, expires: &str) -> Value {
         "project": uid("Tre::Project", "proj-genomics"),
         "approvedBy": uid("Tre::User", "erin"),
         "reason": "incident",
-        "expiresAt": {"__extn": {"fn": "datetime", "arg": expires}}
+        "expiresAt": {"__extn": {"fn": "datetime", "arg": expires}},
+        "request": uid("Tre::BreakGlassRequest", &format!("r-{id}"))
+    }, "parents": []})
+}
+
+/// The request a grant approves: `user`'s, approved by a member of erin's role.
+fn request(grant: &str, user: &str) -> Value {
+    json!({"uid": {"type": "Tre::BreakGlassRequest", "id": format!("r-{grant}")}, "attrs": {
+        "user": uid("Tre::User", user),
+        "project": uid("Tre::Project", "proj-genomics"),
+        "reason": "incident",
+        "seconds": 3600,
+        "requestedAt": {"__extn": {"fn": "datetime", "arg": "2000-01-01T00:00:00Z"}},
+        "approvers": uid("Tre::Role", "Researcher")
     }, "parents": []})
 }
 
@@ -69,6 +82,8 @@ fn people() -> Value {
         user("mallory", "Auditor"),
         grant("bg-ivan", "ivan", "2000-01-01T00:00:00Z"),
         grant("bg-olga", "olga", "2999-01-01T00:00:00Z"),
+        request("bg-ivan", "ivan"),
+        request("bg-olga", "olga"),
     ])
 }
 

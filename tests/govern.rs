@@ -4,11 +4,11 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tregov_tests::governed::{
-    applied_counts, create_topic, http_get, identity, instance_state_and_tags, lf_permissions,
-    log_records, out_of_band_grant, runtime, seed, seed_studies, tregov, write_config,
-    write_identity, writer_permissions, Daemon, ACCOUNT,
+    applied_counts, create_topic, http_get, identity, identity_with_project,
+    instance_state_and_tags, lf_permissions, log_records, out_of_band_grant, runtime, seed,
+    seed_studies, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -480,4 +480,87 @@ fn an_apply_killed_midway_converges_on_the_next_with_nothing_doubled() {
     assert!(verify.status.success(), "{}", stdout(&verify));
     let applied = applied_counts(&tre);
     assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+}
+
+/// The admins' backup settings of proj-genomics, in the identity source they alone write.
+fn identity_with_backup_settings() -> Value {
+    identity_with_project(
+        json!({"backupSettings": {"__entity": {"type": "Tre::BackupSettings", "id": "proj-genomics"}}}),
+        &[
+            json!({"uid": {"type": "Tre::BackupSettings", "id": "proj-genomics"},
+            "attrs": {"frequency": "daily", "retentionDays": 180, "coldStorageAfterDays": 90,
+                "startWindowMinutes": 60, "completionWindowMinutes": 600,
+                "selfServiceNotebookRestore": false}, "parents": []}),
+        ],
+    )
+}
+
+#[test]
+fn a_backup_plan_whose_retention_was_shortened_out_of_band_is_planned_back_to_the_admins_setting() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    write_identity(&tre, &identity_with_backup_settings());
+    // Someone cut the plan's retention to a week.
+    runtime().block_on(async {
+        use aws_sdk_backup::types::{BackupPlanInput, BackupRuleInput, Lifecycle};
+        let rule = BackupRuleInput::builder()
+            .rule_name("tregov-workspaces")
+            .target_backup_vault_name("Default")
+            .schedule_expression("cron(0 5 ? * * *)")
+            .start_window_minutes(60)
+            .completion_window_minutes(600)
+            .lifecycle(Lifecycle::builder().delete_after_days(7).build())
+            .build()
+            .expect("rule");
+        aws_sdk_backup::Client::new(&moto.sdk_config().await)
+            .create_backup_plan()
+            .backup_plan(
+                BackupPlanInput::builder()
+                    .backup_plan_name("tre-workspaces")
+                    .rules(rule)
+                    .build()
+                    .expect("plan"),
+            )
+            .send()
+            .await
+            .expect("backup plan");
+    });
+    let cfg = write_config(
+        &tre,
+        5,
+        &format!("[backup]\nplan_name = \"tre-workspaces\"\n{ONE_GRANT_TRE}"),
+    );
+    let collected = tregov(&tre, &moto, &cfg, &["collect", "--once"]);
+    assert!(collected.status.success(), "{}", stderr(&collected));
+    let out = tregov(&tre, &moto, &cfg, &["--output", "json", "plan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_str(&stdout(&out)).expect("json plan");
+    let items = plan["items"].as_array().cloned().unwrap_or_default();
+    let update = items
+        .iter()
+        .find(|i| i["change"]["kind"] == "update-backup-plan")
+        .unwrap_or_else(|| panic!("no plan update: {plan:#}"));
+    assert_eq!(
+        update["change"]["rules"],
+        json!([{"RuleName": "tregov-workspaces", "TargetBackupVaultName": "Default",
+            "ScheduleExpression": "cron(0 5 ? * * *)", "StartWindowMinutes": 60,
+            "CompletionWindowMinutes": 600,
+            "Lifecycle": {"DeleteAfterDays": 180, "MoveToColdStorageAfterDays": 90}}])
+    );
+    assert_eq!(
+        update["decisions"][0]["reasons"],
+        json!(["backup-plan-follows-the-admins-settings"])
+    );
+    // moto has no selection calls: unread selections plan nothing, and the collector says
+    // why it is incomplete (the daemon's gate then holds the update back; the calls
+    // themselves are tested against the SDK's replay client).
+    assert!(
+        !items.iter().any(|i| i["change"]["kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("backup-selection"))),
+        "{plan:#}"
+    );
+    let status = stdout(&tregov(&tre, &moto, &cfg, &["status"]));
+    assert!(status.contains("backup:ListBackupSelections"), "{status}");
 }

@@ -6,38 +6,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    create_topic, identity, instance_state_and_tags, lf_permissions, log_records,
-    revoked_within_two_seconds_of, seed, tregov, write_config, write_identity, writer_permissions,
-    Daemon, ACCOUNT,
+    create_topic, identity, identity_with_project, instance_state_and_tags, lf_permissions,
+    log_records, revoked_within_two_seconds_of, seed, tregov, why_replayed, write_config,
+    write_identity, writer_permissions, Daemon,
 };
 use tregov_tests::moto::Moto;
 use tregov_tests::{stderr, stdout, Tre};
 
 fn datetime(at: SystemTime) -> Value {
     tregov_engine::clock::datetime_value(tregov_engine::clock::wall_ms(at))
-}
-
-/// The test identity file with the project described there too, `project` its attributes
-/// beyond the account, and `more` entities added.
-fn identity_with_project(project: Value, more: &[Value]) -> Value {
-    let mut entities = identity(true).as_array().cloned().unwrap_or_default();
-    let mut attrs = json!({"accountId": ACCOUNT});
-    for (k, v) in project.as_object().into_iter().flatten() {
-        attrs[k] = v.clone();
-    }
-    entities.push(json!({"uid": {"type": "Tre::Project", "id": "proj-genomics"}, "attrs": attrs, "parents": []}));
-    entities.extend(more.iter().cloned());
-    Value::Array(entities)
-}
-
-/// `why --replay` of the first decision behind the logged apply of a `change_kind` change.
-fn why_replayed(tre: &Tre, records: &[Value], change_kind: &str) -> String {
-    let applied = records
-        .iter()
-        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == change_kind)
-        .unwrap_or_else(|| panic!("no `{change_kind}` is logged"));
-    let seq = applied["decisions"][0].as_u64().expect("decision seq");
-    stdout(&tre.run(&["why", "--replay", &seq.to_string()]))
 }
 
 #[test]

@@ -1,14 +1,17 @@
 //! Oversight against the AWS emulator: the access report is the access Lake Formation holds
 //! after an apply; an exemption a data manager grants through the API lets one denied access
-//! through until its end, then not; a review campaign's revoke attestation ends the grant.
+//! through until its end, then not; a review campaign's revoke attestation ends the grant;
+//! break-glass opens the project's break-glass role to an auditor once another person
+//! approves, and closes it at the end or on revoke, alerted and logged both ways.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    identity, lf_permissions, lf_permissions_of, revoked_within_two_seconds_of, role, seed, tregov,
-    write_config, write_identity, writer_permissions, Daemon,
+    create_topic, identity, lf_permissions, lf_permissions_of, log_records,
+    revoked_within_two_seconds_of, role, runtime, seed, tregov, wait_until, why_replayed,
+    write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -361,4 +364,211 @@ fn a_review_campaign_with_one_revoke_attestation_ends_that_grant_and_the_report_
         "{}",
         stdout(&why)
     );
+}
+
+const BREAK_GLASS_ROLE: &str = "TREBreakGlass";
+/// What the admins wrote in the break-glass role's trust policy: tregov keeps it.
+const ADMINS_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole","Condition":{"Bool":{"aws:MultiFactorAuthPresent":"true"}}}]}"#;
+
+fn ivan_principal() -> String {
+    format!("arn:aws:iam::{ACCOUNT}:user/ivan")
+}
+
+/// The break-glass role's trust policy statements, read back from the emulator's IAM.
+fn trust_statements(moto: &Moto) -> Vec<Value> {
+    runtime().block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+        let role = iam
+            .get_role()
+            .role_name(BREAK_GLASS_ROLE)
+            .send()
+            .await
+            .expect("role");
+        let text = role
+            .role()
+            .and_then(|r| r.assume_role_policy_document())
+            .map(tregov_collectors::iam::percent_decode)
+            .unwrap_or_default();
+        let doc: Value = serde_json::from_str(&text).expect("a trust policy");
+        doc["Statement"].as_array().cloned().unwrap_or_default()
+    })
+}
+
+fn admits_ivan(moto: &Moto) -> bool {
+    trust_statements(moto)
+        .iter()
+        .any(|s| s["Principal"]["AWS"] == ivan_principal().as_str())
+}
+
+fn wait_for_trust(moto: &Moto, admitted: bool, within: Duration) {
+    let deadline = SystemTime::now() + within;
+    while admits_ivan(moto) != admitted {
+        assert!(
+            SystemTime::now() < deadline,
+            "ivan is {}admitted after {within:?}: {:#?}",
+            if admitted { "not " } else { "still " },
+            trust_statements(moto)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn break_glass_approved_by_another_opens_the_projects_role_to_the_auditor_until_its_end_or_revoke_alerted_both_ways(
+) {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let topic = create_topic(&moto, "tre-alerts");
+    runtime().block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.sdk_config().await);
+        iam.create_role()
+            .role_name(BREAK_GLASS_ROLE)
+            .assume_role_policy_document(ADMINS_TRUST)
+            .send()
+            .await
+            .expect("break-glass role");
+        iam.create_user()
+            .user_name("ivan")
+            .send()
+            .await
+            .expect("ivan");
+    });
+    let mut people = identity(true);
+    let list = people.as_array_mut().expect("entities");
+    list.push(json!({"uid": {"type": "Tre::Role", "id": "Auditor"}, "attrs": {}, "parents": []}));
+    list.push(json!({"uid": {"type": "Tre::User", "id": "ivan"},
+        "attrs": {"status": "active", "awsPrincipal": ivan_principal()},
+        "parents": [{"type": "Tre::Role", "id": "Auditor"}, {"type": "Tre::Role", "id": "ITAdmin"}]}));
+    write_identity(&tre, &people);
+    let extra = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n{}[breakglass]\nrole_name = \"{BREAK_GLASS_ROLE}\"\nmax_seconds = 3600\nalert_topic_arn = \"{topic}\"\n",
+        auth_section()
+    );
+    let cfg = write_config(&tre, 1, &extra);
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    let api = daemon.api_url(Duration::from_secs(60));
+    daemon.wait_for("resync done", Duration::from_secs(60));
+    let run = |who: &str, args: &[&str]| {
+        let mut all: Vec<String> = ["--output", "json", "breakglass"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect();
+        all.extend([
+            "--api".to_string(),
+            api.clone(),
+            "--token".to_string(),
+            token(who),
+        ]);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        tregov(&tre, &moto, &cfg, &all)
+    };
+    let request = |seconds: &str| {
+        let out = run(
+            "ivan",
+            &[
+                "request",
+                "proj-genomics",
+                "--reason",
+                "incident INC-4412",
+                "--for",
+                seconds,
+            ],
+        );
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let made: Value = serde_json::from_str(&stdout(&out)).expect("json");
+        made["id"].as_str().expect("request id").to_string()
+    };
+
+    // Longer than the configured maximum: refused before any decision.
+    let too_long = run(
+        "ivan",
+        &["request", "proj-genomics", "--reason", "x", "--for", "2h"],
+    );
+    assert_eq!(too_long.status.code(), Some(3), "{}", stdout(&too_long));
+    // ivan is in the approver role too, and still cannot approve himself.
+    let id = request("25s");
+    let own = run("ivan", &["approve", &id]);
+    assert_eq!(own.status.code(), Some(2), "{}", stdout(&own));
+    assert!(
+        stdout(&own).contains("breakglass-never-self-approved"),
+        "{}",
+        stdout(&own)
+    );
+    assert!(!admits_ivan(&moto));
+
+    let approved = run("ian", &["approve", &id]);
+    assert!(approved.status.success(), "{}", stdout(&approved));
+    let grant: Value = serde_json::from_str(&stdout(&approved)).expect("json");
+    let ends = grant["expires_at"].as_str().expect("end").to_string();
+    wait_for_trust(&moto, true, Duration::from_secs(20));
+    let statements = trust_statements(&moto);
+    assert_eq!(
+        statements.len(),
+        2,
+        "the admins' statement stays: {statements:#?}"
+    );
+    assert_eq!(
+        statements[1]["Condition"]["DateLessThan"]["aws:CurrentTime"], ends,
+        "AWS itself stops honouring it at the end"
+    );
+    wait_until("the open grant counted", Duration::from_secs(10), || {
+        daemon.metrics().contains("tregov_break_glass_open 1")
+    });
+
+    // At its end it closes within two seconds.
+    let end =
+        tregov_engine::clock::json_datetime_ms(&json!({"__extn": {"fn": "datetime", "arg": ends}}))
+            .expect("a datetime");
+    let end = SystemTime::UNIX_EPOCH + Duration::from_millis(end as u64);
+    assert!(SystemTime::now() < end, "opened too late to see it close");
+    while SystemTime::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_trust(&moto, false, Duration::from_secs(2));
+    assert_eq!(trust_statements(&moto).len(), 1);
+
+    // A second grant, ended early by the holder.
+    let again = request("30m");
+    let approved = run("ian", &["approve", &again]);
+    assert!(approved.status.success(), "{}", stdout(&approved));
+    wait_for_trust(&moto, true, Duration::from_secs(20));
+    let revoked = run("ivan", &["revoke", &again]);
+    assert!(revoked.status.success(), "{}", stdout(&revoked));
+    wait_for_trust(&moto, false, Duration::from_secs(20));
+
+    // Each opening and closing went to the alert topic once, once IAM showed it, and is in
+    // the log with the decision that made it.
+    let alerted = || {
+        let mut marks: Vec<String> = log_records(&tre)
+            .iter()
+            .filter(|r| r["kind"] == "apply" && r["change"]["kind"] == "notify")
+            .filter(|r| r["change"]["topicArn"] == topic.as_str() && r["result"] == "applied")
+            .filter_map(|r| r["change"]["mark"].as_str().map(String::from))
+            .collect();
+        marks.sort();
+        marks
+    };
+    wait_until("four alerts", Duration::from_secs(20), || {
+        alerted().len() >= 4
+    });
+    drop(daemon);
+    let records = log_records(&tre);
+    let alerted = alerted();
+    let mut expected: Vec<String> = [&id, &id, &again, &again]
+        .iter()
+        .zip(["closed", "opened", "closed", "opened"])
+        .map(|(grant, what)| format!("breakglass/{grant}/{what}"))
+        .collect();
+    expected.sort();
+    assert_eq!(alerted, expected);
+    let why = why_replayed(&tre, &records, "update-trust-policy");
+    assert!(
+        why.contains("breakglass-auditor-with-unexpired-grant"),
+        "{why}"
+    );
+    let listed = stdout(&tre.run_with(Some(&moto), &cfg, &["breakglass"]));
+    assert!(listed.contains("revoked by ivan"), "{listed}");
+    assert!(listed.contains("approved by ian, ended"), "{listed}");
 }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use cedar_policy::{EntityUid, SchemaFragment};
 use serde_json::{json, Map, Value};
 use tregov_engine::access_facts::AccessFacts;
-use tregov_engine::entities::{parse_uid, uid_from_parts};
+use tregov_engine::entities::{entity_json, parse_uid, uid_from_parts};
 use tregov_engine::{Engine, PolicyBundle, RequestSpec};
 
 /// The annotation marking a context attribute as server-provided.
@@ -184,7 +184,7 @@ impl ContextMarks {
         for (mark, fact) in stored {
             if let Some(uid) = choose_stored(engine, &spec, &mark.attribute, fact, now) {
                 if let Some(context) = spec.context.as_object_mut() {
-                    context.insert(mark.attribute.clone(), entity_ref(&uid));
+                    context.insert(mark.attribute.clone(), entity_json(&uid));
                 }
             }
         }
@@ -234,7 +234,7 @@ fn choose_stored(
     let allows = |uid: &EntityUid| {
         let mut trial = spec.clone();
         if let Some(context) = trial.context.as_object_mut() {
-            context.insert(attribute.to_string(), entity_ref(uid));
+            context.insert(attribute.to_string(), entity_json(uid));
         }
         engine
             .parse(trial)
@@ -360,10 +360,6 @@ fn datetime(text: &str) -> Value {
     json!({"__extn": {"fn": "datetime", "arg": text}})
 }
 
-fn entity_ref(uid: &EntityUid) -> Value {
-    json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,14 +383,25 @@ mod tests {
                 "project": {"__entity": {"type": "Tre::Project", "id": "p"}},
                 "approvedBy": {"__entity": {"type": "Tre::User", "id": approver}},
                 "reason": "incident",
-                "expiresAt": {"__extn": {"fn": "datetime", "arg": "2030-01-01T00:00:00Z"}}
+                "expiresAt": {"__extn": {"fn": "datetime", "arg": "2030-01-01T00:00:00Z"}},
+                "request": {"__entity": {"type": "Tre::BreakGlassRequest", "id": "r"}}
             }, "parents": []})
         };
+        // Both grants approve ivan's request, whose approvers are the IT admins.
         let entities = json!([
             {"uid": {"type": "Tre::Role", "id": "Auditor"}, "attrs": {}, "parents": []},
-            {"uid": {"type": "Tre::User", "id": "ivan"}, "attrs": {"status": "active"}, "parents": [{"type": "Tre::Role", "id": "Auditor"}]},
-            {"uid": {"type": "Tre::User", "id": "erin"}, "attrs": {"status": "active"}, "parents": []},
+            {"uid": {"type": "Tre::Role", "id": "ITAdmin"}, "attrs": {}, "parents": []},
+            {"uid": {"type": "Tre::User", "id": "ivan"}, "attrs": {"status": "active"},
+             "parents": [{"type": "Tre::Role", "id": "Auditor"}, {"type": "Tre::Role", "id": "ITAdmin"}]},
+            {"uid": {"type": "Tre::User", "id": "erin"}, "attrs": {"status": "active"}, "parents": [{"type": "Tre::Role", "id": "ITAdmin"}]},
             {"uid": {"type": "Tre::Project", "id": "p"}, "attrs": {"accountId": "111111111111"}, "parents": []},
+            {"uid": {"type": "Tre::BreakGlassRequest", "id": "r"}, "attrs": {
+                "user": {"__entity": {"type": "Tre::User", "id": "ivan"}},
+                "project": {"__entity": {"type": "Tre::Project", "id": "p"}},
+                "reason": "incident", "seconds": 3600,
+                "requestedAt": {"__extn": {"fn": "datetime", "arg": "2029-05-31T00:00:00Z"}},
+                "approvers": {"__entity": {"type": "Tre::Role", "id": "ITAdmin"}}
+            }, "parents": []},
             grant("a-self", "ivan"),
             grant("b-erin", "erin"),
         ]);
@@ -527,6 +534,9 @@ mod tests {
             "grantExemption",
             "startReview",
             "attestReview",
+            "requestBreakGlass",
+            "approveBreakGlass",
+            "revokeBreakGlass",
         ];
         for timed in timed {
             let action = parse_uid(&format!(r#"Tre::Action::"{timed}""#)).expect("uid");

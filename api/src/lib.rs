@@ -36,6 +36,7 @@ use tregov_engine::{Engine, PolicyBundle};
 mod asked;
 pub mod auth;
 mod avp;
+mod breakglass;
 pub mod client;
 mod committer;
 mod egress;
@@ -158,6 +159,8 @@ pub struct Api {
     limits: tregov_config::api::ApiLimits,
     guard: guard::Guard,
     transport: transport::Transport,
+    /// The break-glass workflow's limits; `None` without `[breakglass]`.
+    breakglass: Option<tregov_engine::breakglass::BreakGlassSettings>,
 }
 
 /// Where a decision stands: made already, or to be made on a blocking thread.
@@ -227,6 +230,7 @@ impl Api {
             guard: guard::Guard::new(&api_config.limits),
             limits: api_config.limits,
             transport,
+            breakglass: config.breakglass.as_ref().map(|b| b.settings()),
         }))
     }
 
@@ -249,6 +253,7 @@ impl Api {
             .merge(egress::routes())
             .merge(parked::routes())
             .merge(exemptions::routes())
+            .merge(breakglass::routes())
             .merge(reviews::routes())
             .merge(avp::routes(&self.limits))
             .layer(axum::extract::DefaultBodyLimit::max(

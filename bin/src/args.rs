@@ -110,6 +110,13 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<ExemptionsCommand>,
     },
+    /// Break-glass into a project account: requested by an auditor, approved by another
+    /// person in the approver role, revoked early (through the API with your token; each a
+    /// Cedar decision), or listed from the store (the default).
+    Breakglass {
+        #[command(subcommand)]
+        command: Option<BreakglassCommand>,
+    },
     /// Access review campaigns: started and attested through the API with your token
     /// (`startReview`, `attestReview`); the report of who attested what, when, from the log.
     #[command(subcommand)]
@@ -239,6 +246,37 @@ pub enum ExemptionsCommand {
         until: String,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BreakglassCommand {
+    /// Every request and grant, ended ones too.
+    List,
+    /// Ask for emergency access into PROJECT, for a reason and a while (at most the
+    /// configured maximum).
+    Request {
+        project: String,
+        #[arg(long)]
+        reason: String,
+        /// How long: `90m`, `2h`, `3600s` or seconds.
+        #[arg(long = "for", value_parser = crate::breakglass::parse_seconds)]
+        duration: u64,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// Approve REQUEST (its id as `breakglass list` shows it): the grant opens on the
+    /// daemon's next plan.
+    Approve {
+        request: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// End GRANT before its time: it closes on the daemon's next plan.
+    Revoke {
+        grant: String,
         #[command(flatten)]
         api: crate::egress::ApiArgs,
     },

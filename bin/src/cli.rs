@@ -70,6 +70,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             crate::govern::daemon_command(config, data, ctx.gated_bundle()?, options)
         }
         Command::Events(cmd) => crate::collect::events(out, data, cmd),
+        Command::Breakglass { command } => {
+            crate::breakglass::breakglass_command(out, config, data, ctx.bundle()?, command)
+        }
         Command::Review(cmd) => {
             crate::access::review_command(out, config, data, ctx.bundle()?, cmd)
         }

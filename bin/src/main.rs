@@ -3,6 +3,7 @@
 mod access;
 mod anchor;
 mod args;
+mod breakglass;
 mod cli;
 mod collect;
 mod egress;

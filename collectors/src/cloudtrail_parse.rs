@@ -307,6 +307,13 @@ fn classify(
             "cloudtrail.amazonaws.com",
             "StopLogging" | "StartLogging" | "DeleteTrail" | "UpdateTrail" | "PutEventSelectors",
         ) => TrailChange,
+        (
+            "backup.amazonaws.com",
+            "UpdateBackupPlan"
+            | "DeleteBackupPlan"
+            | "CreateBackupSelection"
+            | "DeleteBackupSelection",
+        ) => BackupPlanChange,
         _ => return (None, None),
     };
     let req: Value = request
@@ -353,6 +360,7 @@ fn classify(
         }
         BudgetChange => str_at(&req, "/budgetName").or_else(|| str_at(&req, "/budget/budgetName")),
         TrailChange => str_at(&req, "/name"),
+        BackupPlanChange => str_at(&req, "/backupPlanId"),
     };
     (Some(kind), target)
 }
@@ -416,6 +424,27 @@ mod tests {
         assert_eq!(e.principal, "backup.amazonaws.com");
         let raw = record_at(&gzip(json), e.record_index).expect("record");
         assert!(raw.contains("\"075.050.255.67\""), "{raw}");
+    }
+
+    #[test]
+    fn an_edit_of_a_backup_plan_or_its_selections_is_an_observation_naming_the_plan() {
+        for name in [
+            "UpdateBackupPlan",
+            "CreateBackupSelection",
+            "DeleteBackupSelection",
+        ] {
+            let json = format!(
+                r#"{{"Records":[{{"eventID":"b","eventSource":"backup.amazonaws.com","eventName":"{name}",
+                "requestParameters":{{"backupPlanId":"plan-1"}}}}]}}"#
+            );
+            let e = &parse_log_json(KEY, &json, None).expect("parse")[0];
+            assert_eq!(
+                e.observation,
+                Some(ObservationKind::BackupPlanChange),
+                "{name}"
+            );
+            assert_eq!(e.target.as_deref(), Some("plan-1"));
+        }
     }
 
     #[test]

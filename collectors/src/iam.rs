@@ -78,6 +78,10 @@ async fn read_account(
                 Ok(mut body) => {
                     body["arn"] = json!(role.arn());
                     body["path"] = json!(role.path());
+                    body["trustPolicy"] = role
+                        .assume_role_policy_document()
+                        .map(policy_document)
+                        .unwrap_or(Value::Null);
                     body["project"] = json!(project.id);
                     body["accountId"] = json!(project.account_id);
                     observed.push(Observed {
@@ -119,9 +123,7 @@ async fn describe_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Value, C
             .send()
             .await
             .map_err(|e| CollectError::aws("iam:GetRolePolicy", name, e))?;
-        let text = percent_decode(doc.policy_document());
-        let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        inline.insert(policy.clone(), parsed);
+        inline.insert(policy.clone(), policy_document(doc.policy_document()));
     }
     let mut attached: Vec<String> = iam
         .list_attached_role_policies()
@@ -135,6 +137,13 @@ async fn describe_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Value, C
         .collect();
     attached.sort();
     Ok(json!({"name": name, "tags": tags, "inlinePolicies": inline, "attachedPolicies": attached}))
+}
+
+/// A policy document as IAM returns it (URL-encoded JSON), parsed; text that is not JSON is
+/// kept as text.
+fn policy_document(encoded: &str) -> Value {
+    let text = percent_decode(encoded);
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
 /// Decodes `%XX` escapes (IAM returns policy documents URL-encoded); `+` stays as it is, as

@@ -6,6 +6,8 @@
 //! `CollectContext::write`, which guards the store against listings that shrank too far.
 
 #[cfg(feature = "aws")]
+pub mod backup;
+#[cfg(feature = "aws")]
 pub mod budgets;
 #[cfg(feature = "aws")]
 pub mod cloudtrail;

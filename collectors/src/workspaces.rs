@@ -63,7 +63,10 @@ impl Collector for Workspaces {
     }
 
     fn answers(&self) -> &'static [ObservationKind] {
-        &[ObservationKind::WorkspaceLifecycle]
+        &[
+            ObservationKind::WorkspaceLifecycle,
+            ObservationKind::BackupPlanChange,
+        ]
     }
 
     fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
@@ -74,8 +77,11 @@ impl Collector for Workspaces {
                 Err(e) => return RunReport::failed(Source::Workspaces, e),
             };
             let registry = &registry;
-            let states: Vec<AccountState> =
-                crate::per_project(&self.config, |p| read_account(&self.aws, p, registry)).await;
+            let kept_plan = self.config.backup.plan_name.as_deref();
+            let states: Vec<AccountState> = crate::per_project(&self.config, |p| {
+                read_account(&self.aws, p, registry, kept_plan)
+            })
+            .await;
             let mut report = RunReport::new(Source::Workspaces);
             let mut values = Vec::new();
             let mut listing = Listing::default();
@@ -252,7 +258,12 @@ async fn profile_role(
     role
 }
 
-async fn read_account(aws: &Aws, project: &ProjectConfig, registry: &Registry) -> AccountState {
+async fn read_account(
+    aws: &Aws,
+    project: &ProjectConfig,
+    registry: &Registry,
+    kept_plan: Option<&str>,
+) -> AccountState {
     let mut state = AccountState::default();
     let sdk = aws.for_role(project.role_arn.as_deref()).await;
 
@@ -381,63 +392,8 @@ async fn read_account(aws: &Aws, project: &ProjectConfig, registry: &Registry) -
     }
 
     let backup = aws_sdk_backup::Client::new(&sdk);
-    match backup.list_backup_vaults().send().await {
-        Ok(out) => {
-            for v in out.backup_vault_list() {
-                let name = v.backup_vault_name().unwrap_or_default();
-                state.observed.push(Observed {
-                    kind: "backup-vault".into(),
-                    key: format!("{}/{name}", project.account_id),
-                    body: json!({"project": project.id, "name": name, "arn": v.backup_vault_arn(),
-                        "encryptionKeyArn": v.encryption_key_arn()}),
-                });
-            }
-        }
-        Err(e) => state
-            .errors
-            .push(CollectError::aws("backup:ListBackupVaults", &project.account_id, e).to_string()),
-    }
-    match backup.list_backup_plans().send().await {
-        Ok(out) => {
-            for p in out.backup_plans_list() {
-                let Some(id) = p.backup_plan_id() else {
-                    continue;
-                };
-                let rules = match backup.get_backup_plan().backup_plan_id(id).send().await {
-                    Ok(plan) => plan
-                        .backup_plan()
-                        .map(|bp| {
-                            bp.rules()
-                                .iter()
-                                .map(|r| {
-                                    json!({
-                                        "name": r.rule_name(),
-                                        "vault": r.target_backup_vault_name(),
-                                        "schedule": r.schedule_expression(),
-                                        "startWindowMinutes": r.start_window_minutes(),
-                                        "completionWindowMinutes": r.completion_window_minutes(),
-                                        "deleteAfterDays": r.lifecycle().and_then(|l| l.delete_after_days()),
-                                        "coldStorageAfterDays": r.lifecycle().and_then(|l| l.move_to_cold_storage_after_days()),
-                                    })
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default(),
-                    Err(e) => {
-                        state.errors.push(CollectError::aws("backup:GetBackupPlan", id, e).to_string());
-                        Vec::new()
-                    }
-                };
-                state.observed.push(Observed {
-                    kind: "backup-plan".into(),
-                    key: format!("{}/{id}", project.account_id),
-                    body: json!({"project": project.id, "id": id, "name": p.backup_plan_name(), "rules": rules}),
-                });
-            }
-        }
-        Err(e) => state
-            .errors
-            .push(CollectError::aws("backup:ListBackupPlans", &project.account_id, e).to_string()),
-    }
+    let seen = crate::backup::read_backup(&backup, project, kept_plan).await;
+    state.observed.extend(seen.observed);
+    state.errors.extend(seen.errors);
     state
 }

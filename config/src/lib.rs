@@ -9,6 +9,7 @@ pub mod api;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod backup;
+pub mod breakglass;
 pub mod budgets;
 pub mod cloudtrail;
 pub mod daemon;
@@ -29,6 +30,7 @@ use tregov_engine::error::{EngineError, Result, SourceProblem};
 
 pub use api::{ApiConfig, AuthConfig};
 pub use backup::BackupConfig;
+pub use breakglass::BreakGlassConfig;
 pub use budgets::BudgetThresholds;
 pub use cloudtrail::{CloudTrailConfig, PublicKeyConfig};
 pub use daemon::DaemonConfig;
@@ -80,6 +82,9 @@ pub struct Config {
     pub budgets: Option<BudgetThresholds>,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The auditors' break-glass role and its workflow's limits.
+    #[serde(default)]
+    pub breakglass: Option<BreakGlassConfig>,
     /// Where workspaces' owners come from; what tag drift does.
     #[serde(default)]
     pub workspaces: WorkspacesConfig,
@@ -228,6 +233,8 @@ impl Config {
         self.identity.validate(&root.key("identity"), &mut problems);
         self.budgets.validate(&root.key("budgets"), &mut problems);
         self.backup.validate(&root.key("backup"), &mut problems);
+        self.breakglass
+            .validate(&root.key("breakglass"), &mut problems);
         self.workspaces
             .validate(&root.key("workspaces"), &mut problems);
         self.daemon.validate(&root.key("daemon"), &mut problems);
@@ -245,8 +252,9 @@ impl Config {
     }
 
     /// Whether each optional section is present, by name.
-    pub fn sections(&self) -> [(&'static str, bool); 7] {
+    pub fn sections(&self) -> [(&'static str, bool); 8] {
         [
+            ("breakglass", self.breakglass.is_some()),
             ("cloudtrail", self.cloudtrail.is_some()),
             ("datalake", self.datalake.is_some()),
             ("identity", self.identity.is_some()),
@@ -285,7 +293,32 @@ impl Config {
                 .expiry_topic_arn
                 .clone()
                 .or_else(|| self.safety.alert_topic_arn.clone()),
+            backup_plan: self.backup.plan_target(),
+            breakglass_roles: self.breakglass_roles(),
+            breakglass_topic: self.breakglass.as_ref().and_then(|b| {
+                b.alert_topic_arn
+                    .clone()
+                    .or_else(|| self.safety.alert_topic_arn.clone())
+            }),
         }
+    }
+
+    /// Per project id: the ARN of its break-glass role (`[breakglass] role_name` in the
+    /// project's account); none without `[breakglass]`.
+    pub fn breakglass_roles(&self) -> std::collections::BTreeMap<String, String> {
+        let Some(breakglass) = &self.breakglass else {
+            return Default::default();
+        };
+        self.projects
+            .iter()
+            .map(|p| {
+                let arn = format!(
+                    "arn:aws:iam::{}:role/{}",
+                    p.account_id, breakglass.role_name
+                );
+                (p.id.clone(), arn)
+            })
+            .collect()
     }
 
     /// The principals tregov never plans to revoke: `[datalake] protected_principals`, and

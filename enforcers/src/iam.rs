@@ -1,5 +1,5 @@
 //! Inline role policies: the S3 side of data access on workspace roles, and the budget deny
-//! on environment-management roles.
+//! on environment-management roles; the trust policy of projects' break-glass roles.
 
 use std::sync::Arc;
 
@@ -56,6 +56,21 @@ impl Iam {
                     Err(e) if e.code() == Some("NoSuchEntity") => Ok(()),
                     Err(e) => Err(describe("iam:DeleteRolePolicy", &e)),
                 }
+            }
+            Change::UpdateTrustPolicy {
+                account,
+                role_arn,
+                document,
+            } => {
+                let name = role_in(role_arn, account)?;
+                let iam = aws_sdk_iam::Client::new(&self.accounts.sdk(account).await?);
+                iam.update_assume_role_policy()
+                    .role_name(name)
+                    .policy_document(document.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| describe("iam:UpdateAssumeRolePolicy", &e))?;
+                Ok(())
             }
             _ => Err("not an IAM change".into()),
         }

@@ -16,6 +16,7 @@ pub use tregov_engine::enforce::{apply_items, Enforcer, ItemResult};
 use tregov_engine::plan::PlanItem;
 
 pub mod anchor;
+pub mod backup;
 pub mod compute;
 pub mod egress;
 pub mod egress_effects;
@@ -135,6 +136,7 @@ pub fn build(aws: Aws, config: Config) -> Vec<Box<dyn Enforcer>> {
         Box::new(iam::Iam::new(accounts.clone())),
         Box::new(compute::Compute::new(accounts.clone())),
         Box::new(compute::Tagging::new(accounts.clone())),
+        Box::new(backup::Backup::new(accounts.clone())),
         Box::new(sns::Sns::new(accounts)),
     ]
 }

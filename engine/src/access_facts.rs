@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use cedar_policy::EntityUid;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::clock::datetime_value;
 use crate::entities::{uid_from_json, uid_from_parts, EntityGraph};
@@ -56,7 +56,7 @@ impl AccessFacts {
         let mut uids = Vec::new();
         for (name, uid) in found {
             if let Some(uid) = uid {
-                context.insert(name.into(), entity_ref(uid));
+                context.insert(name.into(), crate::entities::entity_json(uid));
                 uids.push(uid.clone());
             }
         }
@@ -103,10 +103,6 @@ impl AccessFacts {
         context.insert("now".into(), datetime_value(now));
         Some((Value::Object(context), uids))
     }
-}
-
-fn entity_ref(uid: &EntityUid) -> Value {
-    json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
 }
 
 /// Facts of one kind by the access they are about, (user, study), each with its uid.

@@ -720,12 +720,12 @@ impl Engine {
     /// since the caller last planned); they count as the misses they are.
     pub fn remember_answers(
         &self,
-        answers: impl IntoIterator<Item = (DecisionKey, Arc<Answer>)>,
+        answers: impl IntoIterator<Item = (DecisionKey, Arc<Answer>, Vec<EntityUid>)>,
         unlooked: bool,
     ) {
         let mut cache = self.cache();
-        for (key, answer) in answers {
-            cache.insert(&key, &[], answer);
+        for (key, answer, context_entities) in answers {
+            cache.insert(&key, &context_entities, answer);
             if unlooked {
                 cache.count_miss();
             }

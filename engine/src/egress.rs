@@ -521,7 +521,9 @@ impl<'a> Egress<'a> {
         }
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!(
+                    "egress request `{id}`"
+                ))));
             };
             if request.status != Status::InReview {
                 return Ok(Err(WorkflowError::Conflict(format!(
@@ -591,7 +593,9 @@ impl<'a> Egress<'a> {
         check_text("reason", reason.as_deref())?;
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!(
+                    "egress request `{id}`"
+                ))));
             };
             let status = request.status.as_str();
             let outcome = match self.permitted(caller, "withdrawEgress", &request, status, || {
@@ -624,7 +628,7 @@ impl<'a> Egress<'a> {
     pub fn take_download(&self, caller: &str, id: &str) -> Result<EgressRequest, WorkflowError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!("egress request `{id}`"))));
             };
             if request.status == Status::Approved && request.pending.is_some() {
                 return Ok(Err(WorkflowError::Conflict(format!(
@@ -662,7 +666,9 @@ impl<'a> Egress<'a> {
     ) -> Result<bool, WorkflowError> {
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!(
+                    "egress request `{id}`"
+                ))));
             };
             if request.pending != Some(effect) {
                 return Ok(Ok(false));

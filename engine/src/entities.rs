@@ -75,6 +75,12 @@ pub fn parse_uid(text: &str) -> Result<EntityUid> {
     })
 }
 
+/// A uid as Cedar's JSON entity reference, `{"__entity": {"type", "id"}}`: how a context or
+/// an attribute names an entity.
+pub fn entity_json(uid: &EntityUid) -> Value {
+    serde_json::json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
+}
+
 /// A UID from its JSON forms, `{"type","id"}` or `{"__entity":{"type","id"}}`.
 pub fn uid_from_json(v: &Value) -> Option<EntityUid> {
     let inner = v.get("__entity").unwrap_or(v);

@@ -73,10 +73,12 @@ pub enum ObservationKind {
     EgressStoreWrite,
     BudgetChange,
     TrailChange,
+    /// An edit of an AWS Backup plan or its selections.
+    BackupPlanChange,
 }
 
 impl ObservationKind {
-    pub const ALL: [ObservationKind; 7] = [
+    pub const ALL: [ObservationKind; 8] = [
         ObservationKind::IamRoleChange,
         ObservationKind::LakeformationGrant,
         ObservationKind::LakeformationRevoke,
@@ -84,6 +86,7 @@ impl ObservationKind {
         ObservationKind::EgressStoreWrite,
         ObservationKind::BudgetChange,
         ObservationKind::TrailChange,
+        ObservationKind::BackupPlanChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl ObservationKind {
             ObservationKind::EgressStoreWrite => "egress-store-write",
             ObservationKind::BudgetChange => "budget-change",
             ObservationKind::TrailChange => "trail-change",
+            ObservationKind::BackupPlanChange => "backup-plan-change",
         }
     }
 

@@ -5,18 +5,16 @@
 //! (`context.exemption`), which the policies that may be exempted from read. Past its date an
 //! exemption is left out of the question, and the policies would not honour it anyway.
 
-use cedar_policy::{Entity, EntityUid, Schema};
+use cedar_policy::EntityUid;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
-use crate::decide::{Engine, RequestSpec};
+use crate::decide::Engine;
 use crate::entities::EntityGraph;
 use crate::entities::{uid_from_json, uid_from_parts};
-use crate::error::{EngineError, Result};
-use crate::store::StoreBatch;
-use crate::workflow::{denied, WorkflowError};
+use crate::workflow::{decide_as, write_records, WorkflowError};
 
 /// The store partition exemptions are kept in.
 pub const PARTITION: &str = "exemptions";
@@ -124,11 +122,6 @@ pub fn grant(
     caller: &str,
     new: &NewExemption,
 ) -> std::result::Result<Exemption, WorkflowError> {
-    let schema = engine
-        .bundle()
-        .schema
-        .clone()
-        .ok_or_else(|| EngineError::Request("exemptions need a schema".into()))?;
     let expires = json!({"__extn": {"fn": "datetime", "arg": new.until}});
     let expires_ms = json_datetime_ms(&expires).ok_or_else(|| {
         WorkflowError::Invalid(format!("`until`: `{}` is not a Cedar datetime", new.until))
@@ -149,30 +142,20 @@ pub fn grant(
     }
     let user = uid_from_parts("Tre::User", &new.user)?;
     let dataset = uid_from_parts("Tre::Dataset", &new.dataset)?;
-    let spec = engine.at_the_clock(RequestSpec {
-        principal: uid_from_parts("Tre::User", caller)?.to_string(),
-        action: r#"Tre::Action::"grantExemption""#.into(),
-        resource: dataset.to_string(),
-        context: json!({"user": {"__entity": {"type": "Tre::User", "id": new.user}}, "policy": new.policy}),
-    });
-    let (_, outcome) = engine.decide_with(spec, &[], Some(PARTITION))?;
-    if !outcome.allows() {
-        return Err(denied("granting this exemption", outcome));
-    }
-    let id = format!("{}/{}/{}/{expires_ms}", new.policy, new.dataset, new.user);
-    let entity = exemption_entity(&id, &user, &dataset, new, caller, expires_ms, &schema)?;
-    let store = engine
-        .store()
-        .ok_or_else(|| EngineError::Request("exemptions need the entity store".into()))?;
-    store.apply(
-        &StoreBatch {
-            upserts: vec![entity],
-            partition: PARTITION.into(),
-            ..Default::default()
-        },
-        &schema,
+    let context = json!({"user": crate::entities::entity_json(&user), "policy": new.policy});
+    let log_seq = decide_as(
+        engine,
+        caller,
+        "grantExemption",
+        &dataset,
+        context,
+        PARTITION,
+        "granting this exemption",
     )?;
-    tracing::info!(exemption = %id, by = caller, log_seq = ?outcome.log_seq, "exemption granted");
+    let id = format!("{}/{}/{}/{expires_ms}", new.policy, new.dataset, new.user);
+    let record = exemption_record(&id, &user, &dataset, new, caller, expires_ms);
+    write_records(engine, PARTITION, vec![record])?;
+    tracing::info!(exemption = %id, by = caller, ?log_seq, "exemption granted");
     Ok(Exemption {
         id,
         user: new.user.clone(),
@@ -185,28 +168,24 @@ pub fn grant(
     })
 }
 
-fn exemption_entity(
+fn exemption_record(
     id: &str,
     user: &EntityUid,
     dataset: &EntityUid,
     new: &NewExemption,
     caller: &str,
     expires_ms: i64,
-    schema: &Schema,
-) -> Result<Entity> {
-    let entity_ref = |uid: &EntityUid| json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}});
-    let json = json!({
+) -> Value {
+    json!({
         "uid": {"type": TYPE, "id": id},
         "attrs": {
-            "user": entity_ref(user),
-            "dataset": entity_ref(dataset),
+            "user": crate::entities::entity_json(user),
+            "dataset": crate::entities::entity_json(dataset),
             "policy": new.policy,
             "reason": new.reason,
             "grantedBy": {"__entity": {"type": "Tre::User", "id": caller}},
             "expires": datetime_value(expires_ms),
         },
         "parents": [],
-    });
-    Entity::from_json_value(json, Some(schema))
-        .map_err(|e| EngineError::Request(format!("exemption `{id}`: {e}")))
+    })
 }

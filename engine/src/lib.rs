@@ -4,6 +4,7 @@
 pub mod access_facts;
 pub mod anchor;
 pub mod approval;
+pub mod breakglass;
 pub mod cache;
 pub mod clock;
 pub mod collect;

@@ -32,6 +32,7 @@ pub struct Metrics {
     applies: Family<Labels2, Counter>,
     parked: Gauge,
     pending_dates: Gauge,
+    break_glass_open: Gauge,
     findings: Family<Labels1, Gauge>,
     safety_trips: Family<Labels1, Counter>,
     reloads: Counter,
@@ -101,6 +102,12 @@ impl Metrics {
             "Stored dates (expiries, training lapses, project ends) still ahead of the clock",
             pending_dates.clone(),
         );
+        let break_glass_open = Gauge::default();
+        registry.register(
+            "tregov_break_glass_open",
+            "Break-glass grants the last plan left open (admitted by a project's break-glass role): alert on any",
+            break_glass_open.clone(),
+        );
         let findings = Family::<Labels1, Gauge>::default();
         registry.register(
             "tregov_findings",
@@ -143,6 +150,7 @@ impl Metrics {
             applies,
             parked,
             pending_dates,
+            break_glass_open,
             findings,
             safety_trips,
             reloads,
@@ -204,6 +212,11 @@ impl Metrics {
     pub fn set_pending_dates(&self, pending: usize) {
         self.pending_dates
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_break_glass_open(&self, open: u64) {
+        self.break_glass_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     pub fn set_parked(&self, pending: u64) {

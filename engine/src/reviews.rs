@@ -8,19 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use cedar_policy::{Entity, EntityUid, Schema};
+use cedar_policy::EntityUid;
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::access_facts::ByAccess;
 use crate::clock::{datetime_text, datetime_value, json_datetime_ms};
-use crate::decide::{Engine, RequestSpec};
+use crate::decide::Engine;
 use crate::entities::EntityGraph;
 use crate::entities::{uid_from_json, uid_from_parts};
 use crate::error::{EngineError, Result};
 use crate::plan::{access_report, ActualState, PlanSettings, Scope};
-use crate::store::StoreBatch;
-use crate::workflow::{denied, WorkflowError};
+use crate::workflow::{decide_as, write_records, WorkflowError};
 
 /// The store partition campaigns and their items are kept in.
 pub const PARTITION: &str = "reviews";
@@ -137,7 +136,6 @@ pub fn start(
     caller: &str,
     new: &NewCampaign,
 ) -> std::result::Result<Started, WorkflowError> {
-    let schema = schema_of(engine)?;
     let due_ms = json_datetime_ms(&json!({"__extn": {"fn": "datetime", "arg": new.due}}))
         .ok_or_else(|| {
             WorkflowError::Invalid(format!("`due`: `{}` is not a Cedar datetime", new.due))
@@ -149,16 +147,16 @@ pub fn start(
         ));
     }
     let (scope_uid, datasets) = scope(engine, &new.scope)?;
-    let spec = engine.at_the_clock(RequestSpec {
-        principal: uid_from_parts("Tre::User", caller)?.to_string(),
-        action: r#"Tre::Action::"startReview""#.into(),
-        resource: scope_uid.to_string(),
-        context: json!({"reviewers": {"__entity": {"type": "Tre::Role", "id": new.reviewers}}}),
-    });
-    let (_, outcome) = engine.decide_with(spec, &[], Some(ORIGIN))?;
-    if !outcome.allows() {
-        return Err(denied("starting this review", outcome));
-    }
+    let context = json!({"reviewers": {"__entity": {"type": "Tre::Role", "id": new.reviewers}}});
+    decide_as(
+        engine,
+        caller,
+        "startReview",
+        &scope_uid,
+        context,
+        ORIGIN,
+        "starting this review",
+    )?;
     let wall = std::time::SystemTime::now();
     let now = engine.tick_at(wall).now;
     // Named by the wall clock, not the governance clock, which stands still for hours: two
@@ -192,7 +190,7 @@ pub fn start(
         },
         "parents": [],
     });
-    let mut upserts = vec![entity(campaign, &schema)?];
+    let mut upserts = vec![campaign];
     let mut items = Vec::new();
     for ((user, dataset), actions) in accesses {
         let item = Item {
@@ -204,10 +202,10 @@ pub fn start(
             verdict: "open".into(),
             attested_by: None,
         };
-        upserts.push(entity(item_json(&item), &schema)?);
+        upserts.push(item_json(&item));
         items.push(item);
     }
-    write(engine, upserts, &schema)?;
+    write_records(engine, PARTITION, upserts)?;
     tracing::info!(campaign = %id, items = items.len(), by = caller, "access review started");
     Ok(Started {
         id,
@@ -225,26 +223,25 @@ pub fn attest(
     item_id: &str,
     verdict: &str,
 ) -> std::result::Result<Item, WorkflowError> {
-    let schema = schema_of(engine)?;
     let uid = uid_from_parts(ITEM, item_id)?;
     let mut item = items(engine.graph())
         .into_iter()
         .find(|(u, _)| *u == uid)
         .map(|(_, i)| i)
         .ok_or_else(|| WorkflowError::NotFound(format!("review item `{item_id}`")))?;
-    let spec = engine.at_the_clock(RequestSpec {
-        principal: uid_from_parts("Tre::User", caller)?.to_string(),
-        action: r#"Tre::Action::"attestReview""#.into(),
-        resource: uid.to_string(),
-        context: json!({"verdict": verdict}),
-    });
-    let (_, outcome) = engine.decide_with(spec, &[], Some(ORIGIN))?;
-    if !outcome.allows() {
-        return Err(denied("attesting this item", outcome));
-    }
+    let context = json!({"verdict": verdict});
+    decide_as(
+        engine,
+        caller,
+        "attestReview",
+        &uid,
+        context,
+        ORIGIN,
+        "attesting this item",
+    )?;
     item.verdict = verdict.to_string();
     item.attested_by = Some(caller.to_string());
-    write(engine, vec![entity(item_json(&item), &schema)?], &schema)?;
+    write_records(engine, PARTITION, vec![item_json(&item)])?;
     tracing::info!(item = %item.id, verdict, by = caller, "access review attested");
     Ok(item)
 }
@@ -348,33 +345,6 @@ fn scope(
             "`scope`: `{scope}` is neither `project:<id>` nor `dataset:<id>`"
         ))),
     }
-}
-
-fn schema_of(engine: &Engine) -> Result<Schema> {
-    engine
-        .bundle()
-        .schema
-        .clone()
-        .ok_or_else(|| EngineError::Request("reviews need a schema".into()))
-}
-
-fn entity(json: Value, schema: &Schema) -> Result<Entity> {
-    Entity::from_json_value(json, Some(schema)).map_err(|e| EngineError::Request(e.to_string()))
-}
-
-fn write(engine: &Engine, upserts: Vec<Entity>, schema: &Schema) -> Result<()> {
-    let store = engine
-        .store()
-        .ok_or_else(|| EngineError::Request("reviews need the entity store".into()))?;
-    store.apply(
-        &StoreBatch {
-            upserts,
-            partition: PARTITION.into(),
-            ..Default::default()
-        },
-        schema,
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -226,6 +226,7 @@ mod tests {
             warnings: vec![],
             decisions: 0,
             governed_grants: governed,
+            break_glass_open: 0,
         }
     }
 

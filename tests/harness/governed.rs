@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tregov_collectors::testkit::{gzip_records, key};
 
 use crate::moto::Moto;
-use crate::Tre;
+use crate::{stdout, Tre};
 
 /// moto's default account: what un-assumed test credentials act in.
 pub const ACCOUNT: &str = "123456789012";
@@ -585,4 +585,27 @@ pub fn create_topic(moto: &Moto, name: &str) -> String {
             .unwrap_or_default()
             .to_string()
     })
+}
+
+/// `why --replay` of the first decision behind the logged apply of a `change_kind` change.
+pub fn why_replayed(tre: &Tre, records: &[Value], change_kind: &str) -> String {
+    let applied = records
+        .iter()
+        .find(|r| r["kind"] == "apply" && r["change"]["kind"] == change_kind)
+        .unwrap_or_else(|| panic!("no `{change_kind}` is logged"));
+    let seq = applied["decisions"][0].as_u64().expect("decision seq");
+    stdout(&tre.run(&["why", "--replay", &seq.to_string()]))
+}
+
+/// The test identity file with the project described there too, `project` its attributes
+/// beyond the account, and `more` entities added.
+pub fn identity_with_project(project: Value, more: &[Value]) -> Value {
+    let mut entities = identity(true).as_array().cloned().unwrap_or_default();
+    let mut attrs = json!({"accountId": ACCOUNT});
+    for (k, v) in project.as_object().into_iter().flatten() {
+        attrs[k] = v.clone();
+    }
+    entities.push(json!({"uid": {"type": "Tre::Project", "id": "proj-genomics"}, "attrs": attrs, "parents": []}));
+    entities.extend(more.iter().cloned());
+    Value::Array(entities)
 }

@@ -41,7 +41,7 @@ impl Egress<'_> {
         let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!("egress request `{id}`"))));
             };
             if request.pending != Some(effect) || request.status == Status::Failed {
                 return Ok(Ok(request));
@@ -79,7 +79,9 @@ impl Egress<'_> {
         super::check_text("reason", reason.as_deref())?;
         self.transaction(|tx| {
             let Some(mut request) = read(tx, id)? else {
-                return Ok(Err(WorkflowError::NotFound(id.to_string())));
+                return Ok(Err(WorkflowError::NotFound(format!(
+                    "egress request `{id}`"
+                ))));
             };
             let status = request.status.as_str();
             let action = resolution.action();

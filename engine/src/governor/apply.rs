@@ -53,7 +53,8 @@ impl Governor {
     /// Reads back what applied changes altered (Lake Formation, IAM, workspaces), so the
     /// next plan starts from AWS as they left it: a grant made now must be seen to be revoked
     /// when a date passes before the next resync. (A one-shot `apply` has no next plan.)
-    pub(super) async fn read_back(&mut self, gated: &Gated, applied: &Applied) -> Result<()> {
+    /// Whether anything was read back.
+    pub(super) async fn read_back(&mut self, gated: &Gated, applied: &Applied) -> Result<bool> {
         let succeeded: std::collections::HashSet<&str> = applied
             .results
             .iter()
@@ -68,11 +69,12 @@ impl Governor {
             .collect();
         altered.sort();
         altered.dedup();
-        if !altered.is_empty() {
-            self.collect(crate::collect::Pass::Reading(&altered))
-                .await?;
+        if altered.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        self.collect(crate::collect::Pass::Reading(&altered))
+            .await?;
+        Ok(true)
     }
 
     /// A dry run's plan, logged as planned; nothing applied.

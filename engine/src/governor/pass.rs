@@ -162,6 +162,7 @@ impl Governor {
         plan.record(&self.engine, self.settings.origin)?;
         self.metrics
             .planned(plan.decisions, plan.items.len() as u64);
+        self.metrics.set_break_glass_open(plan.break_glass_open);
         self.metrics.set_decision_cache(self.engine.cache_stats());
         self.metrics.set_plan_reuse(self.engine.plan_reuse());
         Ok(plan)
@@ -188,24 +189,40 @@ impl Governor {
         Ok(gated)
     }
 
-    /// Plan, gate, apply: one reconcile's worth of change.
+    /// Plan, gate, apply: one reconcile's worth of change. What applied changes left is read
+    /// back and planned once more, for what follows from them as AWS now shows it (an alert
+    /// that break-glass opened, a backup selection replacing the one deleted); one more
+    /// round at most, so a change that never takes cannot spin.
     pub(super) async fn converge(
         &mut self,
         scope: Option<&BTreeSet<String>>,
         detected: Option<Instant>,
     ) -> Result<()> {
+        if self.converge_round(scope, detected).await? {
+            self.converge_round(scope, None).await?;
+        }
+        Ok(())
+    }
+
+    /// One round of `converge`; whether it applied anything (and read it back).
+    async fn converge_round(
+        &mut self,
+        scope: Option<&BTreeSet<String>>,
+        detected: Option<Instant>,
+    ) -> Result<bool> {
         let started = Instant::now();
         let plan = self.plan(scope)?;
         if plan.items.is_empty() {
             tracing::debug!("in sync");
-            return Ok(());
+            return Ok(false);
         }
         let gated = self.gate(plan, scope.is_none())?;
         if self.settings.mode == Mode::DryRun {
-            return self.record_dry_run(&gated);
+            self.record_dry_run(&gated)?;
+            return Ok(false);
         }
         if gated.apply.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let applied = self.enforce(&gated).await?;
         // From the poll that found the log file to the last enforcement call: the

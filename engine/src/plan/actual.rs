@@ -22,6 +22,8 @@ pub mod kind {
     pub const IAM_ROLE: &str = "iam-role";
     pub const EC2_INSTANCE: &str = "ec2-instance";
     pub const SAGEMAKER_NOTEBOOK: &str = "sagemaker-notebook";
+    /// An AWS Backup plan with its rules (and, for the plan tregov keeps, its selections).
+    pub const BACKUP_PLAN: &str = "backup-plan";
     /// A Lake Formation grant tregov itself made (recorded when it applies one).
     pub const TREGOV_GRANT: &str = "tregov-grant";
     /// Findings: facts in doubt that tregov reports (in `status` and metrics) and never
@@ -61,6 +63,8 @@ pub struct ActualState {
     pub(super) ec2: BTreeMap<String, Value>,
     /// `account/notebook-name` -> notebook.
     pub(super) notebooks: BTreeMap<String, Value>,
+    /// `account/plan-id` -> backup plan.
+    pub(super) backup_plans: BTreeMap<String, Value>,
     pub(super) marks: BTreeSet<String>,
     /// Dataset id -> why it is quarantined (its location is outside every registered
     /// location or overlaps another dataset's).
@@ -93,6 +97,9 @@ impl ActualState {
                 }
                 kind::SAGEMAKER_NOTEBOOK => {
                     s.notebooks.insert(o.key.clone(), o.body.clone());
+                }
+                kind::BACKUP_PLAN => {
+                    s.backup_plans.insert(o.key.clone(), o.body.clone());
                 }
                 NOTIFICATION_KIND => {
                     s.marks.insert(o.key.clone());
@@ -141,6 +148,18 @@ impl ActualState {
         self.made
             .get(principal)
             .is_some_and(|r| r.contains(resource))
+    }
+
+    /// The role `arn` names, as observed, whatever its path.
+    pub(super) fn role(&self, arn: &str) -> Option<&Value> {
+        if let Some(role) = self.roles.get(arn) {
+            return Some(role);
+        }
+        let key = super::role_key(arn)?;
+        self.roles
+            .iter()
+            .find(|(observed, _)| super::role_key(observed).as_deref() == Some(key.as_str()))
+            .map(|(_, role)| role)
     }
 
     /// What `principal` holds, by resource, without scanning everyone else's grants.

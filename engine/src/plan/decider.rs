@@ -40,8 +40,9 @@ pub(super) struct Decider<'a> {
     /// The cache was emptied since the last plan (a policy reload, a start), so it holds
     /// none of this plan's questions: they are asked without looking.
     fresh: bool,
-    /// Answers not yet kept in the cache (see `remember`).
-    unremembered: Vec<(DecisionKey, Arc<Answer>)>,
+    /// Answers not yet kept in the cache (see `remember`), each with the stored facts in
+    /// its context (an exemption, a grant) whose change must forget it.
+    unremembered: Vec<(DecisionKey, Arc<Answer>, Vec<EntityUid>)>,
     pub(super) count: u64,
     pub(super) warnings: Vec<String>,
 }
@@ -211,7 +212,8 @@ impl<'a> Decider<'a> {
         let answer = self
             .engine
             .ask_recalling(key, &request, context_entities, &mut self.recent);
-        self.unremembered.push((key.clone(), answer.clone()));
+        self.unremembered
+            .push((key.clone(), answer.clone(), context_entities.to_vec()));
         if self.unremembered.len() >= REMEMBERED_TOGETHER {
             self.remember();
         }
@@ -223,6 +225,29 @@ impl<'a> Decider<'a> {
         principal: &EntityUid,
         action: &'static str,
         resource: &EntityUid,
+    ) -> Arc<Verdict> {
+        self.decide_given(principal, action, resource, None)
+    }
+
+    /// Like `decide`, asked with one stored fact in its context under `attribute` (a
+    /// break-glass grant): the question the API asks with the fact it chose from the store.
+    pub(super) fn decide_with_fact(
+        &mut self,
+        principal: &EntityUid,
+        action: &'static str,
+        resource: &EntityUid,
+        attribute: &str,
+        fact: &EntityUid,
+    ) -> Arc<Verdict> {
+        self.decide_given(principal, action, resource, Some((attribute, fact)))
+    }
+
+    fn decide_given(
+        &mut self,
+        principal: &EntityUid,
+        action: &'static str,
+        resource: &EntityUid,
+        fact: Option<(&str, &EntityUid)>,
     ) -> Arc<Verdict> {
         let Some(a) = self.action(action) else {
             return self.unasked(
@@ -236,9 +261,10 @@ impl<'a> Decider<'a> {
             Ok(timed) => timed,
             Err(e) => return self.unasked(principal, action, resource, e),
         };
-        let facts = match timed {
-            true => self.access_facts(action, principal, resource),
-            false => None,
+        let facts = match (timed, fact) {
+            (true, Some((attribute, uid))) => self.fact_context(attribute, uid),
+            (true, None) => self.access_facts(action, principal, resource),
+            (false, _) => None,
         };
         let key = match (&self.now, timed, &facts) {
             (Some(_), true, Some((_, text))) => {
@@ -288,6 +314,18 @@ impl<'a> Decider<'a> {
         }
         let (context, uids) = self.facts.context_at(principal, resource, self.now_ms?)?;
         Some((uids, Arc::from(context.to_string())))
+    }
+
+    /// The clock's context with `fact` under `attribute`, and the fact as the one entity the
+    /// answer depends on beyond the request's.
+    fn fact_context(
+        &self,
+        attribute: &str,
+        fact: &EntityUid,
+    ) -> Option<(Vec<EntityUid>, Arc<str>)> {
+        let mut context = json!({"now": crate::clock::datetime_value(self.now_ms?)});
+        context[attribute] = crate::entities::entity_json(fact);
+        Some((vec![fact.clone()], Arc::from(context.to_string())))
     }
 
     /// A request the schema rejects is denied: never allow what cannot be asked.

@@ -86,6 +86,11 @@ pub(super) fn plan_expiry_warnings(
     warnings: &mut Vec<String>,
     items: &mut Vec<PlanItem>,
 ) {
+    // A break-glass grant's end is announced when it closes (see `breakglass`).
+    let dated: Vec<&(EntityUid, i64)> = dated
+        .iter()
+        .filter(|(uid, _)| !crate::entities::is_type(uid, crate::breakglass::GRANT))
+        .collect();
     if dated.is_empty() {
         return;
     }

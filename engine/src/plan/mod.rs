@@ -15,6 +15,8 @@ mod access;
 mod actual;
 mod attrs;
 mod backup;
+mod backup_plan;
+mod breakglass;
 mod budgets;
 mod data_access;
 mod decider;
@@ -71,6 +73,9 @@ pub struct PlanSettings {
     pub notify_topics: BTreeMap<String, String>,
     /// The tag the admins' AWS Backup plan selects resources on.
     pub backup_tag: (String, String),
+    /// The AWS Backup plan kept at each project's backup settings (`[backup] plan_name`);
+    /// none: only the tags are planned.
+    pub backup_plan: Option<BackupPlanTarget>,
     /// The budget period notifications are counted in (e.g. `2026-11`), chosen by the caller
     /// so planning stays free of the clock.
     pub period: String,
@@ -86,6 +91,23 @@ pub struct PlanSettings {
     pub now: Option<i64>,
     /// The SNS topic warned before a stored date passes (`[daemon] expiry_topic`).
     pub expiry_topic: Option<String>,
+    /// Per project id: the break-glass role whose trust policy admits the auditors holding
+    /// an open grant (`[breakglass] role_name`). Empty: no trust policy is written.
+    pub breakglass_roles: BTreeMap<String, String>,
+    /// The SNS topic told when break-glass opens and closes.
+    pub breakglass_topic: Option<String>,
+}
+
+/// The AWS Backup plan tregov keeps in each project account, and what it keeps there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPlanTarget {
+    pub plan_name: String,
+    pub rule_name: String,
+    pub vault_name: String,
+    pub selection_name: String,
+    /// The role AWS Backup assumes, by name with its path, in the project's account.
+    pub selection_role: String,
+    pub daily_hour_utc: u8,
 }
 
 impl PlanSettings {
@@ -128,6 +150,39 @@ pub enum Change {
         account: String,
         role_arn: String,
         policy_name: String,
+    },
+    /// Replaces the trust policy of a role (a project's break-glass role).
+    #[serde(rename_all = "camelCase")]
+    UpdateTrustPolicy {
+        account: String,
+        role_arn: String,
+        document: Value,
+    },
+    /// Sets the AWS Backup plan's rules to exactly `rules` (AWS Backup's `BackupRuleInput`
+    /// JSON).
+    #[serde(rename_all = "camelCase")]
+    UpdateBackupPlan {
+        account: String,
+        plan_id: String,
+        plan_name: String,
+        rules: Vec<Value>,
+    },
+    /// Adds the plan's tag selection.
+    #[serde(rename_all = "camelCase")]
+    CreateBackupSelection {
+        account: String,
+        plan_id: String,
+        selection_name: String,
+        role_arn: String,
+        tag_key: String,
+        tag_value: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    DeleteBackupSelection {
+        account: String,
+        plan_id: String,
+        selection_id: String,
+        selection_name: String,
     },
     #[serde(rename_all = "camelCase")]
     StopWorkspace {
@@ -184,10 +239,26 @@ impl Change {
                 policy_name,
                 ..
             } => format!("{role_arn} policy {policy_name}"),
+            Change::UpdateTrustPolicy { role_arn, .. } => format!("{role_arn} trust policy"),
             Change::StopWorkspace { workspace, .. } | Change::TagWorkspace { workspace, .. } => {
                 format!("workspace {workspace}")
             }
             Change::Notify { topic_arn, .. } => topic_arn.clone(),
+            Change::UpdateBackupPlan {
+                account, plan_name, ..
+            } => format!("backup plan {plan_name} of {account}"),
+            Change::CreateBackupSelection {
+                account,
+                plan_id,
+                selection_name,
+                ..
+            }
+            | Change::DeleteBackupSelection {
+                account,
+                plan_id,
+                selection_name,
+                ..
+            } => format!("backup selection {selection_name} of plan {plan_id} of {account}"),
         }
     }
 
@@ -195,10 +266,15 @@ impl Change {
     pub fn enforcer(&self) -> &'static str {
         match self {
             Change::LfGrant { .. } | Change::LfRevoke { .. } => "lakeformation",
-            Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => "iam",
+            Change::PutRolePolicy { .. }
+            | Change::DeleteRolePolicy { .. }
+            | Change::UpdateTrustPolicy { .. } => "iam",
             Change::StopWorkspace { .. } => "compute",
             Change::TagWorkspace { .. } => "tagging",
             Change::Notify { .. } => "sns",
+            Change::UpdateBackupPlan { .. }
+            | Change::CreateBackupSelection { .. }
+            | Change::DeleteBackupSelection { .. } => "backup",
         }
     }
 
@@ -207,8 +283,14 @@ impl Change {
     pub fn read_back_by(&self) -> Option<Source> {
         match self {
             Change::LfGrant { .. } | Change::LfRevoke { .. } => Some(Source::DataLake),
-            Change::PutRolePolicy { .. } | Change::DeleteRolePolicy { .. } => Some(Source::Iam),
-            Change::StopWorkspace { .. } | Change::TagWorkspace { .. } => Some(Source::Workspaces),
+            Change::PutRolePolicy { .. }
+            | Change::DeleteRolePolicy { .. }
+            | Change::UpdateTrustPolicy { .. } => Some(Source::Iam),
+            Change::StopWorkspace { .. }
+            | Change::TagWorkspace { .. }
+            | Change::UpdateBackupPlan { .. }
+            | Change::CreateBackupSelection { .. }
+            | Change::DeleteBackupSelection { .. } => Some(Source::Workspaces),
             Change::Notify { .. } => None,
         }
     }
@@ -230,9 +312,15 @@ impl Change {
             | Change::LfRevoke { .. }
             | Change::PutRolePolicy { .. }
             | Change::DeleteRolePolicy { .. } => ACCESS,
+            Change::UpdateTrustPolicy { .. } => &[Projects, Identity, Iam],
             Change::StopWorkspace { .. } => &[Projects, Budgets, Workspaces],
             Change::TagWorkspace { .. } => &[Projects, Identity, Workspaces],
+            // A break-glass alert reports what IAM was read to hold.
+            Change::Notify { mark, .. } if mark.starts_with(breakglass::MARK_PREFIX) => &[Iam],
             Change::Notify { .. } => &[Projects, Budgets],
+            Change::UpdateBackupPlan { .. }
+            | Change::CreateBackupSelection { .. }
+            | Change::DeleteBackupSelection { .. } => &[Projects, Identity, Workspaces],
         }
     }
 
@@ -242,10 +330,14 @@ impl Change {
             Change::LfRevoke { .. } => "revoke",
             Change::PutRolePolicy { .. } => "put-role-policy",
             Change::DeleteRolePolicy { .. } => "delete-role-policy",
+            Change::UpdateTrustPolicy { .. } => "update-trust-policy",
             Change::StopWorkspace { .. } => "stop",
             Change::TagWorkspace { remove: false, .. } => "tag",
             Change::TagWorkspace { remove: true, .. } => "untag",
             Change::Notify { .. } => "notify",
+            Change::UpdateBackupPlan { .. } => "update-backup-plan",
+            Change::CreateBackupSelection { .. } => "create-backup-selection",
+            Change::DeleteBackupSelection { .. } => "delete-backup-selection",
         }
     }
 }
@@ -304,6 +396,9 @@ pub struct Plan {
     /// are a fraction of.
     #[serde(rename = "governedGrants", default)]
     pub governed_grants: u64,
+    /// How many break-glass grants the plan leaves open (admitted by a trust policy).
+    #[serde(rename = "breakGlassOpen", default)]
+    pub break_glass_open: u64,
 }
 
 /// What access a change takes away.
@@ -503,6 +598,8 @@ pub fn plan_scoped(
     }
     budgets::plan_budgets(&inputs, &mut decider, &mut items);
     backup::plan_backups(&inputs, &mut decider, &mut items);
+    backup_plan::plan_backup_plans(&inputs, &mut decider, &mut items);
+    let break_glass_open = breakglass::plan_break_glass(&inputs, &mut decider, &mut items);
     tags::plan_tag_reverts(&inputs, &mut items);
     quarantine::hold_revocations(&inputs, &mut items);
     sort_and_dedup(&mut items);
@@ -513,6 +610,7 @@ pub fn plan_scoped(
         warnings: std::mem::take(&mut decider.warnings),
         decisions: decider.count,
         governed_grants: foreign::governed_grants(&inputs),
+        break_glass_open,
     }
 }
 

@@ -55,6 +55,9 @@ fn settings() -> PlanSettings {
         revert_tag_drift: false,
         now: Some(NOW),
         expiry_topic: Some(EXPIRY_TOPIC.into()),
+        backup_plan: None,
+        breakglass_roles: Default::default(),
+        breakglass_topic: None,
     }
 }
 
@@ -152,6 +155,54 @@ fn observed_after(plan: &Plan, mut observed: Vec<Observed>) -> Vec<Observed> {
                 key: mark.clone(),
                 body: json!({}),
             }),
+            Change::UpdateTrustPolicy {
+                role_arn, document, ..
+            } => {
+                let o = observed
+                    .iter_mut()
+                    .find(|o| &o.key == role_arn)
+                    .expect("role");
+                o.body["trustPolicy"] = document.clone();
+            }
+            Change::UpdateBackupPlan { rules, .. } => {
+                let o = observed
+                    .iter_mut()
+                    .find(|o| o.kind == "backup-plan")
+                    .expect("plan");
+                o.body["rules"] = json!(rules
+                    .iter()
+                    .map(|r| json!({"name": r["RuleName"], "vault": r["TargetBackupVaultName"],
+                        "schedule": r["ScheduleExpression"], "startWindowMinutes": r["StartWindowMinutes"],
+                        "completionWindowMinutes": r["CompletionWindowMinutes"],
+                        "deleteAfterDays": r["Lifecycle"]["DeleteAfterDays"],
+                        "coldStorageAfterDays": r["Lifecycle"]["MoveToColdStorageAfterDays"]}))
+                    .collect::<Vec<_>>());
+            }
+            Change::CreateBackupSelection {
+                selection_name,
+                role_arn,
+                tag_key,
+                tag_value,
+                ..
+            } => {
+                let o = observed
+                    .iter_mut()
+                    .find(|o| o.kind == "backup-plan")
+                    .expect("plan");
+                let list = o.body["selections"].as_array_mut().expect("selections");
+                list.push(
+                    json!({"id": "sel-new", "name": selection_name, "roleArn": role_arn,
+                    "tags": [{"type": "STRINGEQUALS", "key": tag_key, "value": tag_value}],
+                    "resources": [], "notResources": [], "conditions": false}),
+                );
+            }
+            Change::DeleteBackupSelection { selection_id, .. } => {
+                for o in observed.iter_mut().filter(|o| o.kind == "backup-plan") {
+                    if let Some(list) = o.body["selections"].as_array_mut() {
+                        list.retain(|s| s["id"] != selection_id.as_str());
+                    }
+                }
+            }
             Change::StopWorkspace { .. } => {}
         }
     }
@@ -956,4 +1007,340 @@ fn an_exemption_lets_one_denied_access_through_until_its_end_then_not() {
         "the grant is revoked when the exemption ends: {:?}",
         ended.items
     );
+}
+
+const BREAK_GLASS_ROLE: &str = "arn:aws:iam::111111111111:role/TREBreakGlass";
+const ALERT_TOPIC: &str = "arn:aws:sns:eu-west-2:999999999999:tre-alerts";
+const IVAN_PRINCIPAL: &str = "arn:aws:iam::333333333333:role/auditor-ivan";
+
+/// The sample TRE with ivan's grant (approved by erin) ending at `expires`, ivan's AWS
+/// principal known when `principal`.
+fn engine_with_break_glass(expires: i64, principal: bool) -> Engine {
+    engine_with(|json| {
+        entity(json, "Tre::BreakGlassGrant", "bg-2026-11-26-ivan")["attrs"]["expiresAt"] =
+            crate::clock::datetime_value(expires);
+        if principal {
+            entity(json, "Tre::User", "ivan")["attrs"]["awsPrincipal"] = json!(IVAN_PRINCIPAL);
+        }
+    })
+}
+
+fn break_glass_settings(now: i64) -> PlanSettings {
+    PlanSettings {
+        breakglass_roles: [("proj-genomics".to_string(), BREAK_GLASS_ROLE.to_string())].into(),
+        breakglass_topic: Some(ALERT_TOPIC.into()),
+        ..at(now)
+    }
+}
+
+/// The break-glass role with the statement the admins wrote.
+fn break_glass_role() -> Vec<Observed> {
+    vec![Observed {
+        kind: "iam-role".into(),
+        key: BREAK_GLASS_ROLE.into(),
+        body: json!({"name": "TREBreakGlass", "tags": {}, "inlinePolicies": {},
+            "trustPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::111111111111:root"}, "Action": "sts:AssumeRole",
+                "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}}}]}}),
+    }]
+}
+
+fn trust_statements(plan: &Plan) -> Option<Vec<Value>> {
+    plan.items.iter().find_map(|i| match &i.change {
+        Change::UpdateTrustPolicy { document, .. } => document["Statement"].as_array().cloned(),
+        _ => None,
+    })
+}
+
+fn alerts(plan: &Plan) -> Vec<String> {
+    plan.items
+        .iter()
+        .filter_map(|i| match &i.change {
+            Change::Notify {
+                topic_arn, mark, ..
+            } if topic_arn == ALERT_TOPIC => Some(mark.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_allowed_break_glass_grant_opens_the_trust_policy_until_its_end_and_is_alerted_both_ways() {
+    let expires = NOW + HOUR;
+    let engine = engine_with_break_glass(expires, true);
+    let observe = |observed: &[Observed], now: i64| {
+        plan(
+            &engine,
+            &ActualState::from_observed(observed),
+            &break_glass_settings(now),
+        )
+    };
+    let observed = break_glass_role();
+    let opening = observe(&observed, NOW);
+    let statements = trust_statements(&opening).expect("the trust policy changes");
+    assert_eq!(
+        statements.len(),
+        2,
+        "the admins' statement stays: {statements:#?}"
+    );
+    assert_eq!(
+        statements[0],
+        break_glass_role()[0].body["trustPolicy"]["Statement"][0]
+    );
+    assert_eq!(statements[1]["Principal"]["AWS"], IVAN_PRINCIPAL);
+    assert_eq!(
+        statements[1]["Condition"]["DateLessThan"]["aws:CurrentTime"],
+        crate::clock::datetime_text(expires),
+        "AWS itself stops honouring it at the end"
+    );
+    let item = opening
+        .items
+        .iter()
+        .find(|i| i.change.verb() == "update-trust-policy")
+        .expect("item");
+    assert_eq!(
+        item.decisions[0].reasons,
+        vec!["breakglass-auditor-with-unexpired-grant"]
+    );
+    assert_eq!(item.affects, vec!["ivan"]);
+    assert!(alerts(&opening).is_empty(), "announced once IAM shows it");
+    assert_eq!(opening.break_glass_open, 0);
+
+    // Read back from IAM: announced, counted, then nothing more until the end.
+    let admitted = observed_after(&opening, observed);
+    let opened = observe(&admitted, NOW);
+    assert!(trust_statements(&opened).is_none());
+    assert_eq!(
+        alerts(&opened),
+        vec!["breakglass/bg-2026-11-26-ivan/opened"]
+    );
+    assert_eq!(opened.break_glass_open, 1);
+    let announced = observed_after(&opened, admitted);
+    let steady = observe(&announced, NOW);
+    assert!(steady.items.is_empty(), "{steady:#?}");
+
+    // At the end the statement goes and the admins' stays; the closing is announced once
+    // IAM no longer shows it.
+    let after = engine.tick_at(wall(expires)).now;
+    let closing = observe(&announced, after);
+    let statements = trust_statements(&closing).expect("the trust policy changes back");
+    assert_eq!(
+        statements,
+        break_glass_role()[0].body["trustPolicy"]["Statement"]
+            .as_array()
+            .cloned()
+            .expect("list")
+    );
+    let item = closing
+        .items
+        .iter()
+        .find(|i| i.change.verb() == "update-trust-policy")
+        .expect("item");
+    assert_eq!(item.decisions[0].reasons, vec!["breakglass-expired-grant"]);
+    let closed = observe(&observed_after(&closing, announced), after);
+    assert_eq!(
+        alerts(&closed),
+        vec!["breakglass/bg-2026-11-26-ivan/closed"]
+    );
+    assert_eq!(closed.break_glass_open, 0);
+}
+
+#[test]
+fn a_statement_with_tregovs_prefix_that_no_grant_explains_goes_even_with_no_grants() {
+    let engine = engine_with(|json| {
+        json.retain(|e| e["uid"]["type"] != "Tre::BreakGlassGrant");
+    });
+    let mut observed = break_glass_role();
+    let list = observed[0].body["trustPolicy"]["Statement"]
+        .as_array_mut()
+        .expect("list");
+    list.push(json!({"Sid": "TregovBreakGlass0000000000000000", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::333333333333:user/mallory"}, "Action": "sts:AssumeRole"}));
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&observed),
+        &break_glass_settings(NOW),
+    );
+    assert_eq!(
+        trust_statements(&p).expect("the stray statement goes"),
+        break_glass_role()[0].body["trustPolicy"]["Statement"]
+            .as_array()
+            .cloned()
+            .expect("list")
+    );
+}
+
+#[test]
+fn a_closed_grant_never_opens_again() {
+    let engine = engine_with_break_glass(NOW + HOUR, true);
+    let mut observed = break_glass_role();
+    observed.push(Observed {
+        kind: NOTIFICATION_KIND.into(),
+        key: "breakglass/bg-2026-11-26-ivan/closed".into(),
+        body: json!({}),
+    });
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&observed),
+        &break_glass_settings(NOW),
+    );
+    assert!(trust_statements(&p).is_none(), "{p:#?}");
+}
+
+#[test]
+fn a_grant_whose_auditor_has_no_aws_principal_opens_nothing_and_says_so() {
+    let engine = engine_with_break_glass(NOW + HOUR, false);
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&break_glass_role()),
+        &break_glass_settings(NOW),
+    );
+    assert!(trust_statements(&p).is_none());
+    assert!(alerts(&p).is_empty());
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("has no `awsPrincipal`")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn a_self_approved_grant_opens_nothing() {
+    let engine = engine_with(|json| {
+        let grant = entity(json, "Tre::BreakGlassGrant", "bg-2026-11-26-ivan");
+        grant["attrs"]["expiresAt"] = crate::clock::datetime_value(NOW + HOUR);
+        grant["attrs"]["approvedBy"] = json!({"__entity": {"type": "Tre::User", "id": "ivan"}});
+        entity(json, "Tre::User", "ivan")["attrs"]["awsPrincipal"] = json!(IVAN_PRINCIPAL);
+    });
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&break_glass_role()),
+        &break_glass_settings(NOW),
+    );
+    assert!(trust_statements(&p).is_none(), "{p:#?}");
+    assert_eq!(p.break_glass_open, 0);
+}
+
+fn backup_plan_settings() -> PlanSettings {
+    PlanSettings {
+        backup_plan: Some(BackupPlanTarget {
+            plan_name: "tre-workspaces".into(),
+            rule_name: "tregov-workspaces".into(),
+            vault_name: "Default".into(),
+            selection_name: "tregov-workspaces".into(),
+            selection_role: "service-role/AWSBackupDefaultServiceRole".into(),
+            daily_hour_utc: 5,
+        }),
+        ..settings()
+    }
+}
+
+/// proj-genomics's plan with retention cut to 7 days and a selection of everything.
+fn edited_backup_plan() -> Vec<Observed> {
+    vec![Observed {
+        kind: "backup-plan".into(),
+        key: "111111111111/plan-1".into(),
+        body: json!({"project": "proj-genomics", "id": "plan-1", "name": "tre-workspaces",
+            "rules": [{"name": "tregov-workspaces", "vault": "Default", "schedule": "cron(0 5 ? * * *)",
+                "startWindowMinutes": 60, "completionWindowMinutes": 600,
+                "deleteAfterDays": 7, "coldStorageAfterDays": null}],
+            "selections": [{"id": "sel-1", "name": "everything",
+                "roleArn": "arn:aws:iam::111111111111:role/service-role/AWSBackupDefaultServiceRole",
+                "tags": [], "resources": ["*"], "notResources": [], "conditions": false}]}),
+    }]
+}
+
+fn backup_changes(plan: &Plan) -> Vec<&Change> {
+    plan.items
+        .iter()
+        .map(|i| &i.change)
+        .filter(|c| c.enforcer() == "backup")
+        .collect()
+}
+
+#[test]
+fn a_backup_plan_edited_out_of_band_is_put_back_to_the_admins_settings_and_selects_only_the_tag() {
+    let engine = engine_with(|_| {});
+    let observed = edited_backup_plan();
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&observed),
+        &backup_plan_settings(),
+    );
+    let changes = backup_changes(&p);
+    let Some(Change::UpdateBackupPlan { plan_id, rules, .. }) =
+        changes.iter().find(|c| c.verb() == "update-backup-plan")
+    else {
+        panic!("no plan update: {p:#?}");
+    };
+    assert_eq!(plan_id, "plan-1");
+    assert_eq!(
+        rules,
+        &[
+            json!({"RuleName": "tregov-workspaces", "TargetBackupVaultName": "Default",
+            "ScheduleExpression": "cron(0 5 ? * * *)", "StartWindowMinutes": 60,
+            "CompletionWindowMinutes": 600,
+            "Lifecycle": {"DeleteAfterDays": 180, "MoveToColdStorageAfterDays": 90}})
+        ]
+    );
+    let verbs: Vec<&str> = changes.iter().map(|c| c.verb()).collect();
+    assert_eq!(
+        verbs,
+        [
+            "update-backup-plan",
+            "delete-backup-selection",
+            "create-backup-selection"
+        ],
+        "the selection of everything goes, the tag selection comes"
+    );
+    let item = p
+        .items
+        .iter()
+        .find(|i| i.change.enforcer() == "backup")
+        .expect("item");
+    assert_eq!(
+        item.decisions[0].reasons,
+        vec!["backup-plan-follows-the-admins-settings"]
+    );
+
+    let applied = observed_after(&p, observed);
+    let again = plan(
+        &engine,
+        &ActualState::from_observed(&applied),
+        &backup_plan_settings(),
+    );
+    assert!(backup_changes(&again).is_empty(), "{again:#?}");
+}
+
+#[test]
+fn settings_that_would_throw_backups_away_are_never_applied() {
+    let engine = engine_with(|json| {
+        entity(json, "Tre::BackupSettings", "proj-genomics")["attrs"]["retentionDays"] = json!(1);
+    });
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&edited_backup_plan()),
+        &backup_plan_settings(),
+    );
+    assert!(backup_changes(&p).is_empty(), "{p:#?}");
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("backup-plan-keeps-a-week")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn without_a_plan_name_only_the_tags_are_planned() {
+    let engine = engine_with(|_| {});
+    let p = plan(
+        &engine,
+        &ActualState::from_observed(&edited_backup_plan()),
+        &settings(),
+    );
+    assert!(backup_changes(&p).is_empty());
 }
