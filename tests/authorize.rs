@@ -314,3 +314,326 @@ fn only_a_registered_service_passes_context_the_schema_keeps_for_services() {
     let (status, answer) = server.ask("erin", "/v1/is-authorized", attest);
     assert_eq!(status, 403, "{answer}");
 }
+
+/// Verified Permissions through the official AWS SDKs, their endpoint pointed at tregov: the
+/// same answers as `/v1/is-authorized`, in AVP's own protocol.
+mod verified_permissions {
+    use std::collections::HashMap;
+
+    use avp::config::interceptors::BeforeTransmitInterceptorContextMut;
+    use avp::config::{ConfigBag, Intercept, RuntimeComponents};
+    use avp::error::BoxError;
+    use avp::types::{
+        ActionIdentifier, AttributeValue, BatchIsAuthorizedInputItem,
+        BatchIsAuthorizedWithTokenInputItem, ContextDefinition, EntityIdentifier,
+    };
+    use aws_sdk_verifiedpermissions as avp;
+
+    use super::*;
+
+    /// A registered service's own bearer token, sent after the SDK signs (tregov reads no
+    /// SigV4 signature: it holds no AWS credentials to check one).
+    #[derive(Debug)]
+    struct ServiceToken(String);
+
+    impl Intercept for ServiceToken {
+        fn name(&self) -> &'static str {
+            "ServiceToken"
+        }
+
+        fn modify_before_transmit(
+            &self,
+            context: &mut BeforeTransmitInterceptorContextMut<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert("authorization", format!("Bearer {}", self.0));
+            Ok(())
+        }
+    }
+
+    fn client(server: &Served, service_token: Option<String>) -> avp::Client {
+        // Plain HTTP on loopback, as every other AWS client of the tests.
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        let mut config = avp::Config::builder()
+            .http_client(http)
+            .behavior_version(avp::config::BehaviorVersion::latest())
+            .region(avp::config::Region::new("us-east-1"))
+            .endpoint_url(&server.base)
+            .credentials_provider(avp::config::Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "tests",
+            ));
+        if let Some(token) = service_token {
+            config = config.interceptor(ServiceToken(token));
+        }
+        avp::Client::from_conf(config.build())
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn launch_action() -> ActionIdentifier {
+        ActionIdentifier::builder()
+            .action_type("Tre::Action")
+            .action_id("createWorkspace")
+            .build()
+            .expect("action")
+    }
+
+    fn entity(t: &str, id: &str) -> EntityIdentifier {
+        EntityIdentifier::builder()
+            .entity_type(t)
+            .entity_id(id)
+            .build()
+            .expect("entity")
+    }
+
+    fn in_genomics() -> ContextDefinition {
+        ContextDefinition::ContextMap(HashMap::from([(
+            "project".to_string(),
+            AttributeValue::EntityIdentifier(entity("Tre::Project", "proj-genomics")),
+        )]))
+    }
+
+    fn decision_text(d: &avp::types::Decision) -> &'static str {
+        match d {
+            avp::types::Decision::Allow => "ALLOW",
+            _ => "DENY",
+        }
+    }
+
+    #[test]
+    fn the_rust_sdk_asks_with_a_token_and_in_batches_and_gets_the_v1_answers() {
+        let bed = Bed::new();
+        let server = bed.serve();
+        let rt = runtime();
+        let as_alice = client(&server, None);
+        for workspace_type in ["ec2-linux", "flaky"] {
+            let answer = rt
+                .block_on(
+                    as_alice
+                        .is_authorized_with_token()
+                        .policy_store_id("tregov")
+                        .identity_token(token("alice"))
+                        .action(launch_action())
+                        .resource(entity("Tre::WorkspaceType", workspace_type))
+                        .context(in_genomics())
+                        .send(),
+                )
+                .expect("IsAuthorizedWithToken answers");
+            let v1 = server.is_authorized("alice", launch("alice", workspace_type));
+            assert_eq!(decision_text(answer.decision()), v1["decision"], "{v1}");
+            let ids: Vec<&str> = answer
+                .determining_policies()
+                .iter()
+                .map(|p| p.policy_id())
+                .collect();
+            let v1_ids: Vec<&str> = v1["determiningPolicies"]
+                .as_array()
+                .expect("policies")
+                .iter()
+                .filter_map(|p| p["policyId"].as_str())
+                .collect();
+            assert_eq!(ids, v1_ids);
+            assert_eq!(answer.principal().map(|p| p.entity_id()), Some("alice"));
+        }
+
+        let batch = rt
+            .block_on(
+                as_alice
+                    .batch_is_authorized_with_token()
+                    .policy_store_id("tregov")
+                    .identity_token(token("alice"))
+                    .requests(
+                        BatchIsAuthorizedWithTokenInputItem::builder()
+                            .action(launch_action())
+                            .resource(entity("Tre::WorkspaceType", "flaky"))
+                            .context(in_genomics())
+                            .build(),
+                    )
+                    .requests(
+                        BatchIsAuthorizedWithTokenInputItem::builder()
+                            .action(launch_action())
+                            .resource(entity("Tre::WorkspaceType", "ec2-linux"))
+                            .context(in_genomics())
+                            .build(),
+                    )
+                    .send(),
+            )
+            .expect("BatchIsAuthorizedWithToken answers");
+        let decisions: Vec<&str> = batch
+            .results()
+            .iter()
+            .map(|r| decision_text(r.decision()))
+            .collect();
+        assert_eq!(decisions, ["DENY", "ALLOW"]);
+
+        // Plain BatchIsAuthorized: a registered service asks about two people at once.
+        let portal = client(&server, Some(token("tre-portal")));
+        let item = |who: &str| {
+            BatchIsAuthorizedInputItem::builder()
+                .principal(entity("Tre::User", who))
+                .action(launch_action())
+                .resource(entity("Tre::WorkspaceType", "ec2-linux"))
+                .context(in_genomics())
+                .build()
+        };
+        let batch = rt
+            .block_on(
+                portal
+                    .batch_is_authorized()
+                    .policy_store_id("tregov")
+                    .requests(item("alice"))
+                    .requests(item("mallory"))
+                    .send(),
+            )
+            .expect("BatchIsAuthorized answers a service");
+        let decisions: Vec<&str> = batch
+            .results()
+            .iter()
+            .map(|r| decision_text(r.decision()))
+            .collect();
+        let v1: Vec<String> = ["alice", "mallory"]
+            .iter()
+            .map(|who| {
+                server.is_authorized(who, launch(who, "ec2-linux"))["decision"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(decisions, v1);
+    }
+
+    #[test]
+    fn the_sdk_sees_avps_own_errors_for_what_tregov_refuses() {
+        let bed = Bed::new();
+        let server = bed.serve();
+        let rt = runtime();
+        // A user's token is no service's: plain IsAuthorized is refused.
+        let as_alice = client(&server, Some(token("alice")));
+        let refused = rt
+            .block_on(
+                as_alice
+                    .is_authorized()
+                    .policy_store_id("tregov")
+                    .principal(entity("Tre::User", "alice"))
+                    .action(launch_action())
+                    .resource(entity("Tre::WorkspaceType", "ec2-linux"))
+                    .send(),
+            )
+            .expect_err("refused");
+        assert!(
+            refused
+                .as_service_error()
+                .is_some_and(|e| e.is_access_denied_exception()),
+            "{refused:?}"
+        );
+        // A batch mixing principals and resources breaks AVP's rule.
+        let portal = client(&server, Some(token("tre-portal")));
+        let item = |who: &str, what: &str| {
+            BatchIsAuthorizedInputItem::builder()
+                .principal(entity("Tre::User", who))
+                .action(launch_action())
+                .resource(entity("Tre::WorkspaceType", what))
+                .build()
+        };
+        let mixed = rt
+            .block_on(
+                portal
+                    .batch_is_authorized()
+                    .policy_store_id("tregov")
+                    .requests(item("alice", "ec2-linux"))
+                    .requests(item("mallory", "flaky"))
+                    .send(),
+            )
+            .expect_err("refused");
+        assert!(
+            mixed
+                .as_service_error()
+                .is_some_and(|e| e.is_validation_exception()),
+            "{mixed:?}"
+        );
+        // More than 30 requests.
+        let mut many = portal.batch_is_authorized().policy_store_id("tregov");
+        for _ in 0..31 {
+            many = many.requests(item("alice", "ec2-linux"));
+        }
+        let too_many = rt.block_on(many.send()).expect_err("refused");
+        assert!(
+            too_many
+                .as_service_error()
+                .is_some_and(|e| e.is_validation_exception()),
+            "{too_many:?}"
+        );
+        // A forged token is no identity.
+        let forged = rt
+            .block_on(
+                client(&server, None)
+                    .is_authorized_with_token()
+                    .policy_store_id("tregov")
+                    .identity_token("not.a.token")
+                    .action(launch_action())
+                    .resource(entity("Tre::WorkspaceType", "ec2-linux"))
+                    .send(),
+            )
+            .expect_err("refused");
+        assert!(
+            forged
+                .as_service_error()
+                .is_some_and(|e| e.is_access_denied_exception()),
+            "{forged:?}"
+        );
+    }
+
+    #[test]
+    fn boto3_asks_with_a_token_and_as_a_service_and_gets_the_v1_answers() {
+        let bed = Bed::new();
+        let server = bed.serve();
+        let python = tregov_tests::moto::moto_server_bin()
+            .parent()
+            .expect("venv bin")
+            .join("python");
+        let script = tregov_tests::workspace_root().join("tests/fixtures/avp/boto3_client.py");
+        let out = std::process::Command::new(python)
+            .arg(script)
+            .env("TREGOV_URL", &server.base)
+            .env("ALICE_TOKEN", token("alice"))
+            .env("SERVICE_TOKEN", token("tre-portal"))
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .expect("python runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Value = serde_json::from_str(&text).expect("json");
+        let v1 = |who: &str, what: &str| {
+            server.is_authorized(who, launch(who, what))["decision"].clone()
+        };
+        assert_eq!(
+            answers["withToken"],
+            json!([v1("alice", "ec2-linux"), v1("alice", "flaky")])
+        );
+        assert_eq!(
+            answers["batch"],
+            json!([v1("alice", "ec2-linux"), v1("mallory", "ec2-linux")])
+        );
+        assert_eq!(answers["userAsService"], "AccessDeniedException");
+    }
+}

@@ -37,13 +37,13 @@ pub(crate) fn routes(limits: &tregov_config::api::ApiLimits) -> axum::Router<Arc
 
 /// Who asks: the token's subject, and whether it is a registered service.
 #[derive(Clone)]
-struct Asker {
-    sub: String,
-    service: bool,
+pub(crate) struct Asker {
+    pub(crate) sub: String,
+    pub(crate) service: bool,
 }
 
 impl Api {
-    fn asker(&self, sub: String) -> Asker {
+    pub(crate) fn asker(&self, sub: String) -> Asker {
         let service = self.services.contains(&sub);
         Asker { sub, service }
     }
@@ -107,7 +107,7 @@ struct AvpContext {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AvpRequest {
+pub(crate) struct AvpRequest {
     #[serde(default)]
     policy_store_id: Option<String>,
     principal: AvpEntity,
@@ -127,12 +127,12 @@ struct AvpBatch {
 
 #[derive(Deserialize, serde::Serialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AvpBatchItem {
-    principal: Value,
-    action: Value,
-    resource: Value,
+pub(crate) struct AvpBatchItem {
+    pub(crate) principal: Value,
+    pub(crate) action: Value,
+    pub(crate) resource: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    context: Option<Value>,
+    pub(crate) context: Option<Value>,
 }
 
 /// AVP's typed attribute values as Cedar entities-JSON values.
@@ -177,11 +177,11 @@ fn avp_value(v: &Value) -> Result<Value, String> {
 }
 
 /// An entity named by type and id, as request text (`Tre::User::"alice"`).
-fn avp_uid(entity_type: &str, id: &str) -> String {
+pub(crate) fn avp_uid(entity_type: &str, id: &str) -> String {
     format!("{entity_type}::{}", Value::from(id))
 }
 
-fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
+pub(crate) fn avp_spec(request: &AvpRequest) -> Result<RequestSpec, String> {
     let _ = &request.policy_store_id;
     let context = match &request.context {
         None => Value::Object(Map::new()),
@@ -255,6 +255,15 @@ async fn is_authorized(
 ) -> ApiResult<Json<Value>> {
     let asker = api.asker(user);
     let spec = avp_spec(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(answer_one(&api, asker, spec).await?))
+}
+
+/// One question, decided fail closed and logged: AVP's answer.
+pub(crate) async fn answer_one(
+    api: &Arc<Api>,
+    asker: Asker,
+    spec: RequestSpec,
+) -> ApiResult<Value> {
     api.may_ask(&asker, std::slice::from_ref(&spec.principal))?;
     let caller = asker.sub.clone();
     let ((mut outcomes, ignored), seqs) = api
@@ -270,8 +279,7 @@ async fn is_authorized(
     let outcome = outcomes
         .first()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no decision was made"))?;
-    let answer = avp_answer(outcome, &ignored);
-    Ok(Json(answer))
+    Ok(avp_answer(outcome, &ignored))
 }
 
 async fn batch_is_authorized(
@@ -281,16 +289,30 @@ async fn batch_is_authorized(
 ) -> ApiResult<Json<Value>> {
     let asker = api.asker(user);
     let _ = &body.policy_store_id;
-    if body.requests.is_empty() || body.requests.len() > 30 {
+    let results = answer_batch(&api, asker, body.requests).await?;
+    Ok(Json(json!({ "results": results })))
+}
+
+/// At most this many requests in one batch, as Verified Permissions allows.
+pub(crate) const MAX_BATCH: usize = 30;
+
+/// Up to 30 questions, decided fail closed and logged together: one AVP answer each, with
+/// the request it answers.
+pub(crate) async fn answer_batch(
+    api: &Arc<Api>,
+    asker: Asker,
+    requests: Vec<AvpBatchItem>,
+) -> ApiResult<Vec<Value>> {
+    if requests.is_empty() || requests.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "`requests` takes 1 to 30 requests, not {}",
-                body.requests.len()
+                "`requests` takes 1 to {MAX_BATCH} requests, not {}",
+                requests.len()
             ),
         ));
     }
-    let principals: Vec<String> = body.requests.iter().map(batch_principal).collect();
+    let principals: Vec<String> = requests.iter().map(batch_principal).collect();
     api.may_ask(&asker, &principals)?;
     let caller = asker.sub.clone();
     let ((mut outcomes, slots, requests), seqs) = api
@@ -298,7 +320,7 @@ async fn batch_is_authorized(
             let now = governance_now(engine);
             let mut parsed = Vec::new();
             let mut slots = Vec::new();
-            for item in &body.requests {
+            for item in &requests {
                 let spec = serde_json::to_value(item)
                     .and_then(serde_json::from_value::<AvpRequest>)
                     .map_err(|e| e.to_string())
@@ -313,29 +335,31 @@ async fn batch_is_authorized(
                 }));
             }
             let (outcomes, records) = crate::asked::decide_asked(engine, &parsed, &asker.sub);
-            Ok(((outcomes, slots, body.requests), records))
+            Ok(((outcomes, slots, requests), records))
         })
         .await?;
     crate::asked::logged(&mut outcomes, seqs, &caller);
-    let results: Vec<Value> = requests
-                .iter()
-                .zip(slots)
-                .map(|(item, slot)| {
-                    let outcome = slot.and_then(|(i, ignored)| {
-                        outcomes.get(i).map(|o| (o, ignored)).ok_or_else(|| "no decision was made".to_string())
-                    });
-                    let mut answer = match outcome {
-                        Ok((outcome, ignored)) => avp_answer(outcome, &ignored),
-                        // Fail closed: a request tregov cannot read is denied, and says why.
-                        Err(e) => json!({"decision": "DENY", "determiningPolicies": [], "errors": [{"errorDescription": e}]}),
-                    };
-                    if let Some(obj) = answer.as_object_mut() {
-                        obj.insert("request".into(), serde_json::to_value(item).unwrap_or(Value::Null));
-                    }
-                    answer
-                })
-                .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(requests
+        .iter()
+        .zip(slots)
+        .map(|(item, slot)| {
+            let outcome = slot.and_then(|(i, ignored)| {
+                outcomes
+                    .get(i)
+                    .map(|o| (o, ignored))
+                    .ok_or_else(|| "no decision was made".to_string())
+            });
+            let mut answer = match outcome {
+                Ok((outcome, ignored)) => avp_answer(outcome, &ignored),
+                // Fail closed: a request tregov cannot read is denied, and says why.
+                Err(e) => json!({"decision": "DENY", "determiningPolicies": [], "errors": [{"errorDescription": e}]}),
+            };
+            if let Some(obj) = answer.as_object_mut() {
+                obj.insert("request".into(), serde_json::to_value(item).unwrap_or(Value::Null));
+            }
+            answer
+        })
+        .collect())
 }
 
 /// The principal a batch item asks about, as request text (unreadable: one nobody is).

@@ -25,7 +25,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
         let sub = api.caller(&parts.headers).await?;
-        api.guard.rates.take(&sub)?;
+        api.guard.admit(&sub)?;
         Ok(Caller(sub))
     }
 }
@@ -45,6 +45,11 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
+    /// Counts one request of `sub` against its rate; too many is a 429.
+    pub(crate) fn admit(&self, sub: &str) -> Result<(), ApiError> {
+        self.rates.take(sub)
+    }
+
     pub(crate) fn new(limits: &ApiLimits) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),

@@ -10,7 +10,8 @@
 //! - `parked`: changes held back for approval (`/v1/parked...`);
 //! - `avp`: Amazon Verified Permissions-shaped `is-authorized` and `batch-is-authorized`,
 //!   with the server's facts (`facts`) in the context and answers logged as their own kind
-//!   (`asked`);
+//!   (`asked`); `avp_wire`: the same answers in AVP's own wire protocol at `POST /`, for the
+//!   AWS SDK's Verified Permissions client;
 //! - `ops`: `/metrics`, `/healthz`, `/readyz` on the daemon's operator address.
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use tregov_engine::{Engine, PolicyBundle};
 mod asked;
 pub mod auth;
 mod avp;
+mod avp_wire;
 mod breakglass;
 pub mod client;
 mod committer;
@@ -43,6 +45,7 @@ mod egress;
 mod exemptions;
 mod facts;
 mod guard;
+mod links;
 pub mod ops;
 mod parked;
 mod reviews;
@@ -58,6 +61,17 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error's message, as its body's `error` says it.
+    pub(crate) fn message(&self) -> String {
+        self.body["error"]
+            .as_str()
+            .map_or_else(|| self.body.to_string(), str::to_string)
+    }
+
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -255,7 +269,9 @@ impl Api {
             .merge(exemptions::routes())
             .merge(breakglass::routes())
             .merge(reviews::routes())
+            .merge(links::routes())
             .merge(avp::routes(&self.limits))
+            .merge(avp_wire::routes(&self.limits))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.limits.max_body_bytes,
             ))

@@ -11,7 +11,7 @@ use tregov_engine::plan::{access_report, ActualState, PlanSettings, Scope};
 use tregov_engine::{Engine, PolicyBundle, Result};
 use tregov_render::access::{access_csv, access_text};
 
-use crate::args::{AccessCommand, ExemptionsCommand, ReportFormat, ReviewCommand};
+use crate::args::{AccessCommand, ExemptionsCommand, LinksCommand, ReportFormat, ReviewCommand};
 use crate::output::{print_json, Format};
 
 pub fn access_command(
@@ -119,6 +119,64 @@ pub fn exemptions_command(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+pub fn links_command(
+    output: Format,
+    config_path: &Path,
+    data_dir: &Path,
+    bundle: PolicyBundle,
+    command: Option<LinksCommand>,
+) -> Result<ExitCode> {
+    let (api, verb, path, body) = match command.unwrap_or(LinksCommand::List) {
+        LinksCommand::List => {
+            let engine = Engine::open(data_dir, bundle)?;
+            for s in tregov_engine::policy_links::stored(engine.graph()) {
+                match output {
+                    Format::Json => println!("{}", serde_json::json!(s)),
+                    Format::Text => println!(
+                        "{}: template `{}` with {} (by {})",
+                        s.link.link_id,
+                        s.link.template_id,
+                        s.link
+                            .args
+                            .iter()
+                            .map(|(slot, uid)| format!("{slot} = {uid}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        s.created_by
+                    ),
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        LinksCommand::Add {
+            template,
+            dataset,
+            user,
+            api,
+        } => {
+            let body = serde_json::json!({"template": template, "dataset": dataset, "user": user});
+            (api, "POST", "/v1/policy-links".to_string(), Some(body))
+        }
+        LinksCommand::Remove { id, api } => (api, "DELETE", format!("/v1/policy-links/{id}"), None),
+    };
+    let client = api.client(config_path)?;
+    match crate::egress::call(output, &client, verb, &path, body.as_ref())? {
+        Ok(answer) if output == Format::Json => println!("{answer}"),
+        Ok(answer) => println!(
+            "{}",
+            answer["link_id"]
+                .as_str()
+                .map(|id| format!("linked: `{id}`"))
+                .or_else(|| answer["removed"]
+                    .as_str()
+                    .map(|id| format!("removed: `{id}`")))
+                .unwrap_or_else(|| answer.to_string())
+        ),
+        Err(refused) => return Ok(refused),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn review_command(

@@ -53,18 +53,33 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Validate the policies against the schema in strict mode.
-    Validate,
+    /// Validate the policies against the schema in strict mode (`--policies FILE --schema
+    /// FILE` validates one file as the Cedar CLI does: `@id` optional).
+    Validate(FileArgs),
     /// Format policy files with Cedar's formatter.
     Fmt {
         /// Report files that are not formatted instead of rewriting them.
         #[arg(long)]
         check: bool,
     },
-    /// Run policy tests (Cedar integration-test JSON format).
+    /// Run policy tests: Cedar's integration-test JSON format (files or directories), and
+    /// the Cedar CLI's `run-tests` format (`--tests FILE` against `--policies FILE`).
     Test {
-        /// Test files, or directories searched for them. Default: `policies/tests/`.
+        /// Test files, or directories searched for them. Default: `policies/tests/` (none
+        /// when only `--tests` is given).
         paths: Vec<PathBuf>,
+        /// A test file in the Cedar CLI's `run-tests` format, run against `--policies` (a
+        /// file or directory; `@id` optional) with `--schema` and `--template-linked`.
+        #[arg(long, value_name = "FILE")]
+        tests: Vec<PathBuf>,
+        #[command(flatten)]
+        files: FileArgs,
+        /// Also list the policies that never determined a decision in any test.
+        #[arg(long)]
+        coverage: bool,
+        /// The report's format (default: `--output`); `junit` for CI systems.
+        #[arg(long, value_enum)]
+        format: Option<TestFormat>,
     },
     /// Decide a request.
     Authorize(DecideArgs),
@@ -74,9 +89,14 @@ pub enum Command {
         #[command(flatten)]
         args: DecideArgs,
         /// Re-evaluate the logged decision SEQ with its own policy version and entity slice.
-        #[arg(long, value_name = "SEQ", conflicts_with_all = ["principal", "action", "resource", "context", "entities"])]
+        #[arg(long, value_name = "SEQ", conflicts_with_all = ["principal", "action", "resource", "context", "entities", "request_json"])]
         replay: Option<u64>,
     },
+    /// Exact analysis by Cedar's symbolic compiler and the cvc5 solver: what a policy change
+    /// allows that the old set does not (and the reverse), and the properties the policies
+    /// must keep. Exit 2 when a change widens access or a property fails.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The entity store.
     #[command(subcommand)]
     Entities(EntitiesCommand),
@@ -116,6 +136,13 @@ pub enum Command {
     Breakglass {
         #[command(subcommand)]
         command: Option<BreakglassCommand>,
+    },
+    /// Template links kept in the store: listed (the default), created or removed through
+    /// the API with your token (`linkTemplate`, `unlinkTemplate`: by default a study's admins
+    /// and its project's data managers).
+    Links {
+        #[command(subcommand)]
+        command: Option<LinksCommand>,
     },
     /// Access review campaigns: started and attested through the API with your token
     /// (`startReview`, `attestReview`); the report of who attested what, when, from the log.
@@ -172,6 +199,42 @@ pub enum Command {
         #[arg(long)]
         kind: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// For every request signature of the schema (principal type, action, resource type):
+    /// whether the new set is equivalent, more permissive, less permissive or incomparable,
+    /// each difference with a request and entities that show it.
+    Diff {
+        /// The old set: a policies directory (default: the policies in effect).
+        #[arg(long, conflicts_with = "from_version")]
+        from: Option<PathBuf>,
+        /// The old set: a policy-set version the decision log recorded (a prefix will do).
+        #[arg(long, value_name = "VERSION")]
+        from_version: Option<String>,
+        /// The new set: a policies directory.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        solver: SolverArgs,
+    },
+    /// Prove the properties (`@property` policies in `properties/` beside the policies, or
+    /// the built-in ones) for every request the schema allows.
+    Check {
+        /// The directory of property files (default: `properties/` in the policies directory).
+        #[arg(long)]
+        properties: Option<PathBuf>,
+        #[command(flatten)]
+        solver: SolverArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SolverArgs {
+    /// The cvc5 1.3.1 executable (`scripts/install-cvc5` installs one and prints its path).
+    #[arg(long, env = "CVC5")]
+    pub solver: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +315,28 @@ pub enum ExemptionsCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum LinksCommand {
+    /// Every stored link.
+    List,
+    /// Link TEMPLATE (its `@id`) to a study, and to a user if the template has `?principal`.
+    Add {
+        template: String,
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+    /// Remove the stored link ID.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        api: crate::egress::ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BreakglassCommand {
     /// Every request and grant, ended ones too.
     List,
@@ -321,10 +406,29 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormat {
+    Text,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Text,
     Json,
     Csv,
+}
+
+/// Policy files handed to a command as the Cedar CLI takes them.
+#[derive(Args, Debug, Default)]
+pub struct FileArgs {
+    /// The schema for a `--policies FILE` (default: the policies directory's own schema).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Template-linked policies: a JSON array of `{template_id, link_id, args}`, as the
+    /// Cedar CLI reads them.
+    #[arg(short = 'k', long, value_name = "FILE")]
+    pub template_linked: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -347,6 +451,14 @@ pub struct DecideArgs {
     /// Schema for `--entities` mode (default: the policies directory's own schema).
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// Template-linked policies: a JSON array of `{template_id, link_id, args}`, as the
+    /// Cedar CLI reads them.
+    #[arg(short = 'k', long, value_name = "FILE")]
+    pub template_linked: Option<PathBuf>,
+    /// The request as the Cedar CLI's `--request-json` file holds it (`principal`,
+    /// `action`, `resource`, `context`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["principal", "action", "resource", "context"])]
+    pub request_json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,7 +14,9 @@ use tregov_engine::{Decision, DecisionOutcome, Engine, EngineError, PolicyBundle
 use tregov_engine::{Result, StoreBatch};
 use tregov_render::{decision as show, log as show_log};
 
-use crate::args::{Cli, Command, ConfigCommand, DecideArgs, EntitiesCommand, LogCommand};
+use crate::args::{
+    Cli, Command, ConfigCommand, DecideArgs, EntitiesCommand, FileArgs, LogCommand, TestFormat,
+};
 use crate::output::{print_json, Format};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -25,14 +27,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     };
     let (out, config, data) = (ctx.output, &cli.config, &ctx.data_dir);
     match cli.command {
-        Command::Validate => ctx.validate(),
+        Command::Validate(files) => ctx.validate(files),
         Command::Fmt { check } => ctx.fmt(check),
-        Command::Test { paths } => ctx.test(paths),
+        Command::Test {
+            paths,
+            tests,
+            files,
+            coverage,
+            format,
+        } => ctx.test(paths, tests, files, coverage, format),
         Command::Authorize(args) => ctx.decide(args, false),
         Command::Why { args, replay } => match replay {
             Some(seq) => ctx.replay(seq),
             None => ctx.decide(args, true),
         },
+        Command::Policy(cmd) => {
+            crate::policy::policy_command(out, data, ctx.bundle(), ctx.policies_dir(), cmd)
+        }
         Command::Entities(cmd) => ctx.entities(cmd),
         Command::Log(cmd) => ctx.log(cmd, config),
         Command::Demo => ctx.demo(),
@@ -76,6 +87,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Review(cmd) => {
             crate::access::review_command(out, config, data, ctx.bundle()?, cmd)
         }
+        Command::Links { command } => {
+            crate::access::links_command(out, config, data, ctx.bundle()?, command)
+        }
         Command::Exemptions { command } => {
             crate::access::exemptions_command(out, config, data, ctx.bundle()?, command)
         }
@@ -117,6 +131,17 @@ impl Ctx {
         }
     }
 
+    /// The policies in effect, with the links of a template-linked file if one is given.
+    fn bundle_with_links(&self, links: Option<&std::path::Path>) -> Result<PolicyBundle> {
+        let Some(links) = links else {
+            return self.bundle();
+        };
+        let bundle = self.bundle()?;
+        let mut sources = bundle.sources;
+        sources.push(tregov_engine::policies::read_source(links)?);
+        PolicyBundle::from_sources(bundle.schema_source, sources)
+    }
+
     /// The policies through the gate a reload passes (their tests too): what governs must
     /// pass it from the first decision on.
     fn gated_bundle(&self) -> Result<PolicyBundle> {
@@ -126,8 +151,16 @@ impl Ctx {
         }
     }
 
-    fn validate(&self) -> Result<ExitCode> {
-        let bundle = self.bundle()?;
+    fn validate(&self, files: FileArgs) -> Result<ExitCode> {
+        // A file (not a directory) is validated as the Cedar CLI validates one.
+        let bundle = match &self.policies {
+            Some(p) if p.is_file() => PolicyBundle::load_path(
+                p,
+                files.schema.as_deref(),
+                files.template_linked.as_deref(),
+            )?,
+            _ => self.bundle_with_links(files.template_linked.as_deref())?,
+        };
         if self.json() {
             print_json(&json!({
                 "valid": true,
@@ -180,8 +213,15 @@ impl Ctx {
         Ok(exit(!check || unformatted.is_empty()))
     }
 
-    fn test(&self, paths: Vec<PathBuf>) -> Result<ExitCode> {
-        let paths = if paths.is_empty() {
+    fn test(
+        &self,
+        paths: Vec<PathBuf>,
+        cli_tests: Vec<PathBuf>,
+        files: FileArgs,
+        coverage: bool,
+        format: Option<TestFormat>,
+    ) -> Result<ExitCode> {
+        let paths = if paths.is_empty() && cli_tests.is_empty() {
             let dir = self
                 .policies_dir()
                 .unwrap_or_else(|| PathBuf::from("policies"));
@@ -189,14 +229,42 @@ impl Ctx {
         } else {
             paths
         };
-        let files = testfile::collect_test_files(&paths)?;
+        let files_found = testfile::collect_test_files(&paths)?;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let report = testfile::run_all(&files, workers);
-        if self.json() {
-            print_json(&json!(report));
-        } else {
-            report.failures.iter().for_each(|f| println!("FAIL {f}"));
-            println!("{} passed, {} failed", report.passed, report.failed);
+        let mut report = testfile::run_all(&files_found, workers);
+        if !cli_tests.is_empty() {
+            let bundle = match &self.policies {
+                Some(p) => PolicyBundle::load_path(
+                    p,
+                    files.schema.as_deref(),
+                    files.template_linked.as_deref(),
+                )?,
+                None => self.bundle_with_links(files.template_linked.as_deref())?,
+            };
+            for tests in &cli_tests {
+                report.merge(tregov_engine::cli_tests::run_cli_tests(&bundle, tests));
+            }
+        }
+        let format = format.unwrap_or(match self.output {
+            Format::Json => TestFormat::Json,
+            Format::Text => TestFormat::Text,
+        });
+        match format {
+            TestFormat::Junit => print!("{}", tregov_render::testing::junit_xml(&report)),
+            TestFormat::Json => {
+                let mut v = json!(report);
+                if coverage {
+                    v["uncovered"] = json!(report.uncovered());
+                }
+                print_json(&v)
+            }
+            TestFormat::Text => {
+                report.failures.iter().for_each(|f| println!("FAIL {f}"));
+                println!("{} passed, {} failed", report.passed, report.failed);
+                if coverage {
+                    print!("{}", tregov_render::testing::coverage_text(&report));
+                }
+            }
         }
         Ok(exit(report.failed == 0 && report.files > 0))
     }
@@ -207,12 +275,19 @@ impl Ctx {
             // Files mode, as the Cedar CLI decides: `--policies` may be one file.
             Some(entities) => {
                 let bundle = match &self.policies {
-                    Some(p) => PolicyBundle::load_path(p, args.schema.as_deref())?,
-                    None => self.bundle()?,
+                    Some(p) => PolicyBundle::load_path(
+                        p,
+                        args.schema.as_deref(),
+                        args.template_linked.as_deref(),
+                    )?,
+                    None => self.bundle_with_links(args.template_linked.as_deref())?,
                 };
                 Engine::over_file(bundle, entities)?
             }
-            None => Engine::open_existing(&self.data_dir, self.bundle()?)?,
+            None => Engine::open_existing(
+                &self.data_dir,
+                self.bundle_with_links(args.template_linked.as_deref())?,
+            )?,
         };
         let spec = engine.at_the_clock(spec);
         let exemption = asked_with_exemption(&engine, &spec);
@@ -423,6 +498,9 @@ fn why_args(spec: &RequestSpec) -> String {
 }
 
 fn request_spec(args: &DecideArgs) -> Result<RequestSpec> {
+    if let Some(path) = &args.request_json {
+        return request_from_json_file(path);
+    }
     let required = |v: &Option<String>, name: &str| {
         v.clone()
             .ok_or_else(|| EngineError::Request(format!("`--{name}` is required")))
@@ -432,6 +510,37 @@ fn request_spec(args: &DecideArgs) -> Result<RequestSpec> {
         required(&args.action, "action")?,
         required(&args.resource, "resource")?,
         args.context.as_deref(),
+    )
+}
+
+/// A request as the Cedar CLI's `--request-json` file holds it: `principal`, `action` and
+/// `resource` as entity uids in Cedar syntax, and a `context` object.
+fn request_from_json_file(path: &std::path::Path) -> Result<RequestSpec> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RequestJson {
+        principal: Option<String>,
+        action: Option<String>,
+        resource: Option<String>,
+        #[serde(default)]
+        context: Value,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+    let name = path.display().to_string();
+    let request: RequestJson = serde_json::from_str(&text)
+        .map_err(|e| EngineError::Request(format!("`{name}` is not a request: {e}")))?;
+    let required = |v: Option<String>, field: &str| {
+        v.ok_or_else(|| EngineError::Request(format!("`{name}` has no `{field}`")))
+    };
+    let context = match request.context {
+        Value::Null => json!({}),
+        other => other,
+    };
+    RequestSpec::from_text(
+        required(request.principal, "principal")?,
+        required(request.action, "action")?,
+        required(request.resource, "resource")?,
+        Some(&context.to_string()),
     )
 }
 

@@ -18,6 +18,7 @@ use tregov_engine::metrics::Metrics;
 use tregov_engine::reconcile::{self, Cause, Trigger};
 use tregov_engine::safety::Gated;
 use tregov_engine::store::Store;
+use tregov_engine::widening::WideningGate;
 use tregov_engine::{Engine, EngineError, PolicyBundle, Result};
 
 use tregov_render::plan as show;
@@ -42,7 +43,18 @@ fn settings(config: &Config, options: GovernOptions) -> Settings {
         origin: options.origin,
         alert_topic: config.safety.alert_topic_arn.clone(),
         policies_dir: options.policies_dir,
+        widening: widening_gate(config),
     }
+}
+
+/// A reloaded set that widens access waits for approval, unless the admins allow widening.
+fn widening_gate(config: &Config) -> WideningGate {
+    if config.policies.allow_widening {
+        return WideningGate::Allow;
+    }
+    WideningGate::Park(Arc::new(tregov_analysis::SolverWidening {
+        solver: tregov_analysis::SolverCommand::discover(config.policies.solver.clone()),
+    }))
 }
 
 /// The governor over `data_dir` with every configured collector and enforcer.
@@ -81,6 +93,11 @@ pub fn plan_command(
     bundle: PolicyBundle,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
+    // Read before the engine opens: opening records the proposed set as the newest.
+    let running = tregov_engine::log::DecisionLog::open(data_dir)
+        .and_then(|log| log.latest_policies())
+        .ok()
+        .flatten();
     crate::collect::runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
         let options = GovernOptions {
@@ -88,12 +105,40 @@ pub fn plan_command(
             origin: "plan",
             policies_dir: None,
         };
+        let proposed = bundle.clone();
         let mut governor =
             governor(&config, data_dir, bundle, &aws, options, Arc::default()).await?;
         let plan = governor.plan(None)?;
         print_plan(output, &governor, &plan)?;
+        if let Some(running) = running.filter(|r| r.version != proposed.version) {
+            print_policy_diff(output, &config, running, &proposed).await;
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Beside the concrete changes, what the proposed set allows in any state, against the set
+/// that decided last: a proof from the solver (its failure is reported, not fatal).
+async fn print_policy_diff(
+    output: Format,
+    config: &Config,
+    running: tregov_engine::log::StoredPolicySet,
+    proposed: &PolicyBundle,
+) {
+    let diff = async {
+        let old = PolicyBundle::from_sources(running.schema, running.sources)?;
+        let solver =
+            tregov_analysis::SolverCommand::discover(config.policies.solver.clone()).start()?;
+        Ok::<_, EngineError>(tregov_analysis::diff(&old, proposed, solver).await?)
+    };
+    match (diff.await, output) {
+        (Ok(d), Format::Json) => print_json(&json!({ "policyDiff": d })),
+        (Ok(d), Format::Text) => {
+            println!("\nthe exact policy diff against the set that decided last:");
+            print!("{}", tregov_render::analysis::diff_text(&d));
+        }
+        (Err(e), _) => eprintln!("the exact policy diff is unavailable: {e}"),
+    }
 }
 
 pub fn apply_command(

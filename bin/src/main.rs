@@ -9,6 +9,7 @@ mod collect;
 mod egress;
 mod govern;
 mod output;
+mod policy;
 
 use std::process::ExitCode;
 

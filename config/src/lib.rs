@@ -18,6 +18,7 @@ pub mod egress;
 pub mod identity;
 pub mod key_path;
 pub mod log;
+pub mod policies;
 pub mod projects;
 pub mod safety;
 pub mod validate;
@@ -39,6 +40,7 @@ pub use egress::EgressConfig;
 pub use identity::IdentityConfig;
 pub use key_path::KeyPath;
 pub use log::LogConfig;
+pub use policies::PoliciesConfig;
 pub use projects::ProjectConfig;
 pub use safety::SafetyConfig;
 use validate::{Problems, Validate};
@@ -90,6 +92,9 @@ pub struct Config {
     pub workspaces: WorkspacesConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// How reloaded policies are taken in: a set that widens access waits for approval.
+    #[serde(default)]
+    pub policies: PoliciesConfig,
     /// Blast-radius limits; on by default.
     #[serde(default)]
     pub safety: SafetyConfig,
@@ -238,6 +243,7 @@ impl Config {
         self.workspaces
             .validate(&root.key("workspaces"), &mut problems);
         self.daemon.validate(&root.key("daemon"), &mut problems);
+        self.policies.validate(&root.key("policies"), &mut problems);
         self.safety.validate(&root.key("safety"), &mut problems);
         self.egress.validate(&root.key("egress"), &mut problems);
         self.api.validate(&root.key("api"), &mut problems);

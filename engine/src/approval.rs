@@ -98,8 +98,10 @@ fn item_entity(item: &str, body: &Value) -> Value {
     let target = serde_json::from_value::<PlanItem>(body.clone())
         .map(|p| p.change.target())
         .unwrap_or_else(|_| {
-            body["change"]["collector"]
+            let change = &body["change"];
+            change["collector"]
                 .as_str()
+                .or_else(|| change["target"].as_str())
                 .unwrap_or_default()
                 .to_string()
         });

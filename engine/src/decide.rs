@@ -239,6 +239,9 @@ pub const IS_AUTHORIZED_KIND: &str = "is-authorized";
 
 /// Policies, the entity graph, and (over the store) the store and decision log.
 pub struct Engine {
+    /// The policies as given (a directory, the built-in set).
+    base: Arc<PolicyBundle>,
+    /// What decides: `base` with the store's template links (see `policy_links`).
     bundle: Arc<PolicyBundle>,
     graph: Arc<EntityGraph>,
     graph_revision: u64,
@@ -269,8 +272,10 @@ impl Engine {
     pub fn in_memory(bundle: PolicyBundle, graph: EntityGraph) -> Self {
         let instants = Instants::new(&graph, &bundle.set, 0);
         let access_facts = Arc::new(AccessFacts::of(&graph));
+        let bundle = Arc::new(bundle);
         Self {
-            bundle: Arc::new(bundle),
+            base: bundle.clone(),
+            bundle,
             graph: Arc::new(graph),
             graph_revision: 0,
             store: None,
@@ -308,15 +313,17 @@ impl Engine {
         Self::with_store(Store::open_existing(data_dir)?, data_dir, bundle)
     }
 
-    fn with_store(store: Store, data_dir: &Path, bundle: PolicyBundle) -> Result<Self> {
+    fn with_store(store: Store, data_dir: &Path, base: PolicyBundle) -> Result<Self> {
         let log = DecisionLog::open(data_dir)?;
-        log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
         let (revision, bodies) = store.snapshot()?;
         let graph =
-            EntityGraph::from_bodies(bodies.iter().map(String::as_str), bundle.schema.as_ref())?;
+            EntityGraph::from_bodies(bodies.iter().map(String::as_str), base.schema.as_ref())?;
+        let bundle = crate::policy_links::linked(&base, &graph)?;
+        log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
         let instants = Instants::new(&graph, &bundle.set, 0);
         let access_facts = Arc::new(AccessFacts::of(&graph));
         Ok(Self {
+            base: Arc::new(base),
             bundle: Arc::new(bundle),
             graph: Arc::new(graph),
             graph_revision: revision,
@@ -334,8 +341,14 @@ impl Engine {
         })
     }
 
+    /// The policies that decide: the base set with the store's template links.
     pub fn bundle(&self) -> &PolicyBundle {
         &self.bundle
+    }
+
+    /// The policies as given, without the store's links: what a reload replaces.
+    pub fn base_bundle(&self) -> &PolicyBundle {
+        &self.base
     }
 
     pub fn graph(&self) -> &EntityGraph {
@@ -352,7 +365,34 @@ impl Engine {
 
     /// Swaps in a new policy set. The caller has already loaded and validated it; a set that
     /// failed either never reaches here, so the last good set keeps deciding.
-    pub fn set_policies(&mut self, bundle: PolicyBundle) -> Result<()> {
+    /// Decides with `base` (and the store's template links) from now on; a stored link the
+    /// new set cannot take (its template is gone) refuses the set.
+    pub fn set_policies(&mut self, base: PolicyBundle) -> Result<()> {
+        let bundle = crate::policy_links::linked(&base, &self.graph)?;
+        self.adopt(bundle)?;
+        self.base = Arc::new(base);
+        Ok(())
+    }
+
+    /// The store's links changed: link them into the base set again. A link that cannot be
+    /// linked leaves the set as it was, and says so.
+    fn relink(&mut self) {
+        match crate::policy_links::linked(&self.base, &self.graph) {
+            Ok(bundle) if bundle.version != self.bundle.version => {
+                let version = bundle.version.clone();
+                match self.adopt(bundle) {
+                    Ok(()) => tracing::info!(policy_version = %version, "template links changed"),
+                    Err(e) => tracing::error!(error = %e, "cannot take the changed template links"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e.one_line(), "a stored template link does not link; the policies stay as they were")
+            }
+        }
+    }
+
+    fn adopt(&mut self, bundle: PolicyBundle) -> Result<()> {
         if let Some(log) = &self.log {
             log.store_policies(bundle.schema_source.as_ref(), &bundle.sources)?;
         }
@@ -509,6 +549,13 @@ impl Engine {
             self.access_facts = Arc::new(AccessFacts::of(&self.graph));
         }
         self.graph_revision = changes.revision;
+        if written
+            .iter()
+            .chain(&changes.deletes)
+            .any(crate::policy_links::is_link_uid)
+        {
+            self.relink();
+        }
         Ok(n as u64)
     }
 

@@ -34,6 +34,10 @@ pub struct PolicyExplanation {
     pub effect: String,
     pub file: String,
     pub line: usize,
+    /// For a template-linked policy: the template whose conditions it is (its `file` and
+    /// `line` are the template's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The policy applied (its scope matched and every condition held).
@@ -120,6 +124,7 @@ pub fn explain(
             effect: meta.map(|m| m.effect.clone()).unwrap_or_default(),
             file: meta.map(|m| m.file.clone()).unwrap_or_default(),
             line: meta.map_or(0, |m| m.line),
+            template: meta.and_then(|m| m.template.clone()),
             description: meta.and_then(|m| m.annotations.get("description").cloned()),
             applied,
             error,

@@ -213,6 +213,53 @@ impl DecisionLog {
     }
 
     /// Loads a stored policy set and checks it still hashes to its version.
+    /// The policy set recorded last (the one that decided most recently, as a set is
+    /// recorded when it starts deciding), if any.
+    pub fn latest_policies(&self) -> Result<Option<StoredPolicySet>> {
+        let dir = self.dir.join("policies");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(None);
+        };
+        let newest = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let modified = e.metadata().ok()?.modified().ok()?;
+                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                Some((modified, name))
+            })
+            .max();
+        newest
+            .map(|(_, version)| self.load_policies(&version))
+            .transpose()
+    }
+
+    /// The one recorded policy-set version that starts with `prefix` (versions are shown
+    /// shortened to 12 characters).
+    pub fn resolve_policy_version(&self, prefix: &str) -> Result<String> {
+        let dir = self.dir.join("policies");
+        let entries = std::fs::read_dir(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        let matching: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .filter(|v| !prefix.is_empty() && v.starts_with(prefix))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(self.err(format!(
+                "no recorded policy-set version starts with `{prefix}`"
+            ))),
+            _ => Err(self.err(format!(
+                "{} recorded policy-set versions start with `{prefix}`: give more of it",
+                matching.len()
+            ))),
+        }
+    }
+
     pub fn load_policies(&self, version: &str) -> Result<StoredPolicySet> {
         if version.len() != 64 || !version.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.err(format!("`{version}` is not a policy-set version")));

@@ -31,6 +31,10 @@ pub struct PolicySource {
 pub struct PolicyMeta {
     pub id: String,
     pub effect: String,
+    pub kind: PolicyKind,
+    /// For a link: the template it links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     pub file: String,
     pub line: usize,
     pub column: usize,
@@ -59,11 +63,24 @@ pub struct PolicyBundle {
 /// How strictly ids are required when loading policy files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
-    /// Every policy must carry `@id`; ids must be unique across files.
+    /// Every policy and template must carry `@id`; ids must be unique across files. For the
+    /// policies tregov governs with, whose names are what reasons, the log and `why` show.
     RequireIdAnnotation,
-    /// Cedar's own convention (`policy0`, `policy1`, ... in file order); used by `tregov test`
-    /// for test files written for Cedar's integration-test harness.
-    Positional,
+    /// The Cedar CLI's convention, for files a user hands to a command: `@id` names a policy
+    /// when it has one, else its position (`policy0`, `policy1`, ... counted across the
+    /// files in order, so one file is named exactly as Cedar names it).
+    CedarCli,
+}
+
+/// What a named entry of the set is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    Policy,
+    /// A template: it decides nothing until linked.
+    Template,
+    /// A template linked to a principal and/or resource; `template` names its template.
+    Link,
 }
 
 impl PolicyBundle {
@@ -74,15 +91,22 @@ impl PolicyBundle {
         Self::from_sources(Some(schema), sources)
     }
 
-    /// Loads `path`, a policies directory or a single `.cedar` file, with an explicit schema
-    /// file if given (else the directory's own schema, if it has one).
-    pub fn load_path(path: &Path, schema: Option<&Path>) -> Result<Self> {
+    /// Loads files a user hands to a command as the Cedar CLI reads them: `path`, a policies
+    /// directory or a single `.cedar` file, with an explicit schema file if given (else the
+    /// directory's own schema, if it has one) and a template-linked file if given. Policies
+    /// without `@id` are named `policy0`, `policy1`, ...
+    pub fn load_path(path: &Path, schema: Option<&Path>, links: Option<&Path>) -> Result<Self> {
         let explicit = schema.map(read_source).transpose()?;
-        if path.is_dir() {
+        let (schema, mut sources) = if path.is_dir() {
             let (dir_schema, sources) = read_policy_dir_optional_schema(path)?;
-            return Self::from_sources(explicit.or(dir_schema), sources);
+            (explicit.or(dir_schema), sources)
+        } else {
+            (explicit, vec![read_source(path)?])
+        };
+        if let Some(links) = links {
+            sources.push(read_source(links)?);
         }
-        Self::from_sources(explicit, vec![read_source(path)?])
+        Self::from_sources_named(schema, sources, Naming::CedarCli)
     }
 
     /// The default policies and schema compiled into the binary.
@@ -90,12 +114,28 @@ impl PolicyBundle {
         Self::from_sources(Some(embedded_schema()), embedded_sources())
     }
 
+    /// The policies tregov governs with: every policy and template named by `@id`.
     pub fn from_sources(
         schema_source: Option<PolicySource>,
         sources: Vec<PolicySource>,
     ) -> Result<Self> {
+        Self::from_sources_named(schema_source, sources, Naming::RequireIdAnnotation)
+    }
+
+    /// Cedar sources and links files (`links::is_links_source`) into one validated set.
+    pub fn from_sources_named(
+        schema_source: Option<PolicySource>,
+        sources: Vec<PolicySource>,
+        naming: Naming,
+    ) -> Result<Self> {
         let schema = schema_source.as_ref().map(parse_schema).transpose()?;
-        let (set, meta) = parse_policy_files(&sources, Naming::RequireIdAnnotation)?;
+        let cedar: Vec<PolicySource> = sources
+            .iter()
+            .filter(|s| !crate::links::is_links_source(s))
+            .cloned()
+            .collect();
+        let (mut set, mut meta) = parse_policy_files(&cedar, naming)?;
+        crate::links::link_all(&mut set, &mut meta, &sources)?;
         let warnings = match &schema {
             Some(schema) => validate_strict(schema, &set, &meta, &sources)?,
             None => Vec::new(),
@@ -220,8 +260,9 @@ fn read_policy_dir_optional_schema(
 
 /// The policy and schema files under `dir`, in every subdirectory: what a watcher of the
 /// directory sees change is what is loaded, so a file moved into a subdirectory still
-/// decides. Skipped: hidden entries, and the top-level `tests/` directory (policy tests hold
-/// deliberately broken policies of their own).
+/// decides. Skipped: hidden entries, and the top-level `tests/` and `properties/` directories
+/// (policy tests hold deliberately broken policies of their own; properties are Cedar that
+/// states what the policies must keep, never Cedar that decides).
 fn walk_policy_dir(
     dir: &Path,
     top: bool,
@@ -237,7 +278,7 @@ fn walk_policy_dir(
             continue;
         }
         if path.is_dir() {
-            if !(top && name == POLICY_TESTS_DIR) {
+            if !(top && (name == POLICY_TESTS_DIR || name == POLICY_PROPERTIES_DIR)) {
                 walk_policy_dir(&path, false, cedar_files, schema_files)?;
             }
         } else if name.ends_with(".cedar") {
@@ -251,6 +292,10 @@ fn walk_policy_dir(
 
 /// The directory of a policies directory that holds its policy tests.
 pub const POLICY_TESTS_DIR: &str = "tests";
+
+/// The directory of a policies directory that holds the properties its policies must keep
+/// (`tregov policy check`).
+pub const POLICY_PROPERTIES_DIR: &str = "properties";
 
 pub fn read_source(path: &Path) -> Result<PolicySource> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
@@ -303,7 +348,8 @@ pub fn diagnostic_problem(
     p
 }
 
-/// Parses policy files into one set, naming each policy, and records where each one is.
+/// Parses policy files into one set, naming each policy and template, and records where
+/// each one is.
 pub fn parse_policy_files(
     sources: &[PolicySource],
     naming: Naming,
@@ -322,67 +368,43 @@ pub fn parse_policy_files(
                 continue;
             }
         };
-        if let Some(t) = parsed.templates().next() {
-            let offset = src.text.find(&t.to_string()).unwrap_or(0);
-            problems.push(SourceProblem::at(
-                &src.name,
-                &src.text,
-                offset,
-                0,
-                "templates are not supported in policy files",
-                "this policy has a `?principal` or `?resource` slot",
-            ));
-            continue;
-        }
-        // Cedar numbers the policies of a file policy0, policy1, ... in file order.
-        let mut in_order: Vec<&cedar_policy::Policy> = parsed.policies().collect();
-        in_order.sort_by_key(|p| {
-            p.id()
-                .to_string()
-                .trim_start_matches("policy")
-                .parse::<usize>()
-                .unwrap_or(usize::MAX)
-        });
         let mut cursor = 0usize;
-        for policy in in_order {
-            let text = policy.to_string();
+        for item in in_file_order(&parsed) {
+            let text = item.text();
             let offset = src
                 .text
                 .get(cursor..)
                 .and_then(|rest| rest.find(text.trim()))
                 .map_or(cursor, |i| cursor + i);
             cursor = offset + text.trim().len().max(1);
-            let pos = line_col(&src.text, offset);
-            let id = match naming {
-                Naming::Positional => {
-                    let id = format!("policy{positional}");
-                    positional += 1;
-                    id
-                }
-                Naming::RequireIdAnnotation => match policy.annotation("id") {
-                    Some(id) if !id.trim().is_empty() => id.to_string(),
-                    _ => {
-                        problems.push(
-                            SourceProblem::at(
-                                &src.name,
-                                &src.text,
-                                offset,
-                                text.trim().len().min(40),
-                                "policy has no `@id` annotation",
-                                "every policy needs a name",
-                            )
-                            .with_help("add `@id(\"a-unique-name\")` above the policy"),
-                        );
-                        continue;
-                    }
-                },
-            };
-            if let Some(previous) = meta.get(&id) {
-                problems.push(SourceProblem::at(
+            let at = |message: String, label: &str| {
+                SourceProblem::at(
                     &src.name,
                     &src.text,
                     offset,
                     text.trim().len().min(40),
+                    message,
+                    label,
+                )
+            };
+            let given = item.annotation("id").filter(|id| !id.trim().is_empty());
+            let id = match (naming, given) {
+                (_, Some(id)) => id.to_string(),
+                (Naming::CedarCli, None) => format!("policy{positional}"),
+                (Naming::RequireIdAnnotation, None) => {
+                    problems.push(
+                        at(
+                            "policy has no `@id` annotation".into(),
+                            "every policy needs a name",
+                        )
+                        .with_help("add `@id(\"a-unique-name\")` above the policy"),
+                    );
+                    continue;
+                }
+            };
+            positional += 1;
+            if let Some(previous) = meta.get(&id) {
+                problems.push(at(
                     format!(
                         "duplicate policy id `{id}`: already used at {}:{}",
                         previous.file, previous.line
@@ -391,35 +413,25 @@ pub fn parse_policy_files(
                 ));
                 continue;
             }
-            let named = policy.new_id(PolicyId::new(id.clone()));
-            let annotations = named
-                .annotations()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let pos = line_col(&src.text, offset);
+            let added = item.add_to(&mut set, PolicyId::new(id.clone()));
+            if let Err(e) = added {
+                problems.push(at(e, "here"));
+                continue;
+            }
             meta.insert(
                 id.clone(),
                 PolicyMeta {
-                    id: id.clone(),
-                    effect: match named.effect() {
-                        Effect::Permit => "permit".into(),
-                        Effect::Forbid => "forbid".into(),
-                    },
+                    id,
+                    effect: item.effect(),
+                    kind: item.kind(),
+                    template: None,
                     file: src.name.clone(),
                     line: pos.line,
                     column: pos.column,
-                    annotations,
+                    annotations: item.annotations(),
                 },
             );
-            if let Err(e) = set.add(named) {
-                problems.push(SourceProblem::at(
-                    &src.name,
-                    &src.text,
-                    offset,
-                    0,
-                    e.to_string(),
-                    "here",
-                ));
-            }
         }
     }
     if problems.is_empty() {
@@ -429,6 +441,87 @@ pub fn parse_policy_files(
             format!("{} problem(s) in the policy files", problems.len()),
             problems,
         ))
+    }
+}
+
+/// A static policy or a template, as a file holds them.
+enum Parsed<'a> {
+    Policy(&'a cedar_policy::Policy),
+    Template(&'a cedar_policy::Template),
+}
+
+/// A file's policies and templates in the order it holds them: Cedar numbers both
+/// `policy0`, `policy1`, ... as it parses.
+fn in_file_order(parsed: &PolicySet) -> Vec<Parsed<'_>> {
+    let index = |id: &PolicyId| {
+        id.to_string()
+            .trim_start_matches("policy")
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    };
+    let mut items: Vec<(usize, Parsed<'_>)> = parsed
+        .policies()
+        .map(|p| (index(p.id()), Parsed::Policy(p)))
+        .chain(
+            parsed
+                .templates()
+                .map(|t| (index(t.id()), Parsed::Template(t))),
+        )
+        .collect();
+    items.sort_by_key(|(i, _)| *i);
+    items.into_iter().map(|(_, item)| item).collect()
+}
+
+impl Parsed<'_> {
+    fn text(&self) -> String {
+        match self {
+            Parsed::Policy(p) => p.to_string(),
+            Parsed::Template(t) => t.to_string(),
+        }
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        match self {
+            Parsed::Policy(p) => p.annotation(key),
+            Parsed::Template(t) => t.annotation(key),
+        }
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let pairs: Vec<(&str, &str)> = match self {
+            Parsed::Policy(p) => p.annotations().collect(),
+            Parsed::Template(t) => t.annotations().collect(),
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn effect(&self) -> String {
+        let effect = match self {
+            Parsed::Policy(p) => p.effect(),
+            Parsed::Template(t) => t.effect(),
+        };
+        match effect {
+            Effect::Permit => "permit".into(),
+            Effect::Forbid => "forbid".into(),
+        }
+    }
+
+    fn kind(&self) -> PolicyKind {
+        match self {
+            Parsed::Policy(_) => PolicyKind::Policy,
+            Parsed::Template(_) => PolicyKind::Template,
+        }
+    }
+
+    fn add_to(&self, set: &mut PolicySet, id: PolicyId) -> std::result::Result<(), String> {
+        match self {
+            Parsed::Policy(p) => set.add((*p).clone().new_id(id)),
+            Parsed::Template(t) => set.add_template((*t).clone().new_id(id)),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -500,14 +593,35 @@ fn slice_by_action(set: &PolicySet, schema: &Schema) -> Result<HashMap<EntityUid
                 ActionConstraint::In(list) => list.iter().any(|a| lineage.contains(a)),
             };
             if can_match {
-                subset
-                    .add(policy.clone())
-                    .map_err(|e| EngineError::Request(e.to_string()))?;
+                add_to_subset(&mut subset, policy, set).map_err(EngineError::Request)?;
             }
         }
         out.insert(uid, subset);
     }
     Ok(out)
+}
+
+/// Adds `policy` of `full` to `subset`: a static policy as it is, a template-linked one by
+/// linking its template (added once) again with the same values, as Cedar takes links only
+/// through `link`.
+pub fn add_to_subset(
+    subset: &mut PolicySet,
+    policy: &cedar_policy::Policy,
+    full: &PolicySet,
+) -> std::result::Result<(), String> {
+    let (Some(template_id), Some(values)) = (policy.template_id(), policy.template_links()) else {
+        return subset.add(policy.clone()).map_err(|e| e.to_string());
+    };
+    if subset.template(template_id).is_none() {
+        if let Some(template) = full.template(template_id) {
+            subset
+                .add_template(template.clone())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    subset
+        .link(template_id.clone(), policy.id().clone(), values)
+        .map_err(|e| e.to_string())
 }
 
 /// Entities whose data a policy reads through a literal (`Tre::Config::"x".limit`, or

@@ -849,6 +849,8 @@ pub enum ParkedKind {
     AcceptListing,
     /// A dataset label change that widens access, for a data manager to accept.
     AcceptLabels,
+    /// A policy set that allows more than the running one, for an IT admin to accept.
+    AcceptPolicies,
 }
 
 impl ParkedKind {
@@ -857,6 +859,7 @@ impl ParkedKind {
             ParkedKind::PlanItem => "plan-item",
             ParkedKind::AcceptListing => "accept-listing",
             ParkedKind::AcceptLabels => "accept-labels",
+            ParkedKind::AcceptPolicies => "accept-policies",
         }
     }
 
@@ -865,6 +868,7 @@ impl ParkedKind {
             ParkedKind::PlanItem,
             ParkedKind::AcceptListing,
             ParkedKind::AcceptLabels,
+            ParkedKind::AcceptPolicies,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

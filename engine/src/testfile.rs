@@ -61,14 +61,63 @@ pub struct TestReport {
     pub passed: usize,
     pub failed: usize,
     pub failures: Vec<String>,
+    /// Every test case, in file order (for JUnit reports).
+    #[serde(skip)]
+    pub cases: Vec<CaseResult>,
+    /// Every policy the tests decided with (by `@id` where it has one).
+    #[serde(skip)]
+    pub policies: BTreeSet<String>,
+    /// The policies that determined at least one decision.
+    #[serde(skip)]
+    pub determined: BTreeSet<String>,
+}
+
+/// One test case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub file: String,
+    pub name: String,
+    /// Why it failed; `None` when it passed.
+    pub failure: Option<String>,
 }
 
 impl TestReport {
-    fn merge(&mut self, other: TestReport) {
+    pub fn merge(&mut self, other: TestReport) {
         self.files += other.files;
         self.passed += other.passed;
         self.failed += other.failed;
         self.failures.extend(other.failures);
+        self.cases.extend(other.cases);
+        self.policies.extend(other.policies);
+        self.determined.extend(other.determined);
+    }
+
+    /// Policies no test decision was determined by: untested (or dead) rules.
+    pub fn uncovered(&self) -> Vec<String> {
+        self.policies
+            .difference(&self.determined)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn record(
+        &mut self,
+        file: &str,
+        name: String,
+        outcome: std::result::Result<(), String>,
+    ) {
+        match &outcome {
+            Ok(()) => self.passed += 1,
+            Err(msg) => {
+                self.failed += 1;
+                self.failures.push(format!("{file}: {name}: {msg}"));
+            }
+        }
+        self.cases.push(CaseResult {
+            file: file.to_string(),
+            name,
+            failure: outcome.err(),
+        });
     }
 }
 
@@ -185,6 +234,11 @@ pub fn run_file(path: &Path) -> TestReport {
     let fail_file = |report: &mut TestReport, n: usize, msg: String| {
         report.failed += n.max(1);
         report.failures.push(format!("{shown}: {msg}"));
+        report.cases.push(CaseResult {
+            file: shown.clone(),
+            name: "the test file".into(),
+            failure: Some(msg),
+        });
     };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -230,6 +284,12 @@ pub fn run_file(path: &Path) -> TestReport {
             return report;
         }
     };
+    report.policies = loaded
+        .policies
+        .set
+        .policies()
+        .map(|p| loaded.policies.name(p.id().as_ref()))
+        .collect();
     let validation = Validator::new(loaded.schema.clone())
         .validate(&loaded.policies.set, ValidationMode::Strict);
     let validates = validation.validation_passed();
@@ -239,12 +299,12 @@ pub fn run_file(path: &Path) -> TestReport {
             .next()
             .map(|e| format!(" (first error: {e})"))
             .unwrap_or_default();
-        report.failed += 1;
-        report.failures.push(format!(
-            "{shown}: shouldValidate is {} but strict validation {}{first}",
+        let msg = format!(
+            "shouldValidate is {} but strict validation {}{first}",
             test.should_validate,
             if validates { "passes" } else { "fails" }
-        ));
+        );
+        report.record(&shown, "validation".into(), Err(msg));
     }
     let authorizer = Authorizer::new();
     for (i, req) in test.requests.iter().enumerate() {
@@ -253,13 +313,10 @@ pub fn run_file(path: &Path) -> TestReport {
         } else {
             format!("request {} `{}`", i + 1, req.description)
         };
-        match run_request(req, &loaded, &authorizer) {
-            Ok(()) => report.passed += 1,
-            Err(msg) => {
-                report.failed += 1;
-                report.failures.push(format!("{shown}: {label}: {msg}"));
-            }
-        }
+        let outcome = run_request(req, &loaded, &authorizer).map(|determined| {
+            report.determined.extend(determined);
+        });
+        report.record(&shown, label, outcome);
     }
     report
 }
@@ -274,6 +331,16 @@ struct TestPolicies {
     set: PolicySet,
     /// Positional id → `@id` annotation, for tests that name policies by `@id`.
     aliases: BTreeMap<String, String>,
+}
+
+impl TestPolicies {
+    /// A policy's name for reports: its `@id` where it has one.
+    fn name(&self, id: &str) -> String {
+        self.aliases
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
 }
 
 fn load_test_policies(test: &TestFile, path: &Path) -> std::result::Result<TestPolicies, String> {
@@ -317,11 +384,12 @@ fn load_test_policies(test: &TestFile, path: &Path) -> std::result::Result<TestP
     Ok(TestPolicies { set, aliases })
 }
 
+/// Runs one request; on success, the policies that determined its decision.
 fn run_request(
     req: &TestRequest,
     loaded: &Loaded,
     authorizer: &Authorizer,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<String>, String> {
     let uid = |v: &Value, what: &str| {
         uid_from_json(v).ok_or_else(|| format!("`{what}` is not an entity reference: {v}"))
     };
@@ -385,7 +453,7 @@ fn run_request(
         ));
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(reasons.iter().map(|r| loaded.policies.name(r)).collect())
     } else {
         Err(problems.join("; "))
     }

@@ -21,8 +21,20 @@ pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     ("egress.cedar", include_str!("../egress.cedar")),
     ("exemptions.cedar", include_str!("../exemptions.cedar")),
     ("lifetimes.cedar", include_str!("../lifetimes.cedar")),
+    ("links.cedar", include_str!("../links.cedar")),
     ("reviews.cedar", include_str!("../reviews.cedar")),
     ("workspaces.cedar", include_str!("../workspaces.cedar")),
+];
+
+/// The properties the default policies keep (`tregov policy check`), as `(file name, text)`.
+pub const DEFAULT_PROPERTIES: &[(&str, &str)] = &[
+    ("data.cedar", include_str!("../properties/data.cedar")),
+    ("egress.cedar", include_str!("../properties/egress.cedar")),
+    ("errors.cedar", include_str!("../properties/errors.cedar")),
+    (
+        "inactive_users.cedar",
+        include_str!("../properties/inactive_users.cedar"),
+    ),
 ];
 
 /// The sample TRE used by `tregov demo` (an entities-JSON file).

@@ -85,9 +85,14 @@ pub fn explanation_text(outcome: &DecisionOutcome, expl: &Explanation) -> String
             } else {
                 "did not apply"
             };
+            let link = p
+                .template
+                .as_ref()
+                .map(|t| format!(", a link of template `{t}`"))
+                .unwrap_or_default();
             line!(
                 out,
-                "  {} `{}` ({}:{}) {status}",
+                "  {} `{}` ({}:{}{link}) {status}",
                 if p.applied { "●" } else { "○" },
                 p.id,
                 short_path(&p.file),

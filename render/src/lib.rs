@@ -3,11 +3,13 @@
 //! never drift apart. The `tregov` binary only prints what these return.
 
 pub mod access;
+pub mod analysis;
 pub mod collect;
 pub mod decision;
 pub mod egress;
 pub mod log;
 pub mod plan;
+pub mod testing;
 
 /// `writeln!` into a `String`, which cannot fail.
 macro_rules! line {

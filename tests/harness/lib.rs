@@ -44,6 +44,24 @@ pub fn tregov_bin() -> PathBuf {
     .clone()
 }
 
+/// The SMT solver `policy diff|check` and the daemon's widening check run, installed once per
+/// test run by `scripts/install-cvc5` (cvc5 1.3.1 from PyPI behind its SMT-LIB front-end).
+pub fn cvc5() -> PathBuf {
+    static CVC5: OnceLock<PathBuf> = OnceLock::new();
+    CVC5.get_or_init(|| {
+        let out = Command::new(workspace_root().join("scripts/install-cvc5"))
+            .output()
+            .expect("scripts/install-cvc5 runs");
+        assert!(
+            out.status.success(),
+            "installing cvc5 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// A scratch TRE: its own data directory, commands run from the workspace root.
 pub struct Tre {
     pub dir: tempfile::TempDir,
@@ -74,6 +92,7 @@ impl Tre {
             .args(args)
             .current_dir(workspace_root())
             .env_remove("TREGOV_POLICIES")
+            .env("CVC5", cvc5())
             .output()
             .expect("tregov runs")
     }
@@ -95,7 +114,8 @@ impl Tre {
             .arg("--config")
             .arg(config)
             .args(args)
-            .current_dir(workspace_root());
+            .current_dir(workspace_root())
+            .env("CVC5", cvc5());
         if let Some(m) = emulator {
             cmd.envs(m.env());
         }

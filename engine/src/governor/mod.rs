@@ -59,6 +59,8 @@ pub struct Settings {
     pub alert_topic: Option<String>,
     /// The policies directory to reload from, through the gate; `None`: fixed policies.
     pub policies_dir: Option<PathBuf>,
+    /// What a reload does with a set that allows more than the running one.
+    pub widening: crate::widening::WideningGate,
 }
 
 /// Called with each policy set the governor starts deciding with (the API takes it too).
@@ -173,7 +175,7 @@ impl Governor {
             Trigger::Resync => self.resync().await,
             Trigger::Replan(cause) => {
                 if cause == Cause::Policies {
-                    self.reload_policies();
+                    self.reload_policies().await;
                 }
                 self.converge(None, None).await
             }

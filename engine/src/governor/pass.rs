@@ -23,7 +23,7 @@ impl Governor {
 
     /// Every collector, then everything planned.
     pub(super) async fn resync(&mut self) -> Result<()> {
-        self.reload_policies();
+        self.reload_policies().await;
         let now = Instant::now();
         self.next_resync = now + self.settings.resync;
         self.next_poll = now + self.settings.poll;
@@ -44,6 +44,10 @@ impl Governor {
             return self.on_trail(changes, Some(detected)).await;
         }
         let approved = self.store()?.approved_kinds()?;
+        if approved.contains(&ParkedKind::AcceptPolicies) && self.reload_policies().await {
+            // A policy set held back for approval was approved: it decides from now on.
+            return self.converge(None, Some(detected)).await;
+        }
         if approved.contains(&ParkedKind::AcceptListing)
             || approved.contains(&ParkedKind::AcceptLabels)
         {

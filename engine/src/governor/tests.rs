@@ -185,6 +185,7 @@ fn bed() -> Bed {
         origin: "test",
         alert_topic: None,
         policies_dir: None,
+        widening: Default::default(),
     };
     let governor = Governor::new(
         engine,
