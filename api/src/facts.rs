@@ -537,6 +537,8 @@ mod tests {
             "requestBreakGlass",
             "approveBreakGlass",
             "revokeBreakGlass",
+            "linkTemplate",
+            "unlinkTemplate",
         ];
         for timed in timed {
             let action = parse_uid(&format!(r#"Tre::Action::"{timed}""#)).expect("uid");

@@ -109,36 +109,31 @@ pub fn plan_command(
         let mut governor =
             governor(&config, data_dir, bundle, &aws, options, Arc::default()).await?;
         let plan = governor.plan(None)?;
-        print_plan(output, &governor, &plan)?;
-        if let Some(running) = running.filter(|r| r.version != proposed.version) {
-            print_policy_diff(output, &config, running, &proposed).await;
-        }
+        let diff = match running.filter(|r| r.version != proposed.version) {
+            Some(running) => policy_diff(&config, running, &proposed).await,
+            None => None,
+        };
+        print_plan(output, &governor, &plan, diff.as_ref())?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// Beside the concrete changes, what the proposed set allows in any state, against the set
 /// that decided last: a proof from the solver (its failure is reported, not fatal).
-async fn print_policy_diff(
-    output: Format,
+async fn policy_diff(
     config: &Config,
     running: tregov_engine::log::StoredPolicySet,
     proposed: &PolicyBundle,
-) {
+) -> Option<tregov_analysis::PolicyDiff> {
     let diff = async {
         let old = PolicyBundle::from_sources(running.schema, running.sources)?;
         let solver =
             tregov_analysis::SolverCommand::discover(config.policies.solver.clone()).start()?;
         Ok::<_, EngineError>(tregov_analysis::diff(&old, proposed, solver).await?)
     };
-    match (diff.await, output) {
-        (Ok(d), Format::Json) => print_json(&json!({ "policyDiff": d })),
-        (Ok(d), Format::Text) => {
-            println!("\nthe exact policy diff against the set that decided last:");
-            print!("{}", tregov_render::analysis::diff_text(&d));
-        }
-        (Err(e), _) => eprintln!("the exact policy diff is unavailable: {e}"),
-    }
+    diff.await
+        .map_err(|e| eprintln!("the exact policy diff is unavailable: {e}"))
+        .ok()
 }
 
 pub fn apply_command(
@@ -164,7 +159,7 @@ pub fn apply_command(
         governor.collect(Pass::Full).await?;
         let plan = governor.plan(None)?;
         if plan.items.is_empty() {
-            print_plan(output, &governor, &plan)?;
+            print_plan(output, &governor, &plan, None)?;
             return Ok(ExitCode::SUCCESS);
         }
         let planned = plan.clone();
@@ -198,11 +193,29 @@ pub fn apply_command(
     })
 }
 
-fn print_plan(output: Format, governor: &Governor, plan: &tregov_engine::plan::Plan) -> Result<()> {
+/// The plan, and after it the exact policy diff when there is one.
+fn print_plan(
+    output: Format,
+    governor: &Governor,
+    plan: &tregov_engine::plan::Plan,
+    diff: Option<&tregov_analysis::PolicyDiff>,
+) -> Result<()> {
     let (degraded, limits) = (governor.degraded()?, &governor.settings().limits);
     match output {
-        Format::Json => print_json(&show::plan_json(plan, &degraded, limits)),
-        Format::Text => print!("{}", show::plan_text(plan, &degraded, limits)),
+        Format::Json => {
+            let mut v = show::plan_json(plan, &degraded, limits);
+            if let Some(d) = diff {
+                v["policyDiff"] = json!(d);
+            }
+            print_json(&v)
+        }
+        Format::Text => {
+            print!("{}", show::plan_text(plan, &degraded, limits));
+            if let Some(d) = diff {
+                println!("\nthe exact policy diff against the set that decided last:");
+                print!("{}", tregov_render::analysis::diff_text(d));
+            }
+        }
     }
     Ok(())
 }
