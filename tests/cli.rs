@@ -79,7 +79,8 @@ fn a_failing_test_expectation_is_reported_and_exits_1() {
     assert!(text.contains("2 passed, 1 failed"), "{text}");
 }
 
-/// Every default policy must both apply and not apply somewhere in `policies/tests/`.
+/// Every default policy must both apply and not apply somewhere in `policies/tests/`
+/// (templates decide only through their links, tested in `cedar_files.rs`).
 #[test]
 fn every_default_policy_is_exercised_for_both_outcomes() {
     let bundle = tregov_engine::PolicyBundle::embedded().expect("default policies");
@@ -121,7 +122,11 @@ fn every_default_policy_is_exercised_for_both_outcomes() {
             }
         }
     }
-    for id in bundle.meta.keys() {
+    let policies = bundle
+        .meta
+        .values()
+        .filter(|m| m.kind != tregov_engine::policies::PolicyKind::Template);
+    for id in policies.map(|m| &m.id) {
         assert!(applied.contains(id), "no test where `{id}` applies");
         assert!(
             not_applied.contains(id),
@@ -582,4 +587,25 @@ fn the_example_configuration_is_valid() {
     let out = Tre::new().run(&["--config", "examples/tregov.toml", "config", "check"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("2 project(s)"));
+}
+
+/// Regression: coverage was computed from the policies the test files named, so a policy
+/// file no test named was not uncovered but invisible.
+#[test]
+fn coverage_names_a_policy_of_a_file_no_test_names() {
+    let tre = Tre::new();
+    let policies = tregov_tests::copy_policies_with_tests(tre.dir.path());
+    std::fs::write(
+        policies.join("extra.cedar"),
+        "@id(\"extra-untested\")\nforbid (principal, action == Tre::Action::\"write\", resource)\nwhen { resource.classification == \"secret\" };\n",
+    )
+    .expect("write");
+    let dir = policies.display().to_string();
+    let out = tre.run(&["--policies", &dir, "test", "--coverage"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("never determined a decision: extra-untested"),
+        "{text}"
+    );
 }

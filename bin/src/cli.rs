@@ -221,7 +221,8 @@ impl Ctx {
         coverage: bool,
         format: Option<TestFormat>,
     ) -> Result<ExitCode> {
-        let paths = if paths.is_empty() && cli_tests.is_empty() {
+        let own_tests = paths.is_empty() && cli_tests.is_empty();
+        let paths = if own_tests {
             let dir = self
                 .policies_dir()
                 .unwrap_or_else(|| PathBuf::from("policies"));
@@ -232,6 +233,18 @@ impl Ctx {
         let files_found = testfile::collect_test_files(&paths)?;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut report = testfile::run_all(&files_found, workers);
+        if own_tests && coverage {
+            // Coverage of the policies themselves: a policy file no test names is uncovered
+            // too, not invisible.
+            let bundle = self.bundle()?;
+            report.policies.extend(
+                bundle
+                    .meta
+                    .values()
+                    .filter(|m| m.kind != tregov_engine::policies::PolicyKind::Template)
+                    .map(|m| m.id.clone()),
+            );
+        }
         if !cli_tests.is_empty() {
             let bundle = match &self.policies {
                 Some(p) => PolicyBundle::load_path(
