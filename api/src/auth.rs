@@ -68,6 +68,9 @@ struct Claims {
     exp: Option<Value>,
     #[serde(default)]
     nbf: Option<Value>,
+    /// An ID token's binding to the sign-in that asked for it.
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 /// Refetch an unknown `kid` at most this often: a key rotation is picked up at once, a flood
@@ -106,6 +109,11 @@ impl Authenticator {
             Err(e) => return Err(e),
         }
         Ok(auth)
+    }
+
+    /// The `iss` every token must carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     async fn load(&self) -> Result<(), AuthError> {
@@ -196,6 +204,50 @@ impl Authenticator {
         {
             return Ok(sub);
         }
+        let (claims, generation) = self.decode(token).await?;
+        let audience_ok = match &claims.aud {
+            Some(aud) => names_audience(aud, &self.audience),
+            None => claims.client_id.as_deref() == Some(self.audience.as_str()),
+        };
+        if !audience_ok {
+            return Err(AuthError::Invalid("wrong audience".into()));
+        }
+        self.keep(token, &claims, generation, now, leeway);
+        Ok(claims.sub)
+    }
+
+    /// The subject of an ID token the web app's sign-in received from the issuer's token
+    /// endpoint: signed by the issuer, for `client_id` (`aud`), carrying the `nonce` the
+    /// sign-in sent (OpenID Connect Core 3.1.3.7).
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<String, AuthError> {
+        self.refresh_if_old().await;
+        let (claims, _) = self.decode(token).await?;
+        if !claims
+            .aud
+            .as_ref()
+            .is_some_and(|aud| names_audience(aud, client_id))
+        {
+            return Err(AuthError::Invalid(
+                "the ID token is not for this client".into(),
+            ));
+        }
+        if claims.nonce.as_deref() != Some(nonce) {
+            return Err(AuthError::Invalid(
+                "the ID token's nonce is not the sign-in's".into(),
+            ));
+        }
+        Ok(claims.sub)
+    }
+
+    /// The claims of a token signed with a key of the issuer's set (asymmetric algorithms
+    /// only), from the configured issuer, within its time window; with the key set's
+    /// generation.
+    async fn decode(&self, token: &str) -> Result<(Claims, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
         if !is_asymmetric(header.alg) {
@@ -223,25 +275,15 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
-        // Checked below: Cognito access tokens name the client in `client_id`, not `aud`.
+        // Checked by the callers: Cognito access tokens name the client in `client_id`.
         validation.validate_aud = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let claims = data.claims;
-        let audience_ok = match &claims.aud {
-            Some(Value::String(a)) => a == &self.audience,
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&self.audience)),
-            Some(_) => false,
-            None => claims.client_id.as_deref() == Some(self.audience.as_str()),
-        };
-        if !audience_ok {
-            return Err(AuthError::Invalid("wrong audience".into()));
-        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("empty `sub`".into()));
         }
-        self.keep(token, &claims, generation, now, leeway);
-        Ok(claims.sub)
+        Ok((claims, generation))
     }
 
     /// Keeps a token just verified under key-set `generation`, when its time window is plain
@@ -261,6 +303,15 @@ impl Authenticator {
             };
             self.verified.keep(token, verified, now, leeway);
         }
+    }
+}
+
+/// Whether an `aud` claim (one string or a list) names `audience`.
+fn names_audience(aud: &Value, audience: &str) -> bool {
+    match aud {
+        Value::String(a) => a == audience,
+        Value::Array(list) => list.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
     }
 }
 

@@ -37,22 +37,28 @@ impl Bounds {
     };
 }
 
+/// A request body with its content type.
+struct Payload {
+    content_type: &'static str,
+    bytes: Bytes,
+}
+
 async fn send(
     method: hyper::Method,
     url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
+    authorization: Option<String>,
+    body: Option<Payload>,
     bounds: Bounds,
 ) -> Result<(u16, Bytes), String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad URL `{url}`: {e}"))?;
     let mut request = hyper::Request::builder().method(method).uri(uri.clone());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
     }
     let payload = match body {
-        Some(b) => {
-            request = request.header("content-type", "application/json");
-            Bytes::from(b.to_string())
+        Some(p) => {
+            request = request.header("content-type", p.content_type);
+            p.bytes
         }
         None => Bytes::new(),
     };
@@ -124,6 +130,69 @@ pub async fn get_text(url: &str, bounds: Bounds) -> Result<String, String> {
     String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".to_string())
 }
 
+/// POSTs `fields` form-encoded to `url` (an OAuth token endpoint), with HTTP Basic client
+/// authentication when `basic` holds a client id and secret; returns the status and the
+/// JSON answer.
+pub async fn post_form(
+    url: &str,
+    fields: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+    bounds: Bounds,
+) -> Result<(u16, Value), String> {
+    use base64::Engine as _;
+    let body = form_urlencoded(fields);
+    // RFC 6749 2.3.1: the id and secret are form-encoded before they are joined.
+    let authorization = basic.map(|(id, secret)| {
+        let pair = format!(
+            "{}:{}",
+            form_urlencoded_one(id),
+            form_urlencoded_one(secret)
+        );
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    });
+    let payload = Payload {
+        content_type: "application/x-www-form-urlencoded",
+        bytes: Bytes::from(body),
+    };
+    let (status, bytes) = send(
+        hyper::Method::POST,
+        url,
+        authorization,
+        Some(payload),
+        bounds,
+    )
+    .await?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|_| format!("`{url}` answered HTTP {status} without JSON"))?;
+    Ok((status, value))
+}
+
+/// `application/x-www-form-urlencoded` of `fields`.
+pub fn form_urlencoded(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_urlencoded_one(k), form_urlencoded_one(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn form_urlencoded_one(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// The tregov API at `base` (`http://127.0.0.1:9465`), called with a bearer token.
 pub struct ApiClient {
     base: String,
@@ -148,7 +217,12 @@ impl ApiClient {
         let method = hyper::Method::from_bytes(method.as_bytes())
             .map_err(|e| format!("bad method `{method}`: {e}"))?;
         let url = format!("{}{path}", self.base);
-        let (status, bytes) = send(method, &url, Some(&self.token), body, Bounds::API).await?;
+        let payload = body.map(|b| Payload {
+            content_type: "application/json",
+            bytes: Bytes::from(b.to_string()),
+        });
+        let authorization = Some(format!("Bearer {}", self.token));
+        let (status, bytes) = send(method, &url, authorization, payload, Bounds::API).await?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {

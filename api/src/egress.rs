@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tregov_enforcers::egress::PinnedCheck;
+use tregov_enforcers::egress::{Download, PinnedCheck};
 use tregov_enforcers::egress_effects::EffectRunner;
 use tregov_engine::egress::{Egress, EgressRequest, Resolution, Status, Submission};
 use tregov_engine::workflow::WorkflowError;
@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
 }
 
 impl Api {
-    fn effects(&self) -> ApiResult<&Arc<EffectRunner>> {
+    pub(crate) fn effects(&self) -> ApiResult<&Arc<EffectRunner>> {
         self.effects.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -80,32 +80,168 @@ async fn submit(
     Caller(user): Caller,
     Json(body): Json<SubmitBody>,
 ) -> ApiResult<(StatusCode, Json<EgressRequest>)> {
-    let effects = api.effects()?.clone();
-    api.flow({
-        let (user, workspace) = (user.clone(), body.workspace.clone());
-        move |flow| flow.may_submit(&user, &workspace)
-    })
-    .await?;
-    let objects = effects
-        .store()
-        .pin(&body.workspace, body.files.as_deref())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))?;
     let request = api
-        .flow(move |flow| {
-            flow.submit(
-                &user,
-                Submission {
-                    workspace: body.workspace,
-                    objects,
-                    note: body.note,
-                },
-            )
+        .egress_submit(user, body.workspace, body.files, body.note)
+        .await?;
+    Ok((StatusCode::CREATED, Json(request)))
+}
+
+/// The egress operations, as the JSON routes and the web app both call them.
+impl Api {
+    /// Pins the workspace's files (or `files` of them) and submits them for review.
+    pub(crate) async fn egress_submit(
+        self: &Arc<Self>,
+        user: String,
+        workspace: String,
+        files: Option<Vec<String>>,
+        note: Option<String>,
+    ) -> ApiResult<EgressRequest> {
+        let effects = self.effects()?.clone();
+        self.flow({
+            let (user, workspace) = (user.clone(), workspace.clone());
+            move |flow| flow.may_submit(&user, &workspace)
         })
         .await?;
-    effects.hit("egress-submitted");
-    let request = effects.run(request).await;
-    Ok((StatusCode::CREATED, Json(request)))
+        let objects = effects
+            .store()
+            .pin(&workspace, files.as_deref())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e))?;
+        let request = self
+            .flow(move |flow| {
+                flow.submit(
+                    &user,
+                    Submission {
+                        workspace,
+                        objects,
+                        note,
+                    },
+                )
+            })
+            .await?;
+        effects.hit("egress-submitted");
+        Ok(effects.run(request).await)
+    }
+
+    /// The requests `user` may see, of `status` and `workspace` when given.
+    pub(crate) async fn egress_list(
+        self: &Arc<Self>,
+        user: String,
+        status: Option<Status>,
+        workspace: Option<String>,
+    ) -> ApiResult<Vec<EgressRequest>> {
+        self.flow(move |flow| {
+            let all = flow.list(status, workspace.as_deref())?;
+            Ok(flow.visible(&user, all)?)
+        })
+        .await
+    }
+
+    /// The request, if the caller may see it (one they may not see does not exist for them).
+    pub(crate) async fn egress_visible(
+        self: &Arc<Self>,
+        user: String,
+        id: String,
+    ) -> ApiResult<EgressRequest> {
+        self.flow(move |flow| {
+            flow.get_visible(&user, &id)?
+                .ok_or_else(|| WorkflowError::NotFound(format!("egress request `{id}`")))
+        })
+        .await
+    }
+
+    /// The request's history from the decision log (for a caller who may see it).
+    pub(crate) async fn egress_history(
+        self: &Arc<Self>,
+        user: String,
+        id: String,
+    ) -> ApiResult<(EgressRequest, Vec<Value>)> {
+        let request = self.egress_visible(user, id.clone()).await?;
+        let history = self.flow(move |flow| Ok(flow.history(&id)?)).await?;
+        Ok((request, history))
+    }
+
+    /// Approves or rejects the request's current step as `user`.
+    pub(crate) async fn egress_review(
+        self: &Arc<Self>,
+        user: String,
+        id: String,
+        approve: bool,
+        reason: Option<String>,
+    ) -> ApiResult<EgressRequest> {
+        // A request the caller may not see does not exist for them; one still being staged
+        // is staged first, so the reviewer sees the files.
+        let effects = self.effects()?.clone();
+        let current = self.egress_visible(user.clone(), id.clone()).await?;
+        let current = if current.pending.is_some() {
+            effects.run(current).await
+        } else {
+            current
+        };
+        let last_step = current.current_step as usize >= current.steps.len();
+        if approve && current.status == Status::InReview && last_step {
+            // What the reviewers approved must still be there to publish.
+            match effects.store().check_pinned(&current).await {
+                Ok(()) => {}
+                Err(PinnedCheck::Gone(e)) => return Err(ApiError::new(StatusCode::CONFLICT, e)),
+                Err(PinnedCheck::Unavailable(e)) => {
+                    tracing::warn!(request = %current.id, error = %e, "cannot confirm the pinned versions");
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the egress store did not answer whether the pinned files are still there; try again",
+                    ));
+                }
+            }
+        }
+        let request = self
+            .flow(move |flow| flow.review(&user, &id, approve, reason))
+            .await?;
+        effects.hit("egress-reviewed");
+        Ok(effects.run(request).await)
+    }
+
+    /// Takes back a request in review (or one that failed) as `user`.
+    pub(crate) async fn egress_withdraw(
+        self: &Arc<Self>,
+        user: String,
+        id: String,
+        reason: Option<String>,
+    ) -> ApiResult<EgressRequest> {
+        let effects = self.effects()?.clone();
+        self.egress_visible(user.clone(), id.clone()).await?;
+        let request = self
+            .flow(move |flow| flow.withdraw(&user, &id, reason))
+            .await?;
+        Ok(effects.run(request).await)
+    }
+
+    /// Counts one download by `user` and makes its presigned URLs.
+    pub(crate) async fn egress_download(
+        self: &Arc<Self>,
+        user: String,
+        id: String,
+    ) -> ApiResult<(EgressRequest, Vec<Download>)> {
+        let effects = self.effects()?.clone();
+        let store = effects.store();
+        let current = self.egress_visible(user.clone(), id.clone()).await?;
+        if current.pending.is_some() {
+            effects.run(current).await;
+        }
+        let request = self
+            .flow(move |flow| flow.take_download(&user, &id))
+            .await?;
+        // The download is counted: the URLs are handed out only now.
+        let downloads = store.presign(&request).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "download {} of request `{}` was counted but its URLs could not be made: {e}",
+                    request.download_count, request.id
+                ),
+            )
+        })?;
+        Ok((request, downloads))
+    }
 }
 
 #[derive(Deserialize)]
@@ -131,22 +267,8 @@ async fn list(
         })?),
         None => None,
     };
-    let requests = api
-        .flow(move |flow| {
-            let all = flow.list(status, query.workspace.as_deref())?;
-            Ok(flow.visible(&user, all)?)
-        })
-        .await?;
+    let requests = api.egress_list(user, status, query.workspace).await?;
     Ok(Json(json!({ "requests": requests })))
-}
-
-/// The request, if the caller may see it (a request they may not see does not exist for them).
-async fn visible(api: &Arc<Api>, user: String, id: String) -> ApiResult<EgressRequest> {
-    api.flow(move |flow| {
-        flow.get_visible(&user, &id)?
-            .ok_or_else(|| WorkflowError::NotFound(format!("egress request `{id}`")))
-    })
-    .await
 }
 
 async fn show(
@@ -154,7 +276,7 @@ async fn show(
     Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<EgressRequest>> {
-    Ok(Json(visible(&api, user, id).await?))
+    Ok(Json(api.egress_visible(user, id).await?))
 }
 
 async fn history(
@@ -162,8 +284,7 @@ async fn history(
     Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let request = visible(&api, user, id.clone()).await?;
-    let history = api.flow(move |flow| Ok(flow.history(&id)?)).await?;
+    let (request, history) = api.egress_history(user, id).await?;
     Ok(Json(json!({ "request": request, "history": history })))
 }
 
@@ -192,35 +313,9 @@ async fn review(
             ))
         }
     };
-    // A request the caller may not see does not exist for them; one still being staged is
-    // staged first, so the reviewer sees the files.
-    let effects = api.effects()?.clone();
-    let current = visible(&api, user.clone(), id.clone()).await?;
-    let current = if current.pending.is_some() {
-        effects.run(current).await
-    } else {
-        current
-    };
-    let last_step = current.current_step as usize >= current.steps.len();
-    if approve && current.status == Status::InReview && last_step {
-        // What the reviewers approved must still be there to publish.
-        match effects.store().check_pinned(&current).await {
-            Ok(()) => {}
-            Err(PinnedCheck::Gone(e)) => return Err(ApiError::new(StatusCode::CONFLICT, e)),
-            Err(PinnedCheck::Unavailable(e)) => {
-                tracing::warn!(request = %current.id, error = %e, "cannot confirm the pinned versions");
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the egress store did not answer whether the pinned files are still there; try again",
-                ));
-            }
-        }
-    }
-    let request = api
-        .flow(move |flow| flow.review(&user, &id, approve, body.reason))
-        .await?;
-    effects.hit("egress-reviewed");
-    Ok(Json(effects.run(request).await))
+    Ok(Json(
+        api.egress_review(user, id, approve, body.reason).await?,
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -236,13 +331,8 @@ async fn withdraw(
     UrlPath(id): UrlPath<String>,
     body: Option<Json<ReasonBody>>,
 ) -> ApiResult<Json<EgressRequest>> {
-    let effects = api.effects()?.clone();
-    visible(&api, user.clone(), id.clone()).await?;
     let reason = body.and_then(|Json(b)| b.reason);
-    let request = api
-        .flow(move |flow| flow.withdraw(&user, &id, reason))
-        .await?;
-    Ok(Json(effects.run(request).await))
+    Ok(Json(api.egress_withdraw(user, id, reason).await?))
 }
 
 async fn retry(
@@ -271,7 +361,7 @@ async fn resolve(
     resolution: Resolution,
 ) -> ApiResult<Json<EgressRequest>> {
     let effects = api.effects()?.clone();
-    visible(&api, user.clone(), id.clone()).await?;
+    api.egress_visible(user.clone(), id.clone()).await?;
     let reason = body.and_then(|Json(b)| b.reason);
     let request = api
         .flow(move |flow| flow.resolve_failed(&user, &id, resolution, reason))
@@ -284,23 +374,8 @@ async fn download(
     Caller(user): Caller,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let effects = api.effects()?.clone();
-    let store = effects.store();
-    let current = visible(&api, user.clone(), id.clone()).await?;
-    if current.pending.is_some() {
-        effects.run(current).await;
-    }
-    let request = api.flow(move |flow| flow.take_download(&user, &id)).await?;
-    // The download is counted: the URLs are handed out only now.
-    let downloads = store.presign(&request).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "download {} of request `{}` was counted but its URLs could not be made: {e}",
-                request.download_count, request.id
-            ),
-        )
-    })?;
+    let (request, downloads) = api.egress_download(user, id).await?;
+    let store = api.effects()?.store();
     Ok(Json(json!({
         "request": request.id,
         "download": request.download_count,

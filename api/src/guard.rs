@@ -62,11 +62,13 @@ impl Guard {
         }
     }
 
-    /// The slots of the token in `headers` (one shared set for requests without one).
+    /// The slots of the token in `headers`, or of the web app's session cookie (one shared
+    /// set for requests with neither).
     fn token_slots(&self, headers: &axum::http::HeaderMap) -> Arc<Semaphore> {
         use std::hash::BuildHasher;
         let key = headers
             .get("authorization")
+            .or_else(|| headers.get("cookie"))
             .map_or(0, |v| self.hasher.hash_one(v.as_bytes()));
         let mut slots = self.per_token.lock().unwrap_or_else(|p| p.into_inner());
         if slots.len() >= MAX_TRACKED_CALLERS && !slots.contains_key(&key) {

@@ -1,7 +1,8 @@
 //! The tregov HTTP API, served by the daemon (or `tregov serve`) for an egress web app, for
 //! admins deciding parked changes, and for other TRE apps that want tregov's decisions.
 //!
-//! Every route but `/healthz` needs a bearer JWT (see `auth`); the caller is the token's
+//! Every route but `/healthz` and the web app's needs a bearer JWT (see `auth`; the web app
+//! signs people in and keeps a session instead); the caller is the token's
 //! `sub` as `Tre::User::"<sub>"`. Request bodies never carry identity: their types refuse
 //! unknown fields, so a body naming a `reviewer` or `requester` is a 400, not a forgery.
 //! Every permission is a Cedar decision in the engine; the routes only translate.
@@ -12,7 +13,9 @@
 //!   with the server's facts (`facts`) in the context and answers logged as their own kind
 //!   (`asked`); `avp_wire`: the same answers in AVP's own wire protocol at `POST /`, for the
 //!   AWS SDK's Verified Permissions client;
-//! - `ops`: `/metrics`, `/healthz`, `/readyz` on the daemon's operator address.
+//! - `ops`: `/metrics`, `/healthz`, `/readyz` on the daemon's operator address;
+//! - `web`: the web app under `/web/` (with `[web]`): OIDC sign-in, server-side sessions,
+//!   pages over the same operations and decisions as the routes above.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -51,6 +54,7 @@ mod parked;
 mod reviews;
 mod transport;
 mod verified;
+mod web;
 
 use auth::{AuthError, Authenticator};
 
@@ -63,6 +67,11 @@ pub struct ApiError {
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The error's JSON body.
+    pub(crate) fn body(&self) -> &Value {
+        &self.body
     }
 
     /// The error's message, as its body's `error` says it.
@@ -175,6 +184,10 @@ pub struct Api {
     transport: transport::Transport,
     /// The break-glass workflow's limits; `None` without `[breakglass]`.
     breakglass: Option<tregov_engine::breakglass::BreakGlassSettings>,
+    /// The web app; `None` without `[web]`.
+    web: Option<web::Web>,
+    /// The store's directory (the trail's events and the log, for the web app's record).
+    data_dir: std::path::PathBuf,
 }
 
 /// Where a decision stands: made already, or to be made on a blocking thread.
@@ -231,6 +244,15 @@ impl Api {
             ))),
             None => None,
         };
+        let web = match &config.web {
+            Some(w) => Some(web::Web::build(
+                w,
+                &auth_config.issuer,
+                transport.scheme() == "https",
+                config.plan_settings(""),
+            )?),
+            None => None,
+        };
         let committer = committer::Committer::start(engine.clone())
             .map_err(|e| format!("cannot start the decision log writer: {e}"))?;
         Ok(Arc::new(Self {
@@ -245,6 +267,8 @@ impl Api {
             limits: api_config.limits,
             transport,
             breakglass: config.breakglass.as_ref().map(|b| b.settings()),
+            web,
+            data_dir: data_dir.to_path_buf(),
         }))
     }
 
@@ -262,8 +286,13 @@ impl Api {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
+        let web = match self.web.is_some() {
+            true => web::routes(),
+            false => Router::new(),
+        };
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
+            .merge(web)
             .merge(egress::routes())
             .merge(parked::routes())
             .merge(exemptions::routes())

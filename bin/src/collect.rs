@@ -164,6 +164,7 @@ fn filter(args: &EventFilterArgs) -> EventFilter {
         principal: args.principal.clone(),
         name: args.name.clone(),
         account: args.account.clone(),
+        governed_only: false,
     }
 }
 

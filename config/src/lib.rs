@@ -22,6 +22,7 @@ pub mod policies;
 pub mod projects;
 pub mod safety;
 pub mod validate;
+pub mod web;
 pub mod workspaces;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub use policies::PoliciesConfig;
 pub use projects::ProjectConfig;
 pub use safety::SafetyConfig;
 use validate::{Problems, Validate};
+pub use web::WebConfig;
 pub use workspaces::WorkspacesConfig;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -107,6 +109,9 @@ pub struct Config {
     /// How API callers are authenticated: OIDC JWTs (as Amazon Cognito issues them).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// The web app for reviewers, data managers and auditors (needs `[api]` and `[auth]`).
+    #[serde(default)]
+    pub web: Option<WebConfig>,
     /// How the decision log's head is signed and anchored outside the TRE.
     #[serde(default)]
     pub log: Option<LogConfig>,
@@ -141,6 +146,13 @@ impl Config {
         }
         if let Some(jwks) = config.auth.as_mut().and_then(|a| a.jwks_file.as_mut()) {
             relative_to(dir, jwks);
+        }
+        if let Some(secret) = config
+            .web
+            .as_mut()
+            .and_then(|w| w.client_secret_file.as_mut())
+        {
+            relative_to(dir, secret);
         }
         if let Some(log) = &mut config.log {
             for path in [&mut log.signing_key, &mut log.verify_key]
@@ -249,6 +261,12 @@ impl Config {
         self.api.validate(&root.key("api"), &mut problems);
         self.auth.validate(&root.key("auth"), &mut problems);
         self.log.validate(&root.key("log"), &mut problems);
+        self.web.validate(&root.key("web"), &mut problems);
+        problems.check(
+            self.web.is_none() || (self.api.is_some() && self.auth.is_some()),
+            root.key("web"),
+            || "the web app needs `[api]` and `[auth]`: it is served by the API and signs people in with the `[auth]` issuer".into(),
+        );
         problems.check(
             self.api.is_none() || self.auth.is_some(),
             root.key("api"),
@@ -258,7 +276,7 @@ impl Config {
     }
 
     /// Whether each optional section is present, by name.
-    pub fn sections(&self) -> [(&'static str, bool); 8] {
+    pub fn sections(&self) -> [(&'static str, bool); 9] {
         [
             ("breakglass", self.breakglass.is_some()),
             ("cloudtrail", self.cloudtrail.is_some()),
@@ -268,6 +286,7 @@ impl Config {
             ("api", self.api.is_some()),
             ("auth", self.auth.is_some()),
             ("log", self.log.is_some()),
+            ("web", self.web.is_some()),
         ]
     }
 

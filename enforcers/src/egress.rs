@@ -154,6 +154,37 @@ impl EgressStore {
         )
     }
 
+    /// The first `max_bytes` of the staged copy of `object` (what reviewers review), and
+    /// whether the file goes on beyond them.
+    pub async fn preview(
+        &self,
+        request: &EgressRequest,
+        object: &PinnedObject,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, bool), String> {
+        let key = Self::staged_key(request, object);
+        let last = max_bytes.max(1) - 1;
+        let answer = self
+            .s3
+            .get_object()
+            .bucket(&self.config.staging_bucket)
+            .key(&key)
+            .range(format!("bytes=0-{last}"))
+            .send()
+            .await
+            .map_err(|e| describe("s3:GetObject", &e))?;
+        let bytes = answer
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("reading `{key}` from the staging bucket: {e}"))?
+            .into_bytes()
+            .to_vec();
+        let size = usize::try_from(object.size).unwrap_or(usize::MAX);
+        let more = size > bytes.len();
+        Ok((bytes, more))
+    }
+
     pub fn approved_key(request: &EgressRequest, object: &PinnedObject) -> String {
         format!(
             "approved_egress/{}/{}/{}",

@@ -768,6 +768,8 @@ pub struct EventFilter {
     pub name: Option<String>,
     /// Events with this account.
     pub account: Option<String>,
+    /// Only events that made a governed change (what the daemon reverts or answers).
+    pub governed_only: bool,
 }
 
 impl EventFilter {
@@ -790,6 +792,9 @@ impl EventFilter {
         if let Some(a) = &self.account {
             args.push(a.clone());
             parts.push(format!("account = ?{}", args.len()));
+        }
+        if self.governed_only {
+            parts.push("observation IS NOT NULL".to_string());
         }
         if parts.is_empty() {
             (String::new(), args)

@@ -104,6 +104,44 @@ fn items(graph: &EntityGraph) -> Vec<(EntityUid, Item)> {
         .collect()
 }
 
+/// A campaign as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Campaign {
+    pub id: String,
+    pub scope: String,
+    /// The role whose members attest.
+    pub reviewers: String,
+    /// The due date (RFC 3339).
+    pub due: String,
+    pub default_verdict: String,
+}
+
+/// Every campaign in the store, oldest first.
+pub fn campaigns(graph: &EntityGraph) -> Vec<Campaign> {
+    let mut out: Vec<Campaign> = crate::access_facts::stored_of(graph, CAMPAIGN)
+        .into_iter()
+        .filter_map(|(uid, attrs)| {
+            Some(Campaign {
+                id: uid.id().unescaped().to_string(),
+                scope: attrs["scope"].as_str()?.to_string(),
+                reviewers: uid_from_json(&attrs["reviewers"])?
+                    .id()
+                    .unescaped()
+                    .to_string(),
+                due: datetime_text(json_datetime_ms(&attrs["due"])?),
+                default_verdict: attrs["defaultVerdict"].as_str()?.to_string(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|c| (started_ms(&c.id), c.id.clone()));
+    out
+}
+
+/// Every item of every campaign.
+pub fn all_items(graph: &EntityGraph) -> Vec<Item> {
+    items(graph).into_iter().map(|(_, i)| i).collect()
+}
+
 /// What starting a campaign asks for.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -14,6 +14,7 @@ pub const SCHEMA: &str = include_str!("../tre.cedarschema");
 /// The default policies, one file per concern, as `(file name, text)`.
 pub const DEFAULT_POLICIES: &[(&str, &str)] = &[
     ("approvals.cedar", include_str!("../approvals.cedar")),
+    ("audit.cedar", include_str!("../audit.cedar")),
     ("backup.cedar", include_str!("../backup.cedar")),
     ("breakglass.cedar", include_str!("../breakglass.cedar")),
     ("budget.cedar", include_str!("../budget.cedar")),

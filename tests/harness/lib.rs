@@ -2,11 +2,13 @@
 //! data directory, with helpers to read its JSON output.
 
 pub use tregov_collectors::testkit as cloudtrail;
+pub mod browser;
 pub mod faults;
 pub mod governed;
 pub mod http;
 pub mod jwt;
 pub mod moto;
+pub mod oidc;
 pub mod served;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,14 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// A port free on 127.0.0.1 now (for a server that must be named before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// The `tregov` binary, built once per test run so tests never run a stale one.
