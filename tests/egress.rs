@@ -117,24 +117,7 @@ impl Bed {
         let download_limit = options.download_limit;
         let moto = Moto::start();
         runtime().block_on(async {
-            let s3 = moto.s3().await;
-            for bucket in [STORE, STAGING, APPROVED] {
-                s3.create_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .expect("bucket");
-                s3.put_bucket_versioning()
-                    .bucket(bucket)
-                    .versioning_configuration(
-                        aws_sdk_s3::types::VersioningConfiguration::builder()
-                            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .expect("versioning");
-            }
+            moto.versioned_buckets(&[STORE, STAGING, APPROVED]).await;
             let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
             let topic = sns
                 .create_topic()

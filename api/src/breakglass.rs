@@ -55,7 +55,7 @@ async fn create(
 }
 
 /// The workflow's limits; without `[breakglass]`, nothing can be asked or approved.
-fn configured(api: &Api) -> ApiResult<tregov_engine::breakglass::BreakGlassSettings> {
+pub(crate) fn configured(api: &Api) -> ApiResult<tregov_engine::breakglass::BreakGlassSettings> {
     api.breakglass.clone().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -101,6 +101,28 @@ impl Moto {
             .await
     }
 
+    /// Creates `buckets` with versioning on (egress pins object versions).
+    pub async fn versioned_buckets(&self, buckets: &[&str]) {
+        let s3 = self.s3().await;
+        for bucket in buckets {
+            s3.create_bucket()
+                .bucket(*bucket)
+                .send()
+                .await
+                .expect("bucket");
+            s3.put_bucket_versioning()
+                .bucket(*bucket)
+                .versioning_configuration(
+                    aws_sdk_s3::types::VersioningConfiguration::builder()
+                        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("versioning");
+        }
+    }
+
     pub async fn s3(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config().await)
             .force_path_style(true)

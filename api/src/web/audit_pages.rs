@@ -189,7 +189,11 @@ fn access_table(report: &AccessReport, page_no: Option<usize>, size: usize, base
     }
 }
 
-async fn reviews(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebResult<Response> {
+async fn reviews(
+    State(api): State<Arc<Api>>,
+    Viewer(viewer): Viewer,
+    Query(q): Query<PageQuery>,
+) -> WebResult<Response> {
     let user = viewer.user.clone();
     let (campaigns, items, roles) = api
         .blocking(move |_, engine| {
@@ -201,10 +205,13 @@ async fn reviews(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebResu
             ))
         })
         .await?;
+    // The newest campaign first; its items a page at a time.
     let mine: Vec<_> = campaigns
         .iter()
+        .rev()
         .filter(|c| roles.contains(&c.reviewers))
         .collect();
+    let size = api.web_page_size();
     let markup = html! {
         details {
             summary { "Start a review campaign" }
@@ -226,13 +233,15 @@ async fn reviews(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebResu
         }
         @if mine.is_empty() { p { "No review campaign asks your roles to attest." } }
         @for c in mine {
+            @let of_campaign: Vec<_> = items.iter().filter(|i| i.campaign == c.id).collect();
+            @let shown = paged(&of_campaign, q.page, size);
             section {
                 h2 { "Campaign " (c.id) }
                 p { "Scope " (c.scope) "; reviewers: " (c.reviewers) "; due " (c.due) "; an item still open then becomes " strong { (c.default_verdict) } "." }
                 table {
                     thead { tr { th scope="col" { "User" } th scope="col" { "Dataset" } th scope="col" { "Actions" } th scope="col" { "Verdict" } th scope="col" { "Attest" } } }
                     tbody {
-                        @for item in items.iter().filter(|i| i.campaign == c.id) {
+                        @for item in shown.items {
                             tr {
                                 td { (item.user) }
                                 td { (item.dataset) }
@@ -250,6 +259,7 @@ async fn reviews(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebResu
                         }
                     }
                 }
+                (pager(&shown, "/web/reviews?"))
             }
         }
     };
@@ -291,7 +301,11 @@ async fn attest(State(api): State<Arc<Api>>, posted: Posted) -> WebResult<Respon
     Ok(Redirect::to("/web/reviews").into_response())
 }
 
-async fn breakglass(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebResult<Response> {
+async fn breakglass(
+    State(api): State<Arc<Api>>,
+    Viewer(viewer): Viewer,
+    Query(q): Query<PageQuery>,
+) -> WebResult<Response> {
     let (requests, grants) = api
         .blocking(move |_, engine| {
             let graph = engine.graph();
@@ -302,14 +316,21 @@ async fn breakglass(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebR
             Ok((tregov_engine::breakglass::requests(graph), grants))
         })
         .await?;
+    let size = api.web_page_size();
+    // Newest first; one page number pages both lists.
+    let (mut requests, mut grants) = (requests, grants);
+    requests.reverse();
+    grants.reverse();
+    let requests = paged(&requests, q.page, size);
+    let grants = paged(&grants, q.page, size);
     let markup = html! {
         h2 { "Requests" }
-        @if requests.is_empty() { p { "None." } }
+        @if requests.items.is_empty() { p { "None." } }
         @else {
             table {
                 thead { tr { th scope="col" { "Request" } th scope="col" { "By" } th scope="col" { "Project" } th scope="col" { "Reason" } th scope="col" { "For" } th scope="col" { "Asked" } th scope="col" { "Approve" } } }
                 tbody {
-                    @for r in &requests {
+                    @for r in requests.items {
                         tr {
                             td { (r.id) } td { (r.user) } td { (r.project) } td { (r.reason) }
                             td { (r.seconds) " s" } td { (r.requested_at) }
@@ -323,13 +344,14 @@ async fn breakglass(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebR
                 }
             }
         }
+        (pager(&requests, "/web/breakglass?"))
         h2 { "Grants" }
-        @if grants.is_empty() { p { "None." } }
+        @if grants.items.is_empty() { p { "None." } }
         @else {
             table {
                 thead { tr { th scope="col" { "Grant" } th scope="col" { "Holder" } th scope="col" { "Project" } th scope="col" { "Approved by" } th scope="col" { "Until" } th scope="col" { "Ended" } } }
                 tbody {
-                    @for g in &grants {
+                    @for g in grants.items {
                         tr {
                             td { (g.id) } td { (g.user) } td { (g.project) } td { (g.approved_by) } td { (g.expires_at) }
                             td { @match (&g.revoked_by, &g.revoked_at) {
@@ -345,6 +367,7 @@ async fn breakglass(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebR
                 }
             }
         }
+        (pager(&grants, "/web/breakglass?"))
         h2 { "Ask for break-glass access" }
         form method="post" action="/web/breakglass/request" {
             (csrf(&viewer))
@@ -363,17 +386,8 @@ async fn breakglass(State(api): State<Arc<Api>>, Viewer(viewer): Viewer) -> WebR
     ))
 }
 
-fn breakglass_settings(api: &Api) -> ApiResult<tregov_engine::breakglass::BreakGlassSettings> {
-    api.breakglass.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "break-glass is not configured (`[breakglass]`)",
-        )
-    })
-}
-
 async fn breakglass_request(State(api): State<Arc<Api>>, posted: Posted) -> WebResult<Response> {
-    let settings = breakglass_settings(&api)?;
+    let settings = crate::breakglass::configured(&api)?;
     let seconds = posted
         .text("seconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -396,7 +410,7 @@ async fn breakglass_request(State(api): State<Arc<Api>>, posted: Posted) -> WebR
 }
 
 async fn breakglass_approve(State(api): State<Arc<Api>>, posted: Posted) -> WebResult<Response> {
-    let settings = breakglass_settings(&api)?;
+    let settings = crate::breakglass::configured(&api)?;
     let (user, request) = (
         posted.viewer.user.clone(),
         posted.text("request").unwrap_or_default(),
