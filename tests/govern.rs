@@ -28,8 +28,34 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
     seed(&moto, &tre);
     let cfg = write_config(&tre, 5, ONE_GRANT_TRE);
 
-    let plan = tregov(&tre, &moto, &cfg, &["collect", "--once"]);
-    assert!(plan.status.success(), "{}", stderr(&plan));
+    // `--log-format json`: every stderr line one JSON object, the event's fields as keys.
+    let collected = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["-v", "--log-format", "json", "collect", "--once"],
+    );
+    assert!(collected.status.success(), "{}", stderr(&collected));
+    let log_lines: Vec<Value> = stderr(&collected)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    assert!(
+        log_lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["message"].is_string()),
+        "{log_lines:?}"
+    );
+    let pending = tregov(&tre, &moto, &cfg, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        pending.status.code(),
+        Some(2),
+        "changes pending: {}",
+        stderr(&pending)
+    );
     let plan = tregov(&tre, &moto, &cfg, &["--output", "json", "plan"]);
     assert!(plan.status.success(), "{}", stderr(&plan));
     let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan json");
@@ -72,6 +98,13 @@ fn apply_grants_what_the_policies_allow_and_a_second_apply_changes_nothing() {
         stdout(&second).starts_with("no changes"),
         "{}",
         stdout(&second)
+    );
+    let nothing = tregov(&tre, &moto, &cfg, &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        nothing.status.code(),
+        Some(0),
+        "nothing to do: {}",
+        stderr(&nothing)
     );
 
     // alice leaves the read-write list: the study is no longer hers to use.

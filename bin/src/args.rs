@@ -47,6 +47,17 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// The log's format on stderr: `text` for people, `json` (one object per line, the
+    /// structured fields as keys) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        env = "TREGOV_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::output::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -152,7 +163,12 @@ pub enum Command {
     Status,
     /// What would change in AWS to match the policies, each change with the decisions behind
     /// it. With `--policies NEW_DIR`: the impact of a proposed policy change.
-    Plan,
+    Plan {
+        /// Exit 0 when there is nothing to do and 2 when changes are pending (1 stays an
+        /// error), as `terraform plan -detailed-exitcode` does.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
     /// Collect, plan and apply the changes (Lake Formation, IAM, workspaces, tags, SNS).
     Apply {
         /// Apply without asking.

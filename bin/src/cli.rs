@@ -51,7 +51,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect { once, interval } => {
             crate::collect::collect(out, config, data, &ctx.bundle()?, once, interval)
         }
-        Command::Plan => crate::govern::plan_command(out, config, data, ctx.bundle()?),
+        Command::Plan { detailed_exitcode } => {
+            crate::govern::plan_command(out, config, data, ctx.bundle()?, detailed_exitcode)
+        }
         Command::Apply { yes } => {
             crate::govern::apply_command(out, config, data, ctx.bundle()?, yes)
         }

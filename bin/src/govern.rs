@@ -91,6 +91,7 @@ pub fn plan_command(
     config_path: &Path,
     data_dir: &Path,
     bundle: PolicyBundle,
+    detailed_exitcode: bool,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     // Read before the engine opens: opening records the proposed set as the newest.
@@ -114,7 +115,10 @@ pub fn plan_command(
             None => None,
         };
         print_plan(output, &governor, &plan, diff.as_ref())?;
-        Ok(ExitCode::SUCCESS)
+        Ok(match detailed_exitcode && !plan.items.is_empty() {
+            true => ExitCode::from(2),
+            false => ExitCode::SUCCESS,
+        })
     })
 }
 

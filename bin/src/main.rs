@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    output::init_tracing(args.verbose);
+    output::init_tracing(args.verbose, args.log_format);
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
