@@ -178,18 +178,7 @@ poll_seconds = 1
     }
 
     fn put(&self, key: &str, body: &str) {
-        runtime().block_on(async {
-            self.moto
-                .s3()
-                .await
-                .put_object()
-                .bucket(STORE)
-                .key(key)
-                .body(body.as_bytes().to_vec().into())
-                .send()
-                .await
-                .expect("put");
-        });
+        runtime().block_on(self.moto.put_object(STORE, key, body));
     }
 
     /// Every version of every object in `bucket`: (key, body of that version).

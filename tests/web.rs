@@ -96,16 +96,7 @@ poll_seconds = 1
 
     /// A researcher saving a file to the workspace's egress store.
     async fn put_now(&self, key: &str, body: &str) {
-        self.moto
-            .s3()
-            .await
-            .put_object()
-            .bucket(STORE)
-            .key(key)
-            .body(body.as_bytes().to_vec().into())
-            .send()
-            .await
-            .expect("put");
+        self.moto.put_object(STORE, key, body).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use tregov_config::Config;
 use tregov_engine::entities::{parse_uid, uid_from_parts};
-use tregov_engine::plan::{access_report, ActualState, PlanSettings, Scope};
+use tregov_engine::plan::{access_report_now, PlanSettings, Scope};
 use tregov_engine::{Engine, PolicyBundle, Result};
 use tregov_render::access::{access_csv, access_text};
 
@@ -35,16 +35,11 @@ pub fn access_command(
     };
     let mut engine = Engine::open(data_dir, bundle)?;
     engine.refresh()?;
-    let mut settings = match config_path.exists() {
+    let settings = match config_path.exists() {
         true => Config::load(config_path)?.plan_settings(""),
         false => PlanSettings::default(),
     };
-    settings.now = Some(engine.tick_at(std::time::SystemTime::now()).now);
-    let actual = match engine.store() {
-        Some(store) => ActualState::from_observed(&store.observed(None)?),
-        None => ActualState::default(),
-    };
-    let report = access_report(&engine, &actual, &settings, &scope);
+    let report = access_report_now(&engine, settings, &scope)?;
     let format = format.unwrap_or(match output {
         Format::Text => ReportFormat::Text,
         Format::Json => ReportFormat::Json,

@@ -123,6 +123,19 @@ impl Moto {
         }
     }
 
+    /// Puts `body` at `key` in `bucket` (a researcher saving a file, say).
+    pub async fn put_object(&self, bucket: &str, key: &str, body: &str) {
+        self.s3()
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .expect("put");
+    }
+
     pub async fn s3(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::from(&self.sdk_config().await)
             .force_path_style(true)

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tregov_engine::entities::uid_from_parts;
 use tregov_engine::events::{EventFilter, EventStore};
 use tregov_engine::log::DecisionLog;
-use tregov_engine::plan::{access_report, AccessReport, ActualState, Scope};
+use tregov_engine::plan::{access_report_now, AccessReport, Scope};
 use tregov_engine::workflow::WorkflowError;
 use tregov_engine::{Engine, RequestSpec};
 
@@ -145,17 +145,12 @@ fn access_of(api: &Api, engine: &Engine, type_name: &str, id: &str) -> ApiResult
         "Tre::Dataset" => Scope::Dataset(uid),
         _ => Scope::User(uid),
     };
-    let mut settings = api
+    let settings = api
         .web
         .as_ref()
         .map(|w| w.plan_settings.clone())
         .unwrap_or_default();
-    settings.now = Some(engine.tick_at(std::time::SystemTime::now()).now);
-    let actual = match engine.store() {
-        Some(store) => ActualState::from_observed(&store.observed(None)?),
-        None => ActualState::default(),
-    };
-    Ok(access_report(engine, &actual, &settings, &scope))
+    Ok(access_report_now(engine, settings, &scope)?)
 }
 
 fn access_table(report: &AccessReport, page_no: Option<usize>, size: usize, base: &str) -> Markup {

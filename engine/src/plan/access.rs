@@ -68,6 +68,21 @@ pub struct AccessReport {
     pub warnings: Vec<String>,
 }
 
+/// The access report for `scope` now: at the governance clock of the wall clock, against
+/// the actual state the collectors recorded (what `tregov access` and the web app show).
+pub fn access_report_now(
+    engine: &Engine,
+    mut settings: PlanSettings,
+    scope: &Scope,
+) -> crate::error::Result<AccessReport> {
+    settings.now = Some(engine.tick_at(std::time::SystemTime::now()).now);
+    let actual = match engine.store() {
+        Some(store) => ActualState::from_observed(&store.observed(None)?),
+        None => ActualState::default(),
+    };
+    Ok(access_report(engine, &actual, &settings, scope))
+}
+
 /// The access report for `scope`, at `settings.now` (the governance clock; without it every
 /// dated policy holds access back, as in a plan).
 pub fn access_report(

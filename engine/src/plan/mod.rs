@@ -40,7 +40,9 @@ use crate::collect::Source;
 use crate::decide::{Decision, Engine, RequestSpec};
 use crate::error::Result;
 
-pub use access::{access_report, AccessReport, Ending, Reach, Scope, DATA_ACTIONS};
+pub use access::{
+    access_report, access_report_now, AccessReport, Ending, Reach, Scope, DATA_ACTIONS,
+};
 pub use actual::{kind, ActualState};
 pub(crate) use memo::PlanMemo;
 pub use memo::PlanReuse;
