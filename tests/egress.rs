@@ -90,17 +90,9 @@ struct Options {
 
 /// A KMS key in the emulator, made with the emulator's own boto3.
 fn kms_key(moto: &Moto) -> String {
-    let python = tregov_tests::moto::moto_server_bin().with_file_name("python");
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import boto3; print(boto3.client('kms', region_name='us-east-1').create_key(Description='tre-egress')['KeyMetadata']['Arn'])",
-        ])
-        .envs(moto.env())
-        .output()
-        .expect("python runs");
-    assert!(out.status.success(), "create_key: {}", stderr(&out));
-    stdout(&out).trim().to_string()
+    moto.python(
+        "import boto3; print(boto3.client('kms', region_name='us-east-1').create_key(Description='tre-egress')['KeyMetadata']['Arn'])",
+    )
 }
 
 impl Bed {

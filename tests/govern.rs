@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tregov_tests::governed::{
-    applied_counts, create_topic, http_get, identity, identity_with_project,
-    instance_state_and_tags, lf_permissions, log_records, out_of_band_grant, runtime, seed,
-    seed_studies, tregov, write_config, write_identity, writer_permissions, Daemon, ACCOUNT,
+    applied_counts, create_topic, grant_record, grant_select, http_get, identity,
+    identity_with_project, instance_state_and_tags, lf_permissions, log_records, out_of_band_grant,
+    put_log_file, role, runtime, seed, seed_studies, tregov, with_cloudtrail_keys, write_config,
+    write_identity, writer_permissions, Daemon, ACCOUNT,
 };
 use tregov_tests::jwt::{auth_section, token};
 use tregov_tests::moto::Moto;
@@ -596,4 +597,224 @@ fn a_backup_plan_whose_retention_was_shortened_out_of_band_is_planned_back_to_th
     );
     let status = stdout(&tregov(&tre, &moto, &cfg, &["status"]));
     assert!(status.contains("backup:ListBackupSelections"), "{status}");
+}
+
+/// Medians and worst cases of latencies, for the figures a test prints.
+fn figures(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    let ms = |d: Duration| d.as_millis();
+    format!(
+        "n={} median={} ms max={} ms",
+        latencies.len(),
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() - 1])
+    )
+}
+
+/// From `since` until alice's role holds only what the policies allow.
+fn until_reverted(moto: &Moto, since: Instant) -> Duration {
+    let allowed = vec![("genomics.gwas_2024".to_string(), writer_permissions())];
+    while lf_permissions(moto) != allowed {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "not reverted within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    since.elapsed()
+}
+
+#[test]
+fn an_out_of_band_grant_delivered_only_through_eventbridge_and_sqs_is_reverted_and_its_log_file_adds_nothing(
+) {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let queue = moto.cloudtrail_events_queue();
+    let cfg = write_config(&tre, 1, ONE_GRANT_TRE);
+    with_cloudtrail_keys(&cfg, &format!("events_queue_url = \"{queue}\""));
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    daemon.wait_for("resync done", Duration::from_secs(60));
+
+    // Through the queue only: no log file holds these events (yet). The daemon times each
+    // from the event's arrival in the queue (SQS's `SentTimestamp`) to its last enforcement.
+    let mut by_event = Vec::new();
+    for n in 1..=20 {
+        // The last revoke's read-back must not see this grant first (it would revert it
+        // untimed, before its event arrives).
+        std::thread::sleep(Duration::from_millis(500));
+        grant_select(&moto, &role(), "cardio", "ukb");
+        moto.put_cloudtrail_event(&grant_record(n));
+        until_reverted(&moto, Instant::now());
+        let lines = daemon.wait_for("since_detection_ms=", Duration::from_secs(10));
+        let line = lines.last().cloned().unwrap_or_default();
+        let ms: u64 = line
+            .split("since_detection_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no figure in {line}"));
+        by_event.push(Duration::from_millis(ms));
+    }
+    // Side by side, the S3 path: the same change found in a log file the 1 s poll lists,
+    // timed from the file's arrival in the bucket.
+    let mut by_file = Vec::new();
+    for n in 101..=110 {
+        grant_select(&moto, &role(), "cardio", "ukb");
+        let put = Instant::now();
+        put_log_file(&moto, n, &[grant_record(n)]);
+        by_file.push(until_reverted(&moto, put));
+    }
+    eprintln!(
+        "drift revert from the event's arrival in the queue: {}; from the log file's arrival in S3 (1 s poll): {}",
+        figures(&mut by_event),
+        figures(&mut by_file)
+    );
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("tregov_queued_event_reconcile_seconds_count 20"),
+        "{metrics}"
+    );
+    drop(daemon);
+    let revokes = log_records(&tre)
+        .iter()
+        .filter(|r| {
+            r["kind"] == "apply" && r["result"] == "applied" && r["change"]["kind"] == "lf-revoke"
+        })
+        .count();
+    assert_eq!(revokes, 30, "one revoke per out-of-band grant");
+
+    // The trail delivers the queued events' log files later: read, and nothing new.
+    for n in 1..=5 {
+        put_log_file(&moto, n, &[grant_record(n)]);
+    }
+    let collected = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["--output", "json", "collect", "--once"],
+    );
+    assert!(collected.status.success(), "{}", stderr(&collected));
+    let report: Value = serde_json::from_slice(&collected.stdout).expect("json");
+    assert_eq!(report["cloudtrail"]["files"], 5, "{report:#}");
+    assert_eq!(report["cloudtrail"]["events_read"], 5, "{report:#}");
+    assert_eq!(report["cloudtrail"]["items"], 0, "stored once: {report:#}");
+    let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
+    assert!(stdout(&out).starts_with("no changes"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_queued_event_that_fails_to_store_stays_in_the_queue_and_is_stored_once_later() {
+    use tregov_collectors::events_queue::EventsQueue;
+    use tregov_engine::events::{EventFilter, EventStore};
+    let moto = Moto::start();
+    let queue = moto.queue("tregov-events", 1);
+    let envelope = json!({
+        "version": "0", "id": "e-1", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.lakeformation", "account": ACCOUNT, "region": "us-east-1",
+        "time": "2026-12-07T00:00:00Z", "resources": [], "detail": grant_record(1),
+    });
+    let config = tregov_config::Config::parse(
+        "tregov.toml",
+        &format!(
+            "[[projects]]\nid = \"p\"\naccount_id = \"{ACCOUNT}\"\n[cloudtrail]\nbucket = \"b\"\nevents_queue_url = \"{queue}\"\n"
+        ),
+    )
+    .expect("config");
+    let dir = tempfile::tempdir().expect("dir");
+    let store = EventStore::open(dir.path()).expect("store");
+    let sqlite = rusqlite::Connection::open(dir.path().join("store.sqlite3")).expect("sqlite");
+    runtime().block_on(async {
+        let sdk = moto.sdk_config().await;
+        aws_sdk_sqs::Client::new(&sdk)
+            .send_message()
+            .queue_url(&queue)
+            .message_body(envelope.to_string())
+            .send()
+            .await
+            .expect("sent");
+        let aws = tregov_config::aws::Aws::from_sdk_config(sdk);
+        let events = EventsQueue::build(&config, &aws).await.expect("configured");
+
+        // The store cannot take the event: the message must not go.
+        sqlite
+            .execute_batch("ALTER TABLE events RENAME TO events_away")
+            .expect("rename");
+        let failed = events.receive(&store).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(moto.queue_depth(&queue), (0, 1), "received, not deleted");
+
+        sqlite
+            .execute_batch("ALTER TABLE events_away RENAME TO events")
+            .expect("rename back");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let stored = events.receive(&store).await.expect("stored");
+        assert_eq!((stored.stored, stored.changes.len()), (1, 1), "{stored:?}");
+        assert_eq!(moto.queue_depth(&queue), (0, 0), "deleted once stored");
+    });
+    let listed = store.list(&EventFilter::default(), None).expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].event_id, "drift-1");
+    assert!(
+        listed[0]
+            .source_file
+            .starts_with("eventbridge:tregov-events/"),
+        "{}",
+        listed[0].source_file
+    );
+}
+
+#[test]
+fn new_log_files_announced_on_an_s3_notification_queue_are_read_without_listing_the_bucket() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let queue = moto.object_created_queue(tregov_tests::governed::BUCKET);
+    let cfg = write_config(&tre, 1, "");
+    with_cloudtrail_keys(&cfg, &format!("files_queue_url = \"{queue}\""));
+    put_log_file(&moto, 1, &[grant_record(1), grant_record(2)]);
+    put_log_file(&moto, 2, &[grant_record(3)]);
+
+    let poll = |tre: &Tre| -> Value {
+        let out = tregov(
+            tre,
+            &moto,
+            &cfg,
+            &["--output", "json", "collect", "--once", "--trail"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+        report["cloudtrail"].clone()
+    };
+    let first = poll(&tre);
+    assert_eq!(first["listed"], Value::Null, "not listed: {first:#}");
+    assert_eq!(
+        (first["files"].as_u64(), first["items"].as_u64()),
+        (Some(2), Some(3)),
+        "{first:#}"
+    );
+    assert_eq!(
+        moto.queue_depth(&queue),
+        (0, 0),
+        "every notification handled"
+    );
+    let again = poll(&tre);
+    assert_eq!(
+        (again["files"].as_u64(), again["notifications"].as_u64()),
+        (Some(0), None),
+        "{again:#}"
+    );
+
+    // A full pass still lists, and finds nothing the queue missed.
+    let full = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["--output", "json", "collect", "--once"],
+    );
+    let full: Value = serde_json::from_slice(&full.stdout).expect("json");
+    assert_eq!(full["cloudtrail"]["listed"], true, "{full:#}");
+    assert_eq!(full["cloudtrail"]["items"], 0, "{full:#}");
 }

@@ -58,6 +58,15 @@ pub struct Cli {
     )]
     pub log_format: crate::output::LogFormat,
 
+    /// The AWS profile of the shared config and credentials files (`AWS_PROFILE` also
+    /// works, as in every AWS tool).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+
+    /// The AWS region; outranks `region` in the configuration and `AWS_REGION`.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -119,6 +128,11 @@ pub enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Shell completions for `bash`, `zsh`, `fish`, `elvish` or `powershell`, on stdout
+    /// (e.g. `tregov completions bash > /etc/bash_completion.d/tregov`).
+    Completions { shell: clap_complete::Shell },
+    /// Man pages: `tregov.1` and one per command (`tregov-daemon.1`...), written into DIR.
+    Man { dir: PathBuf },
     /// Collect AWS state (CloudTrail events) into the store.
     Collect {
         /// One pass, then exit (default: keep collecting every `--interval` seconds).
@@ -127,6 +141,10 @@ pub enum Command {
         /// Seconds between passes.
         #[arg(long, default_value_t = 60)]
         interval: u64,
+        /// Only the trail's new log files, as the daemon polls between resyncs (from
+        /// `files_queue_url` when it is set, without listing the bucket).
+        #[arg(long)]
+        trail: bool,
     },
     /// The collected CloudTrail events.
     #[command(subcommand)]

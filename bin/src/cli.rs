@@ -48,9 +48,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Log(cmd) => ctx.log(cmd, config),
         Command::Demo => ctx.demo(),
         Command::Config(ConfigCommand::Check) => crate::collect::config_check(out, config),
-        Command::Collect { once, interval } => {
-            crate::collect::collect(out, config, data, &ctx.bundle()?, once, interval)
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "tregov", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Man { dir } => crate::output::man_pages(&dir),
+        Command::Collect {
+            once,
+            interval,
+            trail,
+        } => crate::collect::collect(out, config, data, &ctx.bundle()?, once, interval, trail),
         Command::Plan { detailed_exitcode } => {
             crate::govern::plan_command(out, config, data, ctx.bundle()?, detailed_exitcode)
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tregov_config::aws::Aws;
 use tregov_config::Config;
-use tregov_engine::collect::{full_pass, CollectContext, Progress};
+use tregov_engine::collect::{run_pass, CollectContext, Pass, Progress};
 use tregov_engine::events::{EventFilter, EventStore};
 use tregov_engine::store::Store;
 use tregov_engine::{EngineError, PolicyBundle, Result};
@@ -110,6 +110,7 @@ pub fn collect(
     bundle: &PolicyBundle,
     once: bool,
     interval: u64,
+    trail: bool,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
     if config.cloudtrail.is_none() && config.identity.is_none() && config.projects.is_empty() {
@@ -135,9 +136,11 @@ pub fn collect(
             schema: &schema,
             limits: &limits,
             progress: &progress,
+            incremental: trail,
         };
+        let pass = if trail { Pass::Trail } else { Pass::Full };
         loop {
-            let reports = full_pass(&collectors, &ctx).await;
+            let reports = run_pass(&collectors, pass, &ctx).await;
             if output == Format::Json {
                 let by_name: serde_json::Map<String, serde_json::Value> = reports
                     .iter()

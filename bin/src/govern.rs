@@ -277,11 +277,21 @@ pub fn daemon_command(
         }
         let (triggers, received) = mpsc::channel::<Trigger>(64);
         let _ = triggers.send(Trigger::Resync).await;
+        if let Some(queue) = tregov_collectors::events_queue::EventsQueue::build(&config, &aws).await {
+            let queued = triggers.clone();
+            tokio::spawn(queue.run(governor.events().clone(), move |changes, arrived| {
+                // A full channel drops only the nudge: the events are stored, and the next
+                // poll finds their changes in the store.
+                let _ = queued.try_send(Trigger::Queued(changes, arrived));
+            }));
+        }
         let _watcher = watched
             .map(|dir| watch_policies(&dir, triggers.clone()))
             .transpose()?;
         tokio::spawn(forward_hangups(triggers.clone()));
+        crate::systemd::notify("READY=1");
         reconcile::run(&mut governor, received, shutdown_signal()).await;
+        crate::systemd::notify("STOPPING=1");
         let _ = api_stop.send(());
         Ok(ExitCode::SUCCESS)
     })

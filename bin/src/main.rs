@@ -10,6 +10,7 @@ mod egress;
 mod govern;
 mod output;
 mod policy;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -31,11 +32,16 @@ fn main() -> ExitCode {
         }
     };
     output::init_tracing(args.verbose, args.log_format);
+    tregov_config::aws::set_command_line(tregov_config::aws::CommandLine {
+        profile: args.profile.clone(),
+        region: args.region.clone(),
+    });
+    let format = args.output;
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
             let code = if err.is_invalid_input() { 3 } else { 1 };
-            eprintln!("{:?}", miette::Report::new(err));
+            output::print_error(format, err);
             ExitCode::from(code)
         }
     }

@@ -26,6 +26,7 @@ use tregov_engine::events::ObservationKind;
 use crate::cloudtrail_integrity::{Integrity, Listed};
 use crate::cloudtrail_parse::AccountClaim;
 use crate::cloudtrail_stream::{stream_log_file, StreamedLog};
+use crate::files_queue::FilesQueue;
 use crate::CollectError;
 
 pub struct CloudTrail {
@@ -34,6 +35,8 @@ pub struct CloudTrail {
     s3: aws_sdk_s3::Client,
     concurrency: usize,
     integrity: Integrity,
+    /// Where new log files are announced, when polls read that instead of listing.
+    files: Option<FilesQueue>,
 }
 
 impl Collector for CloudTrail {
@@ -48,7 +51,11 @@ impl Collector for CloudTrail {
 
     fn run<'a>(&'a self, ctx: &'a CollectContext<'a>) -> BoxFuture<'a, RunReport> {
         Box::pin(async move {
-            match self.read(ctx.events, ctx.progress).await {
+            let read = match (&self.files, ctx.incremental) {
+                (Some(files), true) => self.read_announced(files, ctx.events, ctx.progress).await,
+                _ => self.read(ctx.events, ctx.progress).await,
+            };
+            match read {
                 Ok(report) => report,
                 Err(e) => RunReport::failed(Source::CloudTrail, e),
             }
@@ -65,7 +72,12 @@ impl CloudTrail {
             aws.s3(&sdk),
             aws_sdk_cloudtrail::config::Builder::from(&sdk),
         );
+        let files = ct
+            .files_queue_url
+            .clone()
+            .map(|url| FilesQueue::new(aws_sdk_sqs::Client::new(&sdk), url));
         Some(Self {
+            files,
             integrity,
             s3: aws.s3(&sdk),
             accounts: config
@@ -157,6 +169,7 @@ impl CloudTrail {
         progress: &dyn Progress,
     ) -> Result<RunReport, CollectError> {
         let mut report = RunReport::new(Source::CloudTrail);
+        report.listed = true;
         let mut prefixes = Vec::new();
         for account in &self.accounts {
             match self.region_prefixes(account).await {
@@ -210,6 +223,115 @@ impl CloudTrail {
             }
             listed.push(seen);
         }
+        self.read_files(todo, store, progress, &mut report).await?;
+        // Files that failed on an earlier pass stay listed until they are read whole.
+        let file_errors = store.file_errors()?;
+        for prefix in &prefixes {
+            for (key, error) in &file_errors {
+                if key.starts_with(prefix.as_str())
+                    && !report.errors.iter().any(|e| e.contains(key.as_str()))
+                {
+                    report
+                        .errors
+                        .push(format!("s3://{}/{key}: {error}", self.config.bucket));
+                }
+            }
+        }
+        let digests = self.digest_prefixes(store, &mut report).await?;
+        self.integrity
+            .check(store, &digests, &listed, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Reads the log files a notification queue announced, without listing the bucket; a
+    /// message goes once every file it names is stored. Digests are checked on a full pass.
+    async fn read_announced(
+        &self,
+        files: &FilesQueue,
+        store: &Arc<EventStore>,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, CollectError> {
+        let mut report = RunReport::new(Source::CloudTrail);
+        let announcements = files.drain().await?;
+        report.notifications = announcements.len() as u64;
+        let mut todo: Vec<Todo> = Vec::new();
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        for object in announcements.iter().flat_map(|a| &a.objects) {
+            let Some(prefix) = self.governed_prefix(&object.bucket, &object.key) else {
+                continue;
+            };
+            if !wanted.insert(object.key.clone()) {
+                continue;
+            }
+            let etag = match &object.etag {
+                Some(etag) => etag.clone(),
+                None => self.etag_of(&object.key).await?,
+            };
+            if store.file_etag(&object.key)?.as_deref() == Some(etag.as_str()) {
+                continue;
+            }
+            todo.push(Todo {
+                prefix,
+                key: object.key.clone(),
+                etag,
+                size: object.size,
+            });
+        }
+        let unread: BTreeSet<String> = todo.iter().map(|t| t.key.clone()).collect();
+        let done = self.read_files(todo, store, progress, &mut report).await?;
+        let stored = |key: &String| !unread.contains(key) || done.iter().any(|(_, k)| k == key);
+        let handles: Vec<&str> = announcements
+            .iter()
+            .filter(|a| a.objects.iter().all(|o| stored(&o.key)))
+            .filter_map(|a| a.receipt_handle.as_deref())
+            .collect();
+        if let Err(e) = files.delete(&handles).await {
+            report.errors.push(e.to_string());
+        }
+        Ok(report)
+    }
+
+    /// The account/region listing prefix a log file's key belongs to, if it is a governed
+    /// account's log file in the trail's bucket (digests and other accounts are not).
+    fn governed_prefix(&self, bucket: &str, key: &str) -> Option<String> {
+        if bucket != self.config.bucket {
+            return None;
+        }
+        self.accounts.iter().find_map(|account| {
+            let base = self.account_prefix(account);
+            let region = key.strip_prefix(&base)?.split('/').next()?;
+            let wanted = self
+                .config
+                .regions
+                .as_ref()
+                .is_none_or(|regions| regions.iter().any(|r| r == region));
+            (wanted && !region.is_empty()).then(|| format!("{base}{region}/"))
+        })
+    }
+
+    /// An announced object's ETag, when its notification did not carry one.
+    async fn etag_of(&self, key: &str) -> Result<String, CollectError> {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| CollectError::aws("s3:GetObject", key, e))?;
+        Ok(head.e_tag().unwrap_or_default().to_string())
+    }
+
+    /// Reads `todo` into the store; the files read (stored whole, or with their damage
+    /// recorded) by listing prefix and key. Each prefix's checkpoint moves to its last.
+    async fn read_files(
+        &self,
+        todo: Vec<Todo>,
+        store: &Arc<EventStore>,
+        progress: &dyn Progress,
+        report: &mut RunReport,
+    ) -> Result<BTreeSet<(String, String)>, CollectError> {
         progress.start(todo.len() as u64);
         // Files are fetched and parsed concurrently; one writer commits whatever has arrived
         // (up to `WRITE_BATCH_EVENTS` events, each file with its read mark) in one transaction.
@@ -253,31 +375,14 @@ impl CloudTrail {
             }
         }
         // The checkpoint moves to the last key read under each prefix.
-        let mut last: std::collections::BTreeMap<String, String> = Default::default();
-        for (prefix, key) in done {
+        let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
+        for (prefix, key) in &done {
             last.insert(prefix, key);
         }
         for (prefix, key) in last {
-            store.advance_checkpoint(&prefix, &key)?;
+            store.advance_checkpoint(prefix, key)?;
         }
-        // Files that failed on an earlier pass stay listed until they are read whole.
-        let file_errors = store.file_errors()?;
-        for prefix in &prefixes {
-            for (key, error) in &file_errors {
-                if key.starts_with(prefix.as_str())
-                    && !report.errors.iter().any(|e| e.contains(key.as_str()))
-                {
-                    report
-                        .errors
-                        .push(format!("s3://{}/{key}: {error}", self.config.bucket));
-                }
-            }
-        }
-        let digests = self.digest_prefixes(store, &mut report).await?;
-        self.integrity
-            .check(store, &digests, &listed, &mut report)
-            .await?;
-        Ok(report)
+        Ok(done)
     }
 
     /// Every account's digest prefixes, each with where listing resumes.

@@ -19,6 +19,10 @@ pub mod cloudtrail_stream;
 #[cfg(feature = "aws")]
 pub mod datalake;
 #[cfg(feature = "aws")]
+pub mod events_queue;
+#[cfg(feature = "aws")]
+pub mod files_queue;
+#[cfg(feature = "aws")]
 pub mod iam;
 pub mod identity;
 pub mod projects;

@@ -35,6 +35,17 @@ pub struct CloudTrailConfig {
     /// `ListPublicKeys` returns (for emulators that lack it, or a bucket checked offline).
     #[serde(default)]
     pub public_keys: Vec<PublicKeyConfig>,
+    /// An SQS queue that an EventBridge rule fills with the governed accounts' CloudTrail
+    /// management events ("AWS API Call via CloudTrail"): the daemon long-polls it and
+    /// reconciles each change within seconds, instead of when the log file lands minutes
+    /// later (`deploy/` has the rule and queue).
+    #[serde(default)]
+    pub events_queue_url: Option<String>,
+    /// An SQS queue that S3 event notifications (or CloudTrail's SNS notifications) for new
+    /// log files fill: polls read the files it announces instead of listing the bucket. A
+    /// resync still lists, so a lost notification delays a file, never loses it.
+    #[serde(default)]
+    pub files_queue_url: Option<String>,
     /// A log object larger than this is recorded as an error with its key and not read.
     /// Default 256 MiB; at most `MAX_STORED_FILE_BYTES`, the largest value the store holds.
     #[serde(default = "default_max_file_bytes")]
@@ -122,6 +133,23 @@ impl Validate for CloudTrailConfig {
             });
         }
         check_role_arn(self.role_arn.as_deref(), at.key("role_arn"), problems);
+        for (key, url) in [
+            ("events_queue_url", &self.events_queue_url),
+            ("files_queue_url", &self.files_queue_url),
+        ] {
+            if let Some(url) = url {
+                problems.check(
+                    url.starts_with("https://") || url.starts_with("http://"),
+                    at.key(key),
+                    || format!("`{url}` is not an SQS queue URL (`https://sqs...`)"),
+                );
+            }
+        }
+        if let (Some(events), Some(files)) = (&self.events_queue_url, &self.files_queue_url) {
+            problems.check(events != files, at.key("files_queue_url"), || {
+                format!("`{files}` is also `events_queue_url`: events and file notifications need a queue each")
+            });
+        }
         for (i, key) in self.public_keys.iter().enumerate() {
             key.validate(&at.key("public_keys").index(i), problems);
         }

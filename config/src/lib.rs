@@ -58,6 +58,18 @@ pub struct Config {
     /// also works, as in every AWS SDK.
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// The session name of every role tregov assumes, as CloudTrail records it (the
+    /// `userIdentity` ARN's last part). Default `tregov`.
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// The external id every role tregov assumes requires (its trust policy's
+    /// `sts:ExternalId` condition, as a third-party operator's roles do).
+    #[serde(default)]
+    pub role_external_id: Option<String>,
+    /// An HTTP(S) proxy for every AWS call. Default: `HTTPS_PROXY` / `HTTP_PROXY` /
+    /// `ALL_PROXY`, with `NO_PROXY`'s exceptions, as curl and the AWS CLI read them.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
     /// Attempts per AWS call, retries included (throttling and 5xx are retried with
     /// backoff). Default: the SDK's standard 3.
     #[serde(default)]
@@ -224,11 +236,33 @@ impl Config {
             root.key("concurrency"),
             || "must be between 1 and 256".into(),
         );
-        if let Some(url) = &self.endpoint_url {
+        for (key, url) in [
+            ("endpoint_url", &self.endpoint_url),
+            ("proxy_url", &self.proxy_url),
+        ] {
+            if let Some(url) = url {
+                problems.check(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    root.key(key),
+                    || format!("`{url}` is not an http(s) URL"),
+                );
+            }
+        }
+        if let Some(name) = &self.role_session_name {
+            // STS: 2 to 64 characters of `[\w+=,.@-]`.
+            let ok = (2..=64).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+            problems.check(ok, root.key("role_session_name"), || {
+                format!("`{name}` is not an STS session name (2 to 64 of letters, digits and `_+=,.@-`)")
+            });
+        }
+        if let Some(id) = &self.role_external_id {
             problems.check(
-                url.starts_with("http://") || url.starts_with("https://"),
-                root.key("endpoint_url"),
-                || format!("`{url}` is not an http(s) URL"),
+                (2..=1224).contains(&id.len()),
+                root.key("role_external_id"),
+                || "must be 2 to 1224 characters".into(),
             );
         }
         problems.check(

@@ -95,6 +95,16 @@ pub struct RunReport {
     /// Why the listing was held back instead of replacing what the store holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// The trail's bucket was listed (a poll with `files_queue_url` reads the queue instead).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub listed: bool,
+    /// Notification messages read from `files_queue_url`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub notifications: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RunReport {
@@ -107,6 +117,8 @@ impl RunReport {
             errors: Vec::new(),
             complete: true,
             held: None,
+            listed: false,
+            notifications: 0,
         }
     }
 
@@ -154,6 +166,9 @@ pub struct CollectContext<'a> {
     pub schema: &'a Schema,
     pub limits: &'a Limits,
     pub progress: &'a dyn Progress,
+    /// A poll between full passes: a collector with a notification queue reads only what
+    /// it announced.
+    pub incremental: bool,
 }
 
 /// A source of facts for the store.

@@ -26,6 +26,7 @@ type Labels2 = [(&'static str, String); 2];
 pub struct Metrics {
     registry: Registry,
     reconcile_seconds: Family<Labels1, Histogram>,
+    queued_event_seconds: Histogram,
     reconciles: Family<Labels2, Counter>,
     decisions: Counter,
     plan_items: Counter,
@@ -65,6 +66,12 @@ impl Metrics {
             "tregov_reconcile_duration_seconds",
             "Time one reconcile took, by trigger",
             reconcile_seconds.clone(),
+        );
+        let queued_event_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "tregov_queued_event_reconcile_seconds",
+            "From a real-time CloudTrail event's arrival in the queue to the end of the reconcile it caused (drift revert included)",
+            queued_event_seconds.clone(),
         );
         let reconciles = Family::<Labels2, Counter>::default();
         registry.register(
@@ -144,6 +151,7 @@ impl Metrics {
         Self {
             registry,
             reconcile_seconds,
+            queued_event_seconds,
             reconciles,
             decisions,
             plan_items,
@@ -178,6 +186,11 @@ impl Metrics {
                 *last = Some(Instant::now());
             }
         }
+    }
+
+    /// A real-time event's changes reconciled, `since` its arrival in the queue.
+    pub fn queued_event_handled(&self, since: Duration) {
+        self.queued_event_seconds.observe(since.as_secs_f64());
     }
 
     pub fn planned(&self, decisions: u64, items: u64) {

@@ -27,6 +27,9 @@ pub enum Trigger {
     /// Governed changes the trail recorded: re-read the collectors that answer their kinds
     /// and plan what they name.
     Trail(Vec<ObservedChange>),
+    /// Governed changes a real-time event queue delivered, and when the earliest of them
+    /// arrived in the queue: handled as `Trail`, timed from that arrival.
+    Queued(Vec<ObservedChange>, std::time::SystemTime),
     /// The instant an earlier `Action` asked to be woken at.
     Scheduled(Instant),
 }
@@ -52,13 +55,11 @@ impl Trigger {
             (Resync, _) | (_, Resync) => Resync,
             (Replan(a), Replan(b)) => Replan(a.min(b)),
             (Replan(c), _) | (_, Replan(c)) => Replan(c),
-            (Trail(mut a), Trail(b)) => {
-                a.extend(b);
-                a.sort();
-                a.dedup();
-                Trail(a)
-            }
+            (Trail(a), Trail(b)) => Trail(union(a, b)),
+            (Queued(a, t), Queued(b, u)) => Queued(union(a, b), t.min(u)),
+            (Queued(a, t), Trail(b)) | (Trail(b), Queued(a, t)) => Queued(union(a, b), t),
             (Trail(a), Scheduled(_)) | (Scheduled(_), Trail(a)) => Trail(a),
+            (Queued(a, t), Scheduled(_)) | (Scheduled(_), Queued(a, t)) => Queued(a, t),
             (Scheduled(a), Scheduled(b)) => Scheduled(a.min(b)),
         }
     }
@@ -69,9 +70,18 @@ impl Trigger {
             Trigger::Resync => "resync",
             Trigger::Replan(_) => "replan",
             Trigger::Trail(_) => "trail",
+            Trigger::Queued(..) => "events",
             Trigger::Scheduled(_) => "scheduled",
         }
     }
+}
+
+/// Two sets of trail changes as one, each change once.
+fn union(mut a: Vec<ObservedChange>, b: Vec<ObservedChange>) -> Vec<ObservedChange> {
+    a.extend(b);
+    a.sort();
+    a.dedup();
+    a
 }
 
 /// When to reconcile again.
@@ -319,6 +329,27 @@ mod tests {
             Trigger::Replan(Cause::Policies),
             "a policy change (which reloads) is never lost in a merge"
         );
+    }
+
+    #[test]
+    fn queued_changes_merge_with_trail_changes_and_keep_the_earliest_arrival() {
+        let (early, late) = (
+            std::time::UNIX_EPOCH + Duration::from_secs(10),
+            std::time::UNIX_EPOCH + Duration::from_secs(20),
+        );
+        let change = |target: &str| ObservedChange {
+            kind: crate::events::ObservationKind::LakeformationGrant,
+            account: "111111111111".into(),
+            target: Some(target.into()),
+        };
+        let merged = Trigger::Queued(vec![change("a")], late)
+            .merge(Trigger::Trail(vec![change("b")]))
+            .merge(Trigger::Queued(vec![change("a")], early));
+        assert_eq!(
+            merged,
+            Trigger::Queued(vec![change("a"), change("b")], early)
+        );
+        assert_eq!(merged.merge(Trigger::Resync), Trigger::Resync);
     }
 
     #[test]

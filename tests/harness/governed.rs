@@ -58,6 +58,13 @@ pub fn identity(writer: bool) -> Value {
     ])
 }
 
+/// Adds `lines` to the `[cloudtrail]` section of the configuration at `cfg`.
+pub fn with_cloudtrail_keys(cfg: &Path, lines: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let text = text.replacen("[cloudtrail]\n", &format!("[cloudtrail]\n{lines}\n"), 1);
+    std::fs::write(cfg, text).expect("config");
+}
+
 /// Writes the identity file the configuration names.
 pub fn write_identity(tre: &Tre, identity: &Value) {
     std::fs::write(tre.dir.path().join("identity.json"), identity.to_string()).expect("identity");
@@ -354,25 +361,30 @@ pub fn grant_select(moto: &Moto, principal: &str, db: &str, name: &str) {
 /// Someone grants alice's workspace role a table no policy allows; the trail records it.
 pub fn out_of_band_grant(moto: &Moto, n: u64) {
     grant_select(moto, &role(), "cardio", "ukb");
+    put_log_file(moto, n, &[grant_record(n)]);
+}
+
+/// The trail delivers its `n`th log file of today, holding `records`.
+pub fn put_log_file(moto: &Moto, n: u64, records: &[Value]) {
+    let now = time_now();
+    let key = key(Some(ORG), ACCOUNT, "us-east-1", &now[..10], n);
     runtime().block_on(async {
-        let (k, body) = grant_event_file(n);
         moto.s3()
             .await
             .put_object()
             .bucket(BUCKET)
-            .key(k)
-            .body(body.into())
+            .key(key)
+            .body(gzip_records(records).into())
             .send()
             .await
             .expect("log file");
     });
 }
 
-/// A CloudTrail log file recording a Lake Formation grant made outside tregov.
-fn grant_event_file(n: u64) -> (String, Vec<u8>) {
+/// The CloudTrail record of a Lake Formation grant made outside tregov (`drift-<n>`).
+pub fn grant_record(n: u64) -> Value {
     let now = time_now();
-    let day = &now[..10];
-    let record = json!({
+    json!({
         "eventVersion": "1.08",
         "eventID": format!("drift-{n}"),
         "eventTime": now,
@@ -384,11 +396,7 @@ fn grant_event_file(n: u64) -> (String, Vec<u8>) {
         "requestParameters": {"principal": {"dataLakePrincipalIdentifier": role()},
             "resource": {"table": {"databaseName": "cardio", "name": "ukb"}},
             "permissions": ["SELECT"]}
-    });
-    (
-        key(Some(ORG), ACCOUNT, "us-east-1", day, n),
-        gzip_records(&[record]),
-    )
+    })
 }
 
 fn time_now() -> String {

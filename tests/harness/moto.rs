@@ -40,7 +40,13 @@ impl Moto {
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("TREGOV_MOTO_LOG") {
+                // Its request log, to see what a hanging test waits for.
+                Some(path) => {
+                    std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
+                }
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("moto_server starts");
         let moto = Self { child, port };
@@ -134,6 +140,82 @@ impl Moto {
             .send()
             .await
             .expect("put");
+    }
+
+    /// Runs `script` with the emulator's own boto3 (for a service the tests have no Rust SDK
+    /// crate for: EventBridge); its stdout.
+    pub fn python(&self, script: &str) -> String {
+        let python = moto_server_bin().with_file_name("python");
+        let out = Command::new(python)
+            .args(["-c", script])
+            .envs(self.env())
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A new SQS queue whose messages come back `visibility_seconds` after a receive that
+    /// did not delete them; its URL.
+    pub fn queue(&self, name: &str, visibility_seconds: u32) -> String {
+        self.python(&format!(
+            "import boto3; print(boto3.client('sqs').create_queue(QueueName='{name}', Attributes={{'VisibilityTimeout': '{visibility_seconds}'}})['QueueUrl'])"
+        ))
+    }
+
+    /// Messages in the queue: waiting, and received but not deleted.
+    pub fn queue_depth(&self, url: &str) -> (u64, u64) {
+        let out = self.python(&format!(
+            "import boto3; a = boto3.client('sqs').get_queue_attributes(QueueUrl='{url}', AttributeNames=['All'])['Attributes']; print(a['ApproximateNumberOfMessages'], a['ApproximateNumberOfMessagesNotVisible'])"
+        ));
+        let mut n = out
+            .split_whitespace()
+            .map(|n| n.parse::<u64>().expect("a count"));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0))
+    }
+
+    /// An EventBridge rule sending CloudTrail management events of the governed services to
+    /// a new queue, as `deploy/` sets it up; the queue's URL.
+    pub fn cloudtrail_events_queue(&self) -> String {
+        self.python(
+            "import boto3, json\n\
+sqs = boto3.client('sqs'); events = boto3.client('events')\n\
+url = sqs.create_queue(QueueName='tregov-cloudtrail-events')['QueueUrl']\n\
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+events.put_rule(Name='tregov-cloudtrail-events', EventPattern=json.dumps({'detail-type': ['AWS API Call via CloudTrail'], 'source': ['aws.lakeformation', 'aws.iam', 'aws.ec2', 'aws.sagemaker']}))\n\
+events.put_targets(Rule='tregov-cloudtrail-events', Targets=[{'Id': 'tregov', 'Arn': arn}])\n\
+print(url)",
+        )
+    }
+
+    /// `record` as EventBridge delivers a CloudTrail management event (`PutEvents`, through
+    /// the rule of `cloudtrail_events_queue`).
+    pub fn put_cloudtrail_event(&self, record: &serde_json::Value) {
+        let source = record["eventSource"]
+            .as_str()
+            .and_then(|s| s.strip_suffix(".amazonaws.com"))
+            .expect("an eventSource");
+        let detail = serde_json::to_string(&record.to_string()).expect("quoted");
+        self.python(&format!(
+            "import boto3; r = boto3.client('events').put_events(Entries=[{{'Source': 'aws.{source}', 'DetailType': 'AWS API Call via CloudTrail', 'Detail': {detail}}}]); assert r['FailedEntryCount'] == 0, r"
+        ));
+    }
+
+    /// S3 event notifications for objects created in `bucket`, to a new queue; its URL.
+    pub fn object_created_queue(&self, bucket: &str) -> String {
+        self.python(&format!(
+            "import boto3\n\
+sqs = boto3.client('sqs')\n\
+url = sqs.create_queue(QueueName='tregov-log-files')['QueueUrl']\n\
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+boto3.client('s3').put_bucket_notification_configuration(Bucket='{bucket}', NotificationConfiguration={{'QueueConfigurations': [{{'QueueArn': arn, 'Events': ['s3:ObjectCreated:*']}}]}})\n\
+print(url)"
+        ))
     }
 
     pub async fn s3(&self) -> aws_sdk_s3::Client {

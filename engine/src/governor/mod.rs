@@ -15,7 +15,7 @@ mod tests;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -141,6 +141,11 @@ impl Governor {
         &self.engine
     }
 
+    /// The event store the trail is read into (real-time events are stored there too).
+    pub fn events(&self) -> &Arc<EventStore> {
+        &self.events
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -180,6 +185,19 @@ impl Governor {
                 self.converge(None, None).await
             }
             Trigger::Trail(changes) => self.on_trail(changes, None).await,
+            Trigger::Queued(changes, arrived) => {
+                // Timed from the event's arrival in the queue, not from this trigger.
+                let waited = SystemTime::now()
+                    .duration_since(arrived)
+                    .unwrap_or_default();
+                let detected = Instant::now().checked_sub(waited);
+                let result = self.on_trail(changes, detected).await;
+                let since = SystemTime::now()
+                    .duration_since(arrived)
+                    .unwrap_or_default();
+                self.metrics.queued_event_handled(since);
+                result
+            }
             Trigger::Scheduled(_) if Instant::now() >= self.next_resync => self.resync().await,
             Trigger::Scheduled(_) if self.clock_moved() => {
                 tracing::info!("the governance clock moved: a stored date passed");

@@ -97,6 +97,7 @@ impl Governor {
             schema: &schema,
             limits: &self.settings.limits,
             progress: &*self.progress,
+            incremental: matches!(pass, Pass::Trail),
         };
         let reports = run_pass(&self.collectors, pass, &ctx).await;
         self.observe(&reports);
