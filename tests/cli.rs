@@ -609,3 +609,59 @@ fn coverage_names_a_policy_of_a_file_no_test_names() {
         "{text}"
     );
 }
+
+#[test]
+fn under_output_json_an_error_is_one_json_object_on_stdout_naming_its_code() {
+    let tre = Tre::new().with_sample();
+    let out = tre.run(
+        &[
+            vec!["--output", "json"],
+            request("authorize", "alice", READ, GWAS),
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let error: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)));
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("invalid entity uid `alice`"), "{error:#}");
+    assert!(error["error"]["code"].is_string(), "{error:#}");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn completions_generate_for_bash_zsh_and_fish_and_name_the_commands() {
+    let tre = Tre::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef tregov"),
+        ("fish", "complete -c tregov"),
+    ] {
+        let out = tre.run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for command in ["daemon", "why", "completions", "detailed-exitcode"] {
+            assert!(script.contains(command), "{shell} lacks `{command}`");
+        }
+    }
+    let unknown = tre.run(&["completions", "tcsh"]);
+    assert_eq!(unknown.status.code(), Some(3));
+}
+
+#[test]
+fn man_pages_are_written_for_tregov_and_each_command() {
+    let tre = Tre::new();
+    let dir = tre.dir.path().join("man");
+    let out = tre.run(&["man", &dir.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = std::fs::read_to_string(dir.join("tregov.1")).expect("tregov.1");
+    assert!(root.starts_with(".ie \\n(.g .ds Aq"), "{root}");
+    assert!(
+        root.contains("tregov\\-daemon(1)") || root.contains("daemon"),
+        "{root}"
+    );
+    let plan = std::fs::read_to_string(dir.join("tregov-plan.1")).expect("tregov-plan.1");
+    assert!(plan.contains("detailed\\-exitcode"), "{plan}");
+    assert!(dir.join("tregov-policy-diff.1").exists());
+}

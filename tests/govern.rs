@@ -635,7 +635,23 @@ fn an_out_of_band_grant_delivered_only_through_eventbridge_and_sqs_is_reverted_a
     with_cloudtrail_keys(&cfg, &format!("events_queue_url = \"{queue}\""));
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &[]);
+    // Under systemd (`Type=notify`): the daemon says when it is ready.
+    let socket_path = tre.dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("socket");
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let daemon = Daemon::start_with_env(
+        &tre,
+        &moto,
+        &cfg,
+        &[],
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.as_path())],
+    );
+    let mut said = [0u8; 64];
+    let n = systemd.recv(&mut said).expect("READY=1");
+    assert_eq!(&said[..n], b"READY=1");
     daemon.wait_for("resync done", Duration::from_secs(60));
 
     // Through the queue only: no log file holds these events (yet). The daemon times each
@@ -817,4 +833,168 @@ fn new_log_files_announced_on_an_s3_notification_queue_are_read_without_listing_
     let full: Value = serde_json::from_slice(&full.stdout).expect("json");
     assert_eq!(full["cloudtrail"]["listed"], true, "{full:#}");
     assert_eq!(full["cloudtrail"]["items"], 0, "{full:#}");
+}
+
+#[test]
+fn a_profile_of_the_aws_config_file_the_region_flag_and_per_service_endpoints_are_honoured() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    seed(&moto, &tre);
+    let cfg = write_config(&tre, 5, "");
+    put_log_file(&moto, 1, &[grant_record(1)]);
+    let aws_config = tre.dir.path().join("aws-config");
+    std::fs::write(
+        &aws_config,
+        format!(
+            "[profile tre-admin]\nregion = us-east-1\naws_access_key_id = testing\naws_secret_access_key = testing\nendpoint_url = {}\n",
+            moto.endpoint()
+        ),
+    )
+    .expect("aws config");
+    // Only what each case sets: none of the emulator's usual environment.
+    let collect = |global: &[&str], env: &[(String, String)]| -> Value {
+        let mut command = std::process::Command::new(tregov_tests::tregov_bin());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let out = command
+            .args(["--data-dir", &tre.data_dir().display().to_string()])
+            .args(["--config", &cfg.display().to_string()])
+            .args(global)
+            .args(["--output", "json", "collect", "--once"])
+            .env("AWS_CONFIG_FILE", &aws_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().cloned())
+            .output()
+            .expect("tregov runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+
+    let by_profile = collect(&["--profile", "tre-admin"], &[]);
+    assert_eq!(by_profile["cloudtrail"]["complete"], true, "{by_profile:#}");
+    assert_eq!(by_profile["cloudtrail"]["items"], 1, "{by_profile:#}");
+    assert!(
+        by_profile["datalake"]["items"].as_u64() > Some(0),
+        "{by_profile:#}"
+    );
+
+    // The same profile in another region, where the emulator's Glue has no studies: the
+    // listing that shrank so far is held back, as any would be.
+    let elsewhere = collect(&["--profile", "tre-admin", "--region", "eu-west-2"], &[]);
+    let held = elsewhere["datalake"]["held"].as_str().unwrap_or_default();
+    let before = by_profile["datalake"]["items"].as_u64().unwrap_or_default();
+    assert!(
+        held.contains(&format!("shrank from {before} to 1 item(s)")),
+        "{elsewhere:#}"
+    );
+
+    // No profile and no `AWS_ENDPOINT_URL`: one variable per service, S3 in path style.
+    let mut per_service = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ];
+    for service in [
+        "S3",
+        "GLUE",
+        "LAKEFORMATION",
+        "IAM",
+        "EC2",
+        "SAGEMAKER",
+        "BUDGETS",
+        "BACKUP",
+        "CLOUDTRAIL",
+        "STS",
+    ] {
+        per_service.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint()));
+    }
+    put_log_file(&moto, 2, &[grant_record(2)]);
+    let by_service = collect(&[], &per_service);
+    assert_eq!(by_service["cloudtrail"]["complete"], true, "{by_service:#}");
+    assert_eq!(by_service["cloudtrail"]["items"], 1, "{by_service:#}");
+    assert_eq!(by_service["datalake"]["complete"], true, "{by_service:#}");
+}
+
+/// An organization in the emulator: an OU for the TRE with a child OU, a tagged account in
+/// the child, an untagged one in the OU and a tagged one outside it. The OU's id and the
+/// accounts' ids, in that order.
+fn organization(moto: &Moto) -> Vec<String> {
+    let out = moto.python(
+        r#"
+import boto3
+o = boto3.client('organizations')
+o.create_organization(FeatureSet='ALL')
+root = o.list_roots()['Roots'][0]['Id']
+ou = o.create_organizational_unit(ParentId=root, Name='tre-projects')['OrganizationalUnit']['Id']
+child = o.create_organizational_unit(ParentId=ou, Name='genomics')['OrganizationalUnit']['Id']
+def account(name, parent, project):
+    a = o.create_account(AccountName=name, Email=name + '@example.org')['CreateAccountStatus']['AccountId']
+    o.move_account(AccountId=a, SourceParentId=root, DestinationParentId=parent)
+    if project:
+        o.tag_resource(ResourceId=a, Tags=[{'Key': 'tre:project', 'Value': project}])
+    return a
+print(ou, account('genomics', child, 'proj-genomics'), account('untagged', ou, None), account('outside', root, 'proj-outside'))
+"#,
+    );
+    out.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn projects_come_from_the_tagged_accounts_of_an_organizational_unit_and_follow_it_on_resync() {
+    let moto = Moto::start();
+    let tre = Tre::new();
+    let ids = organization(&moto);
+    let (ou, genomics, untagged) = (&ids[0], &ids[1], &ids[2]);
+    let cfg = tre.dir.path().join("tregov.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_attempts = 2\n[organizations]\nparent_id = \"{ou}\"\nproject_role_name = \"tregov-project\"\n[daemon]\npoll_seconds = 1\nresync_seconds = 2\nmetrics_listen = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .expect("config");
+
+    let collected = tregov(
+        &tre,
+        &moto,
+        &cfg,
+        &["-v", "--output", "json", "collect", "--once"],
+    );
+    assert!(collected.status.success(), "{}", stderr(&collected));
+    let report: Value = serde_json::from_slice(&collected.stdout).expect("json");
+    assert_eq!(report["config-projects"]["items"], 1, "{report:#}");
+    assert!(
+        stderr(&collected).contains(&format!("accounts=[\"{genomics}\"]")),
+        "{}",
+        stderr(&collected)
+    );
+    assert!(
+        stderr(&collected).contains(untagged.as_str())
+            && stderr(&collected).contains("not governed"),
+        "the untagged account is reported: {}",
+        stderr(&collected)
+    );
+
+    let daemon = Daemon::start(&tre, &moto, &cfg, &[], &["--dry-run"]);
+    daemon.wait_for("projects=1", Duration::from_secs(60));
+    daemon.wait_for("resync done", Duration::from_secs(60));
+    let added = moto.python(&format!(
+        "import boto3\n\
+o = boto3.client('organizations')\n\
+root = o.list_roots()['Roots'][0]['Id']\n\
+a = o.create_account(AccountName='cardio', Email='cardio@example.org')['CreateAccountStatus']['AccountId']\n\
+o.move_account(AccountId=a, SourceParentId=root, DestinationParentId='{ou}')\n\
+o.tag_resource(ResourceId=a, Tags=[{{'Key': 'tre:project', 'Value': 'proj-cardio'}}])\n\
+print(a)"
+    ));
+    let lines = daemon.wait_for("projects=2", Duration::from_secs(30));
+    let line = lines.last().cloned().unwrap_or_default();
+    assert!(
+        line.contains(&added) && line.contains(genomics.as_str()),
+        "{line}"
+    );
 }

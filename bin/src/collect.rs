@@ -113,7 +113,11 @@ pub fn collect(
     trail: bool,
 ) -> Result<ExitCode> {
     let config = Config::load(config_path)?;
-    if config.cloudtrail.is_none() && config.identity.is_none() && config.projects.is_empty() {
+    if config.cloudtrail.is_none()
+        && config.identity.is_none()
+        && config.projects.is_empty()
+        && config.organizations.is_none()
+    {
         return Err(EngineError::Request(format!(
             "`{}` configures nothing to collect (no [cloudtrail], [identity] or [[projects]])",
             config_path.display()
@@ -125,6 +129,7 @@ pub fn collect(
         .ok_or_else(|| EngineError::Request("collecting needs a schema".into()))?;
     runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
+        let (config, _) = crate::organization::with_organization(config.clone(), &aws).await?;
         let collectors = tregov_collectors::build(&config, &aws).await;
         let events = Arc::new(EventStore::open(data_dir)?);
         let store = Store::open(data_dir)?;

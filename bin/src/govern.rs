@@ -101,6 +101,7 @@ pub fn plan_command(
         .flatten();
     crate::collect::runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
+        let (config, _) = crate::organization::with_organization(config.clone(), &aws).await?;
         let options = GovernOptions {
             mode: Mode::DryRun,
             origin: "plan",
@@ -151,6 +152,7 @@ pub fn apply_command(
     check_enforceable(&config)?;
     crate::collect::runtime()?.block_on(async {
         let aws = Aws::load(&config).await;
+        let (config, _) = crate::organization::with_organization(config.clone(), &aws).await?;
         let options = GovernOptions {
             mode: Mode::Enforce,
             origin: "apply",
@@ -255,6 +257,8 @@ pub fn daemon_command(
         tracing::info!(metrics = %bound, mode = ?options.mode, "daemon started");
         eprintln!("tregov daemon: serving /metrics, /healthz and /readyz on http://{bound}");
         let aws = Aws::load(&config).await;
+        let configured = config.clone();
+        let (config, discovered) = crate::organization::with_organization(config.clone(), &aws).await?;
         tokio::spawn(crate::anchor::run_anchorer(
             config.clone(),
             aws.clone(),
@@ -268,6 +272,13 @@ pub fn daemon_command(
             .await?
             .map(|(api, _)| api);
         let mut governor = governor(&config, data_dir, bundle, &aws, options, metrics).await?;
+        if config.organizations.is_some() {
+            governor = governor.with_rediscovery(Box::new(crate::organization::OrganizationProjects {
+                config: configured,
+                aws: aws.clone(),
+                last: discovered,
+            }));
+        }
         if let Some(api) = api {
             governor = governor.on_policies(Box::new(move |bundle| {
                 if let Err(e) = api.set_policies(bundle.clone()) {

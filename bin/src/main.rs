@@ -8,6 +8,7 @@ mod cli;
 mod collect;
 mod egress;
 mod govern;
+mod organization;
 mod output;
 mod policy;
 mod systemd;

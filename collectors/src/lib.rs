@@ -25,6 +25,8 @@ pub mod files_queue;
 #[cfg(feature = "aws")]
 pub mod iam;
 pub mod identity;
+#[cfg(feature = "aws")]
+pub mod organizations;
 pub mod projects;
 pub mod registry;
 #[cfg(any(test, feature = "testkit"))]

@@ -18,6 +18,7 @@ pub mod egress;
 pub mod identity;
 pub mod key_path;
 pub mod log;
+pub mod organizations;
 pub mod policies;
 pub mod projects;
 pub mod safety;
@@ -41,6 +42,7 @@ pub use egress::EgressConfig;
 pub use identity::IdentityConfig;
 pub use key_path::KeyPath;
 pub use log::LogConfig;
+pub use organizations::OrganizationsConfig;
 pub use policies::PoliciesConfig;
 pub use projects::ProjectConfig;
 pub use safety::SafetyConfig;
@@ -88,6 +90,9 @@ pub struct Config {
     /// One entry per TRE project (one AWS member account each).
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
+    /// More projects: the accounts of an organizational unit, discovered on every resync.
+    #[serde(default)]
+    pub organizations: Option<OrganizationsConfig>,
     #[serde(default)]
     pub cloudtrail: Option<CloudTrailConfig>,
     #[serde(default)]
@@ -278,6 +283,8 @@ impl Config {
             || "must be 1..120".into(),
         );
         projects::validate_projects(&self.projects, &root.key("projects"), &mut problems);
+        self.organizations
+            .validate(&root.key("organizations"), &mut problems);
         self.cloudtrail
             .validate(&root.key("cloudtrail"), &mut problems);
         self.datalake.validate(&root.key("datalake"), &mut problems);

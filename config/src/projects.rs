@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::key_path::KeyPath;
 use crate::validate::{check_account_id, check_not_empty, check_role_arn, Problems, Validate};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// The project's id: the `Tre::Project` entity id.

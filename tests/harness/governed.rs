@@ -430,8 +430,21 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(tre: &Tre, moto: &Moto, cfg: &Path, global: &[&str], args: &[&str]) -> Self {
+        Self::start_with_env(tre, moto, cfg, global, args, &[])
+    }
+
+    /// `start`, with more environment variables.
+    pub fn start_with_env(
+        tre: &Tre,
+        moto: &Moto,
+        cfg: &Path,
+        global: &[&str],
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let mut child = tre
             .command(Some(moto), cfg, global)
+            .envs(env.iter().copied())
             .args(["-v", "daemon"])
             .args(args)
             .stdout(Stdio::null())

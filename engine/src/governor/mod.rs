@@ -66,6 +66,15 @@ pub struct Settings {
 /// Called with each policy set the governor starts deciding with (the API takes it too).
 pub type OnPolicies = Box<dyn Fn(&PolicyBundle) + Send>;
 
+/// The collectors and enforcers for the accounts governed now.
+pub type Components = (Vec<Box<dyn Collector>>, Vec<Box<dyn Enforcer>>);
+
+/// Asked before each resync whether the governed accounts changed (projects discovered from
+/// AWS Organizations): new components when they did, `None` to keep the current ones.
+pub trait Rediscover: Send {
+    fn rediscover(&mut self) -> crate::collect::BoxFuture<'_, Option<Components>>;
+}
+
 pub struct Governor {
     engine: Engine,
     events: Arc<EventStore>,
@@ -75,6 +84,7 @@ pub struct Governor {
     metrics: Arc<Metrics>,
     progress: Box<dyn Progress + Send>,
     on_policies: Option<OnPolicies>,
+    rediscover: Option<Box<dyn Rediscover>>,
     /// The last policy set version tried, good or bad: a bad one is reported once.
     policy_attempt: Option<String>,
     /// The newest trail log file whose changes have been reconciled.
@@ -116,6 +126,7 @@ impl Governor {
             metrics,
             progress: Box::new(Quiet),
             on_policies: None,
+            rediscover: None,
             policy_attempt: None,
             trail_mark,
             next_resync: now,
@@ -134,6 +145,12 @@ impl Governor {
 
     pub fn on_policies(mut self, f: OnPolicies) -> Self {
         self.on_policies = Some(f);
+        self
+    }
+
+    /// Re-reads which accounts are governed before every resync.
+    pub fn with_rediscovery(mut self, rediscover: Box<dyn Rediscover>) -> Self {
+        self.rediscover = Some(rediscover);
         self
     }
 

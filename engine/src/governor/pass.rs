@@ -27,6 +27,12 @@ impl Governor {
         let now = Instant::now();
         self.next_resync = now + self.settings.resync;
         self.next_poll = now + self.settings.poll;
+        if let Some(rediscover) = self.rediscover.as_mut() {
+            if let Some((collectors, enforcers)) = rediscover.rediscover().await {
+                self.collectors = collectors;
+                self.enforcers = enforcers;
+            }
+        }
         self.collect(Pass::Full).await?;
         self.trail_mark = self.events.last_file_id()?.max(self.trail_mark);
         tracing::info!("resync done");
