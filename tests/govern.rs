@@ -678,6 +678,7 @@ fn an_out_of_band_grant_delivered_only_through_eventbridge_and_sqs_is_reverted_a
     // timed from the file's arrival in the bucket.
     let mut by_file = Vec::new();
     for n in 101..=110 {
+        std::thread::sleep(Duration::from_millis(500));
         grant_select(&moto, &role(), "cardio", "ukb");
         let put = Instant::now();
         put_log_file(&moto, n, &[grant_record(n)]);
@@ -714,9 +715,18 @@ fn an_out_of_band_grant_delivered_only_through_eventbridge_and_sqs_is_reverted_a
     );
     assert!(collected.status.success(), "{}", stderr(&collected));
     let report: Value = serde_json::from_slice(&collected.stdout).expect("json");
-    assert_eq!(report["cloudtrail"]["files"], 5, "{report:#}");
-    assert_eq!(report["cloudtrail"]["events_read"], 5, "{report:#}");
-    assert_eq!(report["cloudtrail"]["items"], 0, "stored once: {report:#}");
+    // (The daemon may have stopped before reading the last files of the S3 path: those add
+    // their events now; the five late files add none.)
+    let files = report["cloudtrail"]["files"].as_u64().unwrap_or_default();
+    assert!(files >= 5, "{report:#}");
+    assert_eq!(
+        report["cloudtrail"]["items"],
+        files - 5,
+        "stored once: {report:#}"
+    );
+    let events = tregov(&tre, &moto, &cfg, &["--output", "json", "events", "count"]);
+    let events: Value = serde_json::from_slice(&events.stdout).expect("json");
+    assert_eq!(events["count"], 30, "20 through the queue, 10 in log files");
     let out = tregov(&tre, &moto, &cfg, &["apply", "--yes"]);
     assert!(stdout(&out).starts_with("no changes"), "{}", stdout(&out));
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tregov_config::aws::Aws;
@@ -239,35 +239,13 @@ impl EventsQueue {
 
     /// Deletes handled messages; one that fails to go is received again and stored once.
     async fn delete(&self, messages: &[&Message]) {
-        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        match self
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) if out.failed().is_empty() => {}
-            Ok(out) => tracing::warn!(queue = %self.url, failed = out.failed().len(),
+        let handles: Vec<&str> = messages.iter().filter_map(|m| m.receipt_handle()).collect();
+        match crate::queue::delete(&self.sqs, &self.url, &handles).await {
+            Ok(0) => {}
+            Ok(failed) => tracing::warn!(queue = %self.url, failed,
                 "some handled messages were not deleted; they will be received and stored again, once"),
-            Err(error) => {
-                tracing::warn!(queue = %self.url, error = %CollectError::aws("sqs:DeleteMessageBatch", &self.url, error),
-                "handled messages not deleted; they will be received and stored again, once")
-            }
+            Err(error) => tracing::warn!(queue = %self.url, %error,
+                "handled messages not deleted; they will be received and stored again, once"),
         }
     }
 }

@@ -6,7 +6,6 @@
 //! read stays and is received again. Notifications can be lost or late, so a resync still
 //! lists the bucket.
 
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use serde_json::Value;
 
 use crate::CollectError;
@@ -80,30 +79,10 @@ impl FilesQueue {
 
     /// Deletes the messages whose files are stored.
     pub async fn delete(&self, handles: &[&str]) -> Result<(), CollectError> {
-        for chunk in handles.chunks(10) {
-            let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, handle)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(*handle)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let out = self
-                .sqs
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| CollectError::aws("sqs:DeleteMessageBatch", &self.url, e))?;
-            if !out.failed().is_empty() {
-                // Received again, the files are found read and the message goes then.
-                tracing::warn!(queue = %self.url, failed = out.failed().len(), "file notifications not deleted");
-            }
+        let failed = crate::queue::delete(&self.sqs, &self.url, handles).await?;
+        if failed > 0 {
+            // Received again, the files are found read and the message goes then.
+            tracing::warn!(queue = %self.url, failed, "file notifications not deleted");
         }
         Ok(())
     }

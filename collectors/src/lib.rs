@@ -28,6 +28,8 @@ pub mod identity;
 #[cfg(feature = "aws")]
 pub mod organizations;
 pub mod projects;
+#[cfg(feature = "aws")]
+mod queue;
 pub mod registry;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
