@@ -865,7 +865,7 @@ fn a_profile_of_the_aws_config_file_the_region_flag_and_per_service_endpoints_ar
     let collect = |global: &[&str], env: &[(String, String)]| -> Value {
         let mut command = std::process::Command::new(tregov_tests::tregov_bin());
         for (name, _) in std::env::vars() {
-            if name.starts_with("AWS_") {
+            if name.starts_with("AWS_") || name.to_ascii_uppercase().ends_with("_PROXY") {
                 command.env_remove(name);
             }
         }
@@ -927,6 +927,26 @@ fn a_profile_of_the_aws_config_file_the_region_flag_and_per_service_endpoints_ar
     assert_eq!(by_service["cloudtrail"]["complete"], true, "{by_service:#}");
     assert_eq!(by_service["cloudtrail"]["items"], 1, "{by_service:#}");
     assert_eq!(by_service["datalake"]["complete"], true, "{by_service:#}");
+
+    // Through a forward proxy named by `HTTP_PROXY`, as a TRE's egress-controlled network
+    // requires: every call goes through it, addressed to the emulator.
+    let proxy = tregov_tests::proxy::ForwardProxy::start(moto.port);
+    let mut proxied = per_service[..3].to_vec();
+    proxied.push(("AWS_ENDPOINT_URL".into(), moto.endpoint()));
+    proxied.push(("HTTP_PROXY".into(), proxy.url()));
+    put_log_file(&moto, 3, &[grant_record(3)]);
+    let through_proxy = collect(&[], &proxied);
+    assert_eq!(through_proxy["cloudtrail"]["items"], 1, "{through_proxy:#}");
+    assert_eq!(
+        through_proxy["datalake"]["complete"], true,
+        "{through_proxy:#}"
+    );
+    let lines = proxy.request_lines();
+    let absolute = format!(" {}/", moto.endpoint());
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains(&absolute)),
+        "{lines:?}"
+    );
 }
 
 /// An organization in the emulator: an OU for the TRE with a child OU, a tagged account in

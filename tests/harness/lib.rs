@@ -9,6 +9,7 @@ pub mod http;
 pub mod jwt;
 pub mod moto;
 pub mod oidc;
+pub mod proxy;
 pub mod served;
 
 use std::path::{Path, PathBuf};
