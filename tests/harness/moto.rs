@@ -31,7 +31,21 @@ pub struct Moto {
 
 impl Moto {
     /// Starts a fresh emulator and waits until it answers.
+    ///
+    /// Regression: two tests could be handed the same free port; the second emulator failed
+    /// to bind it, and its test talked to the first test's emulator (a record of one test
+    /// showed up in the other's trail). A start counts only once this emulator's own process
+    /// listens on the port; otherwise it starts again on another.
     pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(moto) = Self::try_start() {
+                return moto;
+            }
+        }
+        panic!("moto_server did not start on a port of its own in 5 tries");
+    }
+
+    fn try_start() -> Option<Self> {
         let bin = moto_server_bin();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -49,11 +63,15 @@ impl Moto {
             })
             .spawn()
             .expect("moto_server starts");
-        let moto = Self { child, port };
+        let mut moto = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if moto.get("/moto-api/data.json").is_some() {
-                return moto;
+            if matches!(moto.child.try_wait(), Ok(Some(_))) {
+                // It could not bind (another took the port): the Drop reaps it.
+                return None;
+            }
+            if listens_on(moto.child.id(), port) && moto.get("/moto-api/data.json").is_some() {
+                return Some(moto);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -317,4 +335,30 @@ impl Moto {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (from `/proc`).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let wanted = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state 0A (LISTEN), inode.
+            (fields.get(1)?.ends_with(&wanted) && *fields.get(3)? == "0A")
+                .then(|| fields.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.to_string_lossy() == *i))
+    })
 }
